@@ -1,0 +1,309 @@
+"""Exactly-once ingestion of CSV, Parquet and JSON-lines files into a Delta table, with quarantine.
+
+Each file is one batch whose id is its content hash, committed with a Delta application
+transaction, so a re-run (or a retry after a crash) never ingests a file twice. Files stream
+through Ray Data: workers parse and check rows, the driver splits good rows into the table and
+bad rows, with a reason each, into `<table>_quarantine`, keeping their raw values as text.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mlray.errors import UserError
+from mlray.lake.rules import bad_rows_mask, check_rows, row_reasons
+from mlray.lake.schema import TIMESTAMP_TYPE, arrow_schema, as_text, text_schema
+from mlray.lake.tables import Lake
+from mlray.spec import TableSpec
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".json": "jsonl"}
+REASON, SOURCE, RAW, INGESTED_AT = "_reason", "_source", "_raw", "_ingested_at"
+TEXT_PREFIX = "__text__"
+
+
+def quarantine_name(table: str) -> str:
+    return f"{table}_quarantine"
+
+
+def quarantine_schema(table: TableSpec) -> pa.Schema:
+    return text_schema(table).append(pa.field(REASON, pa.string(), nullable=False)).append(
+        pa.field(SOURCE, pa.string())).append(pa.field(RAW, pa.string())).append(pa.field(INGESTED_AT, TIMESTAMP_TYPE))
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    format: str
+    fingerprint: str
+
+    @property
+    def batch_id(self) -> str:
+        return f"ingest:{self.fingerprint}"
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # 'ingested' or 'skipped'
+    rows_read: int = 0
+    rows_landed: int = 0
+    rows_quarantined: int = 0
+    table_version: int | None = None
+
+
+@dataclass
+class IngestReport:
+    table: str
+    quarantine_table: str
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
+
+    @property
+    def rows_landed(self) -> int:
+        return sum(f.rows_landed for f in self.files)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(f.rows_quarantined for f in self.files)
+
+    def to_dict(self) -> dict:
+        return {"table": self.table, "quarantine_table": self.quarantine_table, "rows_read": self.rows_read,
+                "rows_landed": self.rows_landed, "rows_quarantined": self.rows_quarantined,
+                "files": [asdict(f) for f in self.files]}
+
+
+# --------------------------------------------------------------------------- discovering and inspecting
+
+
+def discover(source: str | Path) -> list[Path]:
+    """The files to ingest: the file itself, or every supported file in a landing folder (sorted)."""
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"{source}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() not in FORMATS:
+            raise UserError(f"{source}: unsupported file type '{path.suffix}' (expected {', '.join(sorted(FORMATS))})")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
+                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    if not files:
+        raise UserError(f"{source}: the folder holds no {', '.join(sorted(FORMATS))} files")
+    return files
+
+
+def fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _columns_of(path: Path, fmt: str) -> list[str] | None:
+    """The file's column names (None for JSON lines, which may omit nulls); raises if unreadable."""
+    if fmt == "parquet":
+        return pq.read_schema(path).names
+    with path.open(newline="", encoding="utf-8") as handle:
+        if fmt == "csv":
+            return next(csv.reader(handle), [])
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("the first line is not a JSON object")
+                return list(row)
+    return []
+
+
+def inspect(path: Path, table: TableSpec, table_name: str) -> SourceFile:
+    """Check a file can be read and has the declared columns, before anything is committed."""
+    fmt = FORMATS[path.suffix.lower()]
+    try:
+        columns = _columns_of(path, fmt)
+    except (OSError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
+        raise UserError(f"{path}: cannot be read as {fmt}: {str(exc).splitlines()[0]}") from None
+    declared = list(table.columns)
+    unexpected = [c for c in columns or [] if c not in table.columns]
+    missing = [c for c in declared if c not in columns] if fmt != "jsonl" else []
+    if unexpected or missing or columns == []:
+        problems = ([f"missing columns {', '.join(missing)}"] if missing else []) + \
+                   ([f"unexpected columns {', '.join(unexpected)}"] if unexpected else [])
+        raise UserError(f"{path}: columns do not match table '{table_name}': "
+                        f"{'; '.join(problems) or 'no columns'} (declared: {', '.join(declared)})")
+    return SourceFile(path, fmt, fingerprint(path))
+
+
+# --------------------------------------------------------------------------- reading and checking (Ray workers)
+
+
+def _parse_json_lines(batch: pa.Table, columns: list[str]) -> pa.Table:
+    """Lines of text → one text column per declared column, plus the raw line and any parse error."""
+    values: dict[str, list] = {name: [] for name in columns}
+    raws, errors = [], []
+    for line in batch.column("text").to_pylist():
+        if not line or not line.strip():
+            continue
+        error, row = None, {}
+        try:
+            parsed = json.loads(line)
+            if isinstance(parsed, dict):
+                row = parsed
+                extra = [k for k in parsed if k not in values]
+                error = f"unexpected fields {', '.join(extra)}" if extra else None
+            else:
+                error = "the line is not a JSON object"
+        except json.JSONDecodeError as exc:
+            error = f"the line is not valid JSON ({exc.msg})"
+        for name in columns:
+            value = row.get(name)
+            values[name].append(None if value is None else
+                                json.dumps(value) if isinstance(value, (dict, list)) else
+                                ("true" if value else "false") if isinstance(value, bool) else str(value))
+        raws.append(line if error else None)
+        errors.append(error)
+    out = {name: pa.array(vals, pa.string()) for name, vals in values.items()}
+    return pa.table({**out, RAW: pa.array(raws, pa.string()), "_parse_error": pa.array(errors, pa.string())})
+
+
+def check_batch(batch: pa.Table, table: TableSpec) -> pa.Table:
+    """Typed columns, a reason per bad row, and the bad rows' raw values as text."""
+    typed, violations = check_rows(batch, table)
+    reasons = row_reasons(violations, batch.num_rows)
+    bad = bad_rows_mask(violations, batch.num_rows)
+    if "_parse_error" in batch.column_names:
+        parse_error = batch.column("_parse_error").combine_chunks()
+        reasons = pc.coalesce(parse_error, reasons)
+        bad = pc.or_(bad, pc.is_valid(parse_error))
+    out = typed.append_column(REASON, reasons)
+    none = pa.scalar(None, pa.string())
+    for name in table.columns:
+        text = as_text(batch.column(name).combine_chunks())
+        out = out.append_column(TEXT_PREFIX + name, pc.if_else(bad, text, none))
+    raw_line = batch.column(RAW).combine_chunks() if RAW in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+    return out.append_column(RAW, raw_line)
+
+
+def _read(source: SourceFile, table: TableSpec):
+    """The file as a Ray Dataset of checked rows (streamed, never whole in memory)."""
+    import ray.data
+
+    path = str(source.path)
+    if source.format == "csv":
+        header = _columns_of(source.path, "csv")
+        options = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
+        ds = ray.data.read_csv(path, convert_options=options)
+    elif source.format == "parquet":
+        ds = ray.data.read_parquet(path)
+    else:
+        columns = list(table.columns)
+        ds = ray.data.read_text(path).map_batches(
+            _parse_json_lines, fn_kwargs={"columns": columns}, batch_format="pyarrow", batch_size=50_000)
+    return ds.map_batches(check_batch, fn_kwargs={"table": table}, batch_format="pyarrow", batch_size=None)
+
+
+# --------------------------------------------------------------------------- committing (driver)
+
+
+class _Splitter:
+    """Splits checked batches into good rows (streamed to the table) and bad rows (spooled to disk)."""
+
+    def __init__(self, table: TableSpec, source: SourceFile, spool: Path, ingested_at: datetime):
+        self.table, self.source, self.ingested_at = table, source, ingested_at
+        self.good_schema = arrow_schema(table)
+        self.bad_schema = quarantine_schema(table)
+        self.spool_path = spool
+        self.spool = pq.ParquetWriter(spool, self.bad_schema)
+        self.rows_read = self.rows_good = self.rows_bad = 0
+
+    def good_batches(self, checked: Iterator[pa.Table]) -> Iterator[pa.RecordBatch]:
+        for batch in checked:
+            self.rows_read += batch.num_rows
+            is_bad = pc.is_valid(batch.column(REASON))
+            bad = batch.filter(is_bad)
+            if bad.num_rows:
+                self._spool(bad)
+            good = batch.filter(pc.invert(is_bad)).select(self.good_schema.names)
+            self.rows_good += good.num_rows
+            yield from good.cast(self.good_schema).to_batches()
+
+    def _spool(self, bad: pa.Table) -> None:
+        self.rows_bad += bad.num_rows
+        columns = {name: bad.column(TEXT_PREFIX + name) for name in self.table.columns}
+        columns.update({REASON: bad.column(REASON), SOURCE: pa.array([str(self.source.path)] * bad.num_rows),
+                        RAW: bad.column(RAW),
+                        INGESTED_AT: pa.array([self.ingested_at] * bad.num_rows, TIMESTAMP_TYPE)})
+        self.spool.write_table(pa.table(columns, schema=self.bad_schema))
+
+    def spooled(self) -> pa.RecordBatchReader:
+        self.spool.close()
+        return pq.ParquetFile(self.spool_path).iter_batches() if self.rows_bad else iter(())
+
+
+def _ingest_file(lake: Lake, name: str, table: TableSpec, source: SourceFile, workdir: Path) -> FileResult:
+    quarantine = quarantine_name(name)
+    need_main = not lake.committed(name, source.batch_id)
+    need_quarantine = not lake.committed(quarantine, source.batch_id)
+    if not (need_main or need_quarantine):
+        return FileResult(str(source.path), "skipped", table_version=lake.latest_version(name))
+    splitter = _Splitter(table, source, workdir / f"{source.fingerprint}.parquet", datetime.now(timezone.utc))
+    batches = _read(source, table).iter_batches(batch_format="pyarrow", batch_size=None)
+    metadata = {"mlray.source": str(source.path)}
+    try:
+        good = splitter.good_batches(batches)
+        if need_main:
+            result = lake.append(name, good, batch_id=source.batch_id, schema=splitter.good_schema, metadata=metadata)
+        else:  # a crash came between the two commits last time: only the quarantine is missing
+            for _ in good:
+                pass
+            result = None
+        if need_quarantine:
+            lake.append(quarantine, splitter.spooled(), batch_id=source.batch_id, schema=splitter.bad_schema,
+                        metadata=metadata)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a file that fails mid-way: say which, keep the cause
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{source.path}: cannot be ingested ({first_line[:300]}); nothing from this file was committed"
+                        ) from exc
+    version = result.version if result else lake.latest_version(name)
+    return FileResult(str(source.path), "ingested", splitter.rows_read, splitter.rows_good, splitter.rows_bad, version)
+
+
+def ingest(lake: Lake, name: str, table: TableSpec, source: str | Path,
+           on_file: Callable[[FileResult], None] | None = None) -> IngestReport:
+    """Ingest a file or a landing folder into table `name`; every file exactly once."""
+    files = [inspect(path, table, name) for path in discover(source)]  # all checked before any commit
+    lake.create(name, arrow_schema(table))
+    lake.create(quarantine_name(name), quarantine_schema(table))
+    report = IngestReport(name, quarantine_name(name))
+    seen: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="mlray-ingest-") as workdir:
+        for source_file in files:
+            if source_file.fingerprint in seen:  # the same content twice in one landing folder
+                result = FileResult(str(source_file.path), "skipped", table_version=lake.latest_version(name))
+            else:
+                result = _ingest_file(lake, name, table, source_file, Path(workdir))
+            seen.add(source_file.fingerprint)
+            report.files.append(result)
+            if on_file:
+                on_file(result)
+    return report

@@ -1,0 +1,287 @@
+"""Delta Lake tables under one root: create, idempotent append, time travel, changes, history.
+
+All Delta access in mlray goes through `Lake`. Local paths and object-store URIs (s3://,
+gs://, abfss://) work alike; `storage_options` pass straight to deltalake.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from mlray.errors import UserError
+from mlray.spec import NAME_PATTERN, PlatformSpec
+
+log = logging.getLogger(__name__)
+
+CDF_CONFIG = {"delta.enableChangeDataFeed": "true"}
+BATCH_APP_PREFIX = "mlray-batch:"
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    table: str
+    version: int  # the table version after the append (unchanged when skipped)
+    committed: bool  # False when this batch id had been committed before
+    rows: int
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    uri: str
+    version: int
+    rows: int
+    columns: int
+    last_commit: datetime | None
+
+
+def schema_difference(expected: pa.Schema, actual: pa.Schema, compare_types: bool = True) -> str | None:
+    """'missing columns a, b; unexpected columns c; x is string (expected int64)', or None if they match."""
+    want = {f.name: f.type for f in expected}
+    have = {f.name: f.type for f in actual}
+    missing = [n for n in want if n not in have]
+    extra = [n for n in have if n not in want]
+    changed = [f"{n} is {have[n]} (expected {want[n]})" for n in want
+               if compare_types and n in have and have[n] != want[n]]
+    parts = ([f"missing columns {', '.join(missing)}"] if missing else []) + \
+            ([f"unexpected columns {', '.join(extra)}"] if extra else []) + changed
+    return "; ".join(parts) or None
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def arrow_schema_of(dt: DeltaTable) -> pa.Schema:
+    return pa.schema(dt.schema().to_arrow())
+
+
+class Lake:
+    """The Delta tables of one project."""
+
+    def __init__(self, root: str, storage_options: dict[str, str] | None = None):
+        self.root = root if _is_remote(root) else str(Path(root.removeprefix("file://")).resolve())
+        self.storage_options = dict(storage_options or {}) or None
+
+    @classmethod
+    def from_platform(cls, platform: PlatformSpec) -> "Lake":
+        return cls(platform.lake_uri, platform.storage_options)
+
+    # ----------------------------------------------------------------- naming
+
+    def uri(self, name: str) -> str:
+        if not re.match(NAME_PATTERN, name):
+            raise UserError(f"table name {name!r} is not valid: use letters, digits and underscores")
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return DeltaTable.is_deltatable(self.uri(name), storage_options=self.storage_options)
+
+    # ----------------------------------------------------------------- writing
+
+    def create(self, name: str, schema: pa.Schema, description: str | None = None) -> DeltaTable:
+        """Create the table with `schema` (change data feed on); an existing table must match it."""
+        if self.exists(name):
+            dt = self.open(name)
+            difference = schema_difference(schema, arrow_schema_of(dt))
+            if difference:
+                raise UserError(f"table '{name}' exists with another schema than the spec's: {difference}")
+            return dt
+        if not _is_remote(self.root):
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        log.info("creating Delta table %s", self.uri(name))
+        return DeltaTable.create(
+            self.uri(name), schema, mode="ignore", name=name, description=description,
+            configuration=CDF_CONFIG, storage_options=self.storage_options,
+        )
+
+    def committed(self, name: str, batch_id: str) -> bool:
+        """Whether a batch with this id has been committed to the table (Delta app transactions)."""
+        if not self.exists(name):
+            return False
+        return self.open(name).transaction_version(BATCH_APP_PREFIX + batch_id) is not None
+
+    def append(
+        self,
+        name: str,
+        data: pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch],
+        batch_id: str | None = None,
+        schema: pa.Schema | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> AppendResult:
+        """Append in one atomic commit; with a `batch_id`, a batch already committed is skipped.
+
+        The table's schema is enforced: columns are cast to it, and a mismatch is a UserError."""
+        if not self.exists(name):
+            if schema is None:
+                raise UserError(f"table '{name}' does not exist in {self.root} (ingest into it first)")
+            self.create(name, schema)
+        dt = self.open(name)
+        if batch_id is not None and dt.transaction_version(BATCH_APP_PREFIX + batch_id) is not None:
+            log.info("batch %s is already in table %s; skipping", batch_id, name)
+            return AppendResult(name, dt.version(), False, 0)
+        table_schema = arrow_schema_of(dt)
+        counter = _RowCounter()
+        reader = _conformed_reader(data, table_schema, name, counter)
+        properties = CommitProperties(
+            custom_metadata={"mlray.batch_id": batch_id or "", **(metadata or {})},
+            app_transactions=[Transaction(BATCH_APP_PREFIX + batch_id, 1)] if batch_id else None,
+        )
+        try:
+            write_deltalake(dt, reader, mode="append", commit_properties=properties)
+        except DeltaError:
+            if counter.error is not None:  # the failure came from the data stream: surface it as it was
+                raise counter.error from None
+            raise
+        if counter.error is not None:
+            raise counter.error
+        dt.update_incremental()
+        return AppendResult(name, dt.version(), True, counter.rows)
+
+    # ----------------------------------------------------------------- reading
+
+    def open(self, name: str, version: int | None = None, as_of: datetime | str | None = None) -> DeltaTable:
+        """The table, at its latest version, a pinned `version`, or as of a timestamp."""
+        uri = self.uri(name)
+        try:
+            dt = DeltaTable(uri, version=version, storage_options=self.storage_options)
+        except TableNotFoundError:
+            raise UserError(f"table '{name}' does not exist in {self.root}") from None
+        except DeltaError as exc:
+            if version is not None and "version" in str(exc).lower():
+                raise UserError(f"table '{name}' has no version {version} (latest: {self.latest_version(name)})") from None
+            raise
+        if as_of is not None:
+            when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            try:
+                dt.load_as_version(when)
+            except DeltaError as exc:
+                raise UserError(f"table '{name}' has no version as of {when.isoformat()}: {exc}") from None
+        return dt
+
+    def latest_version(self, name: str) -> int:
+        return DeltaTable(self.uri(name), storage_options=self.storage_options).version()
+
+    def read(self, name: str, version: int | None = None, as_of: datetime | str | None = None,
+             columns: list[str] | None = None) -> pa.Table:
+        """A whole snapshot in memory (small tables; use `dataset` for large ones)."""
+        dt = self.open(name, version, as_of)
+        return dt.to_pyarrow_dataset().to_table(columns=columns)
+
+    def dataset(self, name: str, version: int | None = None, columns: list[str] | None = None, **read_args):
+        """A pinned snapshot as a Ray Dataset, read in parallel, only the named columns."""
+        import ray.data
+
+        dt = self.open(name, version)
+        return ray.data.read_delta(
+            self.uri(name), version=dt.version(), storage_options=self.storage_options, columns=columns, **read_args
+        )
+
+    def changes_since(self, name: str, version: int, columns: list[str] | None = None) -> pa.Table:
+        """Rows changed after `version`, with `_change_type` and `_commit_version`.
+
+        Uses the change data feed when the table has it, else the files added since."""
+        dt = self.open(name)
+        latest = dt.version()
+        if version >= latest:
+            schema = arrow_schema_of(dt)
+            empty = schema.empty_table() if columns is None else schema.empty_table().select(columns)
+            return empty.append_column("_change_type", pa.array([], pa.string())).append_column(
+                "_commit_version", pa.array([], pa.int64()))
+        if dt.metadata().configuration.get("delta.enableChangeDataFeed") == "true":
+            changes = pa.table(dt.load_cdf(starting_version=version + 1, columns=columns))
+            changes = changes.drop_columns(["_commit_timestamp"])
+            return _plain_types(changes).set_column(
+                changes.schema.get_field_index("_commit_version"), "_commit_version",
+                changes.column("_commit_version").cast(pa.int64()))
+        return self._files_added_since(name, dt, version, columns)
+
+    def _files_added_since(self, name: str, dt: DeltaTable, version: int, columns: list[str] | None) -> pa.Table:
+        before = set(self.open(name, version).file_uris())
+        added = [uri for uri in dt.file_uris() if uri not in before]
+        data = pads.dataset(added, schema=arrow_schema_of(dt), format="parquet").to_table(columns=columns)
+        return data.append_column("_change_type", pa.array(["insert"] * data.num_rows, pa.string())).append_column(
+            "_commit_version", pa.array([dt.version()] * data.num_rows, pa.int64()))
+
+    def history(self, name: str, limit: int | None = None) -> list[dict]:
+        """Commits, newest first: version, timestamp, operation, rows added, mlray metadata."""
+        entries = []
+        for commit in self.open(name).history(limit):
+            metrics = commit.get("operationMetrics", {})
+            entries.append({
+                "version": commit.get("version"),
+                "timestamp": datetime.fromtimestamp(commit["timestamp"] / 1000, tz=timezone.utc).isoformat(),
+                "operation": commit.get("operation"),
+                "rows_added": metrics.get("num_added_rows"),
+                "batch_id": commit.get("mlray.batch_id") or None,
+                "source": commit.get("mlray.source"),
+            })
+        return entries
+
+    def list(self) -> list[TableInfo]:
+        fs, base = pafs.FileSystem.from_uri(self.root)
+        try:
+            entries = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        except OSError as exc:
+            raise UserError(f"cannot list the lake at {self.root}: {exc}") from None
+        tables = []
+        for entry in sorted(entries, key=lambda e: e.base_name):
+            if entry.type == pafs.FileType.Directory and self.exists(entry.base_name):
+                dt = self.open(entry.base_name)
+                adds = dt.get_add_actions(flatten=True)
+                rows = pa.table(adds).column("num_records").to_pylist() if adds.num_rows else []
+                last = dt.history(1)[0]["timestamp"]
+                tables.append(TableInfo(entry.base_name, self.uri(entry.base_name), dt.version(),
+                                        sum(r or 0 for r in rows), len(arrow_schema_of(dt)),
+                                        datetime.fromtimestamp(last / 1000, tz=timezone.utc)))
+        return tables
+
+
+class _RowCounter:
+    def __init__(self):
+        self.rows = 0
+        self.error: BaseException | None = None
+
+
+def _plain_types(table: pa.Table) -> pa.Table:
+    """string_view (what delta-rs hands back in places) → string, so schemas compare equal."""
+    fields = [pa.field(f.name, pa.string(), f.nullable) if pa.types.is_string_view(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def _conformed_reader(data, schema: pa.Schema, name: str, counter: _RowCounter) -> pa.RecordBatchReader:
+    """Stream `data` cast to the table's schema; an error in the stream is kept for the caller."""
+    batches: Iterable[pa.RecordBatch] = data.to_batches() if isinstance(data, pa.Table) else data
+
+    def generate():
+        try:
+            for batch in batches:
+                table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+                difference = schema_difference(schema, table.schema, compare_types=False)
+                if difference:
+                    raise UserError(f"data for table '{name}' does not match its columns: {difference}")
+                table = table.select(schema.names)
+                try:
+                    table = table.cast(schema)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+                    raise UserError(f"table '{name}': data does not fit the table's schema: {exc}") from None
+                counter.rows += table.num_rows
+                yield from table.to_batches()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by `append` once the write has aborted
+            counter.error = exc
+            raise
+
+    return pa.RecordBatchReader.from_batches(schema, generate())
