@@ -117,3 +117,26 @@ def corrupt(table: pa.Table, fraction: float, seed: int = 0) -> pa.Table:
         if column in text:
             text[column][row] = breaker(text[column][row])
     return pa.table({name: pa.array(values, pa.string()) for name, values in text.items()})
+
+
+def write_source_file(table: pa.Table, path) -> None:
+    """Write rows the way upstream systems drop them: CSV, Parquet or JSON lines, by the file's suffix."""
+    import json
+    from pathlib import Path
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        pacsv.write_csv(table, path)
+    elif suffix in (".parquet", ".pq"):
+        pq.write_table(table, path)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        with path.open("w") as handle:
+            for row in table.to_pylist():
+                handle.write(json.dumps(row, default=str) + "\n")
+    else:
+        raise ValueError(f"unsupported file type {suffix!r}: use .csv, .parquet or .jsonl")

@@ -1,0 +1,33 @@
+"""The `mlray` command line: one module per stage."""
+
+from __future__ import annotations
+
+import typer
+
+from mlray.cli import features, tables
+from mlray.cli.common import quiet_library_logs
+from mlray.cli.demo import demo
+from mlray.cli.generate import generate
+from mlray.cli.ingest import ingest
+from mlray.cli.init import init
+from mlray.cli.validate import validate
+
+app = typer.Typer(
+    name="mlray",
+    help="From a Delta Lake table to a drift-watched model service on Ray, driven by one spec.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(init)
+app.command()(ingest)
+app.command()(validate)
+app.command()(generate)
+app.command()(demo)
+app.add_typer(features.app, name="features")
+app.add_typer(tables.app, name="tables")
+
+
+def main() -> None:
+    quiet_library_logs()
+    app()

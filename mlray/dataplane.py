@@ -1,0 +1,55 @@
+"""The data-plane stages as the CLI and `ray job submit` entrypoints run them.
+
+Each function takes the spec, joins `lake` and `features`, and returns a result to render;
+none of them prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mlray.errors import UserError
+from mlray.features import FeatureStore, FittedFeatures, Lineage, fit
+from mlray.lake import Lake
+from mlray.lake.ingest import FileResult, IngestReport, ingest
+from mlray.lake.validate import ValidationReport, validate
+from mlray.spec import ProjectSpec
+
+
+def lake_of(spec: ProjectSpec) -> Lake:
+    return Lake.from_platform(spec.platform)
+
+
+def feature_store(spec: ProjectSpec) -> FeatureStore:
+    return FeatureStore(Path(spec.platform.state_dir) / "features")
+
+
+def ingest_source(spec: ProjectSpec, source: str | Path, table: str | None = None,
+                  on_file: Callable[[FileResult], None] | None = None) -> IngestReport:
+    name = table or spec.data.train_table
+    return ingest(lake_of(spec), name, spec.data.table(name), source, on_file=on_file)
+
+
+def validate_table(spec: ProjectSpec, table: str | None = None, version: int | None = None,
+                   write_report: bool = True) -> tuple[ValidationReport, Path | None]:
+    name = table or spec.data.train_table
+    report = validate(lake_of(spec), name, spec.data.table(name), version)
+    path = report.write(spec.platform.reports_dir / "validation") if write_report else None
+    return report, path
+
+
+def fit_features(spec: ProjectSpec, version: int | None = None, require_valid: bool = True) -> FittedFeatures:
+    """Fit the spec's features on a pinned version of the train table, refusing one that fails validation."""
+    name = spec.data.train_table
+    lake = lake_of(spec)
+    pinned = lake.open(name, version).version()
+    if require_valid:
+        report, path = validate_table(spec, name, pinned)
+        if not report.passed:
+            raise UserError(f"{report.summary()}; see {path} (or pass --no-validate to fit anyway)")
+    sources = list(dict.fromkeys(f.source for f in spec.features))
+    lineage = Lineage(table=name, table_uri=lake.uri(name), table_version=pinned)
+    fitted = fit(lake.dataset(name, pinned, columns=sources), spec.features, lineage)
+    feature_store(spec).save(fitted)
+    return fitted
