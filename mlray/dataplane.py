@@ -14,6 +14,8 @@ from mlray.features import FeatureStore, FittedFeatures, Lineage, fit
 from mlray.lake import Lake
 from mlray.lake.ingest import FileResult, IngestReport, ingest
 from mlray.lake.validate import ValidationReport, validate
+
+__all__ = ["fit_features", "ingest_source", "lake_of", "validate", "validate_table"]
 from mlray.spec import ProjectSpec
 
 

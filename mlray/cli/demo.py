@@ -17,7 +17,12 @@ from mlray.spec import load_spec
 
 
 def _landing_files(landing: Path, rows: int) -> list[Path]:
-    """Three days of exports in three formats; the CSV and JSON ones carry malformed rows."""
+    """Three days of exports in three formats; the CSV and JSON ones carry malformed rows.
+
+    Written once: a second demo run finds the same files and ingests nothing twice."""
+    existing = sorted(landing.glob("day*.*"))
+    if existing:
+        return existing
     data = generate_transactions(rows, seed=7, days=3)
     third = rows // 3
     files = [(landing / "day1.csv", corrupt(data.slice(0, third), 0.02, seed=1)),

@@ -109,13 +109,15 @@ def _parse_text(text: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
     target = ARROW_TYPES[kind]
     if kind == "string":
         return text, pa.array([False] * len(text))
+    none = pa.scalar(None, pa.string())
     normal = _normalise_text(text, kind)
+    normal = pc.if_else(pc.equal(normal, ""), none, normal)  # a blank is a missing value, not a bad one
     shaped = pc.match_substring_regex(normal, _TEXT_PATTERNS[kind])
-    candidate = pc.if_else(shaped, normal, pa.scalar(None, pa.string()))
+    candidate = pc.if_else(shaped, normal, none)
     try:
         typed = pc.cast(candidate, target)
-        ok = pc.or_kleene(shaped, pc.is_null(text))
+        ok = pc.or_kleene(shaped, pc.is_null(normal))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         typed, ok = _cast_each(candidate, target)
-        ok = pc.or_kleene(pc.and_kleene(ok, shaped), pc.is_null(text))
+        ok = pc.or_kleene(pc.and_kleene(ok, shaped), pc.is_null(normal))
     return typed, pc.invert(pc.fill_null(ok, False))

@@ -1,0 +1,104 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mlray.errors import UserError
+from mlray.spec import load_spec, parse_duration, parse_spec
+
+
+def test_starter_spec_loads_with_defaults(starter_text, tmp_path):
+    spec = parse_spec(starter_text, "mlray.yaml", base_dir=tmp_path)
+    assert spec.data.train_table == "transactions"
+    assert spec.data.label_column == "is_fraud"
+    assert spec.platform.state_dir == str(tmp_path / ".mlray")
+    assert spec.platform.lake_uri == str(tmp_path / ".mlray" / "lake")
+    assert spec.platform.tracking_uri == f"sqlite:///{tmp_path / '.mlray' / 'mlflow' / 'mlflow.db'}"
+    assert spec.train_table.expectations.max_staleness == timedelta(days=30)
+    assert [f.kind for f in spec.features].count("categorical") == 3
+
+
+def _error(text: str, **kwargs) -> str:
+    with pytest.raises(UserError) as caught:
+        parse_spec(text, "my.yaml", **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unknown_key_names_file_line_and_key(starter_text):
+    message = _error(starter_text.replace("  state_dir: .mlray", "  state_dri: .mlray"))
+    assert message.startswith("my.yaml:7: platform.state_dri: unknown key")
+
+
+def test_wrong_type_says_what_was_expected(starter_text):
+    message = _error(starter_text.replace("{type: float, nullable: false, min: 0}", "{type: decimal}"))
+    assert "data.tables.transactions.columns.amount.type" in message
+    assert "'decimal'" in message and "'float'" in message
+
+
+def test_label_column_must_be_in_the_schema(starter_text):
+    message = _error(starter_text.replace("label_column: is_fraud", "label_column: fraud"))
+    assert "label_column 'fraud' is not a column of table 'transactions'" in message
+
+
+def test_feature_must_read_a_declared_column_of_a_fitting_type(starter_text):
+    assert "reads column 'amount_usd'" in _error(starter_text.replace(
+        "{name: amount, kind: numeric", "{name: amount, column: amount_usd, kind: numeric"))
+    assert "is numeric but column 'country' is string" in _error(starter_text.replace(
+        "{name: country, kind: categorical, top_k: 20}", "{name: country, kind: numeric}"))
+
+
+def test_rules_must_fit_the_column_type(starter_text):
+    message = _error(starter_text.replace("country: {type: string, nullable: false}",
+                                          "country: {type: string, min: 3}"))
+    assert "min/max apply to int and float columns" in message
+
+
+def test_not_yaml_and_not_a_mapping():
+    assert _error("data: [unclosed").startswith("my.yaml:1: not valid YAML")
+    assert "expected a mapping of sections" in _error("- a list")
+
+
+def test_missing_required_sections():
+    assert "data: required key is missing" in _error("name: x\n")
+
+
+def test_environment_overrides_apply_and_errors_name_the_variable(starter_text, tmp_path):
+    spec = parse_spec(starter_text, "my.yaml", environ={"MLRAY_PLATFORM__RAY_ADDRESS": "auto",
+                                                        "MLRAY_PLATFORM__NUM_CPUS": "3"})
+    assert spec.platform.ray_address == "auto" and spec.platform.num_cpus == 3
+    message = _error(starter_text, environ={"MLRAY_PLATFORM__NUM_CPUS": "many"})
+    assert message.startswith("MLRAY_PLATFORM__NUM_CPUS: platform.num_cpus:")
+
+
+def test_mlray_home_moves_the_state_folder(starter_text, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLRAY_HOME", str(tmp_path / "state"))
+    spec = parse_spec(starter_text, "my.yaml")
+    assert spec.platform.state_dir == str(tmp_path / "state")
+
+
+def test_object_store_uris_are_kept(starter_text):
+    spec = parse_spec(starter_text.replace("lake_root: null", "lake_root: s3://bucket/lake"), "my.yaml")
+    assert spec.platform.lake_uri == "s3://bucket/lake"
+
+
+def test_column_type_shorthand_and_durations(starter_text):
+    spec = parse_spec(starter_text, "my.yaml")
+    assert spec.train_table.columns["card_present"].type == "bool"
+    assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration("2w") == timedelta(weeks=2)
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+def test_load_spec_reports_a_missing_file(tmp_path):
+    with pytest.raises(UserError, match="spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_load_spec_uses_mlray_spec_variable(tmp_path, starter_text, monkeypatch):
+    path = tmp_path / "elsewhere.yaml"
+    path.write_text(starter_text)
+    monkeypatch.setenv("MLRAY_SPEC", str(path))
+    assert load_spec().path == Path(path).resolve()
