@@ -194,10 +194,12 @@ def check_batch(batch: pa.Table, table: TableSpec) -> pa.Table:
         reasons = pc.coalesce(parse_error, reasons)
         bad = pc.or_(bad, pc.is_valid(parse_error))
     out = typed.append_column(REASON, reasons)
+    any_bad = pc.any(bad).as_py()
     none = pa.scalar(None, pa.string())
-    for name in table.columns:
-        text = as_text(batch.column(name).combine_chunks())
-        out = out.append_column(TEXT_PREFIX + name, pc.if_else(bad, text, none))
+    for name in table.columns:  # raw values as text, kept for the bad rows only
+        text = pc.if_else(bad, as_text(batch.column(name).combine_chunks()), none) if any_bad \
+            else pa.nulls(batch.num_rows, pa.string())
+        out = out.append_column(TEXT_PREFIX + name, text)
     raw_line = batch.column(RAW).combine_chunks() if RAW in batch.column_names else pa.nulls(batch.num_rows, pa.string())
     return out.append_column(RAW, raw_line)
 

@@ -23,7 +23,7 @@ class Violation:
     rule: str  # 'type', 'not_null', 'min', 'max', 'allowed'
     expected: str  # what the rule asks for, in words
     mask: pa.BooleanArray
-    values: pa.Array  # the raw values as text, for messages and examples
+    values: pa.Array  # the raw values (any type), shown as text in messages and examples
 
     @property
     def count(self) -> int:
@@ -34,31 +34,31 @@ class Violation:
         if self.rule == "not_null":
             text = pa.scalar(f"{self.column}: {self.expected}")
         else:
-            shown = pc.fill_null(pc.binary_join_element_wise("'", self.values, "'", ""), "null")
+            shown = pc.fill_null(pc.binary_join_element_wise("'", as_text(self.values), "'", ""), "null")
             text = pc.binary_join_element_wise(f"{self.column}: ", shown, f" {self.expected}", "")
         return pc.if_else(self.mask, text, pa.scalar(None, pa.string()))
 
     def examples(self, limit: int = 3) -> list[str]:
-        picked = pc.filter(self.values, self.mask).slice(0, limit)
+        picked = as_text(pc.filter(self.values, self.mask).slice(0, limit))
         return [v if v is not None else "null" for v in picked.to_pylist()]
 
 
-def _rule_checks(name: str, col: ColumnSpec, typed: pa.Array, text: pa.Array, parsed_ok: pa.Array) -> list[Violation]:
+def _rule_checks(name: str, col: ColumnSpec, typed: pa.Array, raw: pa.Array, parsed_ok: pa.Array) -> list[Violation]:
     found = []
     present = pc.and_(pc.is_valid(typed), parsed_ok)
     if not col.nullable:
         missing = pc.and_(pc.is_null(typed), parsed_ok)
-        found.append(Violation(name, "not_null", "missing value (the column is not nullable)", missing, text))
+        found.append(Violation(name, "not_null", "missing value (the column is not nullable)", missing, raw))
     if col.min is not None:
         below = pc.and_(present, pc.fill_null(pc.less(typed, col.min), False))
-        found.append(Violation(name, "min", f"is below min {col.min:g}", below, text))
+        found.append(Violation(name, "min", f"is below min {col.min:g}", below, raw))
     if col.max is not None:
         above = pc.and_(present, pc.fill_null(pc.greater(typed, col.max), False))
-        found.append(Violation(name, "max", f"is above max {col.max:g}", above, text))
+        found.append(Violation(name, "max", f"is above max {col.max:g}", above, raw))
     if col.allowed is not None:
         allowed = pa.array(col.allowed, ARROW_TYPES[col.type])
         outside = pc.and_(present, pc.invert(pc.fill_null(pc.is_in(typed, allowed), False)))
-        found.append(Violation(name, "allowed", "is not an allowed value", outside, text))
+        found.append(Violation(name, "allowed", "is not an allowed value", outside, raw))
     return found
 
 
@@ -70,10 +70,9 @@ def check_rows(raw: pa.Table, table: TableSpec) -> tuple[pa.Table, list[Violatio
     for name, col in table.columns.items():
         values = raw.column(name).combine_chunks() if isinstance(raw.column(name), pa.ChunkedArray) else raw.column(name)
         typed, failed = parse_column(values, col.type)
-        text = as_text(values)
         if col.type != "string":
-            violations.append(Violation(name, "type", f"is not {TYPE_NAMES[col.type]}", failed, text))
-        violations.extend(_rule_checks(name, col, typed, text, pc.invert(failed)))
+            violations.append(Violation(name, "type", f"is not {TYPE_NAMES[col.type]}", failed, values))
+        violations.extend(_rule_checks(name, col, typed, values, pc.invert(failed)))
         columns[name] = typed
     typed_table = pa.Table.from_pydict(columns, schema=arrow_schema(table).remove_metadata())
     return typed_table, [v for v in violations if v.count]

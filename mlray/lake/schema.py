@@ -6,6 +6,7 @@ find the offending rows, so a few bad values cost little and never fail the whol
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -92,12 +93,12 @@ def parse_column(values: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if values.type == target:
-        typed, failed = values, pa.array([False] * len(values))
+        typed, failed = values, _no_failures(len(values))
     elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or kind == "string":
         typed, failed = _parse_text(as_text(values), kind)
     else:
         try:
-            typed, failed = pc.cast(values, target), pa.array([False] * len(values))
+            typed, failed = pc.cast(values, target), _no_failures(len(values))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             typed, failed = _parse_text(as_text(values), kind)
     if kind == "float":  # NaN is a missing value, so not-null and range rules see it
@@ -105,10 +106,14 @@ def parse_column(values: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
     return typed, pc.fill_null(failed, False)
 
 
+def _no_failures(length: int) -> pa.BooleanArray:
+    return pa.array(np.zeros(length, dtype=bool))
+
+
 def _parse_text(text: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
     target = ARROW_TYPES[kind]
     if kind == "string":
-        return text, pa.array([False] * len(text))
+        return text, _no_failures(len(text))
     none = pa.scalar(None, pa.string())
     normal = _normalise_text(text, kind)
     normal = pc.if_else(pc.equal(normal, ""), none, normal)  # a blank is a missing value, not a bad one

@@ -7,6 +7,7 @@ gs://, abfss://) work alike; `storage_options` pass straight to deltalake.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from mlray.spec import NAME_PATTERN, PlatformSpec
 
 log = logging.getLogger(__name__)
 
+BLOCK_BYTES = 256 * 1024 * 1024
 CDF_CONFIG = {"delta.enableChangeDataFeed": "true"}
 BATCH_APP_PREFIX = "mlray-batch:"
 
@@ -182,10 +184,20 @@ class Lake:
         return dt.to_pyarrow_dataset().to_table(columns=columns)
 
     def dataset(self, name: str, version: int | None = None, columns: list[str] | None = None, **read_args):
-        """A pinned snapshot as a Ray Dataset, read in parallel, only the named columns."""
+        """A pinned snapshot as a Ray Dataset, read in parallel, only the named columns.
+
+        Blocks are sized for the cluster: at least one per file and per CPU, at most ~256 MiB in
+        memory each. (Ray's default cuts a one-row-group file into dozens of tiny blocks, and on
+        a small machine the per-block overhead then costs more than the work.)"""
+        import ray
         import ray.data
 
         dt = self.open(name, version)
+        if "override_num_blocks" not in read_args:
+            files = dt.get_add_actions(flatten=True)
+            size = sum(pa.table(files).column("size_bytes").to_pylist()) if files.num_rows else 0
+            cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
+            read_args["override_num_blocks"] = max(files.num_rows, cpus, math.ceil(4 * size / BLOCK_BYTES), 1)
         return ray.data.read_delta(
             self.uri(name), version=dt.version(), storage_options=self.storage_options, columns=columns, **read_args
         )

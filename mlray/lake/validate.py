@@ -71,7 +71,7 @@ class ValidationReport:
 
 
 def _hash_ids(values: pa.Array) -> np.ndarray:
-    return pd.util.hash_array(np.asarray(values.to_numpy(zero_copy_only=False), dtype=object))
+    return pd.util.hash_array(np.asarray(values.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
 
 
 def partial_stats(batch: pa.Table, table: TableSpec) -> pa.Table:

@@ -1,0 +1,43 @@
+"""Run every benchmark, each in its own process (its own Ray), and print their ratios.
+
+    python benchmarks/run.py            # all, default sizes
+    python benchmarks/run.py --quick    # small sizes, to check they run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+BENCHMARKS = {
+    "featurize": {"full": [], "quick": ["--rows", "200000", "--repeats", "1"]},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=list(BENCHMARKS), help="Benchmarks to run.")
+    parser.add_argument("--quick", action="store_true", help="Small sizes: checks they run, measures little.")
+    args = parser.parse_args()
+    failed = []
+    for name in args.names:
+        extra = BENCHMARKS[name]["quick" if args.quick else "full"]
+        print(f"== {name}", flush=True)
+        code = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *extra], cwd=ROOT)
+        if code:
+            failed.append(name)
+    for name in args.names:
+        path = ROOT / "benchmarks" / "results" / f"{name}.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            ratios = ", ".join(f"{r['rows']:,} rows {r['ratio']:.2f}×" for r in result["results"])
+            print(f"{name}: {ratios} (goal {result['goal']})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
