@@ -20,15 +20,17 @@ def _clean_mlray_env(monkeypatch):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole run, with more logical CPUs than this 2-core machine has."""
+    """One local Ray for the whole run, with more logical CPUs than this 2-core machine has (its RayContext)."""
     import ray
     from ray.data import DataContext
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    context = DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    yield ray
+    # The dashboard carries the Jobs API that `ray job submit` talks to.
+    context = ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+                       logging_level="ERROR")
+    data_context = DataContext.get_current()
+    data_context.enable_progress_bars = False
+    data_context.print_on_execution_start = False
+    yield context
     ray.shutdown()
 
 
