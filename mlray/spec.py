@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -423,6 +424,12 @@ def parse_spec(text: str, source: str = "<spec>", base_dir: Path | None = None, 
     base = base_dir or Path.cwd()
     spec = spec.model_copy(update={"platform": spec.platform.resolved(base)})
     return spec
+
+
+def starter_spec(name: str | None = None) -> str:
+    """The starter spec `mlray init` writes: a card-fraud example with every key explained."""
+    text = resources.files("mlray").joinpath("templates/starter.yaml").read_text()
+    return text.replace("name: card-fraud", f"name: {name}", 1) if name else text
 
 
 def load_spec(path: str | Path | None = None) -> ProjectSpec:

@@ -10,10 +10,9 @@ import typer
 from mlray import dataplane
 from mlray.cli.common import command, console, table
 from mlray.cli.features import render as render_features
-from mlray.cli.init import starter_spec
 from mlray.lake.synthetic import corrupt, generate_transactions, write_source_file
 from mlray.runtime import connect
-from mlray.spec import load_spec
+from mlray.spec import load_spec, starter_spec
 
 
 def _landing_files(landing: Path, rows: int) -> list[Path]:

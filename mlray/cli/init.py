@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -10,12 +9,7 @@ import typer
 
 from mlray.cli.common import command, console
 from mlray.errors import UserError
-from mlray.spec import DEFAULT_SPEC_FILE, parse_spec
-
-
-def starter_spec(name: str | None = None) -> str:
-    text = resources.files("mlray").joinpath("templates/starter.yaml").read_text()
-    return text.replace("name: card-fraud", f"name: {name}", 1) if name else text
+from mlray.spec import DEFAULT_SPEC_FILE, parse_spec, starter_spec
 
 
 @command

@@ -243,8 +243,22 @@ class Lake:
             })
         return entries
 
+    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow filesystem for the lake root, honouring the S3 storage options deltalake takes."""
+        if self.root.startswith(("s3://", "s3a://")) and self.storage_options:
+            options = {k.upper(): v for k, v in self.storage_options.items()}
+            endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
+            fs = pafs.S3FileSystem(
+                access_key=options.get("AWS_ACCESS_KEY_ID"), secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+                session_token=options.get("AWS_SESSION_TOKEN"), region=options.get("AWS_REGION"),
+                endpoint_override=endpoint,
+                scheme="http" if (endpoint or "").startswith("http://") else "https",
+            )
+            return fs, self.root.split("://", 1)[1]
+        return pafs.FileSystem.from_uri(self.root)
+
     def list(self) -> list[TableInfo]:
-        fs, base = pafs.FileSystem.from_uri(self.root)
+        fs, base = self._filesystem()
         try:
             entries = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
         except OSError as exc:
