@@ -11,12 +11,13 @@ from typing import Callable
 
 from mlray.errors import UserError
 from mlray.features import FeatureStore, FittedFeatures, Lineage, fit
+from mlray.features.fit import feature_reducer, fitted_from_partials
 from mlray.lake import Lake
 from mlray.lake.ingest import FileResult, IngestReport, ingest
-from mlray.lake.validate import ValidationReport, validate
+from mlray.lake.validate import ValidationReport, validate, validate_and_reduce
 
-__all__ = ["fit_features", "ingest_source", "lake_of", "validate", "validate_table"]
-from mlray.spec import ProjectSpec
+__all__ = ["fit_features", "ingest_source", "lake_of", "validate", "validate_and_fit", "validate_table"]
+from mlray.spec import Feature, ProjectSpec, TableSpec
 
 
 def lake_of(spec: ProjectSpec) -> Lake:
@@ -41,17 +42,30 @@ def validate_table(spec: ProjectSpec, table: str | None = None, version: int | N
     return report, path
 
 
+def validate_and_fit(lake: Lake, name: str, table: TableSpec, features: list[Feature], version: int | None = None,
+                     dataset=None) -> tuple[ValidationReport, FittedFeatures | None]:
+    """Validate a pinned table version and fit features on it in one pass; no features if it fails."""
+    report, partials = validate_and_reduce(lake, name, table, version, reducers={"features": feature_reducer(features)},
+                                           dataset=dataset)
+    if not report.passed:
+        return report, None
+    lineage = Lineage(table=name, table_uri=lake.uri(name), table_version=report.version)
+    return report, fitted_from_partials(features, partials["features"], lineage)
+
+
 def fit_features(spec: ProjectSpec, version: int | None = None, require_valid: bool = True) -> FittedFeatures:
     """Fit the spec's features on a pinned version of the train table, refusing one that fails validation."""
     name = spec.data.train_table
     lake = lake_of(spec)
-    pinned = lake.open(name, version).version()
     if require_valid:
-        report, path = validate_table(spec, name, pinned)
-        if not report.passed:
+        report, fitted = validate_and_fit(lake, name, spec.train_table, spec.features, version)
+        path = report.write(spec.platform.reports_dir / "validation")
+        if fitted is None:
             raise UserError(f"{report.summary()}; see {path} (or pass --no-validate to fit anyway)")
-    sources = list(dict.fromkeys(f.source for f in spec.features))
-    lineage = Lineage(table=name, table_uri=lake.uri(name), table_version=pinned)
-    fitted = fit(lake.dataset(name, pinned, columns=sources), spec.features, lineage)
+    else:
+        pinned = lake.open(name, version).version()
+        sources = list(dict.fromkeys(f.source for f in spec.features))
+        lineage = Lineage(table=name, table_uri=lake.uri(name), table_version=pinned)
+        fitted = fit(lake.dataset(name, pinned, columns=sources), spec.features, lineage)
     feature_store(spec).save(fitted)
     return fitted

@@ -1,30 +1,34 @@
-"""Fitting the declared features: statistics learned in parallel with Ray Data.
+"""Fitting the declared features: statistics learned in parallel with Ray Data, in one pass.
 
-Each block reduces to a small partial (counts, means, M2, min/max, value counts; then
-fixed-bin histograms where quantiles are needed); the driver merges partials in a fixed
-order and rounds the results, so the same data gives the same statistics, and thus the same
-feature version, however Ray split it into blocks.
+Each block reduces to a small partial: count, mean and M2 (merged with Chan's formula),
+min/max, value counts, and, where quantiles are needed, a log-bucketed sketch (DDSketch's
+idea: fixed buckets whose width is a set fraction of their value, so counts from any blocks
+add up exactly and quantiles carry at most 0.25% relative error). The driver merges partials
+in a fixed order and rounds the results, so the same data gives the same statistics, and thus
+the same feature version, however Ray split it into blocks.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlray.blocks import reduce_blocks
 from mlray.errors import UserError
-from mlray.features.fitted import (FittedBoolean, FittedCategorical, FittedFeatures, FittedNumeric,
-                                   FittedTimestamp, Lineage)
+from mlray.features.fitted import FittedBoolean, FittedCategorical, FittedFeatures, FittedNumeric, FittedTimestamp, Lineage
 from mlray.features.transform import numeric_prepare
 from mlray.spec import CategoricalFeature, Feature, NumericFeature
 
 log = logging.getLogger(__name__)
-HISTOGRAM_BINS = 8192
+SKETCH_ACCURACY = 0.0025
+SKETCH_GAMMA = (1 + SKETCH_ACCURACY) / (1 - SKETCH_ACCURACY)
+SKETCH_ZERO = 1e-9  # magnitudes below this count as zero
+SKETCH_OFFSET = 2**20  # keeps every non-zero bucket index positive before its sign is applied
 
 
 def _rounded(value: float, digits: int = 12) -> float:
@@ -45,19 +49,34 @@ def _value_type(arrow_type: pa.DataType) -> str:
     return "string"
 
 
+def _needs_quantiles(feature: NumericFeature) -> bool:
+    return feature.default == "median" or bool(feature.bucketize and feature.bucketize.quantiles)
+
+
 # --------------------------------------------------------------------------- partials (run on Ray workers)
 
 
+def sketch(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed log-bucket indices (0 = zero), ascending by the values they hold, and their counts."""
+    magnitude = np.abs(values)
+    exponent = np.ceil(np.log(np.maximum(magnitude, SKETCH_ZERO)) / np.log(SKETCH_GAMMA)).astype(np.int64)
+    index = np.where(magnitude < SKETCH_ZERO, 0, exponent + SKETCH_OFFSET)
+    return np.unique(np.where(values < 0, -index, index), return_counts=True)
+
+
 def moments_partial(batch: pa.Table, features: list[Feature]) -> dict:
+    """One block's statistics for every feature."""
     partial: dict[str, Any] = {"rows": batch.num_rows}
     for feature in features:
         column = batch.column(feature.source).combine_chunks()
         if isinstance(feature, NumericFeature):
             values = _prepared(feature, column)
-            partial[feature.name] = (len(values), float(values.mean()) if len(values) else 0.0,
-                                     float(((values - values.mean()) ** 2).sum()) if len(values) else 0.0,
-                                     float(values.min()) if len(values) else None,
-                                     float(values.max()) if len(values) else None)
+            if len(values):
+                mean = float(values.mean())
+                partial[feature.name] = (len(values), mean, float(((values - mean) ** 2).sum()), float(values.min()),
+                                         float(values.max()), sketch(values) if _needs_quantiles(feature) else None)
+            else:
+                partial[feature.name] = (0, 0.0, 0.0, None, None, None)
         elif isinstance(feature, CategoricalFeature):
             counts = pc.value_counts(column.drop_null())
             partial[feature.name] = (_value_type(column.type),
@@ -67,29 +86,9 @@ def moments_partial(batch: pa.Table, features: list[Feature]) -> dict:
     return partial
 
 
-def histogram_partial(batch: pa.Table, features: list[NumericFeature], ranges: dict[str, tuple]) -> dict:
-    partial = {}
-    for feature in features:
-        low, high = ranges[feature.name]
-        values = _prepared(feature, batch.column(feature.source).combine_chunks())
-        partial[feature.name] = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high if high > low else low + 1))[0]
-    return partial
-
-
-def _pickled(fn: Callable[..., dict]) -> Callable[..., pa.Table]:
-    def run(batch: pa.Table, **kwargs) -> pa.Table:
-        return pa.table({"partial": pa.array([pickle.dumps(fn(batch, **kwargs))], pa.binary())})
-
-    run.__name__ = fn.__name__
-    return run
-
-
-def _partials(data, fn: Callable[..., dict], **kwargs) -> list[dict]:
-    """Run `fn` over every block of a Ray Dataset (or over one in-memory table), in a fixed order."""
-    if isinstance(data, pa.Table):
-        return [fn(data, **kwargs)]
-    rows = data.map_batches(_pickled(fn), fn_kwargs=kwargs, batch_format="pyarrow", batch_size=None).iter_rows()
-    return [pickle.loads(blob) for blob in sorted(row["partial"] for row in rows)]
+def feature_reducer(features: list[Feature]) -> tuple:
+    """The per-block reducer `fit` runs, for fusing into another pass over the same table."""
+    return moments_partial, {"features": features}
 
 
 # --------------------------------------------------------------------------- merging (driver)
@@ -98,7 +97,7 @@ def _partials(data, fn: Callable[..., dict], **kwargs) -> list[dict]:
 def _merge_moments(parts: list[tuple]) -> tuple[int, float, float, float | None, float | None]:
     """Chan et al.'s parallel merge of (count, mean, M2) plus min and max."""
     count, mean, m2, low, high = 0, 0.0, 0.0, None, None
-    for n, part_mean, part_m2, part_low, part_high in parts:
+    for n, part_mean, part_m2, part_low, part_high, _ in parts:
         if not n:
             continue
         total = count + n
@@ -111,18 +110,29 @@ def _merge_moments(parts: list[tuple]) -> tuple[int, float, float, float | None,
     return count, mean, m2, low, high
 
 
-def _quantile(histogram: np.ndarray, low: float, high: float, q: float) -> float:
-    cumulative = np.cumsum(histogram)
-    target = q * cumulative[-1]
-    index = int(np.searchsorted(cumulative, target, side="left"))
-    below = cumulative[index - 1] if index else 0
-    width = (high - low) / len(histogram)
-    inside = (target - below) / histogram[index] if histogram[index] else 0.0
-    return low + (index + inside) * width
+def _merge_sketches(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    sketches = [part[5] for part in parts if part[0]]
+    merged, where = np.unique(np.concatenate([b for b, _ in sketches]), return_inverse=True)
+    return merged, np.bincount(where, weights=np.concatenate([c for _, c in sketches])).astype(np.int64)
 
 
-def _fit_numeric(feature: NumericFeature, moments: tuple, histogram: np.ndarray | None) -> FittedNumeric:
-    count, mean, m2, low, high = moments
+def _bucket_value(bucket: int) -> float:
+    if bucket == 0:
+        return 0.0
+    value = 2 * SKETCH_GAMMA ** (abs(bucket) - SKETCH_OFFSET) / (SKETCH_GAMMA + 1)  # within 0.25% of every member
+    return value if bucket > 0 else -value
+
+
+def _quantile(merged: tuple[np.ndarray, np.ndarray], q: float) -> float:
+    buckets, counts = merged  # ascending by value: np.unique sorts, and a negative index is a negative value
+    cumulative = np.cumsum(counts)
+    rank = int(np.floor(q * (cumulative[-1] - 1)))
+    return _bucket_value(int(buckets[np.searchsorted(cumulative, rank + 1, side="left")]))
+
+
+def _fit_numeric(feature: NumericFeature, parts: list[tuple]) -> FittedNumeric:
+    count, mean, m2, _, _ = _merge_moments(parts)
+    merged = _merge_sketches(parts) if _needs_quantiles(feature) else None
     std = float(np.sqrt(m2 / count)) if count else 0.0
     if std == 0.0:
         log.warning("feature %s is constant in the data; it is standardised with std 1", feature.name)
@@ -133,13 +143,12 @@ def _fit_numeric(feature: NumericFeature, moments: tuple, histogram: np.ndarray 
             boundaries = list(feature.bucketize.boundaries)
         else:
             k = feature.bucketize.quantiles
-            cuts = [_rounded(_quantile(histogram, low, high, i / k), 8) for i in range(1, k)]
-            boundaries = sorted(set(cuts))
+            boundaries = sorted({_rounded(_quantile(merged, i / k), 8) for i in range(1, k)})
     fill = feature.default
     if fill == "mean":
         fill = mean
     elif fill == "median":
-        fill = _quantile(histogram, low, high, 0.5)
+        fill = _quantile(merged, 0.5)
     elif fill is not None:
         fill = float(numeric_prepare(np.array([float(fill)]), feature.clip, feature.log1p)[0])
     return FittedNumeric(name=feature.name, source=feature.source, clip=feature.clip, log1p=feature.log1p,
@@ -159,54 +168,45 @@ def _fit_categorical(feature: CategoricalFeature, parts: list[tuple]) -> FittedC
                              vocabulary=vocabulary, default=feature.default)
 
 
-def fit(data, features: list[Feature], lineage: Lineage | None = None) -> FittedFeatures:
-    """Fit `features` on `data`: a Ray Dataset (distributed) or a pyarrow Table (in process)."""
-    sources = list(dict.fromkeys(f.source for f in features))
-    if not isinstance(data, pa.Table):
-        data = data.select_columns(sources)
-    missing = [c for c in sources if c not in _schema_names(data)]
-    if missing:
-        raise UserError(f"the data lacks columns the features read: {', '.join(missing)}")
-    partials = _partials(data, moments_partial, features=features)
-    rows = sum(p["rows"] for p in partials)
-    if rows == 0:
-        raise UserError("cannot fit features on an empty table")
-    for feature in features:
-        present = _present(feature, [p[feature.name] for p in partials])
-        if present == 0:
-            raise UserError(f"feature '{feature.name}': column '{feature.source}' has no values (all {rows} are null)")
-
-    numeric = [f for f in features if isinstance(f, NumericFeature)]
-    moments = {f.name: _merge_moments([p[f.name] for p in partials]) for f in numeric}
-    need_histogram = [f for f in numeric if f.default == "median" or (f.bucketize and f.bucketize.quantiles)]
-    histograms: dict[str, np.ndarray] = {}
-    if need_histogram:
-        ranges = {f.name: moments[f.name][3:] for f in need_histogram}
-        for part in _partials(data, histogram_partial, features=need_histogram, ranges=ranges):
-            for name, counts in part.items():
-                histograms[name] = histograms.get(name, 0) + counts
-
-    fitted = []
-    for feature in features:
-        if isinstance(feature, NumericFeature):
-            fitted.append(_fit_numeric(feature, moments[feature.name], histograms.get(feature.name)))
-        elif isinstance(feature, CategoricalFeature):
-            fitted.append(_fit_categorical(feature, [p[feature.name] for p in partials]))
-        elif feature.kind == "boolean":
-            fitted.append(FittedBoolean(name=feature.name, source=feature.source, default=feature.default))
-        else:
-            fitted.append(FittedTimestamp(name=feature.name, source=feature.source, parts=feature.parts))
-    stamp = (lineage or Lineage()).model_copy(update={"rows": rows, "fitted_at": datetime.now(timezone.utc).isoformat()})
-    return FittedFeatures(features=fitted, lineage=stamp)
-
-
-def _schema_names(data) -> list[str]:
-    return data.column_names if isinstance(data, pa.Table) else data.schema().names
-
-
 def _present(feature: Feature, parts: list) -> int:
     if isinstance(feature, NumericFeature):
         return sum(p[0] for p in parts)
     if isinstance(feature, CategoricalFeature):
         return sum(sum(counts.values()) for _, counts in parts)
     return sum(parts)
+
+
+def fitted_from_partials(features: list[Feature], partials: list[dict], lineage: Lineage | None = None) -> FittedFeatures:
+    """Merge the blocks' partials into the fitted feature set."""
+    rows = sum(p["rows"] for p in partials)
+    if rows == 0:
+        raise UserError("cannot fit features on an empty table")
+    fitted = []
+    for feature in features:
+        parts = [p[feature.name] for p in partials]
+        if _present(feature, parts) == 0:
+            raise UserError(f"feature '{feature.name}': column '{feature.source}' has no values (all {rows} are null)")
+        if isinstance(feature, NumericFeature):
+            fitted.append(_fit_numeric(feature, parts))
+        elif isinstance(feature, CategoricalFeature):
+            fitted.append(_fit_categorical(feature, parts))
+        elif feature.kind == "boolean":
+            fitted.append(FittedBoolean(name=feature.name, source=feature.source, default=feature.default))
+        else:
+            fitted.append(FittedTimestamp(name=feature.name, source=feature.source, parts=feature.parts))
+    fitted_at = datetime.now(timezone.utc).isoformat()
+    return FittedFeatures(features=fitted, lineage=(lineage or Lineage()).model_copy(
+        update={"rows": rows, "fitted_at": fitted_at}))
+
+
+def fit(data, features: list[Feature], lineage: Lineage | None = None) -> FittedFeatures:
+    """Fit `features` on `data`: a Ray Dataset (distributed) or a pyarrow Table (in process)."""
+    sources = list(dict.fromkeys(f.source for f in features))
+    names = data.column_names if isinstance(data, pa.Table) else data.schema().names
+    missing = [c for c in sources if c not in names]
+    if missing:
+        raise UserError(f"the data lacks columns the features read: {', '.join(missing)}")
+    if not isinstance(data, pa.Table):
+        data = data.select_columns(sources)
+    partials = reduce_blocks(data, {"features": feature_reducer(features)})["features"]
+    return fitted_from_partials(features, partials, lineage)

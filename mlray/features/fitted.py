@@ -95,33 +95,32 @@ class FittedFeatures(BaseModel):
                              separators=(",", ":"))
         return hashlib.sha256(content.encode()).hexdigest()[:16]
 
+    def outputs(self) -> list[tuple[str, str, int | None]]:
+        """(name, 'numeric' or 'categorical', cardinality) of every model input column, in order."""
+        found = []
+        for f in self.features:
+            if f.kind == "categorical" or (f.kind == "numeric" and f.boundaries is not None):
+                found.append((f.name, "categorical", f.cardinality))
+            elif f.kind == "timestamp":
+                found.extend((f"{f.name}_{part}", "categorical", PART_CARDINALITY[part]) for part in f.parts)
+            else:
+                found.append((f.name, "numeric", None))
+        return found
+
     @property
     def numeric_names(self) -> list[str]:
         """Columns of the float32 `numeric` output, in order."""
-        return [f.name for f in self.features
-                if (f.kind == "numeric" and f.boundaries is None) or f.kind == "boolean"]
+        return [name for name, kind, _ in self.outputs() if kind == "numeric"]
 
     @property
     def categorical_names(self) -> list[str]:
         """Columns of the int64 `categorical` output, in order."""
-        names = []
-        for f in self.features:
-            if f.kind == "categorical" or (f.kind == "numeric" and f.boundaries is not None):
-                names.append(f.name)
-            elif f.kind == "timestamp":
-                names.extend(f"{f.name}_{part}" for part in f.parts)
-        return names
+        return [name for name, kind, _ in self.outputs() if kind == "categorical"]
 
     @property
     def cardinalities(self) -> list[int]:
         """Number of distinct indices of each `categorical` output column (embedding sizes)."""
-        sizes = []
-        for f in self.features:
-            if f.kind == "categorical" or (f.kind == "numeric" and f.boundaries is not None):
-                sizes.append(f.cardinality)
-            elif f.kind == "timestamp":
-                sizes.extend(PART_CARDINALITY[part] for part in f.parts)
-        return sizes
+        return [size for _, kind, size in self.outputs() if kind == "categorical"]
 
     @property
     def source_columns(self) -> list[str]:

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlray.errors import UserError
-from mlray.features.fitted import (FittedBoolean, FittedCategorical, FittedFeatures, FittedNumeric,
-                                   FittedTimestamp)
+from mlray.features.fitted import FittedBoolean, FittedCategorical, FittedFeatures, FittedNumeric, FittedTimestamp
 
 VALUE_TYPES = {"string": pa.string(), "int": pa.int64(), "bool": pa.bool_()}
 

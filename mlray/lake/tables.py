@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from mlray.errors import UserError
 from mlray.spec import NAME_PATTERN, PlatformSpec
@@ -142,6 +142,12 @@ class Lake:
         )
         try:
             write_deltalake(dt, reader, mode="append", commit_properties=properties)
+        except CommitFailedError:
+            # A concurrent writer committed first; if it committed this very batch, we are done.
+            if batch_id is not None and self.committed(name, batch_id):
+                log.info("batch %s was committed concurrently to table %s", batch_id, name)
+                return AppendResult(name, self.latest_version(name), False, 0)
+            raise
         except DeltaError:
             if counter.error is not None:  # the failure came from the data stream: surface it as it was
                 raise counter.error from None
@@ -187,8 +193,8 @@ class Lake:
         """A pinned snapshot as a Ray Dataset, read in parallel, only the named columns.
 
         Blocks are sized for the cluster: at least one per file and per CPU, at most ~256 MiB in
-        memory each. (Ray's default cuts a one-row-group file into dozens of tiny blocks, and on
-        a small machine the per-block overhead then costs more than the work.)"""
+        memory each (Ray's default cuts a one-row-group file into dozens of tiny blocks, whose
+        overhead on a small machine costs more than the work)."""
         import ray
         import ray.data
 

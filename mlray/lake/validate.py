@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlray.blocks import reduce_blocks
 from mlray.lake.rules import check_rows
 from mlray.lake.schema import arrow_schema
 from mlray.lake.tables import Lake, arrow_schema_of, schema_difference
@@ -74,8 +74,8 @@ def _hash_ids(values: pa.Array) -> np.ndarray:
     return pd.util.hash_array(np.asarray(values.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
 
 
-def partial_stats(batch: pa.Table, table: TableSpec) -> pa.Table:
-    """One block → one row holding its pickled partial: what the driver needs to merge."""
+def partial_stats(batch: pa.Table, table: TableSpec) -> dict:
+    """One block's failure counts and examples per rule, row count, newest event and id hashes."""
     _, violations = check_rows(batch, table)
     partial = {
         "rows": batch.num_rows,
@@ -88,7 +88,7 @@ def partial_stats(batch: pa.Table, table: TableSpec) -> pa.Table:
     if table.id_column and table.expectations.unique_id:
         ids = batch.column(table.id_column).combine_chunks().drop_null()
         partial["ids"] = _hash_ids(ids)
-    return pa.table({"partial": pa.array([pickle.dumps(partial)], pa.binary())})
+    return partial
 
 
 def _rows_with_hash(batch: pa.Table, column: str, hashes: np.ndarray) -> pa.Table:
@@ -130,19 +130,28 @@ def _rule_checks(table: TableSpec, failures: dict) -> list[Check]:
 def validate(lake: Lake, name: str, table: TableSpec, version: int | None = None,
              now: datetime | None = None) -> ValidationReport:
     """Evaluate every expectation of `table` on one pinned version of Delta table `name`."""
+    return validate_and_reduce(lake, name, table, version, now)[0]
+
+
+def validate_and_reduce(lake: Lake, name: str, table: TableSpec, version: int | None = None,
+                        now: datetime | None = None, reducers: dict | None = None,
+                        dataset=None) -> tuple[ValidationReport, dict]:
+    """`validate`, with other per-block `reducers` riding on the same pass over the table's columns.
+
+    `dataset` may be the snapshot already opened with `lake.dataset(name, version)`, so that a
+    caller reading it again later pays for opening it once. Returns the report and the other
+    reducers' partials (none when the schema check fails)."""
     dt = lake.open(name, version)
     version = dt.version()
-    checks = []
     difference = schema_difference(arrow_schema(table), arrow_schema_of(dt))
-    checks.append(Check("schema", "the declared columns and types", difference is None, 0, [difference] if difference else []))
+    checks = [Check("schema", "the declared columns and types", difference is None, 0, [difference] if difference else [])]
     if difference:  # row rules cannot run on columns that are not there
-        return ValidationReport(name, version, dt.count(), _now(now).isoformat(), checks)
+        return ValidationReport(name, version, dt.count(), _now(now).isoformat(), checks), {}
 
-    partials = lake.dataset(name, version, columns=list(table.columns)).map_batches(
-        partial_stats, fn_kwargs={"table": table}, batch_format="pyarrow", batch_size=None)
+    dataset = (dataset or lake.dataset(name, version)).select_columns(list(table.columns))
+    partials = reduce_blocks(dataset, {"validation": (partial_stats, {"table": table}), **(reducers or {})})
     rows, failures, newest, hashes = 0, {}, None, []
-    for row in partials.iter_rows():
-        partial = pickle.loads(row["partial"])
+    for partial in partials.pop("validation"):
         rows += partial["rows"]
         for key, (count, examples) in partial["failures"].items():
             total, seen = failures.get(key, (0, []))
@@ -160,7 +169,7 @@ def validate(lake: Lake, name: str, table: TableSpec, version: int | None = None
         checks.append(Check(f"{table.id_column}: unique", "no id appears twice", extra == 0, extra, examples))
     if table.event_time_column and expect.max_staleness is not None:
         checks.append(_freshness(table.event_time_column, newest, expect.max_staleness, _now(now)))
-    return ValidationReport(name, version, rows, _now(now).isoformat(), checks)
+    return ValidationReport(name, version, rows, _now(now).isoformat(), checks), partials
 
 
 def _now(now: datetime | None) -> datetime:

@@ -33,8 +33,10 @@ def test_fraud_is_rare_and_depends_plausibly_on_the_inputs():
     fraud = data.filter(data.column("is_fraud"))
     honest = data.filter(pc.invert(data.column("is_fraud")))
     assert np.median(fraud.column("amount")) > np.median(honest.column("amount"))
-    night = lambda t: pc.mean(pc.less(pc.hour(t.column("event_time")), 6).cast("int8")).as_py()
-    assert night(fraud) > 1.5 * night(honest)
+    def night_share(table):
+        return pc.mean(pc.less(pc.hour(table.column("event_time")), 6).cast("int8")).as_py()
+
+    assert night_share(fraud) > 1.5 * night_share(honest)
 
 
 @pytest.mark.parametrize("shift, check", [
@@ -51,6 +53,7 @@ def test_concept_shift_keeps_inputs_and_changes_what_they_mean():
     base = generate_transactions(40_000, seed=6)
     moved = generate_transactions(40_000, seed=6, shift=Shift(concept=1.0))
     assert base.column("amount").equals(moved.column("amount"))
-    big = lambda t: pc.greater(t.column("amount"), 200)
-    rate_big = lambda t: fraud_rate(t.filter(big(t)))
-    assert rate_big(moved) < rate_big(base) / 2
+    def rate_on_big_payments(table):
+        return fraud_rate(table.filter(pc.greater(table.column("amount"), 200)))
+
+    assert rate_on_big_payments(moved) < rate_on_big_payments(base) / 2

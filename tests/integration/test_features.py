@@ -6,16 +6,12 @@ import pytest
 from mlray import dataplane
 from mlray.errors import UserError
 from mlray.features import fit, transform, transform_dataset
-from mlray.lake.schema import arrow_schema
 from mlray.lake.synthetic import Shift, generate_transactions
 
 
 @pytest.fixture
-def loaded(project):
-    lake = dataplane.lake_of(project)
-    lake.append("transactions", generate_transactions(4000, seed=21), batch_id="a",
-                schema=arrow_schema(project.train_table))
-    return project, lake
+def loaded(project, load_transactions):
+    return project, load_transactions(4000, seed=21)
 
 
 def test_distributed_fit_equals_in_process_fit(loaded):

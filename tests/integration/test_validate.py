@@ -7,16 +7,11 @@ import pytest
 
 from mlray import dataplane
 from mlray.errors import UserError
-from mlray.lake.schema import arrow_schema
-from mlray.lake.synthetic import generate_transactions
 
 
 @pytest.fixture
-def loaded(project):
-    lake = dataplane.lake_of(project)
-    lake.append("transactions", generate_transactions(2000, seed=5), batch_id="seed-5",
-                schema=arrow_schema(project.train_table))
-    return project, lake
+def loaded(project, load_transactions):
+    return project, load_transactions(2000, seed=5)
 
 
 def checks_of(report):

@@ -104,3 +104,26 @@ def test_list_and_missing_tables(lake):
         lake.read("nope")
     with pytest.raises(UserError, match="not valid"):
         lake.uri("../escape")
+
+
+def _append_from_another_process(root: str, batch_id: str, barrier_path: str) -> bool:
+    import time
+    from pathlib import Path
+
+    lake = Lake(root)
+    while not Path(barrier_path).exists():  # start both writers together
+        time.sleep(0.01)
+    return lake.append("t", rows("x"), batch_id=batch_id, schema=SCHEMA).committed
+
+
+def test_concurrent_appends_of_one_batch_commit_it_once(lake, tmp_path):
+    import multiprocessing
+
+    lake.create("t", SCHEMA)
+    barrier = tmp_path / "go"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:  # deltalake's runtime does not survive fork
+        pending = pool.starmap_async(_append_from_another_process, [(lake.root, "same", str(barrier))] * 2)
+        barrier.touch()
+        committed = pending.get(timeout=120)
+    assert sorted(committed) == [False, True]
+    assert lake.read("t").num_rows == 1
