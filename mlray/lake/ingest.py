@@ -131,7 +131,7 @@ def _columns_of(path: Path, fmt: str) -> list[str] | None:
                 if not isinstance(row, dict):
                     raise ValueError("the first line is not a JSON object")
                 return list(row)
-    return []
+    return None  # an empty file: nothing to check, nothing to land
 
 
 def inspect(path: Path, table: TableSpec, table_name: str) -> SourceFile:
@@ -255,7 +255,7 @@ class _Splitter:
                         INGESTED_AT: pa.array([self.ingested_at] * bad.num_rows, TIMESTAMP_TYPE)})
         self.spool.write_table(pa.table(columns, schema=self.bad_schema))
 
-    def spooled(self) -> pa.RecordBatchReader:
+    def spooled(self) -> Iterator[pa.RecordBatch]:
         self.spool.close()
         return pq.ParquetFile(self.spool_path).iter_batches() if self.rows_bad else iter(())
 

@@ -147,3 +147,14 @@ def test_json_lines_may_omit_null_fields(project, transactions, tmp_path):
     report = dataplane.ingest_source(project, path)
     assert report.rows_landed == 3
     assert dataplane.lake_of(project).read("transactions").column("merchant_category").null_count == 3
+
+
+def test_empty_files_are_recorded_as_ingested(project, transactions, tmp_path):
+    landing = tmp_path / "landing"
+    write_source_file(transactions.slice(0, 0), landing / "a.csv")
+    write_source_file(transactions.slice(0, 0), landing / "b.parquet")
+    (landing / "c.jsonl").write_text("\n")
+    report = dataplane.ingest_source(project, landing)
+    assert [(f.status, f.rows_read) for f in report.files] == [("ingested", 0)] * 3
+    again = dataplane.ingest_source(project, landing)
+    assert [f.status for f in again.files] == ["skipped"] * 3
