@@ -33,6 +33,15 @@ _TEXT_PATTERNS = {
 }
 
 
+def stable_hash(values: pa.Array) -> np.ndarray:
+    """64-bit hashes of values that do not change across processes, runs or versions."""
+    import pandas as pd
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return pd.util.hash_array(np.asarray(values.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
+
+
 def arrow_schema(table: TableSpec) -> pa.Schema:
     return pa.schema(
         [pa.field(name, ARROW_TYPES[col.type], nullable=col.nullable) for name, col in table.columns.items()]

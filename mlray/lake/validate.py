@@ -14,13 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlray.blocks import reduce_blocks
 from mlray.lake.rules import check_rows
-from mlray.lake.schema import arrow_schema
+from mlray.lake.schema import arrow_schema, stable_hash
 from mlray.lake.tables import Lake, arrow_schema_of, schema_difference
 from mlray.spec import TableSpec, format_duration
 
@@ -70,10 +69,6 @@ class ValidationReport:
         return f"table '{self.table}' v{self.version} fails {len(self.failures)} of {len(self.checks)} checks: {names}"
 
 
-def _hash_ids(values: pa.Array) -> np.ndarray:
-    return pd.util.hash_array(np.asarray(values.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
-
-
 def partial_stats(batch: pa.Table, table: TableSpec) -> dict:
     """One block's failure counts and examples per rule, row count, newest event and id hashes."""
     _, violations = check_rows(batch, table)
@@ -87,13 +82,13 @@ def partial_stats(batch: pa.Table, table: TableSpec) -> dict:
         partial["newest"] = newest
     if table.id_column and table.expectations.unique_id:
         ids = batch.column(table.id_column).combine_chunks().drop_null()
-        partial["ids"] = _hash_ids(ids)
+        partial["ids"] = stable_hash(ids)
     return partial
 
 
 def _rows_with_hash(batch: pa.Table, column: str, hashes: np.ndarray) -> pa.Table:
     ids = batch.column(column).combine_chunks().drop_null()
-    return pa.table({column: ids.filter(pa.array(np.isin(_hash_ids(ids), hashes)))})
+    return pa.table({column: ids.filter(pa.array(np.isin(stable_hash(ids), hashes)))})
 
 
 def _duplicate_ids(lake: Lake, name: str, version: int, table: TableSpec, hashes: list[np.ndarray]) -> tuple[int, list]:

@@ -1,0 +1,1 @@
+"""MLflow tracking, the model package, the registry's aliases and the promotion gate."""

@@ -1,0 +1,88 @@
+"""The MLflow Model Registry for one project: versions, the champion/challenger/previous aliases, decisions."""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from mlray.errors import UserError
+from mlray.registry.gate import GateDecision
+from mlray.registry.tracking import configure
+from mlray.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+ALIASES = ("champion", "challenger", "previous")
+REJECTED_TAG = "mlray.rejected"
+
+
+class Registry:
+    def __init__(self, spec: ProjectSpec):
+        self.model_name = spec.name
+        self.client, self.experiment_id = configure(spec.platform, spec.name)
+
+    def run_for(self, run_name: str) -> str | None:
+        """An unfinished run with this name (a re-submission resumes it), else None."""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"attributes.run_name = '{run_name}'",
+                                       max_results=5)
+        unfinished = [r for r in runs if r.info.status != "FINISHED"]
+        return unfinished[0].info.run_id if unfinished else None
+
+    def version_of(self, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def load(self, reference: str):
+        """A pyfunc model from 'NAME@alias', 'NAME/version', an alias or a version number of this project."""
+        uri = reference if reference.startswith("models:/") else \
+            f"models:/{reference}" if ("@" in reference or "/" in reference) else \
+            f"models:/{self.model_name}@{reference}" if not reference.isdigit() else f"models:/{self.model_name}/{reference}"
+        try:
+            return mlflow.pyfunc.load_model(uri)
+        except MlflowException as exc:
+            raise UserError(f"model {reference!r} not found in the registry ({str(exc).splitlines()[0]})") from None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        if alias not in ALIASES:
+            raise UserError(f"alias {alias!r} is not one of {', '.join(ALIASES)}")
+        self.client.set_registered_model_alias(self.model_name, alias, version)
+
+    def promote(self, version: str) -> None:
+        """`version` becomes champion; the old champion becomes previous."""
+        old = self.version_of("champion")
+        if old is not None and old != version:
+            self.client.set_registered_model_alias(self.model_name, "previous", old)
+        self.client.set_registered_model_alias(self.model_name, "champion", version)
+        if self.version_of("challenger") == version:
+            self.client.delete_registered_model_alias(self.model_name, "challenger")
+
+    def record_decision(self, version: str, decision: GateDecision, has_champion: bool) -> str:
+        """Apply the gate: challenger (or champion when there is none yet), or tagged rejected with the reason."""
+        if not decision.passed:
+            self.client.set_model_version_tag(self.model_name, version, REJECTED_TAG, decision.summary)
+            return "rejected"
+        if not has_champion:
+            self.promote(version)
+            return "champion"
+        self.set_alias("challenger", version)
+        return "challenger"
+
+    def versions(self) -> list[dict]:
+        aliases_of: dict[str, list[str]] = {}
+        for alias in ALIASES:
+            version = self.version_of(alias)
+            if version is not None:
+                aliases_of.setdefault(version, []).append(alias)
+        found = []
+        for mv in self.client.search_model_versions(f"name = '{self.model_name}'"):
+            run = self.client.get_run(mv.run_id) if mv.run_id else None
+            metrics = {k: v for k, v in (run.data.metrics if run else {}).items() if k.startswith("test_")}
+            found.append({"version": str(mv.version), "aliases": aliases_of.get(str(mv.version), []),
+                          "rejected": mv.tags.get(REJECTED_TAG), "run_id": mv.run_id,
+                          "table_version": run.data.tags.get("mlray.table_version") if run else None,
+                          "feature_version": run.data.tags.get("mlray.feature_version") if run else None,
+                          "metrics": metrics, "created": mv.creation_timestamp})
+        return sorted(found, key=lambda v: int(v["version"]), reverse=True)

@@ -1,0 +1,29 @@
+"""MLflow set-up: the tracking store the platform names (embedded SQLite by default) and the experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from mlray.spec import PlatformSpec
+
+
+def configure(platform: PlatformSpec, experiment: str) -> tuple[MlflowClient, str]:
+    """Point MLflow at the platform's store; return a client and the experiment id.
+
+    With the embedded store, artifacts live under <state_dir>/mlflow/artifacts (not ./mlruns)."""
+    uri = platform.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return client, found.experiment_id
+    location = None
+    if "://" not in platform.state_dir:
+        location = (Path(platform.state_dir) / "mlflow" / "artifacts" / experiment).resolve().as_uri()
+    return client, client.create_experiment(experiment, artifact_location=location)

@@ -1,0 +1,234 @@
+"""`mlray train`: a validated, pinned Delta snapshot → Ray Train → evaluated, tracked, registered, gated.
+
+Everything that can be wrong with the input is checked before a worker starts: the table
+must pass validation, the label must exist and hold something to learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from mlray import dataplane
+from mlray.errors import UserError
+from mlray.features import FittedFeatures
+from mlray.registry.gate import decide
+from mlray.registry.models import Registry
+from mlray.registry.package import PackageConfig, log_package, naive_utc, predict_frame
+from mlray.spec import ProjectSpec
+from mlray.train.data import LabelEncoding, resolve_labels, split_datasets, split_index
+from mlray.train.evaluate import slice_metrics, task_metrics
+from mlray.train.loop import CHECKPOINT_FILE, Fault, LoopConfig, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+REFERENCE_ROWS = 1000
+
+
+@dataclass
+class Prepared:
+    """A pinned, validated snapshot with its features, labels and split datasets."""
+
+    table_version: int
+    table_uri: str
+    fitted: FittedFeatures
+    labels: LabelEncoding
+    datasets: dict
+    raw: object  # the snapshot as a Ray Dataset, raw columns
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    run_name: str
+    model_name: str
+    model_version: str | None
+    decision: str  # 'champion', 'challenger' or 'rejected'
+    reasons: list[str]
+    metrics: dict[str, float]
+    slices: dict
+    epochs: list[int]
+    table_version: int
+    feature_version: str
+    task: str
+    extra: dict = field(default_factory=dict)
+
+
+def prepare(spec: ProjectSpec, version: int | None = None) -> Prepared:
+    """Validate and fit features on a pinned version, and settle the labels: all before any worker starts."""
+    lake = dataplane.lake_of(spec)
+    name = spec.data.train_table
+    report, fitted = dataplane.validate_and_fit(lake, name, spec.train_table, spec.features, version)
+    path = report.write(spec.platform.reports_dir / "validation")
+    if fitted is None:
+        raise UserError(f"training refuses {report.summary()}; see {path}")
+    dataplane.feature_store(spec).save(fitted)
+    labels = resolve_labels(lake, spec, report.version)
+    raw = lake.dataset(name, report.version)
+    return Prepared(report.version, lake.uri(name), fitted, labels, split_datasets(raw, fitted, labels, spec), raw)
+
+
+def use_gpu(setting) -> bool:
+    if setting == "auto":
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) >= 1
+    return bool(setting)
+
+
+def precision(setting: str, gpu: bool) -> str:
+    if setting != "auto":
+        return setting
+    return "16-mixed" if gpu else "32-true"
+
+
+def spec_hash(spec: ProjectSpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def lineage_tags(spec: ProjectSpec, prepared: Prepared) -> dict[str, str]:
+    import ray
+
+    tags = {"mlray.table": spec.data.train_table, "mlray.table_uri": prepared.table_uri,
+            "mlray.table_version": str(prepared.table_version), "mlray.feature_version": prepared.fitted.version,
+            "mlray.spec_hash": spec_hash(spec), "mlray.task": prepared.labels.task,
+            "mlray.ray_job_id": ray.get_runtime_context().get_job_id()}
+    commit = git_commit()
+    if commit:
+        tags["mlray.git_commit"] = commit
+    return tags
+
+
+def raw_test_rows(prepared: Prepared, spec: ProjectSpec) -> pd.DataFrame:
+    """The held-out rows, raw, so every model (this one, the champion) is scored on exactly them."""
+    id_column = spec.train_table.id_column
+
+    def keep_test(batch: pa.Table) -> pa.Table:
+        return batch.filter(pa.array(split_index(batch.column(id_column), spec.train.split) == 2))
+
+    return prepared.raw.map_batches(keep_test, batch_format="pyarrow").to_pandas()
+
+
+def score(frame: pd.DataFrame, task: str, classes: list) -> np.ndarray:
+    if task == "binary":
+        return frame["score"].to_numpy()
+    if task == "multiclass":
+        return frame[[f"probability_{c}" for c in classes]].to_numpy()
+    return frame["prediction"].to_numpy()
+
+
+def evaluate_frame(predicted: pd.DataFrame, test: pd.DataFrame, labels: LabelEncoding, spec: ProjectSpec) -> tuple:
+    y_true = labels.encode(pa.array(test[labels.column]))
+    labelled = y_true >= 0 if labels.task != "regression" else ~np.isnan(y_true)
+    scores = score(predicted, labels.task, labels.classes)[labelled]
+    y_true = y_true[labelled]
+    metrics = task_metrics(labels.task, y_true, scores, spec.train.threshold, labels.classes)
+    slices = slice_metrics(labels.task, y_true, scores,
+                           {c: test[c].to_numpy()[labelled] for c in spec.train.slices},
+                           spec.train.threshold, labels.classes)
+    return metrics, slices
+
+
+def champion_metrics(registry: Registry, test: pd.DataFrame, labels: LabelEncoding, spec: ProjectSpec) -> dict | None:
+    """The current champion scored on this run's held-out rows (None when there is no champion)."""
+    if registry.version_of("champion") is None:
+        return None
+    champion = registry.load("champion")
+    metrics, _ = evaluate_frame(champion.predict(naive_utc(test)), test, labels, spec)
+    return metrics
+
+
+def _checkpoint_state(result) -> dict:
+    """The best checkpoint's network weights (tensors only)."""
+    best = min(result.best_checkpoints, key=lambda pair: pair[1].get("val_loss", float("inf"))) \
+        if result.best_checkpoints else (result.checkpoint, {})
+    with best[0].as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["state_dict"]
+    return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+
+
+def trained_epochs(registry: Registry, run_id: str) -> list[int]:
+    """Every epoch the workers finished, in order, repeats included (a restart from 0 would show twice)."""
+    return [m.step for m in sorted(registry.client.get_metric_history(run_id, "val_loss"), key=lambda m: m.timestamp)]
+
+
+def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str | None, fault: Fault | None = None):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    gpu = use_gpu(spec.train.use_gpu)
+    config = LoopConfig(spec.model, spec.train, prepared.labels.task, len(prepared.labels.classes),
+                        len(prepared.fitted.numeric_names), prepared.fitted.cardinalities,
+                        precision(spec.train.precision, gpu), spec.platform.tracking_uri, run_id, fault)
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=spec.train.num_workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": spec.train.cpus_per_worker}),
+        datasets={"train": prepared.datasets["train"], "validation": prepared.datasets["validation"]},
+        run_config=RunConfig(
+            name=run_name, storage_path=str(Path(spec.platform.state_dir) / "checkpoints"),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.train.checkpoints_to_keep,
+                                               checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
+            failure_config=FailureConfig(max_failures=spec.train.max_failures),
+        ),
+    )
+    return trainer.fit()
+
+
+def train_model(spec: ProjectSpec, version: int | None = None, run_name: str | None = None,
+                fault: Fault | None = None) -> TrainOutcome:
+    """Train on a pinned snapshot, evaluate on the held-out split, log, package, register and gate."""
+    prepared = prepare(spec, version)
+    registry = Registry(spec)
+    run_name = run_name or f"{spec.name}-v{prepared.table_version}-{prepared.fitted.version[:8]}-{spec_hash(spec)[:8]}"
+    run_id = registry.run_for(run_name)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name,
+                          experiment_id=registry.experiment_id) as run:
+        mlflow.set_tags(lineage_tags(spec, prepared))
+        mlflow.log_params({"train." + k: v for k, v in spec.train.model_dump(mode="json", exclude={"gate"}).items()
+                           if not isinstance(v, (dict, list))} | {"model.hidden": str(spec.model.hidden),
+                                                                  "model.dropout": spec.model.dropout})
+        mlflow.log_dict(spec.model_dump(mode="json"), "spec.json")
+        result = fit_on_ray(spec, prepared, run_name, run.info.run_id, fault)
+        weights = _checkpoint_state(result)
+        epochs = trained_epochs(registry, run.info.run_id)
+        labels = prepared.labels
+        config = PackageConfig(labels.task, labels.column, labels.classes, len(prepared.fitted.numeric_names),
+                               prepared.fitted.cardinalities, spec.model.model_dump(mode="json"), spec.train.threshold,
+                               prepared.fitted.version, lineage_tags(spec, prepared))
+        net = config.network()
+        net.load_state_dict(weights)
+        net.eval()
+        test = raw_test_rows(prepared, spec)
+        if test.empty:
+            raise UserError(f"the test split of table '{spec.data.train_table}' is empty: add rows or raise train.split.test")
+        metrics, slices = evaluate_frame(predict_frame(net, config, prepared.fitted, test), test, labels, spec)
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_dict(slices, "slice_metrics.json")
+        reference = test[prepared.fitted.source_columns].head(REFERENCE_ROWS)
+        info = log_package(net, config, prepared.fitted, spec.model_dump(mode="json"), reference, registry.model_name)
+        champion = champion_metrics(registry, test, labels, spec)
+        decision = decide(labels.task, metrics, spec.train.gate, champion)
+        version = str(info.registered_model_version)
+        status = registry.record_decision(version, decision, has_champion=champion is not None)
+    return TrainOutcome(run.info.run_id, run_name, registry.model_name, version, status,
+                        decision.reasons, metrics, slices, epochs, prepared.table_version, prepared.fitted.version,
+                        labels.task)

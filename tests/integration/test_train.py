@@ -1,0 +1,113 @@
+"""Training on Ray Train: tracked, packaged, registered and gated; resumes after a worker crash."""
+
+import mlflow
+import pyarrow as pa
+import pytest
+
+from mlray import dataplane
+from mlray.errors import UserError
+from mlray.lake.schema import arrow_schema
+from mlray.lake.synthetic import Shift, generate_transactions
+from mlray.registry.models import REJECTED_TAG, Registry
+from mlray.registry.package import naive_utc
+from mlray.spec import load_spec
+from mlray.train.loop import Fault
+from mlray.train.run import train_model
+
+TRAIN = """
+train:
+  epochs: 3
+  batch_size: 256
+  cpus_per_worker: 0.5
+  early_stopping: null
+  slices: [device]
+"""
+
+
+def make_project(tmp_path, starter_text, extra=TRAIN, rows=4000, seed=1, shift=Shift()):
+    text = starter_text.replace("min_rows: 1000", "min_rows: 10").replace("\ntrain: {}", "") + extra
+    (tmp_path / "mlray.yaml").write_text(text)
+    spec = load_spec(tmp_path / "mlray.yaml")
+    dataplane.lake_of(spec).append("transactions", generate_transactions(rows, seed=seed, shift=shift),
+                                   batch_id=f"seed-{seed}", schema=arrow_schema(spec.train_table))
+    return spec
+
+
+def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, starter_text):
+    spec = make_project(tmp_path, starter_text)
+    outcome = train_model(spec)
+    assert outcome.decision == "champion" and outcome.model_version == "1"
+    assert outcome.epochs == [0, 1, 2] and outcome.task == "binary"
+    assert 0.0 <= outcome.metrics["roc_auc"] <= 1.0 and "ece" in outcome.metrics
+    assert set(outcome.slices["device"]) <= {"pos", "mobile", "desktop", "atm"}
+
+    run = mlflow.get_run(outcome.run_id)
+    fitted = dataplane.feature_store(spec).load()
+    assert run.data.tags["mlray.table_version"] == "1"
+    assert run.data.tags["mlray.feature_version"] == fitted.version == outcome.feature_version
+    assert run.data.tags["mlray.table_uri"] == dataplane.lake_of(spec).uri("transactions")
+    assert "test_roc_auc" in run.data.metrics
+
+    raw = dataplane.lake_of(spec).read("transactions").slice(0, 5).to_pandas()
+    predicted = mlflow.pyfunc.load_model(f"models:/{spec.name}@champion").predict(naive_utc(raw))
+    assert list(predicted.columns) == ["prediction", "score", "feature_version"]
+    assert predicted["score"].between(0, 1).all() and (predicted["feature_version"] == fitted.version).all()
+
+
+def test_gate_rejects_a_worse_model_and_keeps_the_champion(tmp_path, starter_text):
+    spec = make_project(tmp_path, starter_text, TRAIN.replace("epochs: 3", "epochs: 4") + "  learning_rate: 0.01\n",
+                        rows=6000)
+    first = train_model(spec)
+    worse_text = (tmp_path / "mlray.yaml").read_text().replace("learning_rate: 0.01", "learning_rate: 0.0000001") \
+        .replace("epochs: 4", "epochs: 1") + "  gate: {tolerance: 0.0}\n"
+    (tmp_path / "worse.yaml").write_text(worse_text)
+    worse = train_model(load_spec(tmp_path / "worse.yaml"))
+    assert first.decision == "champion"
+    assert worse.decision == "rejected", worse.reasons
+    registry = Registry(spec)
+    assert registry.version_of("champion") == first.model_version
+    tags = registry.client.get_model_version(spec.name, worse.model_version).tags
+    assert "roc_auc" in tags[REJECTED_TAG]
+
+
+def test_a_crashed_worker_resumes_from_its_checkpoint(tmp_path, starter_text):
+    spec = make_project(tmp_path, starter_text, TRAIN.replace("epochs: 3", "epochs: 4"))
+    marker = tmp_path / "crashed"
+    outcome = train_model(spec, fault=Fault(epoch=1, marker=str(marker)))
+    assert marker.read_text() == "1"  # the worker did die after epoch 1
+    # Training went on from the last checkpoint Ray Train holds, not from epoch 0: no epoch before the
+    # crash ran twice except possibly the one the crash interrupted, and the run still ends at epoch 3.
+    assert outcome.epochs.count(0) == 1 and outcome.epochs[-1] == 3 and sorted(set(outcome.epochs)) == [0, 1, 2, 3]
+    assert len(outcome.epochs) <= 5
+
+
+@pytest.mark.parametrize("label, kind, classes", [("merchant_category", "multiclass", 10), ("amount", "regression", 0)])
+def test_multiclass_and_regression(tmp_path, starter_text, label, kind, classes):
+    text = starter_text.replace("label_column: is_fraud", f"label_column: {label}")
+    reads_label = (f"name: {label},", f"column: {label},")  # feature lines that read the label column go
+    text = "\n".join(line for line in text.splitlines()
+                     if not (line.strip().startswith("- {") and any(part in line for part in reads_label)))
+    spec = make_project(tmp_path, text, TRAIN.replace("epochs: 3", "epochs: 2"), rows=3000)
+    outcome = train_model(spec)
+    assert outcome.task == kind
+    if kind == "multiclass":
+        assert "macro_f1" in outcome.metrics and len([m for m in outcome.metrics if m.startswith("recall_")]) == classes
+    else:
+        assert {"rmse", "mae", "r2"} <= set(outcome.metrics)
+
+
+def test_bad_training_input_fails_before_any_worker(tmp_path, starter_text):
+    spec = make_project(tmp_path, starter_text.replace("  label_column: is_fraud\n", ""), rows=200)
+    with pytest.raises(UserError, match="label_column is not set"):
+        train_model(spec)
+
+    one_class = tmp_path / "one"
+    one_class.mkdir()
+    spec = make_project(one_class, starter_text, rows=200)
+    lake = dataplane.lake_of(spec)
+    only_honest = lake.read("transactions").filter(pa.compute.invert(lake.read("transactions").column("is_fraud")))
+    lake.open("transactions").delete()
+    lake.append("transactions", only_honest, batch_id="honest")
+    with pytest.raises(UserError, match="single value"):
+        train_model(spec)
+    assert Registry(spec).versions() == []
