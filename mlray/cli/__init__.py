@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from mlray.cli import features, tables
+from mlray.cli import features, models, tables
 from mlray.cli.common import quiet_library_logs
 from mlray.cli.demo import demo
 from mlray.cli.generate import generate
 from mlray.cli.ingest import ingest
 from mlray.cli.init import init
+from mlray.cli.train import train
 from mlray.cli.validate import validate
 
 app = typer.Typer(
@@ -24,8 +25,10 @@ app.command()(ingest)
 app.command()(validate)
 app.command()(generate)
 app.command()(demo)
+app.command()(train)
 app.add_typer(features.app, name="features")
 app.add_typer(tables.app, name="tables")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

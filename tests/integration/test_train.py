@@ -1,10 +1,15 @@
 """Training on Ray Train: tracked, packaged, registered and gated; resumes after a worker crash."""
 
+import json
+from types import SimpleNamespace
+
 import mlflow
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
 
 from mlray import dataplane
+from mlray.cli import app
 from mlray.errors import UserError
 from mlray.lake.schema import arrow_schema
 from mlray.lake.synthetic import Shift, generate_transactions
@@ -48,6 +53,14 @@ def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, 
     assert run.data.tags["mlray.table_uri"] == dataplane.lake_of(spec).uri("transactions")
     assert "test_roc_auc" in run.data.metrics
 
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(app, ["models", "list", "--spec", str(spec.path), "--json"]).stdout)
+    assert [(v["version"], v["aliases"], v["table_version"]) for v in listed] == [("1", ["champion"], "1")]
+    shown = json.loads(runner.invoke(app, ["models", "show", "champion", "--spec", str(spec.path), "--json"]).stdout)
+    assert shown["feature_version"] == outcome.feature_version and "test_roc_auc" in shown["metrics"]
+    missing = runner.invoke(app, ["models", "alias", "challenger", "7", "--spec", str(spec.path)])
+    assert missing.exit_code == 2 and "no version '7'" in missing.stderr
+
     raw = dataplane.lake_of(spec).read("transactions").slice(0, 5).to_pandas()
     predicted = mlflow.pyfunc.load_model(f"models:/{spec.name}@champion").predict(naive_utc(raw))
     assert list(predicted.columns) == ["prediction", "score", "feature_version"]
@@ -57,7 +70,9 @@ def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, 
 def test_gate_rejects_a_worse_model_and_keeps_the_champion(tmp_path, starter_text):
     spec = make_project(tmp_path, starter_text, TRAIN.replace("epochs: 3", "epochs: 4") + "  learning_rate: 0.01\n",
                         rows=6000)
-    first = train_model(spec)
+    result = CliRunner().invoke(app, ["train", "--spec", str(spec.path), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    first = SimpleNamespace(**json.loads(result.stdout))
     worse_text = (tmp_path / "mlray.yaml").read_text().replace("learning_rate: 0.01", "learning_rate: 0.0000001") \
         .replace("epochs: 4", "epochs: 1") + "  gate: {tolerance: 0.0}\n"
     (tmp_path / "worse.yaml").write_text(worse_text)

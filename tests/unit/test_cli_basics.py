@@ -11,7 +11,8 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("command", [[], ["init"], ["ingest"], ["validate"], ["generate"], ["demo"],
                                      ["features"], ["features", "fit"], ["features", "show"],
-                                     ["tables"], ["tables", "list"], ["tables", "history"], ["tables", "show"]])
+                                     ["tables"], ["tables", "list"], ["tables", "history"], ["tables", "show"],
+                                     ["train"], ["models"], ["models", "list"], ["models", "show"], ["models", "alias"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.stdout

@@ -1,0 +1,37 @@
+"""`mlray train`: train on a pinned, validated snapshot with Ray Train; track, register and gate."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Annotated, Optional
+
+import typer
+
+from mlray.cli.common import JsonOption, SpecOption, command, console, print_json, spec_and_ray, table
+
+
+@command
+def train(
+    version: Annotated[Optional[int], typer.Option(help="Version of the train table (default: the latest).")] = None,
+    run_name: Annotated[Optional[str], typer.Option(help="Run name; a run re-submitted with the same name resumes.")] = None,
+    spec_path: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the spec's model on Ray Train, evaluate it on the held-out split, register it, apply the gate."""
+    from mlray.train.run import train_model
+
+    spec = spec_and_ray(spec_path)
+    with console.status(f"training on {spec.train.num_workers} Ray Train workers…") if not as_json else nullcontext():
+        outcome = train_model(spec, version, run_name)
+    if as_json:
+        print_json(outcome.__dict__)
+        return
+    console.print(table(f"{outcome.model_name} version {outcome.model_version} ({outcome.task}) — {outcome.decision}",
+                        ["metric", "value"], [[k, f"{v:.4f}"] for k, v in outcome.metrics.items()]))
+    for column, values in outcome.slices.items():
+        rows = [[value, m["rows"], *(f"{m[k]:.4f}" for k in list(outcome.metrics)[:3])] for value, m in values.items()]
+        console.print(table(f"by {column}", [column, "rows", *list(outcome.metrics)[:3]], rows))
+    console.print(f"run {outcome.run_name} ({outcome.run_id}); table v{outcome.table_version}, "
+                  f"feature version {outcome.feature_version}; epochs trained: {outcome.epochs}")
+    for reason in outcome.reasons:
+        console.print(f"gate: {reason}")
