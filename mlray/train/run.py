@@ -26,7 +26,7 @@ from mlray.registry.gate import decide
 from mlray.registry.models import Registry
 from mlray.registry.package import PackageConfig, log_package, naive_utc, predict_frame
 from mlray.spec import ProjectSpec
-from mlray.train.data import LabelEncoding, resolve_labels, split_datasets, split_index
+from mlray.train.data import SPLITS, LabelEncoding, resolve_labels, split_datasets, split_index
 from mlray.train.evaluate import slice_metrics, task_metrics
 from mlray.train.loop import CHECKPOINT_FILE, Fault, LoopConfig, train_loop_per_worker
 
@@ -117,14 +117,16 @@ def lineage_tags(spec: ProjectSpec, prepared: Prepared) -> dict[str, str]:
     return tags
 
 
-def raw_test_rows(prepared: Prepared, spec: ProjectSpec) -> pd.DataFrame:
-    """The held-out rows, raw, so every model (this one, the champion) is scored on exactly them."""
-    id_column = spec.train_table.id_column
+def raw_split_rows(prepared: Prepared, spec: ProjectSpec, split: str, limit: int | None = None) -> pd.DataFrame:
+    """One split's rows, raw: the test rows every model (this one, the champion) is scored on, or a
+    sample of training inputs for the package's reference."""
+    id_column, keep = spec.train_table.id_column, SPLITS.index(split)
 
-    def keep_test(batch: pa.Table) -> pa.Table:
-        return batch.filter(pa.array(split_index(batch.column(id_column), spec.train.split) == 2))
+    def rows_of_split(batch: pa.Table) -> pa.Table:
+        return batch.filter(pa.array(split_index(batch.column(id_column), spec.train.split) == keep))
 
-    return prepared.raw.map_batches(keep_test, batch_format="pyarrow").to_pandas()
+    rows = prepared.raw.map_batches(rows_of_split, batch_format="pyarrow")
+    return (rows.limit(limit) if limit else rows).to_pandas()
 
 
 def score(frame: pd.DataFrame, task: str, classes: list) -> np.ndarray:
@@ -193,6 +195,37 @@ def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str
     return trainer.fit()
 
 
+def _log_inputs(spec: ProjectSpec, tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+    params = {f"train.{k}": v for k, v in spec.train.model_dump(mode="json", exclude={"gate"}).items()
+              if not isinstance(v, (dict, list))}
+    mlflow.log_params(params | {"model.hidden": str(spec.model.hidden), "model.dropout": spec.model.dropout})
+    mlflow.log_dict(spec.model_dump(mode="json"), "spec.json")
+
+
+def _package_config(spec: ProjectSpec, prepared: Prepared, tags: dict[str, str]) -> PackageConfig:
+    labels, fitted = prepared.labels, prepared.fitted
+    return PackageConfig(labels.task, labels.column, labels.classes, len(fitted.numeric_names), fitted.cardinalities,
+                         spec.model.model_dump(mode="json"), spec.train.threshold, fitted.version, tags)
+
+
+def _evaluate_register_gate(spec: ProjectSpec, prepared: Prepared, registry: Registry, net, config: PackageConfig):
+    """Score on the held-out rows, log, package and register, then let the gate decide."""
+    test = raw_split_rows(prepared, spec, "test")
+    if test.empty:
+        raise UserError(f"the test split of table '{spec.data.train_table}' is empty: add rows or raise train.split.test")
+    metrics, slices = evaluate_frame(predict_frame(net, config, prepared.fitted, test), test, prepared.labels, spec)
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+    mlflow.log_dict(slices, "slice_metrics.json")
+    reference = raw_split_rows(prepared, spec, "train", REFERENCE_ROWS)[prepared.fitted.source_columns]
+    info = log_package(net, config, prepared.fitted, spec.model_dump(mode="json"), reference, registry.model_name)
+    champion = champion_metrics(registry, test, prepared.labels, spec)
+    decision = decide(prepared.labels.task, metrics, spec.train.gate, champion)
+    version = str(info.registered_model_version)
+    status = registry.record_decision(version, decision, has_champion=champion is not None)
+    return version, status, decision, metrics, slices
+
+
 def train_model(spec: ProjectSpec, version: int | None = None, run_name: str | None = None,
                 fault: Fault | None = None) -> TrainOutcome:
     """Train on a pinned snapshot, evaluate on the held-out split, log, package, register and gate."""
@@ -200,35 +233,16 @@ def train_model(spec: ProjectSpec, version: int | None = None, run_name: str | N
     registry = Registry(spec)
     run_name = run_name or f"{spec.name}-v{prepared.table_version}-{prepared.fitted.version[:8]}-{spec_hash(spec)[:8]}"
     run_id = registry.run_for(run_name)
+    tags = lineage_tags(spec, prepared)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name,
                           experiment_id=registry.experiment_id) as run:
-        mlflow.set_tags(lineage_tags(spec, prepared))
-        mlflow.log_params({"train." + k: v for k, v in spec.train.model_dump(mode="json", exclude={"gate"}).items()
-                           if not isinstance(v, (dict, list))} | {"model.hidden": str(spec.model.hidden),
-                                                                  "model.dropout": spec.model.dropout})
-        mlflow.log_dict(spec.model_dump(mode="json"), "spec.json")
+        _log_inputs(spec, tags)
         result = fit_on_ray(spec, prepared, run_name, run.info.run_id, fault)
-        weights = _checkpoint_state(result)
-        epochs = trained_epochs(registry, run.info.run_id)
-        labels = prepared.labels
-        config = PackageConfig(labels.task, labels.column, labels.classes, len(prepared.fitted.numeric_names),
-                               prepared.fitted.cardinalities, spec.model.model_dump(mode="json"), spec.train.threshold,
-                               prepared.fitted.version, lineage_tags(spec, prepared))
+        config = _package_config(spec, prepared, tags)
         net = config.network()
-        net.load_state_dict(weights)
+        net.load_state_dict(_checkpoint_state(result))
         net.eval()
-        test = raw_test_rows(prepared, spec)
-        if test.empty:
-            raise UserError(f"the test split of table '{spec.data.train_table}' is empty: add rows or raise train.split.test")
-        metrics, slices = evaluate_frame(predict_frame(net, config, prepared.fitted, test), test, labels, spec)
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
-        mlflow.log_dict(slices, "slice_metrics.json")
-        reference = test[prepared.fitted.source_columns].head(REFERENCE_ROWS)
-        info = log_package(net, config, prepared.fitted, spec.model_dump(mode="json"), reference, registry.model_name)
-        champion = champion_metrics(registry, test, labels, spec)
-        decision = decide(labels.task, metrics, spec.train.gate, champion)
-        version = str(info.registered_model_version)
-        status = registry.record_decision(version, decision, has_champion=champion is not None)
-    return TrainOutcome(run.info.run_id, run_name, registry.model_name, version, status,
-                        decision.reasons, metrics, slices, epochs, prepared.table_version, prepared.fitted.version,
-                        labels.task)
+        model_version, status, decision, metrics, slices = _evaluate_register_gate(spec, prepared, registry, net, config)
+    return TrainOutcome(run.info.run_id, run_name, registry.model_name, model_version, status, decision.reasons,
+                        metrics, slices, trained_epochs(registry, run.info.run_id), prepared.table_version,
+                        prepared.fitted.version, prepared.labels.task)
