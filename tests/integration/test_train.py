@@ -126,3 +126,16 @@ def test_bad_training_input_fails_before_any_worker(tmp_path, starter_text):
     with pytest.raises(UserError, match="single value"):
         train_model(spec)
     assert Registry(spec).versions() == []
+
+
+def test_a_resubmitted_run_resumes_where_the_failed_one_stopped(tmp_path, starter_text):
+    spec = make_project(tmp_path, starter_text, TRAIN.replace("epochs: 3", "epochs: 4") + "  max_failures: 0\n")
+    marker = tmp_path / "crashed"
+    with pytest.raises(Exception):  # no failures allowed: the crash after epoch 1 ends the run
+        train_model(spec, run_name="nightly", fault=Fault(epoch=1, marker=str(marker)))
+    registry = Registry(spec)
+    failed = registry.run_for("nightly")
+    assert failed is not None and registry.versions() == []
+    outcome = train_model(spec, run_name="nightly")  # submitted again under the same name
+    assert outcome.run_id == failed  # the same MLflow run goes on
+    assert outcome.epochs.count(0) == 1 and outcome.epochs[-1] == 3 and len(outcome.epochs) <= 5
