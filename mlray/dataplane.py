@@ -53,19 +53,22 @@ def validate_and_fit(lake: Lake, name: str, table: TableSpec, features: list[Fea
     return report, fitted_from_partials(features, partials["features"], lineage)
 
 
-def fit_features(spec: ProjectSpec, version: int | None = None, require_valid: bool = True) -> FittedFeatures:
-    """Fit the spec's features on a pinned version of the train table, refusing one that fails validation."""
+def fit_features(spec: ProjectSpec, version: int | None = None, require_valid: bool = True,
+                 dataset=None) -> FittedFeatures:
+    """Fit the spec's features on a pinned version of the train table, refusing one that fails validation.
+
+    `dataset` may be that version already opened with `Lake.dataset`, for a caller that reads it again."""
     name = spec.data.train_table
     lake = lake_of(spec)
     if require_valid:
-        report, fitted = validate_and_fit(lake, name, spec.train_table, spec.features, version)
+        report, fitted = validate_and_fit(lake, name, spec.train_table, spec.features, version, dataset)
         path = report.write(spec.platform.reports_dir / "validation")
         if fitted is None:
-            raise UserError(f"{report.summary()}; see {path} (or pass --no-validate to fit anyway)")
+            raise UserError(f"{report.summary()}; see {path}")
     else:
         pinned = lake.open(name, version).version()
         sources = list(dict.fromkeys(f.source for f in spec.features))
         lineage = Lineage(table=name, table_uri=lake.uri(name), table_version=pinned)
-        fitted = fit(lake.dataset(name, pinned, columns=sources), spec.features, lineage)
+        fitted = fit((dataset or lake.dataset(name, pinned)).select_columns(sources), spec.features, lineage)
     feature_store(spec).save(fitted)
     return fitted

@@ -26,9 +26,9 @@ def as_arrow(batch: Any) -> pa.Table:
         return pa.Table.from_batches([batch])
     if hasattr(batch, "to_dict") and hasattr(batch, "columns"):  # pandas, without importing it
         return pa.Table.from_pandas(batch, preserve_index=False)
-    if isinstance(batch, dict):
-        return pa.table({k: v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(v).tolist()
-                         if isinstance(v, np.ndarray) and v.dtype == object else v) for k, v in batch.items()})
+    if isinstance(batch, dict):  # object arrays go through Python values, which Arrow can type
+        return pa.table({k: v.tolist() if isinstance(v, np.ndarray) and v.dtype == object else v
+                         for k, v in batch.items()})
     raise TypeError(f"transform takes an Arrow table, a pandas DataFrame or a dict of columns, not {type(batch)}")
 
 
@@ -84,8 +84,9 @@ def _categorical(feature: FittedCategorical, values: pa.Array) -> np.ndarray:
     target = VALUE_TYPES[feature.value_type]
     try:
         values = values if values.type == target else pc.cast(values, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # values of another type: all out of vocabulary
-        return np.zeros(len(values), np.int64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # values of another type: out of vocabulary
+        missing = pc.is_null(values).to_numpy(zero_copy_only=False)
+        return np.where(missing, feature.default_index, 0).astype(np.int64)
     index = pc.add(pc.index_in(values, value_set=pa.array(feature.vocabulary, target)), 1)
     if values.null_count:
         index = pc.if_else(pc.is_null(values), feature.default_index, index)

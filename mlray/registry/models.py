@@ -37,9 +37,14 @@ class Registry:
 
     def load(self, reference: str):
         """A pyfunc model from 'NAME@alias', 'NAME/version', an alias or a version number of this project."""
-        uri = reference if reference.startswith("models:/") else \
-            f"models:/{reference}" if ("@" in reference or "/" in reference) else \
-            f"models:/{self.model_name}@{reference}" if not reference.isdigit() else f"models:/{self.model_name}/{reference}"
+        if reference.startswith("models:/"):
+            uri = reference
+        elif "@" in reference or "/" in reference:
+            uri = f"models:/{reference}"
+        elif reference.isdigit():
+            uri = f"models:/{self.model_name}/{reference}"
+        else:
+            uri = f"models:/{self.model_name}@{reference}"
         try:
             return mlflow.pyfunc.load_model(uri)
         except MlflowException as exc:

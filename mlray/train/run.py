@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -60,21 +60,17 @@ class TrainOutcome:
     table_version: int
     feature_version: str
     task: str
-    extra: dict = field(default_factory=dict)
 
 
 def prepare(spec: ProjectSpec, version: int | None = None) -> Prepared:
     """Validate and fit features on a pinned version, and settle the labels: all before any worker starts."""
     lake = dataplane.lake_of(spec)
     name = spec.data.train_table
-    report, fitted = dataplane.validate_and_fit(lake, name, spec.train_table, spec.features, version)
-    path = report.write(spec.platform.reports_dir / "validation")
-    if fitted is None:
-        raise UserError(f"training refuses {report.summary()}; see {path}")
-    dataplane.feature_store(spec).save(fitted)
-    labels = resolve_labels(lake, spec, report.version)
-    raw = lake.dataset(name, report.version)
-    return Prepared(report.version, lake.uri(name), fitted, labels, split_datasets(raw, fitted, labels, spec), raw)
+    pinned = lake.open(name, version).version()
+    raw = lake.dataset(name, pinned)  # opened once: validated, fitted and trained on
+    fitted = dataplane.fit_features(spec, pinned, dataset=raw)
+    labels = resolve_labels(lake, spec, pinned)
+    return Prepared(pinned, lake.uri(name), fitted, labels, split_datasets(raw, fitted, labels, spec), raw)
 
 
 def use_gpu(setting) -> bool:
