@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,10 @@ def _maybe_crash(config: LoopConfig, epoch: int) -> None:
 
     if ray.train.get_context().get_world_rank() == 0:
         Path(fault.marker).write_text(str(epoch))
+        # The Train controller collects reports by polling workers every health-check interval; a report still
+        # queued on a dead worker is lost. Wait until this epoch's checkpoint has surely been collected, so the
+        # fault tests a crash after a registered checkpoint, not a race with the poll.
+        time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")) + 1)
         os._exit(1)  # the process dies as a crashed worker would
 
 
