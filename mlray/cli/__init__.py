@@ -11,6 +11,7 @@ from mlray.cli.generate import generate
 from mlray.cli.ingest import ingest
 from mlray.cli.init import init
 from mlray.cli.train import train
+from mlray.cli.tune import tune
 from mlray.cli.validate import validate
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.command()(validate)
 app.command()(generate)
 app.command()(demo)
 app.command()(train)
+app.command()(tune)
 app.add_typer(features.app, name="features")
 app.add_typer(tables.app, name="tables")
 app.add_typer(models.app, name="models")

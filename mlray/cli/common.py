@@ -6,11 +6,14 @@ import functools
 import json
 import logging
 import sys
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mlray.errors import UserError
@@ -18,6 +21,7 @@ from mlray.spec import ProjectSpec, load_spec
 
 console = Console()
 errors = Console(stderr=True)
+_json_out = None  # the real stdout while a --json command runs
 
 SpecOption = Annotated[
     Optional[Path],
@@ -37,21 +41,47 @@ def spec_and_ray(spec_path: Path | None) -> ProjectSpec:
 
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """User errors become one line on stderr and exit code 2; bugs keep their traceback."""
+    """User errors become one line on stderr and exit code 2; bugs keep their traceback.
+
+    With --json, stdout carries the JSON document only: whatever else writes to stdout meanwhile
+    (Ray prints raylet warnings there) goes to stderr."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _json_out
         try:
-            return fn(*args, **kwargs)
+            if not kwargs.get("as_json"):
+                return fn(*args, **kwargs)
+            _json_out = sys.stdout
+            with redirect_stdout(sys.stderr):
+                return fn(*args, **kwargs)
         except UserError as exc:
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        finally:
+            _json_out = None
 
     return wrapper
 
 
+@contextmanager
+def count_progress(what: str, enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar fed by a `progress(done, total)` callback (None when disabled, e.g. with --json)."""
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    (_json_out or sys.stdout).write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]], **kwargs: Any) -> Table:

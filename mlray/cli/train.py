@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Annotated, Optional
 
 import typer
 
-from mlray.cli.common import JsonOption, SpecOption, command, console, print_json, spec_and_ray, table
+from mlray.cli.common import JsonOption, SpecOption, command, console, count_progress, print_json, spec_and_ray, table
 
 
 @command
@@ -21,11 +20,16 @@ def train(
     from mlray.train.run import train_model
 
     spec = spec_and_ray(spec_path)
-    with console.status(f"training on {spec.train.num_workers} Ray Train workers…") if not as_json else nullcontext():
-        outcome = train_model(spec, version, run_name)
+    with count_progress(f"epochs on {spec.train.num_workers} Ray Train workers", enabled=not as_json) as progress:
+        outcome = train_model(spec, version, run_name, progress=progress)
     if as_json:
         print_json(outcome.__dict__)
         return
+    print_outcome(outcome)
+
+
+def print_outcome(outcome) -> None:
+    """A trained model's metrics, slices, lineage and gate decision."""
     console.print(table(f"{outcome.model_name} version {outcome.model_version} ({outcome.task}) — {outcome.decision}",
                         ["metric", "value"], [[k, f"{v:.4f}"] for k, v in outcome.metrics.items()]))
     for column, values in outcome.slices.items():

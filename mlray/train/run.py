@@ -29,6 +29,7 @@ from mlray.spec import ProjectSpec
 from mlray.train.data import SPLITS, LabelEncoding, resolve_labels, split_datasets, split_index
 from mlray.train.evaluate import slice_metrics, task_metrics
 from mlray.train.loop import CHECKPOINT_FILE, Fault, LoopConfig, train_loop_per_worker
+from mlray.train.progress import EpochWatcher, Progress
 
 log = logging.getLogger(__name__)
 REFERENCE_ROWS = 1000
@@ -154,13 +155,18 @@ def champion_metrics(registry: Registry, test: pd.DataFrame, labels: LabelEncodi
     return metrics
 
 
-def _checkpoint_state(result) -> dict:
-    """The best checkpoint's network weights (tensors only)."""
-    best = min(result.best_checkpoints, key=lambda pair: pair[1].get("val_loss", float("inf"))) \
-        if result.best_checkpoints else (result.checkpoint, {})
-    with best[0].as_directory() as folder:
+def checkpoint_weights(checkpoint) -> dict:
+    """A Lightning checkpoint's network weights (tensors only, no unpickling)."""
+    with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["state_dict"]
     return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+
+
+def best_checkpoint(result):
+    """The kept checkpoint with the lowest validation loss (the latest when none carries one)."""
+    if not result.best_checkpoints:
+        return result.checkpoint
+    return min(result.best_checkpoints, key=lambda pair: pair[1].get("val_loss", float("inf")))[0]
 
 
 def trained_epochs(registry: Registry, run_id: str) -> list[int]:
@@ -168,7 +174,9 @@ def trained_epochs(registry: Registry, run_id: str) -> list[int]:
     return [m.step for m in sorted(registry.client.get_metric_history(run_id, "val_loss"), key=lambda m: m.timestamp)]
 
 
-def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str | None, fault: Fault | None = None):
+def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str | None, fault: Fault | None = None,
+               callbacks: tuple = ()):
+    """One Ray Train run; `callbacks` are Ray Train callbacks (a Tune trial passes its report bridge)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -186,12 +194,13 @@ def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str
             checkpoint_config=CheckpointConfig(num_to_keep=spec.train.checkpoints_to_keep,
                                                checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=spec.train.max_failures),
+            callbacks=list(callbacks) or None,
         ),
     )
     return trainer.fit()
 
 
-def _log_inputs(spec: ProjectSpec, tags: dict[str, str]) -> None:
+def log_inputs(spec: ProjectSpec, tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
     params = {f"train.{k}": v for k, v in spec.train.model_dump(mode="json", exclude={"gate"}).items()
               if not isinstance(v, (dict, list))}
@@ -205,8 +214,13 @@ def _package_config(spec: ProjectSpec, prepared: Prepared, tags: dict[str, str])
                          spec.model.model_dump(mode="json"), spec.train.threshold, fitted.version, tags)
 
 
-def _evaluate_register_gate(spec: ProjectSpec, prepared: Prepared, registry: Registry, net, config: PackageConfig):
-    """Score on the held-out rows, log, package and register, then let the gate decide."""
+def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: dict[str, str], weights: dict):
+    """Into the active MLflow run: score the trained weights on the held-out rows, log, package, register,
+    and let the gate decide. Returns (version, status, decision, metrics, slices)."""
+    config = _package_config(spec, prepared, tags)
+    net = config.network()
+    net.load_state_dict(weights)
+    net.eval()
     test = raw_split_rows(prepared, spec, "test")
     if test.empty:
         raise UserError(f"the test split of table '{spec.data.train_table}' is empty: add rows or raise train.split.test")
@@ -222,23 +236,27 @@ def _evaluate_register_gate(spec: ProjectSpec, prepared: Prepared, registry: Reg
     return version, status, decision, metrics, slices
 
 
+def default_run_name(spec: ProjectSpec, prepared: Prepared, kind: str = "") -> str:
+    return f"{spec.name}{kind}-v{prepared.table_version}-{prepared.fitted.version[:8]}-{spec_hash(spec)[:8]}"
+
+
 def train_model(spec: ProjectSpec, version: int | None = None, run_name: str | None = None,
-                fault: Fault | None = None) -> TrainOutcome:
-    """Train on a pinned snapshot, evaluate on the held-out split, log, package, register and gate."""
+                fault: Fault | None = None, progress: Progress | None = None) -> TrainOutcome:
+    """Train on a pinned snapshot, evaluate on the held-out split, log, package, register and gate.
+
+    `progress(done, total)` is called as epochs finish."""
     prepared = prepare(spec, version)
     registry = Registry(spec)
-    run_name = run_name or f"{spec.name}-v{prepared.table_version}-{prepared.fitted.version[:8]}-{spec_hash(spec)[:8]}"
+    run_name = run_name or default_run_name(spec, prepared)
     run_id = registry.run_for(run_name)
     tags = lineage_tags(spec, prepared)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name,
                           experiment_id=registry.experiment_id) as run:
-        _log_inputs(spec, tags)
-        result = fit_on_ray(spec, prepared, run_name, run.info.run_id, fault)
-        config = _package_config(spec, prepared, tags)
-        net = config.network()
-        net.load_state_dict(_checkpoint_state(result))
-        net.eval()
-        model_version, status, decision, metrics, slices = _evaluate_register_gate(spec, prepared, registry, net, config)
-    return TrainOutcome(run.info.run_id, run_name, registry.model_name, model_version, status, decision.reasons,
+        log_inputs(spec, tags)
+        with EpochWatcher(registry, run.info.run_id, spec.train.epochs, progress):
+            result = fit_on_ray(spec, prepared, run_name, run.info.run_id, fault)
+        version_, status, decision, metrics, slices = register(spec, prepared, registry, tags,
+                                                               checkpoint_weights(best_checkpoint(result)))
+    return TrainOutcome(run.info.run_id, run_name, registry.model_name, version_, status, decision.reasons,
                         metrics, slices, trained_epochs(registry, run.info.run_id), prepared.table_version,
                         prepared.fitted.version, prepared.labels.task)

@@ -6,36 +6,17 @@ from types import SimpleNamespace
 import mlflow
 import pyarrow as pa
 import pytest
+from projects import TRAIN, make_project
 from typer.testing import CliRunner
 
 from mlray import dataplane
 from mlray.cli import app
 from mlray.errors import UserError
-from mlray.lake.schema import arrow_schema
-from mlray.lake.synthetic import Shift, generate_transactions
 from mlray.registry.models import REJECTED_TAG, Registry
 from mlray.registry.package import naive_utc
 from mlray.spec import load_spec
 from mlray.train.loop import Fault
 from mlray.train.run import train_model
-
-TRAIN = """
-train:
-  epochs: 3
-  batch_size: 256
-  cpus_per_worker: 0.5
-  early_stopping: null
-  slices: [device]
-"""
-
-
-def make_project(tmp_path, starter_text, extra=TRAIN, rows=4000, seed=1, shift=Shift()):
-    text = starter_text.replace("min_rows: 1000", "min_rows: 10").replace("\ntrain: {}", "") + extra
-    (tmp_path / "mlray.yaml").write_text(text)
-    spec = load_spec(tmp_path / "mlray.yaml")
-    dataplane.lake_of(spec).append("transactions", generate_transactions(rows, seed=seed, shift=shift),
-                                   batch_id=f"seed-{seed}", schema=arrow_schema(spec.train_table))
-    return spec
 
 
 def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, starter_text):

@@ -102,3 +102,48 @@ def test_load_spec_uses_mlray_spec_variable(tmp_path, starter_text, monkeypatch)
     path.write_text(starter_text)
     monkeypatch.setenv("MLRAY_SPEC", str(path))
     assert load_spec().path == Path(path).resolve()
+
+
+SPACE = """
+tune:
+  space:
+    train.learning_rate: {loguniform: [0.0001, 0.01]}
+    model.dropout: {uniform: [0.0, 0.3]}
+    model.hidden: {choice: [[64, 64], [128]]}
+    train.batch_size: {int: [128, 1024]}
+"""
+
+
+def test_a_search_space_parses_into_dimensions(starter_text):
+    spec = parse_spec(starter_text + SPACE, "my.yaml")
+    assert spec.tune.dimensions() == {"train.learning_rate": ("loguniform", [0.0001, 0.01]),
+                                      "model.dropout": ("uniform", [0.0, 0.3]),
+                                      "model.hidden": ("choice", [[64, 64], [128]]),
+                                      "train.batch_size": ("int", [128, 1024])}
+    assert spec.tune.scheduler.grace_period == 1 and spec.tune.algorithm == "random"
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ("train.learning_rate: {loguniform: [0, 0.01]}", "'train.learning_rate': loguniform needs [low, high] with 0 < low"),
+    ("train.learning_rate: {uniform: [0.1, 0.01]}", "uniform needs [low, high] with low < high, got [0.1, 0.01]"),
+    ("train.batch_size: {int: [1.5, 8]}", "int needs [low, high] with integers low < high"),
+    ("model.dropout: {uniform: [0.0, 1.5]}", "'model.dropout': 1.5 is not a valid model.dropout"),
+    ("train.optimizer: {choice: [adam, rmsprop]}", "'rmsprop' is not a valid train.optimizer"),
+    ("train.learning_rat: {uniform: [0.1, 0.2]}", "'train.learning_rat' cannot be tuned; tunable keys: model.batch_norm"),
+    ("train.num_workers: {choice: [1, 2]}", "'train.num_workers' cannot be tuned"),
+    ("model.hidden: {choice: []}", "choice needs a non-empty list"),
+    ("model.dropout: 0.2", "'model.dropout': expected one of {uniform|loguniform|int|choice: ...}, got 0.2"),
+    ("model.dropout: {normal: [0, 1]}", "expected one of {uniform|loguniform|int|choice: ...}"),
+])
+def test_a_wrong_search_space_names_the_key_and_what_was_expected(starter_text, entry, expected):
+    message = _error(starter_text + f"\ntune:\n  space:\n    {entry}\n")
+    assert message.startswith("my.yaml:") and "tune.space: " in message and expected in message
+
+
+def test_trial_settings_override_the_spec_and_are_revalidated(starter_text):
+    from mlray.train.sweep import with_overrides
+
+    spec = parse_spec(starter_text + SPACE, "my.yaml")
+    trial = with_overrides(spec, {"train.learning_rate": 0.003, "model.hidden": [128]})
+    assert trial.train.learning_rate == 0.003 and trial.model.hidden == [128]
+    assert trial.train.epochs == spec.train.epochs and spec.model.hidden == [64, 64]  # the original is untouched
