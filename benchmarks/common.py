@@ -38,3 +38,20 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def start_ray(num_cpus: int | None) -> None:
+    """A local Ray for one benchmark run, quiet: no dashboard, no progress bars."""
+    import ray
+    from ray.data import DataContext
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    DataContext.get_current().enable_progress_bars = False
+
+
+def report(name: str, result: dict) -> None:
+    """Print the rows/s of both sides and their ratio, per size; write the JSON result."""
+    print_table(f"{name} (rows/s)", ["rows", "mlray", "reference", "ratio"],
+                [[f"{r['rows']:,}", f"{r['mlray_rows_per_s']:,.0f}", f"{r['reference_rows_per_s']:,.0f}",
+                  f"{r['ratio']:.2f}×"] for r in result["results"]])
+    write_result(name, result)

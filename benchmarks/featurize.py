@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benchmarks.common import CACHE, machine, print_table, write_result
+from benchmarks.common import CACHE, machine, report, start_ray
 from mlray.dataplane import validate_and_fit
 from mlray.features import fit, transform, transform_dataset
 from mlray.lake import Lake
@@ -32,9 +32,9 @@ SPEC = Path(__file__).parents[1] / "mlray" / "templates" / "starter.yaml"
 CHUNK = 1_000_000
 
 
-def ensure_table(lake: Lake, rows: int, schema: pa.Schema) -> str:
+def ensure_table(lake: Lake, rows: int, schema: pa.Schema, name: str | None = None) -> str:
     """A Delta table of `rows` synthetic transactions, written once in 1M-row batches and cached."""
-    name = f"transactions_{rows}"
+    name = name or f"transactions_{rows}"
     for start in range(0, rows, CHUNK):
         size = min(CHUNK, rows - start)
         batch_id = f"bench:{start}:{size}"
@@ -86,10 +86,7 @@ def run(rows_list: list[int], repeats: int, num_cpus: int | None) -> dict:
 
     spec = load_spec(SPEC)
     lake = Lake(str(CACHE / "featurize-lake"))
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = False
+    start_ray(num_cpus)
     results = []
     for rows in rows_list:
         name = ensure_table(lake, rows, arrow_schema(spec.train_table))
@@ -126,10 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-cpus", type=int, default=None, help="Ray logical CPUs (default: the machine's)")
     args = parser.parse_args(argv)
     result = run(args.rows, args.repeats, args.num_cpus)
-    print_table("featurize (rows/s)", ["rows", "mlray", "reference", "ratio"],
-                [[f"{r['rows']:,}", f"{r['mlray_rows_per_s']:,.0f}", f"{r['reference_rows_per_s']:,.0f}",
-                  f"{r['ratio']:.2f}×"] for r in result["results"]])
-    write_result("featurize", result)
+    report("featurize", result)
     return result
 
 

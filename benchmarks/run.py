@@ -15,6 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 BENCHMARKS = {
     "featurize": {"full": [], "quick": ["--rows", "200000", "--repeats", "1"]},
+    "train": {"full": [], "quick": ["--rows", "50000", "--epochs", "3"]},
+    "batch_predict": {"full": [], "quick": ["--rows", "100000", "--repeats", "1"]},
 }
 
 
@@ -34,7 +36,8 @@ def main() -> int:
         path = ROOT / "benchmarks" / "results" / f"{name}.json"
         if path.is_file():
             result = json.loads(path.read_text())
-            ratios = ", ".join(f"{r['rows']:,} rows {r['ratio']:.2f}×" for r in result["results"])
+            ratios = ", ".join(f"{r['rows']:,} rows{f' {w} worker(s)' if (w := r.get('workers')) else ''} {r['ratio']:.2f}×"
+                               for r in result["results"])
             print(f"{name}: {ratios} (goal {result['goal']})")
     return 1 if failed else 0
 

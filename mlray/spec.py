@@ -304,6 +304,9 @@ class TrainSpec(Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(512, ge=1)
+    cache_inputs: bool = Field(True, description="keep the transformed inputs in Ray's object store after the first "
+                                                 "pass instead of re-reading Delta every epoch (off: data larger than "
+                                                 "the object store)")
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
@@ -321,7 +324,7 @@ class TrainSpec(Section):
 SEARCH_KINDS = ("uniform", "loguniform", "int", "choice")
 TUNABLE_SECTIONS = {"model": ModelSpec, "train": TrainSpec}
 UNTUNABLE = {"train.gate", "train.split", "train.early_stopping", "train.slices", "train.num_workers", "train.use_gpu",
-             "train.cpus_per_worker", "train.max_failures", "train.checkpoints_to_keep", "train.epochs",
+             "train.cpus_per_worker", "train.max_failures", "train.checkpoints_to_keep", "train.epochs", "train.cache_inputs",
              "train.threshold", "train.precision", "model.task"}  # resources, evaluation and run control
 
 

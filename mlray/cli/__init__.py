@@ -7,9 +7,11 @@ import typer
 from mlray.cli import features, models, tables
 from mlray.cli.common import quiet_library_logs
 from mlray.cli.demo import demo
+from mlray.cli.evaluate import evaluate
 from mlray.cli.generate import generate
 from mlray.cli.ingest import ingest
 from mlray.cli.init import init
+from mlray.cli.predict import predict
 from mlray.cli.train import train
 from mlray.cli.tune import tune
 from mlray.cli.validate import validate
@@ -27,7 +29,9 @@ app.command()(validate)
 app.command()(generate)
 app.command()(demo)
 app.command()(train)
+app.command()(predict)
 app.command()(tune)
+app.command()(evaluate)
 app.add_typer(features.app, name="features")
 app.add_typer(tables.app, name="tables")
 app.add_typer(models.app, name="models")

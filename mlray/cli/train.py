@@ -28,13 +28,19 @@ def train(
     print_outcome(outcome)
 
 
+def print_metrics(title: str, metrics: dict[str, float], slices: dict) -> None:
+    """Held-out metrics as a table, then the first three of them per slice value."""
+    console.print(table(title, ["metric", "value"], [[k, f"{v:.4f}"] for k, v in metrics.items()]))
+    shown = list(metrics)[:3]
+    for column, values in slices.items():
+        rows = [[value, m["rows"], *(f"{m[k]:.4f}" for k in shown)] for value, m in values.items()]
+        console.print(table(f"by {column}", [column, "rows", *shown], rows))
+
+
 def print_outcome(outcome) -> None:
     """A trained model's metrics, slices, lineage and gate decision."""
-    console.print(table(f"{outcome.model_name} version {outcome.model_version} ({outcome.task}) — {outcome.decision}",
-                        ["metric", "value"], [[k, f"{v:.4f}"] for k, v in outcome.metrics.items()]))
-    for column, values in outcome.slices.items():
-        rows = [[value, m["rows"], *(f"{m[k]:.4f}" for k in list(outcome.metrics)[:3])] for value, m in values.items()]
-        console.print(table(f"by {column}", [column, "rows", *list(outcome.metrics)[:3]], rows))
+    print_metrics(f"{outcome.model_name} version {outcome.model_version} ({outcome.task}) — {outcome.decision}",
+                  outcome.metrics, outcome.slices)
     console.print(f"run {outcome.run_name} ({outcome.run_id}); table v{outcome.table_version}, "
                   f"feature version {outcome.feature_version}; epochs trained: {outcome.epochs}")
     for reason in outcome.reasons:

@@ -69,6 +69,12 @@ def arrow_schema_of(dt: DeltaTable) -> pa.Schema:
     return pa.schema(dt.schema().to_arrow())
 
 
+def row_count(dt: DeltaTable) -> int:
+    """Rows in the loaded version, from the file statistics in the Delta log (no data read)."""
+    adds = dt.get_add_actions(flatten=True)
+    return sum(r or 0 for r in pa.table(adds).column("num_records").to_pylist()) if adds.num_rows else 0
+
+
 class Lake:
     """The Delta tables of one project."""
 
@@ -156,6 +162,30 @@ class Lake:
             raise counter.error
         dt.update_incremental()
         return AppendResult(name, dt.version(), True, counter.rows)
+
+    def write_dataset(self, name: str, dataset, batch_id: str, schema: pa.Schema | None = None,
+                      metadata: dict[str, str] | None = None) -> AppendResult:
+        """Append a Ray Dataset in one atomic commit, the data never passing through the driver.
+
+        Workers write Parquet files; the driver commits them all in one Delta transaction carrying
+        the batch id, so a batch already committed is skipped (before the dataset runs) and a retried
+        job commits once. The table's schema is enforced, as in `append`."""
+        from mlray.lake.sink import TransactionalDeltaSink
+
+        if not self.exists(name):
+            if schema is None:
+                raise UserError(f"table '{name}' does not exist in {self.root} (ingest into it first)")
+            self.create(name, schema)
+        dt = self.open(name)
+        if dt.transaction_version(BATCH_APP_PREFIX + batch_id) is not None:
+            log.info("batch %s is already in table %s; skipping", batch_id, name)
+            return AppendResult(name, dt.version(), False, 0)
+        sink = TransactionalDeltaSink(self.uri(name), name, arrow_schema_of(dt), BATCH_APP_PREFIX + batch_id,
+                                      {"mlray.batch_id": batch_id, **(metadata or {})}, self.storage_options)
+        dataset.write_datasink(sink)
+        if not sink.committed:
+            log.info("batch %s was committed concurrently to table %s", batch_id, name)
+        return AppendResult(name, sink.version, sink.committed, sink.rows if sink.committed else 0)
 
     # ----------------------------------------------------------------- reading
 
@@ -273,11 +303,9 @@ class Lake:
         for entry in sorted(entries, key=lambda e: e.base_name):
             if entry.type == pafs.FileType.Directory and self.exists(entry.base_name):
                 dt = self.open(entry.base_name)
-                adds = dt.get_add_actions(flatten=True)
-                rows = pa.table(adds).column("num_records").to_pylist() if adds.num_rows else []
                 last = dt.history(1)[0]["timestamp"]
                 tables.append(TableInfo(entry.base_name, self.uri(entry.base_name), dt.version(),
-                                        sum(r or 0 for r in rows), len(arrow_schema_of(dt)),
+                                        row_count(dt), len(arrow_schema_of(dt)),
                                         datetime.fromtimestamp(last / 1000, tz=timezone.utc)))
         return tables
 
@@ -294,6 +322,17 @@ def _plain_types(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
+def conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
+    """`table` with the table's columns, in its order, cast to its types; a mismatch is a UserError."""
+    difference = schema_difference(schema, table.schema, compare_types=False)
+    if difference:
+        raise UserError(f"data for table '{name}' does not match its columns: {difference}")
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise UserError(f"table '{name}': data does not fit the table's schema: {exc}") from None
+
+
 def _conformed_reader(data, schema: pa.Schema, name: str, counter: _RowCounter) -> pa.RecordBatchReader:
     """Stream `data` cast to the table's schema; an error in the stream is kept for the caller."""
     batches: Iterable[pa.RecordBatch] = data.to_batches() if isinstance(data, pa.Table) else data
@@ -301,15 +340,8 @@ def _conformed_reader(data, schema: pa.Schema, name: str, counter: _RowCounter) 
     def generate():
         try:
             for batch in batches:
-                table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-                difference = schema_difference(schema, table.schema, compare_types=False)
-                if difference:
-                    raise UserError(f"data for table '{name}' does not match its columns: {difference}")
-                table = table.select(schema.names)
-                try:
-                    table = table.cast(schema)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-                    raise UserError(f"table '{name}': data does not fit the table's schema: {exc}") from None
+                table = conform(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch,
+                                schema, name)
                 counter.rows += table.num_rows
                 yield from table.to_batches()
         except BaseException as exc:  # noqa: BLE001 - re-raised by `append` once the write has aborted

@@ -35,20 +35,40 @@ class Registry:
         except MlflowException:
             return None
 
+    def uri(self, reference: str) -> str:
+        """'models:/…' for 'NAME@alias', 'NAME/version', an alias or a version number of this project."""
+        if reference.startswith("models:/"):
+            return reference
+        if "@" in reference or "/" in reference:
+            return f"models:/{reference}"
+        if reference.isdigit():
+            return f"models:/{self.model_name}/{reference}"
+        return f"models:/{self.model_name}@{reference}"
+
     def load(self, reference: str):
         """A pyfunc model from 'NAME@alias', 'NAME/version', an alias or a version number of this project."""
-        if reference.startswith("models:/"):
-            uri = reference
-        elif "@" in reference or "/" in reference:
-            uri = f"models:/{reference}"
-        elif reference.isdigit():
-            uri = f"models:/{self.model_name}/{reference}"
-        else:
-            uri = f"models:/{self.model_name}@{reference}"
         try:
-            return mlflow.pyfunc.load_model(uri)
+            return mlflow.pyfunc.load_model(self.uri(reference))
         except MlflowException as exc:
-            raise UserError(f"model {reference!r} not found in the registry ({str(exc).splitlines()[0]})") from None
+            raise _not_found(reference, exc) from None
+
+    def resolve(self, reference: str) -> tuple[str, str]:
+        """(model name, version) a reference points at now: an alias is read once, so it cannot move under a job."""
+        path = self.uri(reference).removeprefix("models:/")
+        try:
+            if "@" in path:
+                name, alias = path.rsplit("@", 1)
+                found = self.client.get_model_version_by_alias(name, alias)
+            else:
+                name, _, version = path.rpartition("/")
+                found = self.client.get_model_version(name, version)
+        except MlflowException as exc:
+            raise _not_found(reference, exc) from None
+        return found.name, str(found.version)
+
+    def artifact_uri(self, name: str, version: str) -> str:
+        """Where a version's package lives: loading from there needs no registry lookup (what workers do)."""
+        return self.client.get_model_version_download_uri(name, version)
 
     def set_alias(self, alias: str, version: str) -> None:
         if alias not in ALIASES:
@@ -91,3 +111,7 @@ class Registry:
                           "feature_version": run.data.tags.get("mlray.feature_version") if run else None,
                           "metrics": metrics, "created": mv.creation_timestamp})
         return sorted(found, key=lambda v: int(v["version"]), reverse=True)
+
+
+def _not_found(reference: str, exc: MlflowException) -> UserError:
+    return UserError(f"model {reference!r} not found in the registry ({str(exc).splitlines()[0]})")

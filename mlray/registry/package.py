@@ -65,6 +65,19 @@ def predict_frame(net: TabularNet, config: PackageConfig, fitted: FittedFeatures
     return frame
 
 
+def prediction_schema(config: PackageConfig) -> pa.Schema:
+    """The columns `predict_frame` makes, typed, known before any row is scored (an output table's declaration)."""
+    if config.task == "regression":
+        fields = [pa.field("prediction", pa.float64())]
+    else:
+        fields = [pa.field("prediction", pa.array(config.classes).type)]
+        if config.task == "binary":
+            fields.append(pa.field("score", pa.float64()))
+        else:
+            fields += [pa.field(f"probability_{cls}", pa.float64()) for cls in config.classes]
+    return pa.schema(fields + [pa.field("feature_version", pa.string())])
+
+
 class TabularPackage(mlflow.pyfunc.PythonModel):
     """The pyfunc flavour: rebuilds the network from its config and loads tensors only."""
 
@@ -77,6 +90,11 @@ class TabularPackage(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return predict_frame(self.net, self.config, self.fitted, model_input)
+
+
+def load_package(uri: str) -> TabularPackage:
+    """The package behind a model URI ('models:/NAME/3'): its network, config and fitted features, loaded."""
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model()
 
 
 def naive_utc(frame: pd.DataFrame) -> pd.DataFrame:
@@ -110,5 +128,16 @@ def log_package(net: TabularNet, config: PackageConfig, fitted: FittedFeatures, 
         return mlflow.pyfunc.log_model(
             name="model", python_model=TabularPackage(), artifacts={k: str(v) for k, v in paths.items()},
             signature=signature, input_example=example, registered_model_name=registered_name,
-            code_paths=None, pip_requirements=["mlray"],
+            code_paths=[str(Path(__file__).parents[1])], pip_requirements=package_requirements(),
         )
+
+
+# What loading a package imports besides the mlray code shipped inside it (`code_paths`): a fresh
+# environment with these pinned versions can load and run it, mlray installed or not.
+PACKAGE_REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml")
+
+
+def package_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in PACKAGE_REQUIREMENTS]  # no '+cpu': any build

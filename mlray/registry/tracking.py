@@ -17,8 +17,7 @@ def configure(platform: PlatformSpec, experiment: str) -> tuple[MlflowClient, st
     uri = platform.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    point_at(platform)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
@@ -27,3 +26,9 @@ def configure(platform: PlatformSpec, experiment: str) -> tuple[MlflowClient, st
     if "://" not in platform.state_dir:
         location = (Path(platform.state_dir) / "mlflow" / "artifacts" / experiment).resolve().as_uri()
     return client, client.create_experiment(experiment, artifact_location=location)
+
+
+def point_at(platform: PlatformSpec) -> None:
+    """Point this process's MLflow at the platform's store; cheap (opens no store), for workers that only load."""
+    mlflow.set_tracking_uri(platform.tracking_uri)
+    mlflow.set_registry_uri(platform.tracking_uri)

@@ -80,11 +80,30 @@ def model_inputs(batch: pa.Table, fitted: FittedFeatures, labels: LabelEncoding,
     return out
 
 
-def split_datasets(dataset, fitted: FittedFeatures, labels: LabelEncoding, spec: ProjectSpec) -> dict:
-    """Ray Datasets of model inputs for train, validation and test."""
+def _split_counts(batch: pa.Table, id_column: str, split: SplitSpec) -> pa.Table:
+    counts = np.bincount(split_index(batch.column(id_column), split), minlength=len(SPLITS))
+    return pa.table({name: [int(counts[i])] for i, name in enumerate(SPLITS)})
+
+
+def check_splits(dataset, spec: ProjectSpec) -> dict[str, int]:
+    """Rows per split (one pass over the id column); an empty split is a UserError before any worker starts."""
     id_column = spec.train_table.id_column
     if id_column is None:
         raise UserError(f"table '{spec.data.train_table}' needs an id_column: rows are split by a hash of their id")
+    counts = dataset.select_columns([id_column]).map_batches(
+        _split_counts, batch_format="pyarrow", fn_kwargs={"id_column": id_column, "split": spec.train.split})
+    per_block = counts.take_all()  # one small row per block
+    sizes = {name: sum(int(row[name]) for row in per_block) for name in SPLITS}
+    empty = [name for name, rows in sizes.items() if rows == 0]
+    if empty:
+        raise UserError(f"table '{spec.data.train_table}' leaves the {' and '.join(empty)} split(s) empty "
+                        f"({sum(sizes.values())} rows; train.split is {spec.train.split.model_dump()}): add rows")
+    return sizes
+
+
+def split_datasets(dataset, fitted: FittedFeatures, labels: LabelEncoding, spec: ProjectSpec) -> dict:
+    """Ray Datasets of model inputs for train, validation and test."""
+    id_column = spec.train_table.id_column
     return {name: dataset.map_batches(model_inputs, batch_format="pyarrow", fn_kwargs={
         "fitted": fitted, "labels": labels, "id_column": id_column, "split": spec.train.split, "keep": index})
         for index, name in enumerate(SPLITS)}

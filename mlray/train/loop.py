@@ -75,13 +75,14 @@ class EpochReport(pl.Callback):
 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics["epoch"] = trainer.current_epoch
+        metrics["epoch_end_s"] = time.time()  # wall clock at the epoch's end: steady-state throughput for benchmarks
         with tempfile.TemporaryDirectory(prefix="mlray-ckpt-") as folder:
             trainer.save_checkpoint(os.path.join(folder, CHECKPOINT_FILE))  # collective: every rank calls it
             rank = ray.train.get_context().get_world_rank()
             checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
             if rank == 0 and self.client is not None:
                 for name, value in metrics.items():
-                    if name != "epoch":
+                    if name not in ("epoch", "epoch_end_s"):
                         self.client.log_metric(self.config.mlflow_run_id, name, value, step=trainer.current_epoch)
             ray.train.report(metrics, checkpoint=checkpoint)
         _maybe_crash(self.config, trainer.current_epoch)

@@ -15,21 +15,19 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import torch
+from ray.data.dataset import MaterializedDataset
 
 from mlray import dataplane
-from mlray.errors import UserError
 from mlray.features import FittedFeatures
 from mlray.registry.gate import decide
 from mlray.registry.models import Registry
-from mlray.registry.package import PackageConfig, log_package, naive_utc, predict_frame
+from mlray.registry.package import PackageConfig, log_package, predict_frame
 from mlray.spec import ProjectSpec
-from mlray.train.data import SPLITS, LabelEncoding, resolve_labels, split_datasets, split_index
-from mlray.train.evaluate import slice_metrics, task_metrics
+from mlray.train.data import LabelEncoding, check_splits, resolve_labels, split_datasets
 from mlray.train.loop import CHECKPOINT_FILE, Fault, LoopConfig, train_loop_per_worker
 from mlray.train.progress import EpochWatcher, Progress
+from mlray.train.scoring import champion_metrics, evaluate_frame, raw_split_rows
 
 log = logging.getLogger(__name__)
 REFERENCE_ROWS = 1000
@@ -71,6 +69,7 @@ def prepare(spec: ProjectSpec, version: int | None = None) -> Prepared:
     raw = lake.dataset(name, pinned)  # opened once: validated, fitted and trained on
     fitted = dataplane.fit_features(spec, pinned, dataset=raw)
     labels = resolve_labels(lake, spec, pinned)
+    check_splits(raw, spec)
     return Prepared(pinned, lake.uri(name), fitted, labels, split_datasets(raw, fitted, labels, spec), raw)
 
 
@@ -114,47 +113,6 @@ def lineage_tags(spec: ProjectSpec, prepared: Prepared) -> dict[str, str]:
     return tags
 
 
-def raw_split_rows(prepared: Prepared, spec: ProjectSpec, split: str, limit: int | None = None) -> pd.DataFrame:
-    """One split's rows, raw: the test rows every model (this one, the champion) is scored on, or a
-    sample of training inputs for the package's reference."""
-    id_column, keep = spec.train_table.id_column, SPLITS.index(split)
-
-    def rows_of_split(batch: pa.Table) -> pa.Table:
-        return batch.filter(pa.array(split_index(batch.column(id_column), spec.train.split) == keep))
-
-    rows = prepared.raw.map_batches(rows_of_split, batch_format="pyarrow")
-    return (rows.limit(limit) if limit else rows).to_pandas()
-
-
-def score(frame: pd.DataFrame, task: str, classes: list) -> np.ndarray:
-    if task == "binary":
-        return frame["score"].to_numpy()
-    if task == "multiclass":
-        return frame[[f"probability_{c}" for c in classes]].to_numpy()
-    return frame["prediction"].to_numpy()
-
-
-def evaluate_frame(predicted: pd.DataFrame, test: pd.DataFrame, labels: LabelEncoding, spec: ProjectSpec) -> tuple:
-    y_true = labels.encode(pa.array(test[labels.column]))
-    labelled = y_true >= 0 if labels.task != "regression" else ~np.isnan(y_true)
-    scores = score(predicted, labels.task, labels.classes)[labelled]
-    y_true = y_true[labelled]
-    metrics = task_metrics(labels.task, y_true, scores, spec.train.threshold, labels.classes)
-    slices = slice_metrics(labels.task, y_true, scores,
-                           {c: test[c].to_numpy()[labelled] for c in spec.train.slices},
-                           spec.train.threshold, labels.classes)
-    return metrics, slices
-
-
-def champion_metrics(registry: Registry, test: pd.DataFrame, labels: LabelEncoding, spec: ProjectSpec) -> dict | None:
-    """The current champion scored on this run's held-out rows (None when there is no champion)."""
-    if registry.version_of("champion") is None:
-        return None
-    champion = registry.load("champion")
-    metrics, _ = evaluate_frame(champion.predict(naive_utc(test)), test, labels, spec)
-    return metrics
-
-
 def checkpoint_weights(checkpoint) -> dict:
     """A Lightning checkpoint's network weights (tensors only, no unpickling)."""
     with checkpoint.as_directory() as folder:
@@ -174,6 +132,17 @@ def trained_epochs(registry: Registry, run_id: str) -> list[int]:
     return [m.step for m in sorted(registry.client.get_metric_history(run_id, "val_loss"), key=lambda m: m.timestamp)]
 
 
+def training_inputs(spec: ProjectSpec, prepared: Prepared) -> dict:
+    """The train and validation inputs; with train.cache_inputs, computed once and kept in the object store
+    (shared by every epoch, every restart after a crash, and every trial of a sweep)."""
+    wanted = ("train", "validation")
+    if spec.train.cache_inputs:
+        for name in wanted:
+            if not isinstance(prepared.datasets[name], MaterializedDataset):
+                prepared.datasets[name] = prepared.datasets[name].materialize()
+    return {name: prepared.datasets[name] for name in wanted}
+
+
 def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str | None, fault: Fault | None = None,
                callbacks: tuple = ()):
     """One Ray Train run; `callbacks` are Ray Train callbacks (a Tune trial passes its report bridge)."""
@@ -188,7 +157,7 @@ def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str
         train_loop_per_worker, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=spec.train.num_workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": spec.train.cpus_per_worker}),
-        datasets={"train": prepared.datasets["train"], "validation": prepared.datasets["validation"]},
+        datasets=training_inputs(spec, prepared),
         run_config=RunConfig(
             name=run_name, storage_path=str(Path(spec.platform.state_dir) / "checkpoints"),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.train.checkpoints_to_keep,
@@ -221,13 +190,11 @@ def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: di
     net = config.network()
     net.load_state_dict(weights)
     net.eval()
-    test = raw_split_rows(prepared, spec, "test")
-    if test.empty:
-        raise UserError(f"the test split of table '{spec.data.train_table}' is empty: add rows or raise train.split.test")
+    test = raw_split_rows(prepared.raw, spec, "test")
     metrics, slices = evaluate_frame(predict_frame(net, config, prepared.fitted, test), test, prepared.labels, spec)
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
     mlflow.log_dict(slices, "slice_metrics.json")
-    reference = raw_split_rows(prepared, spec, "train", REFERENCE_ROWS)[prepared.fitted.source_columns]
+    reference = raw_split_rows(prepared.raw, spec, "train", REFERENCE_ROWS)[prepared.fitted.source_columns]
     info = log_package(net, config, prepared.fitted, spec.model_dump(mode="json"), reference, registry.model_name)
     champion = champion_metrics(registry, test, prepared.labels, spec)
     decision = decide(prepared.labels.task, metrics, spec.train.gate, champion)

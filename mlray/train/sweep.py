@@ -36,6 +36,7 @@ from mlray.train.run import (
     prepare,
     register,
     trained_epochs,
+    training_inputs,
     use_gpu,
 )
 
@@ -247,6 +248,7 @@ def tune_model(spec: ProjectSpec, version: int | None = None, sweep: str | None 
     """Sweep the spec's search space on a pinned snapshot; register the best trial (through the gate)."""
     search_space(spec)  # a wrong or empty space fails here, before any data work or trial
     prepared = prepare(spec, version)
+    training_inputs(spec, prepared)  # with train.cache_inputs: materialised once, here, and shared by every trial
     registry = Registry(spec)
     sweep = sweep or default_sweep_name(spec)
     tags = lineage_tags(spec, prepared)

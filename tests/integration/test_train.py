@@ -1,6 +1,7 @@
 """Training on Ray Train: tracked, packaged, registered and gated; resumes after a worker crash."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
@@ -41,6 +42,21 @@ def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, 
     assert shown["feature_version"] == outcome.feature_version and "test_roc_auc" in shown["metrics"]
     missing = runner.invoke(app, ["models", "alias", "challenger", "7", "--spec", str(spec.path)])
     assert missing.exit_code == 2 and "no version '7'" in missing.stderr
+
+    evaluated = runner.invoke(app, ["evaluate", "champion", "--spec", str(spec.path), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    evaluated = json.loads(evaluated.stdout)  # the same model on the same held-out rows: the same numbers
+    assert evaluated["model_version"] == "1" and evaluated["table_version"] == 1
+    assert evaluated["metrics"] == pytest.approx(outcome.metrics, nan_ok=True)
+    assert mlflow.get_run(evaluated["run_id"]).data.metrics["test_roc_auc"] == pytest.approx(outcome.metrics["roc_auc"])
+    unknown = runner.invoke(app, ["evaluate", "nosuchmodel@champion", "--spec", str(spec.path)])
+    assert unknown.exit_code == 2 and "model 'nosuchmodel@champion' not found" in unknown.stderr
+
+    # The package ships the mlray code it needs and pins its other requirements: it loads where mlray is not installed.
+    files = Path(mlflow.artifacts.download_artifacts(f"models:/{spec.name}/1"))
+    assert (files / "code" / "mlray" / "registry" / "package.py").is_file()
+    requirements = (files / "requirements.txt").read_text()
+    assert "mlray" not in requirements and "torch==" in requirements and "pyarrow==" in requirements
 
     raw = dataplane.lake_of(spec).read("transactions").slice(0, 5).to_pandas()
     predicted = mlflow.pyfunc.load_model(f"models:/{spec.name}@champion").predict(naive_utc(raw))
@@ -107,6 +123,12 @@ def test_bad_training_input_fails_before_any_worker(tmp_path, starter_text):
     with pytest.raises(UserError, match="single value"):
         train_model(spec)
     assert Registry(spec).versions() == []
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    spec = make_project(tiny, starter_text, TRAIN + "  split: {validation: 0.00001, test: 0.00001}\n", rows=400)
+    with pytest.raises(UserError, match=r"leaves the validation and test split\(s\) empty"):
+        train_model(spec)
 
 
 def test_a_resubmitted_run_resumes_where_the_failed_one_stopped(tmp_path, starter_text):

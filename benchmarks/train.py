@@ -1,0 +1,155 @@
+"""Train benchmark: steady-state samples/s of mlray's Ray Train path against plain Lightning in one process.
+
+Both sides train the same `TabularModule` on the same rows, inputs made by the same `transform`,
+with the same batch size and epochs, in the same run:
+- mlray: `fit_on_ray` (TorchTrainer, Ray Data shards streamed from the pinned Delta snapshot,
+  a checkpoint every epoch), with 1 and then 2 workers;
+- plain: one process, the training split materialised as tensors, a plain DataLoader, `pl.Trainer`.
+Steady state is measured between the ends of the first and the last epoch (train + validation);
+the start-up overhead is the rest of the wall time. Prints ratios, writes JSON under benchmarks/results/.
+
+    python -m benchmarks.train --rows 200000 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from benchmarks.common import CACHE, machine, print_table, write_result
+from benchmarks.featurize import ensure_table
+from mlray.lake import Lake
+from mlray.lake.schema import arrow_schema
+from mlray.spec import load_spec
+from mlray.train.data import SPLITS, check_splits, model_inputs
+from mlray.train.model import TabularModule
+from mlray.train.run import fit_on_ray, prepare
+from mlray.train.sweep import with_overrides
+
+STARTER = Path(__file__).parents[1] / "mlray" / "templates" / "starter.yaml"
+
+
+def project(rows: int, epochs: int, batch: int):
+    """The starter spec over a cached table of `rows` synthetic transactions, state under the cache."""
+    folder = CACHE / f"train-{rows}"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = STARTER.read_text().replace("max_staleness: 30d", "max_staleness: 3650d")  # the cached table ages
+    (folder / "mlray.yaml").write_text(text + f"""
+train:
+  epochs: {epochs}
+  batch_size: {batch}
+  cpus_per_worker: 1
+  early_stopping: null
+  checkpoints_to_keep: {epochs}
+""")
+    spec = load_spec(folder / "mlray.yaml")
+    ensure_table(Lake(spec.platform.lake_uri), rows, arrow_schema(spec.train_table), name=spec.data.train_table)
+    return spec
+
+
+class EpochClock(pl.Callback):
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.ends.append(time.time())
+
+
+def _loader(inputs: dict, batch: int, shuffle: bool):
+    tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    return torch.utils.data.DataLoader(range(len(tensors["label"])), batch_size=batch, shuffle=shuffle,
+                                       collate_fn=lambda index: {k: t[index] for k, t in tensors.items()})
+
+
+def plain_side(spec, prepared) -> dict:
+    """One process: read the snapshot, the same transform, tensors in memory, plain Lightning."""
+    started = time.perf_counter()
+    lake = Lake(spec.platform.lake_uri)
+    data = lake.read(spec.data.train_table, prepared.table_version)
+    split = {name: model_inputs(data, prepared.fitted, prepared.labels, spec.train_table.id_column, spec.train.split, i)
+             for i, name in enumerate(SPLITS) if name != "test"}
+    module = TabularModule(len(prepared.fitted.numeric_names), prepared.fitted.cardinalities, prepared.labels.task,
+                           len(prepared.labels.classes), spec.model, spec.train)
+    clock = EpochClock()
+    trainer = pl.Trainer(max_epochs=spec.train.epochs, accelerator="cpu", devices=1, logger=False, callbacks=[clock],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(module, _loader(split["train"], spec.train.batch_size, True),
+                _loader(split["validation"], spec.train.batch_size, False))
+    total = time.perf_counter() - started
+    return _throughput(clock.ends, len(split["train"]["label"]), total) | {"torch_threads": torch.get_num_threads()}
+
+
+def ray_side(spec, prepared, workers: int, train_rows: int) -> dict:
+    spec = with_overrides(spec, {"train.num_workers": workers})
+    started = time.perf_counter()
+    result = fit_on_ray(spec, prepared, f"bench-{workers}w-{uuid.uuid4().hex[:8]}", None)
+    total = time.perf_counter() - started
+    ends = sorted(metrics["epoch_end_s"] for _, metrics in result.best_checkpoints)
+    return _throughput(ends, train_rows, total)
+
+
+def _throughput(ends: list[float], train_rows: int, total: float) -> dict:
+    steady_epoch = (ends[-1] - ends[0]) / (len(ends) - 1)
+    return {"samples_per_s": train_rows / steady_epoch, "epoch_s": steady_epoch, "total_s": total,
+            "startup_s": total - steady_epoch * len(ends)}
+
+
+def run(rows: int, epochs: int, batch: int, repeats: int, num_cpus: int) -> dict:
+    import ray
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    spec = project(rows, epochs, batch)
+    prepared = prepare(spec)
+    train_rows = check_splits(prepared.raw, spec)["train"]
+    runs: dict[str, list[dict]] = {"plain": [], "ray_1_worker": [], "ray_2_workers": []}
+    for _ in range(repeats):  # interleaved, so every side sees the same machine noise
+        runs["plain"].append(plain_side(spec, prepared))
+        runs["ray_1_worker"].append(ray_side(spec, prepared, 1, train_rows))
+        runs["ray_2_workers"].append(ray_side(spec, prepared, 2, train_rows))
+    ray.shutdown()
+    medians = {side: {k: statistics.median(r[k] for r in rs) for k in ("samples_per_s", "epoch_s", "startup_s", "total_s")}
+               for side, rs in runs.items()}
+    plain = medians["plain"]["samples_per_s"]
+    results = []
+    for side, workers in (("ray_1_worker", 1), ("ray_2_workers", 2)):
+        speed = medians[side]["samples_per_s"]
+        results.append({"rows": rows, "workers": workers, "samples_per_s": speed, "plain_samples_per_s": plain,
+                        "ratio": speed / plain, "ratio_per_worker": speed / workers / plain,
+                        "startup_s": medians[side]["startup_s"]})
+    return {"benchmark": "train", "rows": rows, "train_rows": train_rows, "epochs": epochs, "batch_size": batch,
+            "repeats": repeats, "ray_num_cpus": num_cpus, "machine": machine(),
+            "goal": "≥ 0.9× per worker; start-up overhead reported", "medians": medians, "results": results,
+            "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--num-cpus", type=int, default=4, help="Ray logical CPUs (workers take 1 each)")
+    args = parser.parse_args(argv)
+    result = run(args.rows, args.epochs, args.batch_size, args.repeats, args.num_cpus)
+    plain = result["medians"]["plain"]
+    rows = [["plain Lightning, 1 process", "", f"{plain['samples_per_s']:,.0f}", "1.00×", "", f"{plain['startup_s']:.1f}"]]
+    rows += [[f"mlray Ray Train, {r['workers']} worker(s)", str(r["workers"]), f"{r['samples_per_s']:,.0f}",
+              f"{r['ratio']:.2f}×", f"{r['ratio_per_worker']:.2f}×", f"{r['startup_s']:.1f}"] for r in result["results"]]
+    print_table(f"train: {result['train_rows']:,} training rows, {args.epochs} epochs (steady-state samples/s)",
+                ["side", "workers", "samples/s", "vs plain", "per worker", "start-up s"], rows)
+    write_result("train", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The batch-prediction output schema is known from the package config alone and fits what `predict_frame` makes."""
+
+import pyarrow as pa
+import pytest
+
+from mlray.errors import UserError
+from mlray.features import fit
+from mlray.lake.synthetic import generate_transactions
+from mlray.registry.package import PackageConfig, predict_frame, prediction_schema
+from mlray.spec import ModelSpec, parse_spec, starter_spec
+from mlray.train.predict import output_schema, scored_rows
+
+ROWS = generate_transactions(64, seed=3)
+ID = ROWS.schema.field("transaction_id")
+LINEAGE = {"model_name": "card-fraud", "model_version": 4, "input_table_version": 7}
+
+
+def package(task: str, classes: list):
+    fitted = fit(ROWS, parse_spec(starter_spec()).features)
+    config = PackageConfig(task, "label", classes, len(fitted.numeric_names), fitted.cardinalities,
+                           ModelSpec(hidden=[8]).model_dump(mode="json"), feature_version=fitted.version)
+    return config.network().eval(), config, fitted
+
+
+@pytest.mark.parametrize("task, classes, columns, prediction_type", [
+    ("binary", [False, True], ["prediction", "score"], pa.bool_()),
+    ("binary", ["no", "yes"], ["prediction", "score"], pa.string()),
+    ("multiclass", [1, 2, 3], ["prediction", "probability_1", "probability_2", "probability_3"], pa.int64()),
+    ("regression", [], ["prediction"], pa.float64()),
+])
+def test_output_schema_fits_what_predict_frame_makes(task, classes, columns, prediction_type):
+    net, config, fitted = package(task, classes)
+    schema = output_schema(config, ID)
+    assert schema.names == ["transaction_id", *columns, "feature_version", "model_name", "model_version",
+                            "input_table_version"]
+    assert schema.field("prediction").type == prediction_type
+    assert prediction_schema(config).names == [*columns, "feature_version"]
+
+    rows = scored_rows(ROWS.column("transaction_id"), predict_frame(net, config, fitted, ROWS), LINEAGE, schema, "out")
+    assert rows.schema == schema and rows.num_rows == 64
+    assert rows.column("transaction_id").equals(ROWS.column("transaction_id"))
+    assert set(rows.column("model_version").to_pylist()) == {4}
+    assert set(rows.column("feature_version").to_pylist()) == {fitted.version}
+    empty = scored_rows(ROWS.column("transaction_id").slice(0, 0), predict_frame(net, config, fitted, ROWS.slice(0, 0)),
+                        LINEAGE, schema, "out")
+    assert empty.schema == schema and empty.num_rows == 0
+
+
+def test_an_id_column_named_like_an_output_column_is_refused():
+    _, config, _ = package("regression", [])
+    with pytest.raises(UserError, match="id column 'prediction'"):
+        output_schema(config, pa.field("prediction", pa.string()))
