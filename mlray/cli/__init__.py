@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlray.cli import features, models, tables
+from mlray.cli import features, models, serve, tables
 from mlray.cli.common import quiet_library_logs
 from mlray.cli.demo import demo
 from mlray.cli.evaluate import evaluate
@@ -32,9 +32,12 @@ app.command()(train)
 app.command()(predict)
 app.command()(tune)
 app.command()(evaluate)
+app.command()(serve.deploy)
 app.add_typer(features.app, name="features")
 app.add_typer(tables.app, name="tables")
 app.add_typer(models.app, name="models")
+app.add_typer(serve.app, name="serve")
+app.add_typer(serve.keys_app, name="keys")
 
 
 def main() -> None:

@@ -1,0 +1,30 @@
+"""Every Prometheus metric mlray exports, defined once. They go through Ray's metrics agent, so a
+Prometheus server scraping the Ray cluster sees them (names prefixed `ray_`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+SCORE_BOUNDARIES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+
+
+@lru_cache(maxsize=1)
+def serving() -> dict:
+    """The serving metrics (created once per process, inside a Serve replica)."""
+    from ray.serve import metrics
+
+    return {
+        "requests": metrics.Counter("mlray_requests", "Prediction requests by model version and outcome.",
+                                    tag_keys=("model_version", "outcome")),
+        "latency": metrics.Histogram("mlray_request_latency_s", "Prediction latency in seconds, by model version.",
+                                     boundaries=LATENCY_BOUNDARIES, tag_keys=("model_version",)),
+        "score": metrics.Histogram("mlray_score", "Binary score or top-class confidence, by model version.",
+                                   boundaries=SCORE_BOUNDARIES, tag_keys=("model_version",)),
+        "batch": metrics.Histogram("mlray_batch_rows", "Rows per model call, by model version.",
+                                   boundaries=BATCH_BOUNDARIES, tag_keys=("model_version",)),
+        "weight": metrics.Gauge("mlray_traffic_weight", "Share of traffic routed to a model version.",
+                                tag_keys=("model_version",)),
+        "step": metrics.Gauge("mlray_rollout_step", "Rollout step index (0 = stable).", tag_keys=("model_version",)),
+    }

@@ -1,0 +1,106 @@
+"""Deploying: one Serve application per model version, the traffic plan, and the ingress in front.
+
+`deploy` is idempotent: a version already running is left alone, and the ingress is started only
+when it is not running, so re-deploying never restarts what serves traffic. Weights change
+through the traffic table, never by redeploying.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from mlray.errors import UserError
+from mlray.registry.models import Registry
+from mlray.serve.ingress import build_ingress, model_app_name
+from mlray.serve.model_server import ModelServer, replica_options
+from mlray.serve.routing import TrafficPlan
+from mlray.serve.traffic import traffic_table
+from mlray.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deployment:
+    url: str
+    plan: TrafficPlan
+    started: list[str]  # model versions started by this call
+
+
+def start_serve(spec: ProjectSpec) -> None:
+    from ray import serve
+
+    serve.start(http_options={"host": spec.serve.host, "port": spec.serve.port})
+
+
+def running_apps() -> dict[str, str]:
+    from ray import serve
+
+    return {name: getattr(app.status, "value", str(app.status)) for name, app in serve.status().applications.items()}
+
+
+def _gpus(spec: ProjectSpec) -> float:
+    import ray
+
+    if spec.serve.use_gpu == "auto":
+        return spec.serve.gpu_fraction if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    return spec.serve.gpu_fraction if spec.serve.use_gpu else 0.0
+
+
+def ensure_version(spec: ProjectSpec, registry: Registry, version: str) -> bool:
+    """Start the Serve app of one registered version unless it runs; True when it was started."""
+    from ray import serve
+
+    name = model_app_name(spec.name, version)
+    if running_apps().get(name) == "RUNNING":
+        return False
+    model_name, version = registry.resolve(version)
+    server = ModelServer.options(**replica_options(spec.serve, _gpus(spec))).bind(
+        spec.platform, registry.artifact_uri(model_name, version), version, spec.serve.batching)
+    log.info("starting model version %s as Serve app %s", version, name)
+    serve.run(server, name=name, route_prefix=None)
+    return True
+
+
+def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPlan | None = None) -> Deployment:
+    """Serve the champion (and `versions`), set the traffic plan (default: all to the champion), start the ingress."""
+    import ray
+    from ray import serve
+
+    registry = Registry(spec)
+    champion = registry.version_of("champion")
+    if champion is None and plan is None:
+        raise UserError(f"model '{spec.name}' has no champion to serve: train one first (`mlray train`)")
+    plan = plan or TrafficPlan.only(champion)
+    # every version must exist before anything starts; aliases become the versions they point at now
+    extra = [registry.resolve(reference)[1] for reference in versions or []]
+    wanted = list(dict.fromkeys([*plan.weights, *([plan.shadow] if plan.shadow else []), *extra]))
+    for version in wanted:
+        registry.resolve(version)
+    start_serve(spec)
+    started = [v for v in wanted if ensure_version(spec, registry, v)]
+    table = traffic_table(spec.name, spec.platform.state_dir)
+    ray.get(table.set.remote(plan.to_dict()))
+    if running_apps().get(spec.name) != "RUNNING":
+        serve.run(build_ingress(spec).bind(), name=spec.name, route_prefix="/")
+    return Deployment(f"http://{spec.serve.host}:{spec.serve.port}", plan, started)
+
+
+def set_traffic(spec: ProjectSpec, plan: TrafficPlan) -> TrafficPlan:
+    """Change the weights (and shadow) live: every version in the plan must be served already."""
+    import ray
+
+    apps = running_apps()
+    missing = [v for v in [*plan.weights, *([plan.shadow] if plan.shadow else [])]
+               if apps.get(model_app_name(spec.name, v)) != "RUNNING"]
+    if missing:
+        raise UserError(f"version(s) {', '.join(missing)} are not served: deploy them first (`mlray deploy`)")
+    ray.get(traffic_table(spec.name, spec.platform.state_dir).set.remote(plan.to_dict()))
+    return plan
+
+
+def undeploy_version(spec: ProjectSpec, version: str) -> None:
+    from ray import serve
+
+    serve.delete(model_app_name(spec.name, version))

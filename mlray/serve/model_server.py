@@ -1,0 +1,67 @@
+"""One model version as a Ray Serve deployment: the registered package, the one transform, batched calls."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pyarrow as pa
+from ray import serve
+
+from mlray.spec import BatchingSpec, PlatformSpec
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(name="model")
+class ModelServer:
+    """Loads `model_uri` (one registered version) once; scores Arrow tables of raw rows, batched across requests."""
+
+    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, batching: BatchingSpec):
+        from mlray.registry.package import load_package
+        from mlray.registry.tracking import point_at
+
+        point_at(platform)
+        self.package = load_package(model_uri)
+        self.version = version
+        self.predict.set_max_batch_size(batching.max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    def info(self) -> dict:
+        config = self.package.config
+        return {"version": self.version, "task": config.task, "feature_version": config.feature_version,
+                "classes": config.classes, "lineage": config.lineage}
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def predict(self, tables: list[pa.Table]) -> list[list[dict]]:
+        from mlray.metrics import serving
+        from mlray.registry.package import predict_frame
+
+        rows = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+        serving()["batch"].observe(rows.num_rows, tags={"model_version": self.version})
+        frame = predict_frame(self.package.net, self.package.config, self.package.fitted, rows)
+        records = frame.to_dict("records")
+        out, start = [], 0
+        for table in tables:
+            out.append(records[start:start + table.num_rows])
+            start += table.num_rows
+        return out
+
+
+def replica_options(serve_spec, gpus: float) -> dict:
+    """Deployment options from the spec: autoscaling, fractional CPUs (and GPUs), the queue limit."""
+    from ray.serve.config import BackpressureConfig
+
+    scaling = serve_spec.autoscaling
+    actor = {"num_cpus": serve_spec.replica_cpus}
+    if gpus:
+        actor["num_gpus"] = gpus
+    return {
+        "ray_actor_options": actor,
+        "autoscaling_config": {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
+                               "target_ongoing_requests": scaling.target_ongoing_requests,
+                               "upscale_delay_s": 5, "downscale_delay_s": 60},
+        "max_ongoing_requests": max(serve_spec.batching.max_batch_size, math.ceil(2 * scaling.target_ongoing_requests)),
+        "max_queued_requests": serve_spec.max_queued_requests,
+        "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=serve_spec.retry_after_s),
+    }

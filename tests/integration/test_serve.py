@@ -1,0 +1,153 @@
+"""Serving over real HTTP on 127.0.0.1: auth, limits, validation, routing between versions, shadow, logs."""
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import mlflow
+import pytest
+import requests
+from projects import make_project
+
+from mlray import dataplane
+from mlray.registry.models import Registry
+from mlray.registry.package import naive_utc
+from mlray.serve.auth import hash_key
+from mlray.serve.deploy import deploy, set_traffic
+from mlray.serve.routing import TrafficPlan
+from mlray.train.run import train_model
+
+KEY = "test-key-123"
+TRAIN = """
+train:
+  epochs: 1
+  num_workers: 1
+  batch_size: 256
+  cpus_per_worker: 0.5
+  early_stopping: null
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, ray_session):
+    """A trained champion (version 1), the same package registered again as version 2, the champion deployed."""
+    from ray import serve
+
+    folder = tmp_path_factory.mktemp("serve")
+    starter = (dataplane.__file__.rsplit("/", 1)[0] + "/templates/starter.yaml")
+    port = free_port()
+    serve_section = f"serve:\n  port: {port}\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(KEY)}']\n"
+    spec = make_project(folder, open(starter).read(), TRAIN + serve_section, rows=3000)
+    try:
+        outcome = train_model(spec)
+        registry = Registry(spec)
+        mlflow.register_model(f"runs:/{outcome.run_id}/model", spec.name)  # version 2: the same package
+        deployment = deploy(spec)
+        yield spec, deployment.url
+    finally:
+        serve.shutdown()
+    assert registry
+
+
+def post(url, body, key=KEY, **headers):
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return requests.post(url, data=json.dumps(body), headers={"content-type": "application/json", **headers}, timeout=30)
+
+
+def raw_rows(spec, n=5):
+    table = dataplane.lake_of(spec).read("transactions").slice(0, n)
+    label = spec.data.label_column
+    return table.drop_columns([label]).to_pandas()
+
+
+def as_json_rows(frame):
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+def test_predict_answers_like_the_registered_model_and_logs_every_row(served):
+    spec, url = served
+    frame = raw_rows(spec)
+    response = post(f"{url}/v1/predict", {"rows": as_json_rows(frame)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "1" and len(body["request_id"]) == 32 and body["feature_version"]
+    expected = mlflow.pyfunc.load_model(f"models:/{spec.name}/1").predict(naive_utc(frame))
+    assert [p["score"] for p in body["predictions"]] == pytest.approx(expected["score"].tolist(), abs=1e-6)
+    one = post(f"{url}/v1/predict", {"row": as_json_rows(frame)[0]}).json()
+    assert one["predictions"][0]["score"] == pytest.approx(expected["score"][0], abs=1e-6)
+
+    lake = dataplane.lake_of(spec)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if lake.exists("inference_log"):
+            logged = lake.read("inference_log").to_pylist()
+            if any(r["request_id"] == body["request_id"] for r in logged):
+                break
+        time.sleep(0.5)
+    rows = [r for r in logged if r["request_id"] == body["request_id"]]
+    assert sorted(r["row"] for r in rows) == [0, 1, 2, 3, 4] and {r["model_version"] for r in rows} == {"1"}
+
+    first = post(f"{url}/v1/feedback", {"request_id": body["request_id"], "label": True}).json()
+    again = post(f"{url}/v1/feedback", {"request_id": body["request_id"], "label": True}).json()
+    assert first["stored"] is True and again["stored"] is False  # idempotent on the request id
+    assert lake.read("labels").num_rows == 1
+
+
+def test_bad_requests_get_401_413_422_and_never_a_trace(served):
+    spec, url = served
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    assert post(f"{url}/v1/predict", {"row": row}, key=None).status_code == 401
+    assert post(f"{url}/v1/predict", {"row": row}, key="wrong").status_code == 401
+    assert requests.get(f"{url}/v1/health", timeout=10).json()["status"] == "ok"  # health needs no key
+    huge = post(f"{url}/v1/predict", {"rows": [row] * 20000})
+    assert huge.status_code == 413
+    wrong_type = post(f"{url}/v1/predict", {"row": row | {"amount": "a lot"}})
+    unknown = post(f"{url}/v1/predict", {"row": row | {"amuont": 3.0}})
+    assert wrong_type.status_code == 422 and "amount" in wrong_type.text
+    assert unknown.status_code == 422 and "amuont" in unknown.text
+    pinned = post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-version": "7"})
+    assert pinned.status_code == 400 and "not served" in pinned.text
+    for response in (huge, wrong_type, unknown, pinned):
+        assert "Traceback" not in response.text and KEY not in response.text
+
+
+def test_weights_stickiness_pinning_and_shadow(served):
+    spec, url = served
+    deploy(spec, versions=["2"])
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    set_traffic(spec, TrafficPlan("1", {"1": 0.9, "2": 0.1}))
+    time.sleep(1.5)  # ingress replicas poll the traffic table
+    with ThreadPoolExecutor(16) as pool:
+        versions = list(pool.map(lambda _: post(f"{url}/v1/predict", {"row": row}).json()["model_version"],
+                                 range(2000)))
+    assert abs(versions.count("2") / len(versions) - 0.10) <= 0.02
+
+    sticky = {f"user-{i}": post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-key": f"user-{i}"}).json()["model_version"]
+              for i in range(60)}
+    again = {k: post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-key": k}).json()["model_version"] for k in sticky}
+    assert again == sticky
+    assert post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-version": "2"}).json()["model_version"] == "2"
+
+    set_traffic(spec, TrafficPlan("1", {"1": 1.0, "2": 0.0}, shadow="2", shadow_fraction=1.0))
+    time.sleep(1.5)
+    shadowed = post(f"{url}/v1/predict", {"row": row}).json()
+    assert shadowed["model_version"] == "1"  # the shadow's answer is never returned
+    lake = dataplane.lake_of(spec)
+    deadline = time.time() + 20
+    found = []
+    while time.time() < deadline and not found:
+        time.sleep(0.5)
+        found = [r for r in lake.read("inference_log").to_pylist() if r["request_id"] == shadowed["request_id"]]
+        found = found if {(r["model_version"], r["shadow"]) for r in found} == {("1", False), ("2", True)} else []
+    assert found, "the shadow call was recorded next to the served one"
+
+    models = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+    assert {v["version"] for v in models["versions"]} == {"1", "2"} and models["rollout"]["shadow"] == "2"

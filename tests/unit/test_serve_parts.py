@@ -1,0 +1,77 @@
+"""Routing, API keys and the body limit: the serving parts that need no Ray."""
+
+import asyncio
+import random
+
+import pytest
+
+from mlray.serve.auth import KeyRing, hash_key
+from mlray.serve.limits import BodyLimit
+from mlray.serve.routing import TrafficPlan
+
+
+def test_weights_are_honoured_within_tolerance():
+    plan = TrafficPlan("1", {"1": 0.9, "2": 0.1})
+    rng = random.Random(7)
+    picks = [plan.pick(rng=rng) for _ in range(5000)]
+    assert abs(picks.count("2") / 5000 - 0.10) <= 0.02
+
+
+def test_sticky_keys_keep_their_version_and_a_weight_change_moves_only_its_share():
+    keys = [f"user-{i}" for i in range(20000)]
+    at_10 = TrafficPlan("1", {"1": 0.9, "2": 0.1})
+    at_20 = TrafficPlan("1", {"1": 0.8, "2": 0.2})
+    before = {k: at_10.pick(k) for k in keys}
+    assert all(at_10.pick(k) == v for k, v in list(before.items())[:500])  # the same key, the same version
+    after = {k: at_20.pick(k) for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert all(before[k] == "1" and after[k] == "2" for k in moved)  # nobody left the challenger
+    assert abs(len(moved) / len(keys) - 0.10) <= 0.01  # about the 10% it must move, not more
+
+
+def test_a_plan_must_add_up_and_include_the_champion():
+    with pytest.raises(ValueError, match="sum to 1"):
+        TrafficPlan("1", {"1": 0.5, "2": 0.4})
+    with pytest.raises(ValueError, match="include the champion"):
+        TrafficPlan("3", {"1": 1.0})
+    plan = TrafficPlan("1", {"1": 1.0}, shadow="2", shadow_fraction=1.0)
+    assert plan.mirror() == "2" and TrafficPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_keys_are_hashed_and_checked():
+    ring = KeyRing([hash_key("from-spec")], environ={"MLRAY_API_KEYS": "from-env, other"})
+    assert len(ring) == 3
+    assert ring.accepts("Bearer from-spec") and ring.accepts("Bearer other")
+    assert not ring.accepts("Bearer nope") and not ring.accepts("from-spec") and not ring.accepts(None)
+
+
+def _call(app, headers, chunks):
+    sent = []
+
+    async def receive():
+        body = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app({"type": "http", "headers": headers}, receive, send))
+    return sent
+
+
+async def _echo(scope, receive, send):
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_the_body_limit_refuses_large_bodies_before_the_app_reads_them():
+    limited = BodyLimit(_echo, limit=10)
+    assert _call(limited, [(b"content-length", b"11")], [b"x" * 11])[0]["status"] == 413
+    assert _call(limited, [], [b"x" * 6, b"x" * 6])[0]["status"] == 413  # chunked, counted as it arrives
+    assert _call(limited, [(b"content-length", b"5")], [b"hello"])[1]["body"] == b"hello"
