@@ -21,3 +21,28 @@ def load_transactions(project):
         return lake
 
     return load
+
+
+@pytest.fixture(scope="session")
+def small_model(ray_session, tmp_path_factory):
+    """One small binary model, trained and registered once per test run (batch and online inference share it):
+    (spec, TrainOutcome). Its spec serves on a free port of 127.0.0.1 with SERVE_KEY as its API key."""
+    import os
+    import socket
+
+    from projects import SERVE_KEY, SMALL_MODEL, make_project
+
+    from mlray.serve.auth import hash_key
+    from mlray.spec import starter_spec
+    from mlray.train.run import train_model
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve_section = f"serve:\n  port: {port}\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(SERVE_KEY)}']\n"
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("MLRAY_")]:
+            patch.delenv(key)
+        spec = make_project(tmp_path_factory.mktemp("small-model"), starter_spec(), SMALL_MODEL + serve_section,
+                            rows=3000)
+        return spec, train_model(spec)

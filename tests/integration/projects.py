@@ -14,6 +14,16 @@ train:
   slices: [device]
 """
 
+SMALL_MODEL = """
+train:
+  num_workers: 1
+  epochs: 1
+  batch_size: 256
+  cpus_per_worker: 0.5
+  early_stopping: null
+"""
+SERVE_KEY = "test-key-123"
+
 
 def make_project(tmp_path, starter_text, extra=TRAIN, rows=4000, seed=1, shift=Shift()):
     text = starter_text.replace("min_rows: 1000", "min_rows: 10").replace("\ntrain: {}", "") + extra

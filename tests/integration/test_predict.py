@@ -1,14 +1,12 @@
 """Batch inference: a registered model scores a Delta table on Ray Data, in one idempotent commit."""
 
 import json
-import os
 
 import mlflow
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from projects import make_project
 from typer.testing import CliRunner
 
 from mlray import dataplane
@@ -16,31 +14,15 @@ from mlray.cli import app
 from mlray.errors import UserError
 from mlray.lake.synthetic import generate_transactions
 from mlray.registry.package import naive_utc
-from mlray.spec import starter_spec
 from mlray.train.predict import predict_table
-from mlray.train.run import train_model
-
-SMALL = """
-train:
-  num_workers: 1
-  epochs: 1
-  batch_size: 256
-  cpus_per_worker: 0.5
-  early_stopping: null
-"""
 
 
 @pytest.fixture(scope="module")
-def trained(ray_session, tmp_path_factory):
-    """One small model, trained and registered once for the whole module, and a table to score."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key in [k for k in os.environ if k.startswith("MLRAY_")]:
-            patch.delenv(key)
-        spec = make_project(tmp_path_factory.mktemp("predict"), starter_spec(), extra=SMALL, rows=3000)
-        outcome = train_model(spec)
-        lake = dataplane.lake_of(spec)
-        scoring = generate_transactions(1500, seed=7, id_prefix="s").drop_columns(["is_fraud"])
-        lake.append("to_score", scoring, batch_id="scoring", schema=scoring.schema)
+def trained(small_model):
+    """The run's small model, and a table to score."""
+    spec, outcome = small_model
+    scoring = generate_transactions(1500, seed=7, id_prefix="s").drop_columns(["is_fraud"])
+    dataplane.lake_of(spec).append("to_score", scoring, batch_id="scoring", schema=scoring.schema)
     return spec, outcome
 
 

@@ -1,59 +1,38 @@
 """Serving over real HTTP on 127.0.0.1: auth, limits, validation, routing between versions, shadow, logs."""
 
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pytest
 import requests
-from projects import make_project
+from projects import SERVE_KEY
 
 from mlray import dataplane
-from mlray.registry.models import Registry
 from mlray.registry.package import naive_utc
-from mlray.serve.auth import hash_key
 from mlray.serve.deploy import deploy, set_traffic
 from mlray.serve.routing import TrafficPlan
-from mlray.train.run import train_model
 
-KEY = "test-key-123"
-TRAIN = """
-train:
-  epochs: 1
-  num_workers: 1
-  batch_size: 256
-  cpus_per_worker: 0.5
-  early_stopping: null
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+KEY = SERVE_KEY
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, ray_session):
-    """A trained champion (version 1), the same package registered again as version 2, the champion deployed."""
+def served(small_model):
+    """The run's small model as the champion (version 1), the same package registered again as version 2,
+    and the champion deployed behind the ingress."""
+    import ray
     from ray import serve
 
-    folder = tmp_path_factory.mktemp("serve")
-    starter = (dataplane.__file__.rsplit("/", 1)[0] + "/templates/starter.yaml")
-    port = free_port()
-    serve_section = f"serve:\n  port: {port}\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(KEY)}']\n"
-    spec = make_project(folder, open(starter).read(), TRAIN + serve_section, rows=3000)
+    from mlray.serve.traffic import NAMESPACE, actor_name
+
+    spec, outcome = small_model
+    mlflow.register_model(f"runs:/{outcome.run_id}/model", spec.name)  # version 2: the same package
     try:
-        outcome = train_model(spec)
-        registry = Registry(spec)
-        mlflow.register_model(f"runs:/{outcome.run_id}/model", spec.name)  # version 2: the same package
-        deployment = deploy(spec)
-        yield spec, deployment.url
+        yield spec, deploy(spec).url
     finally:
         serve.shutdown()
-    assert registry
+        ray.kill(ray.get_actor(actor_name(spec.name), namespace=NAMESPACE))
 
 
 def post(url, body, key=KEY, **headers):
