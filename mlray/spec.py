@@ -443,8 +443,35 @@ class ServeSpec(Section):
         return keys
 
 
+class RolloutChecks(Section):
+    """What the challenger must show at every step, against the champion over the same interval."""
+
+    max_error_rate: float = Field(0.02, ge=0, le=1, description="share of the challenger's requests that failed")
+    max_p99_latency_ratio: float = Field(1.5, gt=0, description="challenger p99 / champion p99")
+    max_divergence: float = Field(0.25, ge=0, description="population stability index between their score "
+                                                          "distributions")
+    max_metric_drop: float = Field(0.05, ge=0, description="live accuracy (classification) on labelled feedback: "
+                                                           "how much lower than the champion's it may be")
+    min_labels: int = Field(30, ge=1, description="labelled requests per version before accuracy is compared")
+    require_labels: bool = Field(False, description="a step waits for min_labels (else it may pass without them)")
+
+
 class RolloutSpec(Section):
-    """Filled by the serving issue."""
+    """A progressive rollout, Flagger-like: steps, an interval, checks, a failure limit."""
+
+    steps: list[Union[Literal["shadow"], Annotated[float, Field(gt=0, le=100)]]] = Field(
+        default_factory=lambda: ["shadow", 5, 25, 50, 100], min_length=1,
+        description="'shadow' (mirrored, never answered) or the challenger's weight in percent")
+    interval: Duration = Field(timedelta(minutes=1), description="how long each step runs before it is analysed")
+    min_requests: int = Field(50, ge=1, description="challenger requests a step needs before it can pass")
+    failure_limit: int = Field(2, ge=1, description="failed analyses before an automatic rollback")
+    shadow_fraction: float = Field(1.0, gt=0, le=1)
+    checks: RolloutChecks = Field(default_factory=RolloutChecks)
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> timedelta:
+        return parse_duration(value)
 
 
 class MonitorSpec(Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from mlray.audit import AuditLog
 from mlray.errors import UserError
 from mlray.registry.models import Registry
 from mlray.serve.ingress import build_ingress, model_app_name
@@ -63,7 +64,8 @@ def ensure_version(spec: ProjectSpec, registry: Registry, version: str) -> bool:
     return True
 
 
-def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPlan | None = None) -> Deployment:
+def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPlan | None = None,
+           actor: str | None = None) -> Deployment:
     """Serve the champion (and `versions`), set the traffic plan (default: all to the champion), start the ingress."""
     import ray
     from ray import serve
@@ -72,7 +74,10 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     champion = registry.version_of("champion")
     if champion is None and plan is None:
         raise UserError(f"model '{spec.name}' has no champion to serve: train one first (`mlray train`)")
-    plan = plan or TrafficPlan.only(champion)
+    table = traffic_table(spec.name, spec.platform.state_dir)
+    before = ray.get(table.get.remote())[1]
+    if plan is None:  # keep the live plan (a rollout in progress keeps its weights), else all to the champion
+        plan = TrafficPlan.from_dict(before) if before else TrafficPlan.only(champion)
     # every version must exist before anything starts; aliases become the versions they point at now
     extra = [registry.resolve(reference)[1] for reference in versions or []]
     wanted = list(dict.fromkeys([*plan.weights, *([plan.shadow] if plan.shadow else []), *extra]))
@@ -80,10 +85,11 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
         registry.resolve(version)
     start_serve(spec)
     started = [v for v in wanted if ensure_version(spec, registry, v)]
-    table = traffic_table(spec.name, spec.platform.state_dir)
     ray.get(table.set.remote(plan.to_dict()))
     if running_apps().get(spec.name) != "RUNNING":
         serve.run(build_ingress(spec).bind(), name=spec.name, route_prefix="/")
+    AuditLog(spec.platform.state_dir).append("deploy", spec.name, f"serving {', '.join(wanted)}; started "
+                                             f"{', '.join(started) or 'nothing new'}", before, plan.to_dict(), actor)
     return Deployment(f"http://{spec.serve.host}:{spec.serve.port}", plan, started)
 
 
@@ -97,6 +103,28 @@ def set_traffic(spec: ProjectSpec, plan: TrafficPlan) -> TrafficPlan:
     if missing:
         raise UserError(f"version(s) {', '.join(missing)} are not served: deploy them first (`mlray deploy`)")
     ray.get(traffic_table(spec.name, spec.platform.state_dir).set.remote(plan.to_dict()))
+    return plan
+
+
+def current_plan(spec: ProjectSpec) -> dict | None:
+    import ray
+
+    return ray.get(traffic_table(spec.name, spec.platform.state_dir).get.remote())[1]
+
+
+def rollback_to_previous(spec: ProjectSpec, actor: str) -> TrafficPlan:
+    """`previous` becomes champion again (served, all traffic), the champion it replaces becomes `previous`."""
+    registry = Registry(spec)
+    previous, champion = registry.version_of("previous"), registry.version_of("champion")
+    if previous is None:
+        raise UserError(f"model '{spec.name}' has no previous version to roll back to")
+    before = current_plan(spec)
+    start_serve(spec)
+    ensure_version(spec, registry, previous)
+    registry.promote(previous)  # champion ↔ previous
+    plan = set_traffic(spec, TrafficPlan(previous, {previous: 1.0}, step="rolled back"))
+    AuditLog(spec.platform.state_dir).append("rollback", f"{spec.name} v{champion}", f"champion back to v{previous}",
+                                             before, plan.to_dict(), actor)
     return plan
 
 

@@ -1,6 +1,7 @@
 """Serving over real HTTP on 127.0.0.1: auth, limits, validation, routing between versions, shadow, logs."""
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -8,8 +9,11 @@ import mlflow
 import pytest
 import requests
 from projects import SERVE_KEY
+from typer.testing import CliRunner
 
 from mlray import dataplane
+from mlray.cli import app
+from mlray.registry.models import Registry
 from mlray.registry.package import naive_utc
 from mlray.serve.deploy import deploy, set_traffic
 from mlray.serve.routing import TrafficPlan
@@ -31,8 +35,12 @@ def served(small_model):
     try:
         yield spec, deploy(spec).url
     finally:
+        for name in (actor_name(spec.name), f"{spec.name}-rollout-controller"):
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+            except ValueError:  # never started
+                pass
         serve.shutdown()
-        ray.kill(ray.get_actor(actor_name(spec.name), namespace=NAMESPACE))
 
 
 def post(url, body, key=KEY, **headers):
@@ -130,3 +138,71 @@ def test_weights_stickiness_pinning_and_shadow(served):
 
     models = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
     assert {v["version"] for v in models["versions"]} == {"1", "2"} and models["rollout"]["shadow"] == "2"
+
+
+class SteadyLoad:
+    """Requests in a background thread, one after another, every status code kept (zero-downtime checks)."""
+
+    def __init__(self, url, row):
+        self.url, self.row, self.codes, self.stop = url, row, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                self.codes.append(post(f"{self.url}/v1/predict", {"row": self.row}).status_code)
+            except requests.RequestException as exc:
+                self.codes.append(type(exc).__name__)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_request(served):
+    from mlray.audit import AuditLog
+    from mlray.rollout.controller import command
+    from mlray.spec import RolloutChecks, RolloutSpec
+
+    spec, url = served
+    spec = spec.model_copy(update={"rollout": RolloutSpec(
+        steps=["shadow", 50, 100], interval="2s", min_requests=5,
+        checks=RolloutChecks(max_p99_latency_ratio=20, max_divergence=1.0))})  # the same package: only noise differs
+    registry = Registry(spec)
+    assert registry.version_of("champion") == "1"
+    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
+        state = command(spec, "start", "2", actor="user:test")
+        deadline = time.time() + 120
+        while state["status"] == "running" and time.time() < deadline:
+            time.sleep(1)
+            state = command(spec, "status")
+        time.sleep(1.5)  # requests after the promotion reach the new champion
+    assert state["status"] == "promoted", state["history"][-2:]
+    assert [h["verdict"] for h in state["history"]][-3:] == ["pass", "pass", "pass"]
+    assert registry.version_of("champion") == "2" and registry.version_of("previous") == "1"
+    assert len(load.codes) > 20 and set(load.codes) == {200}, "no request failed while weights moved"
+    actions = [e["action"] for e in AuditLog(spec.platform.state_dir).read() if not e["action"].endswith(".requested")]
+    assert actions[:4] == ["canary.promote", "canary.step", "canary.step", "canary.start"]
+
+    runner = CliRunner()
+    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
+        result = runner.invoke(app, ["rollback", "--spec", str(spec.path)])
+        assert result.exit_code == 0, result.output
+        time.sleep(1.5)
+    assert registry.version_of("champion") == "1" and registry.version_of("previous") == "2"
+    assert set(load.codes) == {200} and post(f"{url}/v1/predict", {"row": load.row}).json()["model_version"] == "1"
+    audit = json.loads(runner.invoke(app, ["audit", "--spec", str(spec.path), "--json"]).stdout)
+    assert audit[0]["action"] == "rollback" and audit[0]["after"]["champion"] == "1"
+
+    # a rollout stopped by hand: all traffic back to the champion, the challenger tagged with the reason
+    state = command(spec, "start", "2", actor="user:test")
+    assert state["status"] == "running"
+    state = command(spec, "rollback", "looks wrong", actor="user:test")
+    assert state["status"] == "rolled_back"
+    assert registry.client.get_model_version(spec.name, "2").tags["mlray.rolled_back"] == "looks wrong"
+    models = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+    assert models["rollout"]["weights"] == {"1": 1.0, "2": 0.0}

@@ -1,0 +1,123 @@
+"""`mlray canary …`, `mlray rollback`, `mlray audit`: progressive rollout, its manual controls and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from mlray.cli.common import JsonOption, SpecOption, command, console, print_json, spec_and_ray, table
+
+app = typer.Typer(help="Progressive rollout of a challenger (the controller runs as a Ray actor).", no_args_is_help=True)
+
+
+def _run(spec_path, method: str, *args, as_json: bool = False):
+    from mlray.audit import default_actor
+    from mlray.rollout.controller import command as controller_command
+
+    spec = spec_and_ray(spec_path)
+    kwargs = {"actor": default_actor()} if method in ("pause", "resume", "start", "promote", "rollback") else {}
+    state = controller_command(spec, method, *args, **kwargs)
+    if as_json:
+        print_json(state)
+    elif state is None:
+        console.print("no rollout has been started")
+    else:
+        _print_state(state)
+
+
+@app.command()
+@command
+def start(version: Annotated[str, typer.Argument(help="Challenger version or alias.")] = "challenger",
+          spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Start rolling VERSION out through rollout.steps (it is deployed first if it is not served)."""
+    _run(spec_path, "start", version, as_json=as_json)
+
+
+@app.command()
+@command
+def status(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """The rollout: step, failures, and each analysis with its checks."""
+    _run(spec_path, "status", as_json=as_json)
+
+
+@app.command()
+@command
+def pause(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Hold the rollout at its current step (traffic stays as it is)."""
+    _run(spec_path, "pause", as_json=as_json)
+
+
+@app.command()
+@command
+def resume(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Go on from the current step (its interval starts again)."""
+    _run(spec_path, "resume", as_json=as_json)
+
+
+@app.command()
+@command
+def promote(reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "manual promotion",
+            spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Promote the challenger now: it becomes champion, the old champion previous."""
+    _run(spec_path, "promote", reason, as_json=as_json)
+
+
+@app.command()
+@command
+def rollback(reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "manual rollback",
+             spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Stop the rollout: all traffic back to the champion, the challenger tagged with the reason."""
+    _run(spec_path, "rollback", reason, as_json=as_json)
+
+
+@command
+def rollback_champion(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Make the previous champion the champion again (served, all traffic), in one command."""
+    from mlray.audit import default_actor
+    from mlray.serve.deploy import rollback_to_previous
+
+    spec = spec_and_ray(spec_path)
+    plan = rollback_to_previous(spec, default_actor())
+    if as_json:
+        print_json(plan.to_dict())
+    else:
+        console.print(f"champion is version {plan.champion} again; all traffic goes to it")
+
+
+@command
+def audit(limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 20,
+          action: Annotated[Optional[str], typer.Option(help="Only this action (deploy, canary.promote, …).")] = None,
+          spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """The audit log: deploys, weight changes, promotions, rollbacks; who, when, why, before and after."""
+    from mlray.audit import AuditLog
+    from mlray.spec import load_spec
+
+    entries = AuditLog(load_spec(spec_path).platform.state_dir).read(limit, action)
+    if as_json:
+        print_json(entries)
+        return
+    console.print(table("audit log (newest first)", ["at", "actor", "action", "target", "reason", "after"],
+                        [[e["at"], e["actor"], e["action"], e["target"], e["reason"], _weights(e["after"])]
+                         for e in entries]))
+
+
+def _weights(plan) -> str:
+    if not isinstance(plan, dict) or "weights" not in plan:
+        return ""
+    shares = ", ".join(f"v{v} {w:.0%}" for v, w in plan["weights"].items())
+    return shares + (f", shadow v{plan['shadow']}" if plan.get("shadow") else "")
+
+
+def _print_state(state: dict) -> None:
+    steps = state["steps"]
+    step = steps[state["step"]] if state["step"] < len(steps) else "-"
+    console.print(f"v{state['challenger']} against champion v{state['champion']}: {state['status']}, "
+                  f"step {state['step'] + 1}/{len(steps)} ({step}), failures {state['failures']}"
+                  + (f" — {state['reason']}" if state["reason"] else ""))
+    if state["history"]:
+        last = state["history"][-1]
+        console.print(table(f"last analysis ({last['verdict']}, {last['challenger_requests']} challenger rows)",
+                            ["check", "status", "value", "threshold", "detail"],
+                            [[c["name"], c["status"], "" if c["value"] is None else f"{c['value']:.4g}",
+                              f"{c['threshold']:g}", c["detail"]] for c in last["checks"]]))

@@ -1,0 +1,1 @@
+"""Progressive rollout: the controller actor and its analysis of challenger against champion."""

@@ -1,0 +1,111 @@
+"""One step's analysis: the challenger against the champion over the same interval of live traffic.
+
+Checks: error rate, p99 latency ratio, the divergence of their score distributions (population
+stability index), and, once enough labelled feedback has arrived, live accuracy. A check
+without enough data is 'waiting', which neither passes nor fails a step; live accuracy without
+enough labels is 'skipped' unless the spec requires labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mlray.spec import RolloutChecks
+
+PSI_BINS = 10
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # 'pass', 'fail', 'waiting' (not enough data yet) or 'skipped' (optional and no data)
+    value: float | None
+    threshold: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    checks: list[Check]
+    champion_requests: int
+    challenger_requests: int
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def verdict(self) -> str:
+        """'fail' if any check failed, 'pass' if all passed, else 'waiting'."""
+        if self.failed:
+            return "fail"
+        return "pass" if all(c.status in ("pass", "skipped") for c in self.checks) else "waiting"
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "champion_requests": self.champion_requests,
+                "challenger_requests": self.challenger_requests, "checks": [asdict(c) for c in self.checks]}
+
+
+def population_stability(expected: np.ndarray, actual: np.ndarray) -> float:
+    """PSI of `actual` against `expected` over the expected's deciles (0: the same distribution)."""
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, PSI_BINS + 1)))
+    if len(edges) < 2:
+        return 0.0 if np.allclose(actual, expected[0]) else float("inf")
+    edges[0], edges[-1] = -np.inf, np.inf
+    e = np.histogram(expected, edges)[0] / len(expected)
+    a = np.histogram(actual, edges)[0] / len(actual)
+    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _p99(values: list[float]) -> float:
+    return float(np.percentile(values, 99)) if values else float("nan")
+
+
+def analyze(champion: list[dict], challenger: list[dict], labels: dict[tuple[str, int], str],
+            checks: RolloutChecks, min_requests: int) -> Analysis:
+    """`champion`/`challenger`: inference-log records (request_id, row, error, latency_ms, score, prediction, shadow);
+    `labels`: (request_id, row) → the true label as text."""
+    out = []
+    n = len(challenger)
+    enough = n >= min_requests and len(champion) >= 1
+    errors = sum(1 for r in challenger if r.get("error")) / n if n else 0.0
+    out.append(Check("error_rate", "waiting" if not enough else ("pass" if errors <= checks.max_error_rate else "fail"),
+                     errors if n else None, checks.max_error_rate, f"{n} challenger rows"))
+    ok_champion = [r for r in champion if not r.get("error")]
+    ok_challenger = [r for r in challenger if not r.get("error")]
+    ratio = None
+    if enough and ok_champion and ok_challenger:
+        ratio = _p99([r["latency_ms"] for r in ok_challenger]) / max(_p99([r["latency_ms"] for r in ok_champion]), 1e-3)
+    out.append(Check("p99_latency_ratio", "waiting" if ratio is None else
+                     ("pass" if ratio <= checks.max_p99_latency_ratio else "fail"), ratio, checks.max_p99_latency_ratio))
+    champion_scores = np.array([r["score"] for r in ok_champion if r.get("score") is not None], dtype=float)
+    challenger_scores = np.array([r["score"] for r in ok_challenger if r.get("score") is not None], dtype=float)
+    scored = min(len(champion_scores), len(challenger_scores)) >= min_requests
+    psi = population_stability(champion_scores, challenger_scores) if enough and scored else None
+    out.append(Check("score_divergence", "waiting" if psi is None else ("pass" if psi <= checks.max_divergence else "fail"),
+                     psi, checks.max_divergence, "population stability index"))
+    out.append(_accuracy_check(ok_champion, ok_challenger, labels, checks))
+    return Analysis(out, len(champion), n)
+
+
+def _accuracy(records: list[dict], labels: dict[tuple[str, int], str]) -> tuple[float, int]:
+    hits = [json.loads(r["prediction"]) if r.get("prediction") else None for r in records
+            if (r["request_id"], r["row"]) in labels]
+    truths = [labels[(r["request_id"], r["row"])] for r in records if (r["request_id"], r["row"]) in labels]
+    correct = sum(1 for p, t in zip(hits, truths) if str(p).lower() == str(t).lower())
+    return (correct / len(truths) if truths else float("nan")), len(truths)
+
+
+def _accuracy_check(champion: list[dict], challenger: list[dict], labels: dict, checks: RolloutChecks) -> Check:
+    champion_accuracy, champion_n = _accuracy(champion, labels)
+    challenger_accuracy, challenger_n = _accuracy(challenger, labels)
+    if min(champion_n, challenger_n) < checks.min_labels:
+        return Check("live_accuracy_drop", "waiting" if checks.require_labels else "skipped", None, checks.max_metric_drop,
+                     f"labels: champion {champion_n}, challenger {challenger_n} (need {checks.min_labels} each)")
+    drop = champion_accuracy - challenger_accuracy
+    return Check("live_accuracy_drop", "pass" if drop <= checks.max_metric_drop else "fail", drop,
+                 checks.max_metric_drop, f"champion {champion_accuracy:.3f}, challenger {challenger_accuracy:.3f}")

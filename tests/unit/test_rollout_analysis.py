@@ -1,0 +1,80 @@
+"""The rollout analysis: each cause of a failed step, a passing step, and waiting for data."""
+
+import json
+import random
+
+from mlray.audit import AuditLog
+from mlray.rollout.analysis import analyze, population_stability
+from mlray.spec import RolloutChecks
+
+CHECKS = RolloutChecks(max_error_rate=0.02, max_p99_latency_ratio=1.5, max_divergence=0.25, max_metric_drop=0.05,
+                       min_labels=30)
+
+
+def records(version_seed: int, n: int = 200, error_every: int = 0, latency: float = 10.0, shift: float = 0.0,
+            accuracy: float = 0.9, prefix: str = "r"):
+    rng = random.Random(version_seed)
+    out, labels = [], {}
+    for i in range(n):
+        truth = rng.random() < 0.5
+        correct = rng.random() < accuracy
+        predicted = truth if correct else not truth
+        score = min(max(rng.gauss(0.3 + shift, 0.1), 0), 1)
+        failed = bool(error_every) and i % error_every == 0
+        out.append({"request_id": f"{prefix}{i}", "row": 0, "error": "RuntimeError" if failed else None,
+                    "latency_ms": latency * (1 + rng.random() * 0.2), "score": None if failed else score,
+                    "prediction": None if failed else json.dumps(predicted), "shadow": False})
+        labels[(f"{prefix}{i}", 0)] = str(truth)
+    return out, labels
+
+
+def verdict_and_failed(champion, challenger, labels, min_requests=50):
+    analysis = analyze(champion, challenger, labels, CHECKS, min_requests)
+    return analysis.verdict, [c.name for c in analysis.failed]
+
+
+def test_a_good_challenger_passes_every_check():
+    champion, labels = records(1, prefix="a")
+    challenger, more = records(2, prefix="b")
+    assert verdict_and_failed(champion, challenger, labels | more) == ("pass", [])
+
+
+def test_each_cause_fails_the_step_on_its_own():
+    champion, labels = records(1, prefix="a")
+    erring, more = records(2, error_every=10, prefix="b")
+    assert verdict_and_failed(champion, erring, labels | more) == ("fail", ["error_rate"])
+    slow, more = records(2, latency=40.0, prefix="b")
+    assert verdict_and_failed(champion, slow, labels | more) == ("fail", ["p99_latency_ratio"])
+    worse, more = records(2, accuracy=0.6, prefix="b")
+    assert verdict_and_failed(champion, worse, labels | more) == ("fail", ["live_accuracy_drop"])
+    drifted, more = records(2, shift=0.4, prefix="b")
+    assert verdict_and_failed(champion, drifted, labels | more) == ("fail", ["score_divergence"])
+
+
+def test_too_little_traffic_or_feedback_waits():
+    champion, labels = records(1, prefix="a")
+    challenger, more = records(2, n=20, prefix="b")
+    assert verdict_and_failed(champion, challenger, labels | more)[0] == "waiting"
+    challenger, _ = records(2, prefix="b")
+    analysis = analyze(champion, challenger, {}, CHECKS, 50)  # no labels yet: accuracy is skipped, the step passes
+    assert analysis.verdict == "pass" and [c.status for c in analysis.checks] == ["pass"] * 3 + ["skipped"]
+    strict = CHECKS.model_copy(update={"require_labels": True})  # unless labels are required: then it waits
+    assert analyze(champion, challenger, {}, strict, 50).verdict == "waiting"
+
+
+def test_psi_is_zero_for_one_distribution_and_grows_with_shift():
+    rng = random.Random(0)
+    base = [rng.gauss(0, 1) for _ in range(5000)]
+    import numpy as np
+
+    assert population_stability(np.array(base), np.array(base)) < 1e-9
+    assert population_stability(np.array(base), np.array(base) + 1) > 0.5
+
+
+def test_the_audit_log_appends_and_reads_newest_first(tmp_path):
+    audit = AuditLog(str(tmp_path))
+    audit.append("deploy", "m", "first", None, {"weights": {"1": 1.0}}, actor="user:a")
+    audit.append("canary.promote", "m v2", "every step passed", actor="controller")
+    entries = audit.read()
+    assert [e["action"] for e in entries] == ["canary.promote", "deploy"] and entries[1]["after"] == {"weights": {"1": 1.0}}
+    assert audit.read(action="deploy")[0]["reason"] == "first"
