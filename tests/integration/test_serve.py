@@ -204,5 +204,29 @@ def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_
     state = command(spec, "rollback", "looks wrong", actor="user:test")
     assert state["status"] == "rolled_back"
     assert registry.client.get_model_version(spec.name, "2").tags["mlray.rolled_back"] == "looks wrong"
-    models = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
-    assert models["rollout"]["weights"] == {"1": 1.0, "2": 0.0}
+    deadline, weights = time.time() + 10, None
+    while time.time() < deadline and weights != {"1": 1.0, "2": 0.0}:  # ingress replicas poll the traffic table
+        time.sleep(0.5)
+        weights = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"},
+                               timeout=10).json()["rollout"]["weights"]
+    assert weights == {"1": 1.0, "2": 0.0}
+
+
+def test_prometheus_metrics_are_exported_by_model_version(served):
+    """Ray's metrics agent exports mlray's serving metrics (Prometheus text), labelled by model version."""
+    import ray
+
+    spec, url = served
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    for _ in range(5):
+        assert post(f"{url}/v1/predict", {"row": row}).status_code == 200
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    deadline, text = time.time() + 60, ""
+    while time.time() < deadline:  # the agent exports every few seconds
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if "ray_mlray_requests" in text and "ray_mlray_request_latency_s_bucket" in text:
+            break
+        time.sleep(2)
+    lines = [line for line in text.splitlines() if line.startswith("ray_mlray_requests")]
+    assert any('model_version="1"' in line and 'outcome="ok"' in line for line in lines), lines[:5]
+    assert "ray_mlray_traffic_weight" in text and "ray_mlray_batch_rows_bucket" in text
