@@ -17,7 +17,16 @@ BENCHMARKS = {
     "featurize": {"full": [], "quick": ["--rows", "200000", "--repeats", "1"]},
     "train": {"full": [], "quick": ["--rows", "50000", "--epochs", "3"]},
     "batch_predict": {"full": [], "quick": ["--rows", "100000", "--repeats", "1"]},
+    "serve": {"full": [], "quick": ["--duration", "3", "--warmup", "1"]},
 }
+
+
+def summary(entry: dict) -> str:
+    """One result entry in a line: its own `summary` when it has one, else its size and ratio."""
+    if "summary" in entry:
+        return entry["summary"]
+    workers = f" {w} worker(s)" if (w := entry.get("workers")) else ""
+    return f"{entry['rows']:,} rows{workers} {entry['ratio']:.2f}×"
 
 
 def main() -> int:
@@ -36,8 +45,7 @@ def main() -> int:
         path = ROOT / "benchmarks" / "results" / f"{name}.json"
         if path.is_file():
             result = json.loads(path.read_text())
-            ratios = ", ".join(f"{r['rows']:,} rows{f' {w} worker(s)' if (w := r.get('workers')) else ''} {r['ratio']:.2f}×"
-                               for r in result["results"])
+            ratios = ", ".join(summary(r) for r in result["results"])
             print(f"{name}: {ratios} (goal {result['goal']})")
     return 1 if failed else 0
 

@@ -423,6 +423,8 @@ class ServeSpec(Section):
     replica_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each model replica (fractions are fine)")
     ingress_cpus: float = Field(0.25, gt=0)
     ingress_replicas: int = Field(1, ge=1)
+    ingress_max_ongoing: int = Field(64, ge=1, description="requests one ingress replica handles at once (they mostly "
+                                                           "wait on model replicas; Serve's default of 5 starves them)")
     use_gpu: bool | Literal["auto"] = Field("auto", description="model replicas take a GPU fraction when there are GPUs")
     gpu_fraction: float = Field(0.25, gt=0, le=1)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)

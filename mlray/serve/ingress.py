@@ -15,6 +15,7 @@ import ray
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from mlray.serve.auth import KeyRing
 from mlray.serve.limits import BodyLimit
@@ -58,7 +59,10 @@ def build_ingress(spec: ProjectSpec):
                                 headers={"WWW-Authenticate": "Bearer"})
 
     @serve.deployment(name="ingress", num_replicas=serve_spec.ingress_replicas,
-                      ray_actor_options={"num_cpus": serve_spec.ingress_cpus})
+                      ray_actor_options={"num_cpus": serve_spec.ingress_cpus},
+                      max_ongoing_requests=serve_spec.ingress_max_ongoing,
+                      max_queued_requests=serve_spec.max_queued_requests,
+                      backpressure_config=BackpressureConfig(status_code=503, retry_after_s=serve_spec.retry_after_s))
     @serve.ingress(api)
     class Ingress:
         async def __init__(self):
