@@ -23,47 +23,24 @@ import mlflow
 import pandas as pd
 import pyarrow as pa
 
-from benchmarks.common import CACHE, machine, report, start_ray
+from benchmarks.common import CACHE, SMALL_TRAIN, ensure_small_model, machine, report, start_ray
 from benchmarks.featurize import ensure_table
 from mlray import dataplane
 from mlray.lake import Lake
 from mlray.lake.schema import arrow_schema
-from mlray.lake.synthetic import generate_transactions
-from mlray.registry.models import Registry
 from mlray.registry.package import naive_utc
 from mlray.spec import ProjectSpec, load_spec, starter_spec
 from mlray.train.predict import predict_table
 
 HOME = CACHE / "batch-predict"
-TRAIN_ROWS = 20_000
-TRAIN = """
-train:
-  num_workers: 1
-  cpus_per_worker: 1
-  epochs: 2
-  early_stopping: null
-"""
 CHUNK = 100_000  # rows per pandas chunk of the reference loop
 
 
 def project() -> ProjectSpec:
     HOME.mkdir(parents=True, exist_ok=True)
     path = HOME / "mlray.yaml"
-    path.write_text(starter_spec() + TRAIN)
+    path.write_text(starter_spec() + SMALL_TRAIN)
     return load_spec(path)
-
-
-def ensure_model(spec: ProjectSpec) -> str:
-    """The version of a small registered model: trained once, then reused from the cache."""
-    from mlray.train.run import train_model
-
-    version = Registry(spec).version_of("champion")
-    if version is not None:
-        return version
-    dataplane.lake_of(spec).append(spec.data.train_table, generate_transactions(TRAIN_ROWS, seed=0), batch_id="train",
-                                   schema=arrow_schema(spec.train_table))
-    print(f"training a small model on {TRAIN_ROWS:,} rows (once; cached in {HOME})", flush=True)
-    return train_model(spec).model_version
 
 
 def drop(lake: Lake, name: str) -> None:
@@ -118,7 +95,7 @@ def run(rows_list: list[int], repeats: int, num_cpus: int | None, actors: int | 
 
     start_ray(num_cpus)
     spec = project()
-    version = ensure_model(spec)
+    version = ensure_small_model(spec, HOME)
     lake = dataplane.lake_of(spec)
     results = []
     for rows in rows_list:

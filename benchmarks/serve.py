@@ -39,19 +39,11 @@ from pathlib import Path
 # `request: Request` as the class (a string annotation no longer resolves there, and the route answers 422).
 from fastapi import FastAPI, Request
 
-from benchmarks.common import CACHE, machine, print_table, write_result
+from benchmarks.common import CACHE, SMALL_TRAIN, ensure_small_model, machine, print_table, write_result
 
 ROOT = Path(__file__).parents[1]
 HOME = CACHE / "serve"
 KEY = "bench-serve-key"
-TRAIN_ROWS = 20_000
-TRAIN = """
-train:
-  num_workers: 1
-  cpus_per_worker: 1
-  epochs: 2
-  early_stopping: null
-"""
 MODEL_URI_ENV = "MLRAY_BENCH_MODEL_URI"
 REQUEST_TIMEOUT_S = 30.0
 TARGETS = {"mlray": "(a) mlray", "plain_serve": "(b) plain Serve", "fastapi": "(c) FastAPI", "mlray_batch1": "(a), batch 1"}
@@ -75,7 +67,7 @@ def project(port: int, max_batch_size: int | None = None):
     batching = f"  batching: {{max_batch_size: {max_batch_size}}}\n" if max_batch_size else ""
     serve_section = f"\nserve:\n  host: 127.0.0.1\n  port: {port}\n  api_keys: ['{hash_key(KEY)}']\n{batching}"
     path = HOME / ("mlray.yaml" if max_batch_size is None else f"mlray-batch{max_batch_size}.yaml")
-    path.write_text(starter_spec() + TRAIN + serve_section)
+    path.write_text(starter_spec() + SMALL_TRAIN + serve_section)
     return load_spec(path)
 
 
@@ -83,18 +75,10 @@ def ensure_models(spec) -> str:
     """Versions 1 (the champion, trained once) and 2 (the same package registered again); returns 1's URI."""
     import mlflow
 
-    from mlray import dataplane
-    from mlray.lake.schema import arrow_schema
-    from mlray.lake.synthetic import generate_transactions
     from mlray.registry.models import Registry
-    from mlray.train.run import train_model
 
     registry = Registry(spec)
-    if registry.version_of("champion") is None:
-        dataplane.lake_of(spec).append(spec.data.train_table, generate_transactions(TRAIN_ROWS, seed=0),
-                                       batch_id="train", schema=arrow_schema(spec.train_table))
-        print(f"training a small model on {TRAIN_ROWS:,} rows (once; cached in {HOME})", flush=True)
-        train_model(spec)
+    ensure_small_model(spec, HOME)
     versions = {v["version"]: v for v in registry.versions()}
     assert registry.version_of("champion") == "1", f"the cached project's champion is not version 1: {versions}"
     if "2" not in versions:
