@@ -462,7 +462,7 @@ class RolloutSpec(Section):
     """A progressive rollout, Flagger-like: steps, an interval, checks, a failure limit."""
 
     steps: list[Union[Literal["shadow"], Annotated[float, Field(gt=0, le=100)]]] = Field(
-        default_factory=lambda: ["shadow", 5, 25, 50, 100], min_length=1,
+        default_factory=lambda: ["shadow", 5.0, 25.0, 50.0, 100.0], min_length=1,
         description="'shadow' (mirrored, never answered) or the challenger's weight in percent")
     interval: Duration = Field(timedelta(minutes=1), description="how long each step runs before it is analysed")
     min_requests: int = Field(50, ge=1, description="challenger requests a step needs before it can pass")

@@ -16,15 +16,26 @@ keys_app = typer.Typer(help="API keys for the service.", no_args_is_help=True)
 @command
 def deploy(
     versions: Annotated[Optional[list[str]], typer.Argument(help="More versions or aliases to serve (at weight 0).")] = None,
+    inject_delay_ms: Annotated[Optional[float], typer.Option(
+        help="Game day: (re)start VERSIONS with this much delay added to every model call.")] = None,
+    inject_error_rate: Annotated[Optional[float], typer.Option(
+        help="Game day: (re)start VERSIONS failing this share of model calls; 0 with no delay removes faults.")] = None,
     spec_path: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Serve the champion (and VERSIONS) behind the ingress; re-running never restarts what already serves."""
+    from mlray.errors import UserError
     from mlray.serve.deploy import deploy as deploy_service
+    from mlray.serve.model_server import Fault
 
+    fault = None
+    if inject_delay_ms is not None or inject_error_rate is not None:
+        if not versions:
+            raise UserError("--inject-delay-ms/--inject-error-rate apply to the VERSIONS named: name at least one")
+        fault = Fault(inject_delay_ms or 0.0, inject_error_rate or 0.0)
     spec = spec_and_ray(spec_path)
     with console.status("deploying on Ray Serve…") if not as_json else nullcontext():
-        done = deploy_service(spec, versions)
+        done = deploy_service(spec, versions, fault=fault)
     if as_json:
         print_json({"url": done.url, "plan": done.plan.to_dict(), "started": done.started})
         return

@@ -41,6 +41,9 @@ class RolloutState:
     started: str = ""  # when the rollout began: the champion's baseline once it gets no live traffic (100% steps)
     failures: int = 0
     reason: str = ""
+    # the last versions of the inference log and labels before the rollout's window: reads start after them
+    log_version: int = -1
+    labels_version: int = -1
     history: list[dict] = field(default_factory=list)  # one entry per analysis
 
 
@@ -103,7 +106,11 @@ class Rollout:
         if self.state is not None and self.state.status in ("running", "paused"):
             raise UserError(f"a rollout of v{self.state.challenger} is {self.state.status}: promote or roll it back first")
         deploy(self.spec, versions=[challenger])  # serves the challenger at weight 0 (a no-op when it already runs)
-        self.state = RolloutState(champion, challenger, step_started=_now().isoformat(), started=_now().isoformat())
+        now = _now()
+        self.state = RolloutState(champion, challenger, step_started=now.isoformat(), started=now.isoformat(),
+                                  log_version=self._version_before(self.spec.serve.inference_log_table,
+                                                                   now - self.spec.rollout.interval),
+                                  labels_version=self._version_before(self.spec.serve.labels_table, now))
         self._set(self._plan_for(0), "canary.start", f"step 1/{len(self.spec.rollout.steps)}")
         if actor:
             self.audit.append("canary.start.requested", f"{self.spec.name} v{challenger}", "manual", actor=actor)
@@ -112,21 +119,34 @@ class Rollout:
 
     # ------------------------------------------------------------------ analysis
 
+    def _version_before(self, table: str, when: datetime) -> int:
+        """The table's last version committed before `when` (-1: none, or no table yet)."""
+        if not self.lake.exists(table):
+            return -1
+        try:
+            return self.lake.open(table, as_of=when).version() - 1
+        except UserError:  # the table is younger than `when`
+            return -1
+
+    def _appended(self, table: str, after: int) -> pa.Table | None:
+        """Rows appended to `table` after version `after` (the tables are append-only), or None."""
+        if not self.lake.exists(table):
+            return None
+        return self.lake.read(table) if after < 0 else self.lake.changes_since(table, after)
+
     def _records(self, since: datetime) -> tuple[list[dict], list[dict], dict]:
         serve_spec, s = self.spec.serve, self.state
         champion, challenger = [], []
-        if self.lake.exists(serve_spec.inference_log_table):
-            logged = self.lake.read(serve_spec.inference_log_table)
+        logged = self._appended(serve_spec.inference_log_table, s.log_version)
+        if logged is not None:
             logged = logged.filter(pc.greater_equal(logged.column("at"), since))
             for r in logged.to_pylist():
                 if r["model_version"] == s.challenger:
                     challenger.append(r)
                 elif r["model_version"] == s.champion and not r["shadow"]:
                     champion.append(r)
-        labels = {}
-        if self.lake.exists(serve_spec.labels_table):
-            labels = {(r["request_id"], r["row"]): r["label"]
-                      for r in self.lake.read(serve_spec.labels_table).to_pylist()}
+        labelled = self._appended(serve_spec.labels_table, s.labels_version)
+        labels = {} if labelled is None else {(r["request_id"], r["row"]): r["label"] for r in labelled.to_pylist()}
         return champion, challenger, labels
 
     def tick(self, force: bool = False) -> dict | None:
@@ -222,8 +242,17 @@ class RolloutController:
     def __init__(self, spec: ProjectSpec):
         self.rollout = Rollout(spec)
         self.lock: asyncio.Lock | None = None
-        self.period = max(0.5, min(spec.rollout.interval.total_seconds() / 4, 5.0))
         self.timer: asyncio.Task | None = None
+
+    @property
+    def period(self) -> float:
+        return max(0.5, min(self.rollout.spec.rollout.interval.total_seconds() / 4, 5.0))
+
+    def configure(self, spec: ProjectSpec) -> None:
+        """Take the spec a new rollout starts with (a rollout in progress keeps the one it started with)."""
+        state = self.rollout.state
+        if state is None or state.status not in ("running", "paused"):
+            self.rollout.spec = spec
 
     async def _loop(self) -> None:
         while True:
@@ -251,5 +280,9 @@ def controller(spec: ProjectSpec):
 
 
 def command(spec: ProjectSpec, method: str, *args, **kwargs):
-    """Run a controller method through the actor (what the CLI does); a UserError comes back as itself."""
-    return ray.get(controller(spec).call.remote(method, *args, **kwargs))
+    """Run a controller method through the actor (what the CLI does); a UserError comes back as itself.
+    `start` takes this spec's rollout section."""
+    actor = controller(spec)
+    if method == "start":
+        ray.get(actor.configure.remote(spec))
+    return ray.get(actor.call.remote(method, *args, **kwargs))

@@ -1,4 +1,4 @@
-"""API keys: stored as SHA-256 hashes, compared in constant time."""
+"""API keys: stored as SHA-256 hashes, compared in constant time, replaceable while the service runs."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ import hashlib
 import hmac
 import os
 
+from mlray.errors import UserError
+
 KEYS_ENV = "MLRAY_API_KEYS"
+_live: dict[str, KeyRing] = {}  # project → the key ring an ingress replica last read from the traffic table
 
 
 def hash_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def fingerprint(hashed: str) -> str:
+    """A short, safe name for one key hash (audit entries and status show this, never the hash or the key)."""
+    return hashed[:15] + "…"
 
 
 class KeyRing:
@@ -19,7 +27,16 @@ class KeyRing:
     def __init__(self, hashed: list[str], environ: dict[str, str] | None = None):
         environ = os.environ if environ is None else environ
         plain = [k.strip() for k in environ.get(KEYS_ENV, "").split(",") if k.strip()]
-        self.hashes = [h.encode() for h in [*hashed, *(hash_key(k) for k in plain)]]
+        self.hashes = sorted(set([*hashed, *(hash_key(k) for k in plain)]))
+        self._encoded = [h.encode() for h in self.hashes]
+
+    @classmethod
+    def for_serving(cls, serve_spec) -> KeyRing:
+        """The deploying process's keys; refused when auth is on and there are none."""
+        ring = cls(serve_spec.api_keys)
+        if serve_spec.auth and not len(ring):
+            raise UserError("serve.auth is on but there are no API keys: set serve.api_keys (hashes) or MLRAY_API_KEYS")
+        return ring
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -30,6 +47,15 @@ class KeyRing:
             return False
         offered = hash_key(authorization.removeprefix("Bearer ").strip()).encode()
         found = False
-        for known in self.hashes:  # no early exit: the time taken does not tell which key matched
+        for known in self._encoded:  # no early exit: the time taken does not tell which key matched
             found |= hmac.compare_digest(offered, known)
         return found
+
+
+def publish(project: str, ring: KeyRing) -> None:
+    """Make `ring` the keys this process's ingress checks for `project`."""
+    _live[project] = ring
+
+
+def live(project: str, fallback: KeyRing) -> KeyRing:
+    return _live.get(project, fallback)

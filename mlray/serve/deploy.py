@@ -8,15 +8,17 @@ through the traffic table, never by redeploying.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from mlray.audit import AuditLog
 from mlray.errors import UserError
 from mlray.registry.models import Registry
+from mlray.serve.auth import KeyRing, fingerprint
 from mlray.serve.ingress import build_ingress, model_app_name
-from mlray.serve.model_server import ModelServer, replica_options
+from mlray.serve.model_server import Fault, ModelServer, replica_options
 from mlray.serve.routing import TrafficPlan
-from mlray.serve.traffic import traffic_table
+from mlray.serve.traffic import POLL_S, traffic_table
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -49,24 +51,26 @@ def _gpus(spec: ProjectSpec) -> float:
     return spec.serve.gpu_fraction if spec.serve.use_gpu else 0.0
 
 
-def ensure_version(spec: ProjectSpec, registry: Registry, version: str) -> bool:
-    """Start the Serve app of one registered version unless it runs; True when it was started."""
+def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: Fault | None = None) -> bool:
+    """Start the Serve app of one registered version unless it runs; True when it was started.
+    A `fault` (re)starts it with injected faults (`Fault()` restarts it without)."""
     from ray import serve
 
     name = model_app_name(spec.name, version)
-    if running_apps().get(name) == "RUNNING":
+    if fault is None and running_apps().get(name) == "RUNNING":
         return False
     model_name, version = registry.resolve(version)
     server = ModelServer.options(**replica_options(spec.serve, _gpus(spec))).bind(
-        spec.platform, registry.artifact_uri(model_name, version), version, spec.serve.batching)
+        spec.platform, registry.artifact_uri(model_name, version), version, spec.serve.batching, fault)
     log.info("starting model version %s as Serve app %s", version, name)
     serve.run(server, name=name, route_prefix=None)
     return True
 
 
 def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPlan | None = None,
-           actor: str | None = None) -> Deployment:
-    """Serve the champion (and `versions`), set the traffic plan (default: all to the champion), start the ingress."""
+           actor: str | None = None, fault: Fault | None = None) -> Deployment:
+    """Serve the champion (and `versions`), set the traffic plan (default: all to the champion), start the ingress.
+    `fault` (re)starts `versions` with injected faults."""
     import ray
     from ray import serve
 
@@ -80,17 +84,36 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
         plan = TrafficPlan.from_dict(before) if before else TrafficPlan.only(champion)
     # every version must exist before anything starts; aliases become the versions they point at now
     extra = [registry.resolve(reference)[1] for reference in versions or []]
-    wanted = list(dict.fromkeys([*plan.weights, *([plan.shadow] if plan.shadow else []), *extra]))
+    plan = TrafficPlan(plan.champion, {v: 0.0 for v in extra} | plan.weights, plan.shadow, plan.shadow_fraction,
+                       plan.step)  # extra versions are served at weight 0: pinnable, ready for a canary
+    wanted = list(dict.fromkeys([*plan.weights, *([plan.shadow] if plan.shadow else [])]))
     for version in wanted:
         registry.resolve(version)
+    ring = KeyRing.for_serving(spec.serve)
     start_serve(spec)
-    started = [v for v in wanted if ensure_version(spec, registry, v)]
+    started = [v for v in wanted if ensure_version(spec, registry, v, fault if v in extra else None)]
     ray.get(table.set.remote(plan.to_dict()))
+    _set_keys(spec, table, ring, actor)
     if running_apps().get(spec.name) != "RUNNING":
         serve.run(build_ingress(spec).bind(), name=spec.name, route_prefix="/")
-    AuditLog(spec.platform.state_dir).append("deploy", spec.name, f"serving {', '.join(wanted)}; started "
-                                             f"{', '.join(started) or 'nothing new'}", before, plan.to_dict(), actor)
+    reason = f"serving {', '.join(wanted)}; started {', '.join(started) or 'nothing new'}"
+    if fault is not None:
+        reason += f"; faults in {', '.join(extra)}: {vars(fault) if fault else 'none'}"
+    AuditLog(spec.platform.state_dir).append("deploy", spec.name, reason, before, plan.to_dict(), actor)
     return Deployment(f"http://{spec.serve.host}:{spec.serve.port}", plan, started)
+
+
+def _set_keys(spec: ProjectSpec, table, ring: KeyRing, actor: str | None) -> None:
+    """Hand the deploying process's keys to the running ingress (no restart); a change goes to the audit log."""
+    import ray
+
+    before = ray.get(table.set_keys.remote(ring.hashes))
+    if before == ring.hashes:
+        return
+    before, after = set(before or []), set(ring.hashes)
+    AuditLog(spec.platform.state_dir).append(
+        "keys.change", spec.name, f"{len(after - before)} key(s) added, {len(before - after)} revoked",
+        sorted(fingerprint(h) for h in before), sorted(fingerprint(h) for h in after), actor)
 
 
 def set_traffic(spec: ProjectSpec, plan: TrafficPlan) -> TrafficPlan:
@@ -128,7 +151,18 @@ def rollback_to_previous(spec: ProjectSpec, actor: str) -> TrafficPlan:
     return plan
 
 
-def undeploy_version(spec: ProjectSpec, version: str) -> None:
+def undeploy_version(spec: ProjectSpec, version: str, actor: str | None = None) -> None:
+    """Stop serving a version that takes no traffic: out of the plan first, then its Serve app deleted."""
     from ray import serve
 
+    before = current_plan(spec)
+    if before:
+        plan = TrafficPlan.from_dict(before)
+        if plan.weights.get(version, 0.0) > 0 or plan.shadow == version or plan.champion == version:
+            raise UserError(f"version {version} still takes traffic ({plan.to_dict()}): move its weight away first")
+        weights = {v: w for v, w in plan.weights.items() if v != version}
+        set_traffic(spec, TrafficPlan(plan.champion, weights, plan.shadow, plan.shadow_fraction, plan.step))
+        time.sleep(2 * POLL_S)  # every ingress replica stops routing to it before it goes
     serve.delete(model_app_name(spec.name, version))
+    AuditLog(spec.platform.state_dir).append("undeploy", f"{spec.name} v{version}", "no longer served", before,
+                                             current_plan(spec), actor)

@@ -15,8 +15,11 @@ import ray
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.config import BackpressureConfig
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from mlray.serve import auth
 from mlray.serve.auth import KeyRing
 from mlray.serve.limits import BodyLimit
 from mlray.serve.logbook import InferenceLog, append_label, score_of
@@ -44,17 +47,13 @@ def build_ingress(spec: ProjectSpec):
     columns = input_columns(spec)
     Row = row_model(table, columns)
     PredictRequest = request_model(Row, serve_spec.max_rows_per_request)
-    keys = KeyRing(serve_spec.api_keys)
-    if serve_spec.auth and not len(keys):
-        from mlray.errors import UserError
-
-        raise UserError("serve.auth is on but there are no API keys: set serve.api_keys (hashes) or MLRAY_API_KEYS")
+    keys = KeyRing.for_serving(serve_spec)  # until the first read of the traffic table's keys
     api = FastAPI(title=f"mlray: {spec.name}", version="1",
                   description="Predictions from the registered model versions of this project.")
     api.add_middleware(BodyLimit, limit=serve_spec.max_body_bytes)
 
     def authorized(request: Request) -> None:
-        if serve_spec.auth and not keys.accepts(request.headers.get("authorization")):
+        if serve_spec.auth and not auth.live(spec.name, keys).accepts(request.headers.get("authorization")):
             raise HTTPException(401, "a valid API key is required (Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -86,8 +85,12 @@ def build_ingress(spec: ProjectSpec):
                     log.exception("ingress background job failed")
 
         async def _refresh(self) -> None:
-            revision, plan = await self.traffic.get.remote()
-            if plan is not None and revision != self.revision:
+            revision, plan, hashes = await self.traffic.snapshot.remote()
+            if revision != self.revision:
+                if hashes is not None:
+                    auth.publish(spec.name, KeyRing(hashes, environ={}))
+                if plan is None:
+                    return
                 self.plan, self.revision = TrafficPlan.from_dict(plan), revision
                 from mlray.metrics import serving
 
@@ -102,6 +105,16 @@ def build_ingress(spec: ProjectSpec):
                 self.handles[version] = serve.get_deployment_handle(
                     "model", model_app_name(spec.name, version), _check_exists=False)
             return self.handles[version]
+
+        async def _score(self, version: str, inputs) -> list[dict]:
+            """One model call. Scoring is pure, so a call whose replica died under it (a crash, a node lost, a
+            replica replaced) runs once more: Serve routes it to a live or a replacement replica."""
+            try:
+                return await self._handle(version).predict.remote(inputs)
+            except RayActorError as exc:
+                log.warning("model version %s lost a replica mid-call (%s); calling again", version,
+                            type(exc).__name__)
+                return await self._handle(version).predict.remote(inputs)
 
         def _served(self) -> set[str]:
             plan = self.plan
@@ -137,10 +150,12 @@ def build_ingress(spec: ProjectSpec):
                 asyncio.create_task(self._shadow(mirror, inputs, rows, request_id, sticky))
             started = time.perf_counter()
             try:
-                predictions = await self._handle(version).predict.remote(inputs)
+                predictions = await self._score(version, inputs)
+            except (BackPressureError, DeploymentUnavailableError):
+                serving()["requests"].inc(tags={"model_version": version, "outcome": "overloaded"})
+                raise HTTPException(503, f"model version {version} is at capacity: retry later",
+                                    headers={"Retry-After": str(serve_spec.retry_after_s)}) from None
             except Exception as exc:
-                if type(exc).__name__ in ("BackPressureError", "DeploymentUnavailableError"):
-                    raise  # Serve answers these with 503 and Retry-After
                 latency = (time.perf_counter() - started) * 1000
                 self.log.record(request_id, version, rows, None, latency, sticky_key=sticky, error=type(exc).__name__)
                 serving()["requests"].inc(tags={"model_version": version, "outcome": "error"})
@@ -163,7 +178,7 @@ def build_ingress(spec: ProjectSpec):
         async def _shadow(self, version: str, inputs, rows: list[dict], request_id: str, sticky: str | None) -> None:
             started = time.perf_counter()
             try:
-                predictions = await self._handle(version).predict.remote(inputs)
+                predictions = await self._score(version, inputs)
                 error = None
             except Exception as exc:  # a shadow's failure never reaches the caller; it is recorded
                 predictions, error = None, type(exc).__name__

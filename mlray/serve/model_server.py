@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import random
+from dataclasses import dataclass
 
 import pyarrow as pa
 from ray import serve
@@ -13,30 +16,60 @@ from mlray.spec import BatchingSpec, PlatformSpec
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Fault:
+    """Faults injected into one version's model calls, as in Istio's fault injection: for game days and tests that
+    check the rollout analysis catches a slow or failing version. A failing call fails its whole batch."""
+
+    delay_ms: float = 0.0
+    error_rate: float = 0.0
+
+    def __post_init__(self):
+        from mlray.errors import UserError
+
+        if self.delay_ms < 0 or not 0 <= self.error_rate <= 1:
+            raise UserError(f"fault injection: delay_ms must be >= 0 and error_rate within [0, 1], got {self}")
+
+    def __bool__(self) -> bool:
+        return bool(self.delay_ms or self.error_rate)
+
+
+class InjectedFault(RuntimeError):
+    """The error a version with `Fault.error_rate` raises on purpose."""
+
+
 @serve.deployment(name="model")
 class ModelServer:
     """Loads `model_uri` (one registered version) once; scores Arrow tables of raw rows, batched across requests."""
 
-    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, batching: BatchingSpec):
+    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, batching: BatchingSpec,
+                 fault: Fault | None = None):
         from mlray.registry.package import load_package
         from mlray.registry.tracking import point_at
 
         point_at(platform)
         self.package = load_package(model_uri)
-        self.version = version
+        self.version, self.fault = version, fault or Fault()
+        if self.fault:
+            log.warning("model version %s runs with injected faults: %s", version, self.fault)
         self.predict.set_max_batch_size(batching.max_batch_size)
         self.predict.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     def info(self) -> dict:
         config = self.package.config
         return {"version": self.version, "task": config.task, "feature_version": config.feature_version,
-                "classes": config.classes, "lineage": config.lineage}
+                "classes": config.classes, "lineage": config.lineage,
+                "injected_fault": vars(self.fault) if self.fault else None}
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def predict(self, tables: list[pa.Table]) -> list[list[dict]]:
         from mlray.metrics import serving
         from mlray.registry.package import predict_frame
 
+        if self.fault.delay_ms:
+            await asyncio.sleep(self.fault.delay_ms / 1000)
+        if self.fault.error_rate and random.random() < self.fault.error_rate:
+            raise InjectedFault(f"injected fault in model version {self.version}")
         rows = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
         serving()["batch"].observe(rows.num_rows, tags={"model_version": self.version})
         frame = predict_frame(self.package.net, self.package.config, self.package.fitted, rows)

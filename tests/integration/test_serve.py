@@ -1,66 +1,21 @@
 """Serving over real HTTP on 127.0.0.1: auth, limits, validation, routing between versions, shadow, logs."""
 
-import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pytest
 import requests
-from projects import SERVE_KEY
-from typer.testing import CliRunner
+from serving import KEY, as_json_rows, post, post_many, raw_rows, register_copy, served, wait_until  # noqa: F401 (a fixture)
 
 from mlray import dataplane
-from mlray.cli import app
-from mlray.registry.models import Registry
 from mlray.registry.package import naive_utc
-from mlray.serve.deploy import deploy, set_traffic
+from mlray.serve.deploy import deploy, set_traffic, undeploy_version
 from mlray.serve.routing import TrafficPlan
-
-KEY = SERVE_KEY
-
-
-@pytest.fixture(scope="module")
-def served(small_model):
-    """The run's small model as the champion (version 1), the same package registered again as version 2,
-    and the champion deployed behind the ingress."""
-    import ray
-    from ray import serve
-
-    from mlray.serve.traffic import NAMESPACE, actor_name
-
-    spec, outcome = small_model
-    mlflow.register_model(f"runs:/{outcome.run_id}/model", spec.name)  # version 2: the same package
-    try:
-        yield spec, deploy(spec).url
-    finally:
-        for name in (actor_name(spec.name), f"{spec.name}-rollout-controller"):
-            try:
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE))
-            except ValueError:  # never started
-                pass
-        serve.shutdown()
-
-
-def post(url, body, key=KEY, **headers):
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    return requests.post(url, data=json.dumps(body), headers={"content-type": "application/json", **headers}, timeout=30)
-
-
-def raw_rows(spec, n=5):
-    table = dataplane.lake_of(spec).read("transactions").slice(0, n)
-    label = spec.data.label_column
-    return table.drop_columns([label]).to_pandas()
-
-
-def as_json_rows(frame):
-    return json.loads(frame.to_json(orient="records", date_format="iso"))
 
 
 def test_predict_answers_like_the_registered_model_and_logs_every_row(served):
-    spec, url = served
+    spec, url, _ = served
     frame = raw_rows(spec)
     response = post(f"{url}/v1/predict", {"rows": as_json_rows(frame)})
     assert response.status_code == 200, response.text
@@ -89,7 +44,7 @@ def test_predict_answers_like_the_registered_model_and_logs_every_row(served):
 
 
 def test_bad_requests_get_401_413_422_and_never_a_trace(served):
-    spec, url = served
+    spec, url, _ = served
     row = as_json_rows(raw_rows(spec, 1))[0]
     assert post(f"{url}/v1/predict", {"row": row}, key=None).status_code == 401
     assert post(f"{url}/v1/predict", {"row": row}, key="wrong").status_code == 401
@@ -106,117 +61,64 @@ def test_bad_requests_get_401_413_422_and_never_a_trace(served):
         assert "Traceback" not in response.text and KEY not in response.text
 
 
-def test_weights_stickiness_pinning_and_shadow(served):
-    spec, url = served
-    deploy(spec, versions=["2"])
-    row = as_json_rows(raw_rows(spec, 1))[0]
-    set_traffic(spec, TrafficPlan("1", {"1": 0.9, "2": 0.1}))
+def _versions_of(url, row, keys):
+    """The version that answered each request: one request per key (None: no sticky header)."""
+    answers = post_many(f"{url}/v1/predict", {"row": row}, [{"x-mlray-key": k} if k else {} for k in keys])
+    return [body["model_version"] for _, body in answers]
+
+
+@pytest.mark.slow
+def test_a_10_percent_canary_gets_10_percent_of_5000_requests(served):
+    spec, url, twin = served
+    deploy(spec, versions=[twin])
+    set_traffic(spec, TrafficPlan("1", {"1": 0.9, twin: 0.1}))
     time.sleep(1.5)  # ingress replicas poll the traffic table
-    with ThreadPoolExecutor(16) as pool:
-        versions = list(pool.map(lambda _: post(f"{url}/v1/predict", {"row": row}).json()["model_version"],
-                                 range(2000)))
-    assert abs(versions.count("2") / len(versions) - 0.10) <= 0.02
+    try:
+        versions = _versions_of(url, as_json_rows(raw_rows(spec, 1))[0], [None] * 5000)
+    finally:
+        set_traffic(spec, TrafficPlan.only("1"))
+    assert abs(versions.count(twin) / len(versions) - 0.10) <= 0.02
 
-    sticky = {f"user-{i}": post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-key": f"user-{i}"}).json()["model_version"]
-              for i in range(60)}
-    again = {k: post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-key": k}).json()["model_version"] for k in sticky}
-    assert again == sticky
-    assert post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-version": "2"}).json()["model_version"] == "2"
 
-    set_traffic(spec, TrafficPlan("1", {"1": 1.0, "2": 0.0}, shadow="2", shadow_fraction=1.0))
+def test_sticky_keys_pinning_and_shadow(served):
+    spec, url, twin = served
+    deploy(spec, versions=[twin])
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    set_traffic(spec, TrafficPlan("1", {"1": 0.9, twin: 0.1}))
+    time.sleep(1.5)  # ingress replicas poll the traffic table
+    keys = [f"user-{i}" for i in range(300)]
+    sticky = _versions_of(url, row, keys)
+    assert _versions_of(url, row, keys) == sticky  # the same key keeps its version while weights stay
+    set_traffic(spec, TrafficPlan("1", {"1": 0.8, twin: 0.2}))
+    time.sleep(1.5)
+    moved = [k for k, before, after in zip(keys, sticky, _versions_of(url, row, keys)) if before != after]
+    assert 0.05 <= len(moved) / len(keys) <= 0.15  # about 10% of keys move, all of them to the challenger
+    assert all(sticky[keys.index(k)] == "1" for k in moved)
+    assert post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-version": twin}).json()["model_version"] == twin
+
+    plain = post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-version": "1"}).json()
+    set_traffic(spec, TrafficPlan("1", {"1": 1.0, twin: 0.0}, shadow=twin, shadow_fraction=1.0))
     time.sleep(1.5)
     shadowed = post(f"{url}/v1/predict", {"row": row}).json()
     assert shadowed["model_version"] == "1"  # the shadow's answer is never returned
+    assert shadowed["predictions"] == plain["predictions"]
     lake = dataplane.lake_of(spec)
-    deadline = time.time() + 20
-    found = []
-    while time.time() < deadline and not found:
-        time.sleep(0.5)
+
+    def both_recorded():
         found = [r for r in lake.read("inference_log").to_pylist() if r["request_id"] == shadowed["request_id"]]
-        found = found if {(r["model_version"], r["shadow"]) for r in found} == {("1", False), ("2", True)} else []
-    assert found, "the shadow call was recorded next to the served one"
+        return {(r["model_version"], r["shadow"]) for r in found} == {("1", False), (twin, True)}
 
+    assert wait_until(both_recorded), "the shadow call was recorded next to the served one"
     models = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
-    assert {v["version"] for v in models["versions"]} == {"1", "2"} and models["rollout"]["shadow"] == "2"
-
-
-class SteadyLoad:
-    """Requests in a background thread, one after another, every status code kept (zero-downtime checks)."""
-
-    def __init__(self, url, row):
-        self.url, self.row, self.codes, self.stop = url, row, [], threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                self.codes.append(post(f"{self.url}/v1/predict", {"row": self.row}).status_code)
-            except requests.RequestException as exc:
-                self.codes.append(type(exc).__name__)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-
-def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_request(served):
-    from mlray.audit import AuditLog
-    from mlray.rollout.controller import command
-    from mlray.spec import RolloutChecks, RolloutSpec
-
-    spec, url = served
-    spec = spec.model_copy(update={"rollout": RolloutSpec(
-        steps=["shadow", 50, 100], interval="2s", min_requests=5,
-        checks=RolloutChecks(max_p99_latency_ratio=20, max_divergence=1.0))})  # the same package: only noise differs
-    registry = Registry(spec)
-    assert registry.version_of("champion") == "1"
-    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
-        state = command(spec, "start", "2", actor="user:test")
-        deadline = time.time() + 120
-        while state["status"] == "running" and time.time() < deadline:
-            time.sleep(1)
-            state = command(spec, "status")
-        time.sleep(1.5)  # requests after the promotion reach the new champion
-    assert state["status"] == "promoted", state["history"][-2:]
-    assert [h["verdict"] for h in state["history"]][-3:] == ["pass", "pass", "pass"]
-    assert registry.version_of("champion") == "2" and registry.version_of("previous") == "1"
-    assert len(load.codes) > 20 and set(load.codes) == {200}, "no request failed while weights moved"
-    actions = [e["action"] for e in AuditLog(spec.platform.state_dir).read() if not e["action"].endswith(".requested")]
-    assert actions[:4] == ["canary.promote", "canary.step", "canary.step", "canary.start"]
-
-    runner = CliRunner()
-    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
-        result = runner.invoke(app, ["rollback", "--spec", str(spec.path)])
-        assert result.exit_code == 0, result.output
-        time.sleep(1.5)
-    assert registry.version_of("champion") == "1" and registry.version_of("previous") == "2"
-    assert set(load.codes) == {200} and post(f"{url}/v1/predict", {"row": load.row}).json()["model_version"] == "1"
-    audit = json.loads(runner.invoke(app, ["audit", "--spec", str(spec.path), "--json"]).stdout)
-    assert audit[0]["action"] == "rollback" and audit[0]["after"]["champion"] == "1"
-
-    # a rollout stopped by hand: all traffic back to the champion, the challenger tagged with the reason
-    state = command(spec, "start", "2", actor="user:test")
-    assert state["status"] == "running"
-    state = command(spec, "rollback", "looks wrong", actor="user:test")
-    assert state["status"] == "rolled_back"
-    assert registry.client.get_model_version(spec.name, "2").tags["mlray.rolled_back"] == "looks wrong"
-    deadline, weights = time.time() + 10, None
-    while time.time() < deadline and weights != {"1": 1.0, "2": 0.0}:  # ingress replicas poll the traffic table
-        time.sleep(0.5)
-        weights = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"},
-                               timeout=10).json()["rollout"]["weights"]
-    assert weights == {"1": 1.0, "2": 0.0}
+    assert {v["version"] for v in models["versions"]} == {"1", twin} and models["rollout"]["shadow"] == twin
+    set_traffic(spec, TrafficPlan.only("1"))
 
 
 def test_prometheus_metrics_are_exported_by_model_version(served):
     """Ray's metrics agent exports mlray's serving metrics (Prometheus text), labelled by model version."""
     import ray
 
-    spec, url = served
+    spec, url, _ = served
     row = as_json_rows(raw_rows(spec, 1))[0]
     for _ in range(5):
         assert post(f"{url}/v1/predict", {"row": row}).status_code == 200
@@ -230,3 +132,56 @@ def test_prometheus_metrics_are_exported_by_model_version(served):
     lines = [line for line in text.splitlines() if line.startswith("ray_mlray_requests")]
     assert any('model_version="1"' in line and 'outcome="ok"' in line for line in lines), lines[:5]
     assert "ray_mlray_traffic_weight" in text and "ray_mlray_batch_rows_bucket" in text
+
+
+def test_keys_rotate_live_and_every_change_is_audited(served):
+    from mlray.audit import AuditLog
+    from mlray.serve.auth import hash_key
+
+    spec, url, _ = served
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    new_key = "rotated-key-456"
+
+    def with_keys(*keys):
+        return spec.model_copy(update={"serve": spec.serve.model_copy(update={"api_keys": [hash_key(k) for k in keys]})})
+
+    def answers(key):
+        return post(f"{url}/v1/predict", {"row": row}, key=key).status_code
+
+    try:
+        deploy(with_keys(KEY, new_key))  # add a key: no restart, both work
+        assert wait_until(lambda: answers(new_key) == 200) and answers(KEY) == 200
+        deploy(with_keys(new_key))  # revoke the old one
+        assert wait_until(lambda: answers(KEY) == 401) and answers(new_key) == 200
+    finally:
+        deploy(spec)
+    assert wait_until(lambda: answers(KEY) == 200) and answers(new_key) == 401
+    changes = AuditLog(spec.platform.state_dir).read(action="keys.change")
+    assert [c["reason"] for c in changes[:3]] == ["1 key(s) added, 1 revoked", "0 key(s) added, 1 revoked",
+                                                  "1 key(s) added, 0 revoked"]
+    text = AuditLog(spec.platform.state_dir).path.read_text()
+    assert KEY not in text and new_key not in text and hash_key(new_key) not in text  # fingerprints only
+
+
+@pytest.mark.slow
+def test_an_overloaded_version_answers_503_with_retry_after_and_no_request_fails_otherwise(served):
+    """A version whose model is slow (injected delay) and whose queue is short sheds what it cannot take."""
+    from mlray.serve.model_server import Fault
+
+    spec, url, twin = served
+    tight = spec.model_copy(update={"serve": spec.serve.model_copy(update={"max_queued_requests": 2})})
+    slow = register_copy(spec)
+    try:
+        deploy(tight, versions=[slow], fault=Fault(delay_ms=1500))
+        time.sleep(1.5)  # the ingress learns the version is served
+        row = as_json_rows(raw_rows(spec, 1))[0]
+        with ThreadPoolExecutor(48) as pool:
+            responses = list(pool.map(lambda _: post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-version": slow}),
+                                      range(48)))
+    finally:
+        undeploy_version(spec, slow)
+    codes = [r.status_code for r in responses]
+    assert set(codes) == {200, 503} and codes.count(200) >= 2, codes
+    shed = [r for r in responses if r.status_code == 503]
+    assert all(r.headers.get("retry-after") == str(spec.serve.retry_after_s) for r in shed)
+    assert all("Traceback" not in r.text for r in shed)

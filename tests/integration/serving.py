@@ -1,0 +1,123 @@
+"""Helpers for the tests that talk to the service over real HTTP on 127.0.0.1."""
+
+import json
+import threading
+import time
+
+import mlflow
+import pytest
+import requests
+from projects import SERVE_KEY
+
+from mlray import dataplane
+
+KEY = SERVE_KEY
+
+
+@pytest.fixture(scope="module")
+def served(small_model):
+    """The run's small model as the champion (version 1), the same package registered once more (returned as the
+    third item), and the champion deployed behind the ingress; Serve and mlray's actors stop with the module."""
+    import ray
+    from ray import serve
+
+    from mlray.registry.models import Registry
+    from mlray.serve.deploy import deploy
+    from mlray.serve.traffic import NAMESPACE, actor_name
+
+    spec, _ = small_model
+    Registry(spec).set_alias("champion", "1")  # whatever a module before left behind
+    twin = register_copy(spec)
+    try:
+        yield spec, deploy(spec).url, twin
+    finally:
+        for name in (actor_name(spec.name), f"{spec.name}-rollout-controller"):
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+            except ValueError:  # never started
+                pass
+        serve.shutdown()
+
+
+def register_copy(spec, version="1") -> str:
+    """Register the package of `version` once more; the new version's number."""
+    from mlray.registry.models import Registry
+
+    source = Registry(spec).client.get_model_version(spec.name, version).source
+    return str(mlflow.register_model(source, spec.name).version)
+
+
+def post(url, body, key=KEY, **headers):
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return requests.post(url, data=json.dumps(body), headers={"content-type": "application/json", **headers}, timeout=30)
+
+
+def post_many(url, body, headers_per_request, concurrency=16, key=KEY) -> list[tuple[int, dict]]:
+    """POST `body` once per entry of `headers_per_request`, `concurrency` at a time over kept-alive connections
+    (aiohttp: a thread pool of `requests` spends more CPU than the server here); (status, JSON) in order."""
+    import asyncio
+
+    import aiohttp
+
+    async def run():
+        gate = asyncio.Semaphore(concurrency)
+        base = {"content-type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            async def one(headers):
+                async with gate, session.post(url, data=json.dumps(body), headers=base | headers) as response:
+                    return response.status, await response.json()
+
+            return await asyncio.gather(*(one(h) for h in headers_per_request))
+
+    return asyncio.run(run())
+
+
+def raw_rows(spec, n=5, offset=0):
+    """`n` raw rows of the train table, label dropped (a DataFrame)."""
+    table = dataplane.lake_of(spec).read("transactions").slice(offset, n)
+    return table.drop_columns([spec.data.label_column]).to_pandas()
+
+
+def labels_of(spec, n=5, offset=0) -> list:
+    return dataplane.lake_of(spec).read("transactions").slice(offset, n).column(spec.data.label_column).to_pylist()
+
+
+def as_json_rows(frame):
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+def wait_until(check, timeout=20.0, every=0.5):
+    """Poll `check()` until it returns something truthy (returned) or `timeout` passes (None)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    return None
+
+
+class SteadyLoad:
+    """Requests from a background thread, one after another (`pause` s apart), every status code kept."""
+
+    def __init__(self, url, row, pause=0.0, **headers):
+        self.url, self.row, self.pause, self.headers = url, row, pause, headers
+        self.codes, self.stop = [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                self.codes.append(post(f"{self.url}/v1/predict", {"row": self.row}, **self.headers).status_code)
+            except requests.RequestException as exc:
+                self.codes.append(type(exc).__name__)
+            self.stop.wait(self.pause)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()

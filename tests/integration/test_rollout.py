@@ -1,0 +1,178 @@
+"""Progressive rollouts over real traffic: a good challenger is promoted, a bad one rolled back by itself
+(once for each cause: errors, latency, live accuracy), and nothing fails while weights move or a replica dies."""
+
+import json
+import time
+from dataclasses import replace
+
+import mlflow
+import pytest
+import ray
+from serving import SteadyLoad, as_json_rows, labels_of, post, raw_rows, register_copy, served  # noqa: F401
+from typer.testing import CliRunner
+
+from mlray.audit import AuditLog
+from mlray.cli import app
+from mlray.registry.models import Registry
+from mlray.rollout.controller import ROLLBACK_TAG, command
+from mlray.serve.deploy import deploy
+from mlray.serve.model_server import Fault
+from mlray.spec import RolloutChecks, RolloutSpec
+
+
+def with_rollout(spec, checks=None, **rollout):
+    """The spec with a quick rollout: 2 s steps, few requests; checks loose unless given (only noise differs)."""
+    settings = {"steps": ["shadow", 50, 100], "interval": "2s", "min_requests": 5} | rollout
+    checks = checks or RolloutChecks(max_p99_latency_ratio=20, max_divergence=1.0)
+    return spec.model_copy(update={"rollout": RolloutSpec(**settings, checks=checks)})
+
+
+def until_decided(spec, timeout=120, during=None):
+    """Poll the rollout until it is promoted or rolled back; `during()` runs between polls (traffic, feedback)."""
+    state = command(spec, "status")
+    deadline = time.time() + timeout
+    while state["status"] == "running" and time.time() < deadline:
+        (during or (lambda: time.sleep(1)))()
+        state = command(spec, "status")
+    return state
+
+
+def rolled_back_for(spec, challenger, cause, state):
+    """The rollout ended in an automatic rollback whose reason names `cause`; the champion still serves."""
+    assert state["status"] == "rolled_back", state["history"][-2:]
+    assert cause in state["reason"], state["reason"]
+    registry = Registry(spec)
+    assert registry.version_of("champion") == "1"
+    assert cause in registry.client.get_model_version(spec.name, challenger).tags[ROLLBACK_TAG]
+    entry = AuditLog(spec.platform.state_dir).read(action="canary.rollback")[0]
+    assert entry["actor"].startswith("controller:") and entry["after"]["weights"][challenger] == 0.0
+
+
+def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_request(served):
+    base, url, twin = served
+    spec = with_rollout(base)
+    registry = Registry(spec)
+    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
+        command(spec, "start", twin, actor="user:test")
+        state = until_decided(spec)
+        time.sleep(1.5)  # requests after the promotion reach the new champion
+    assert state["status"] == "promoted", state["history"][-2:]
+    assert [h["verdict"] for h in state["history"]][-3:] == ["pass", "pass", "pass"]
+    assert registry.version_of("champion") == twin and registry.version_of("previous") == "1"
+    assert len(load.codes) > 20 and set(load.codes) == {200}, "no request failed while weights moved"
+    actions = [e["action"] for e in AuditLog(spec.platform.state_dir).read() if not e["action"].endswith(".requested")]
+    assert actions[:4] == ["canary.promote", "canary.step", "canary.step", "canary.start"]
+
+    runner = CliRunner()
+    with SteadyLoad(url, load.row) as load:
+        result = runner.invoke(app, ["rollback", "--spec", str(spec.path)])
+        assert result.exit_code == 0, result.output
+        time.sleep(1.5)
+    assert registry.version_of("champion") == "1" and registry.version_of("previous") == twin
+    assert set(load.codes) == {200} and post(f"{url}/v1/predict", {"row": load.row}).json()["model_version"] == "1"
+    audit = json.loads(runner.invoke(app, ["audit", "--spec", str(spec.path), "--json"]).stdout)
+    assert audit[0]["action"] == "rollback" and audit[0]["after"]["champion"] == "1"
+
+
+def test_a_rollout_stopped_by_hand_sends_all_traffic_back_and_tags_the_reason(served):
+    spec, url, twin = served
+    spec = with_rollout(spec, interval="1m")
+    assert command(spec, "start", twin, actor="user:test")["status"] == "running"
+    state = command(spec, "rollback", "looks wrong", actor="user:test")
+    assert state["status"] == "rolled_back"
+    assert Registry(spec).client.get_model_version(spec.name, twin).tags[ROLLBACK_TAG] == "looks wrong"
+    assert post(f"{url}/v1/predict", {"row": as_json_rows(raw_rows(spec, 1))[0]}).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_challenger_that_fails_is_rolled_back_after_the_failure_limit_and_no_caller_sees_it(served):
+    """Shadow first: the challenger's errors are recorded and counted, but every caller gets the champion."""
+    base, url, _ = served
+    spec = with_rollout(base, steps=["shadow", 100], failure_limit=2)
+    failing = register_copy(spec)
+    deploy(spec, versions=[failing], fault=Fault(error_rate=1.0))
+    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0], pause=0.02) as load:
+        command(spec, "start", failing, actor="user:test")
+        state = until_decided(spec)
+    rolled_back_for(spec, failing, "error_rate", state)
+    assert [h["verdict"] for h in state["history"]].count("fail") == 2 and state["step"] == 0
+    assert set(load.codes) == {200}
+
+
+@pytest.mark.slow
+def test_a_slow_challenger_is_rolled_back(served):
+    base, url, _ = served
+    spec = with_rollout(base, steps=[50, 100], failure_limit=1,
+                        checks=RolloutChecks(max_p99_latency_ratio=2.0, max_divergence=1.0))
+    slow = register_copy(spec)
+    deploy(spec, versions=[slow], fault=Fault(delay_ms=400))
+    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0], pause=0.05) as load:
+        command(spec, "start", slow, actor="user:test")
+        state = until_decided(spec)
+    rolled_back_for(spec, slow, "p99_latency_ratio", state)
+    assert set(load.codes) == {200}  # slow is not failed
+
+
+def _register_with_threshold(spec, threshold: float) -> str:
+    """The champion's network and features with another decision threshold: the same scores, worse answers."""
+    from mlray.registry.package import load_package, log_package
+
+    registry = Registry(spec)
+    package = load_package(f"models:/{spec.name}/1")
+    with mlflow.start_run(experiment_id=registry.experiment_id, run_name="threshold-too-low"):
+        info = log_package(package.net, replace(package.config, threshold=threshold), package.fitted,
+                           spec.model_dump(mode="json"), raw_rows(spec, 50)[package.fitted.source_columns], spec.name)
+    return str(info.registered_model_version)
+
+
+@pytest.mark.slow
+def test_a_less_accurate_challenger_is_rolled_back_on_labelled_feedback(served):
+    """Its scores match the champion's (no divergence, same latency): only live accuracy on feedback tells."""
+    base, url, _ = served
+    checks = RolloutChecks(max_p99_latency_ratio=20, max_divergence=1.0, min_labels=30, require_labels=True)
+    spec = with_rollout(base, steps=["shadow", 100], interval="3s", failure_limit=1, checks=checks)
+    worse = _register_with_threshold(spec, 0.0)  # everything is 'fraud'
+    rows, labels = as_json_rows(raw_rows(spec, 200)), labels_of(spec, 200)
+    sent = iter(range(0, 10**6, 10))
+
+    def labelled_traffic():
+        start = next(sent) % len(rows)
+        body = post(f"{url}/v1/predict", {"rows": rows[start:start + 10]}).json()
+        for i, label in enumerate(labels[start:start + 10]):
+            post(f"{url}/v1/feedback", {"request_id": body["request_id"], "row": i, "label": label})
+
+    command(spec, "start", worse, actor="user:test")
+    state = until_decided(spec, during=labelled_traffic)
+    rolled_back_for(spec, worse, "live_accuracy_drop", state)
+    failed = [c for c in state["history"][-1]["checks"] if c["status"] == "fail"]
+    assert [c["name"] for c in failed] == ["live_accuracy_drop"]
+
+
+@pytest.mark.slow
+def test_a_model_replica_that_dies_mid_request_is_replaced_without_a_failed_request(served):
+    """Requests take 300 ms (injected), so the kill lands on one in flight: the ingress calls again and Serve
+    routes it to the replacement replica."""
+    from ray.util.state import list_actors
+
+    from mlray.serve.ingress import model_app_name
+
+    spec, url, _ = served
+    version = register_copy(spec)
+    deploy(spec, versions=[version], fault=Fault(delay_ms=300))
+    time.sleep(1.5)  # the ingress learns the new version is served (it polls the traffic table)
+    prefix = f"ServeReplica:{model_app_name(spec.name, version)}:"
+
+    def replicas():
+        return [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+                if a.class_name.startswith(prefix)]
+
+    victim = replicas()[0]
+    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0], **{"x-mlray-version": version}) as load:
+        time.sleep(1.5)
+        ray.kill(ray.get_actor(victim.name, namespace=victim.ray_namespace), no_restart=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(a.actor_id != victim.actor_id for a in replicas()):
+            time.sleep(1)
+        time.sleep(2)  # traffic on the replacement
+    assert any(a.actor_id != victim.actor_id for a in replicas()), "Serve started a replacement"
+    assert len(load.codes) >= 3 and set(load.codes) == {200}, load.codes
