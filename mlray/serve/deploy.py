@@ -56,6 +56,11 @@ def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: F
     A `fault` (re)starts it with injected faults (`Fault()` restarts it without)."""
     from ray import serve
 
+    if spec.serve.model_placement == "ingress":  # the ingress loads the plan's versions itself
+        if fault is not None:
+            raise UserError("fault injection needs serve.model_placement: replicas (each version on its own replicas)")
+        registry.resolve(version)
+        return False
     name = model_app_name(spec.name, version)
     if fault is None and running_apps().get(name) == "RUNNING":
         return False
@@ -120,9 +125,15 @@ def set_traffic(spec: ProjectSpec, plan: TrafficPlan) -> TrafficPlan:
     """Change the weights (and shadow) live: every version in the plan must be served already."""
     import ray
 
-    apps = running_apps()
-    missing = [v for v in [*plan.weights, *([plan.shadow] if plan.shadow else [])]
-               if apps.get(model_app_name(spec.name, v)) != "RUNNING"]
+    versions = [*plan.weights, *([plan.shadow] if plan.shadow else [])]
+    if spec.serve.model_placement == "ingress":
+        registry = Registry(spec)
+        for version in versions:
+            registry.resolve(version)  # the ingress loads it before the plan takes effect
+        missing = []
+    else:
+        apps = running_apps()
+        missing = [v for v in versions if apps.get(model_app_name(spec.name, v)) != "RUNNING"]
     if missing:
         raise UserError(f"version(s) {', '.join(missing)} are not served: deploy them first (`mlray deploy`)")
     ray.get(traffic_table(spec.name, spec.platform.state_dir).set.remote(plan.to_dict()))
@@ -163,6 +174,7 @@ def undeploy_version(spec: ProjectSpec, version: str, actor: str | None = None) 
         weights = {v: w for v, w in plan.weights.items() if v != version}
         set_traffic(spec, TrafficPlan(plan.champion, weights, plan.shadow, plan.shadow_fraction, plan.step))
         time.sleep(2 * POLL_S)  # every ingress replica stops routing to it before it goes
-    serve.delete(model_app_name(spec.name, version))
+    if spec.serve.model_placement == "replicas":
+        serve.delete(model_app_name(spec.name, version))
     AuditLog(spec.platform.state_dir).append("undeploy", f"{spec.name} v{version}", "no longer served", before,
                                              current_plan(spec), actor)

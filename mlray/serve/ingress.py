@@ -23,6 +23,7 @@ from mlray.serve import auth
 from mlray.serve.auth import KeyRing
 from mlray.serve.limits import BodyLimit
 from mlray.serve.logbook import InferenceLog, append_label, score_of
+from mlray.serve.model_server import LoadedVersion, autoscaling_config
 from mlray.serve.routing import TrafficPlan
 from mlray.serve.schema import Feedback, request_model, row_model, rows_table
 from mlray.serve.traffic import NAMESPACE, POLL_S, actor_name
@@ -41,6 +42,17 @@ def input_columns(spec: ProjectSpec) -> list[str]:
     return [c for c in spec.train_table.columns if c != spec.data.label_column]
 
 
+def _versions_of(plan: TrafficPlan) -> set[str]:
+    return set(plan.weights) | ({plan.shadow} if plan.shadow else set())
+
+
+def ingress_scaling(serve_spec) -> dict:
+    """A fixed number of ingress replicas; with the models inside the ingress, the spec's autoscaling."""
+    if serve_spec.model_placement == "replicas":
+        return {"num_replicas": serve_spec.ingress_replicas}
+    return {"autoscaling_config": autoscaling_config(serve_spec.autoscaling, at_least=1)}
+
+
 def build_ingress(spec: ProjectSpec):
     """The ingress deployment for this project (its request model is generated from the data schema)."""
     serve_spec, table = spec.serve, spec.train_table
@@ -57,7 +69,9 @@ def build_ingress(spec: ProjectSpec):
             raise HTTPException(401, "a valid API key is required (Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    @serve.deployment(name="ingress", num_replicas=serve_spec.ingress_replicas,
+    local = serve_spec.model_placement == "ingress"
+
+    @serve.deployment(name="ingress", **ingress_scaling(serve_spec),
                       ray_actor_options={"num_cpus": serve_spec.ingress_cpus},
                       max_ongoing_requests=serve_spec.ingress_max_ongoing,
                       max_queued_requests=serve_spec.max_queued_requests,
@@ -72,6 +86,7 @@ def build_ingress(spec: ProjectSpec):
             self.traffic = ray.get_actor(actor_name(spec.name), namespace=NAMESPACE)
             self.revision, self.plan = -1, None
             self.handles: dict[str, Any] = {}
+            self.loaded: dict[str, tuple[LoadedVersion, Any]] = {}  # model_placement: ingress
             await self._refresh()
             self.tasks = [asyncio.create_task(self._every(POLL_S, self._refresh)),
                           asyncio.create_task(self._every(serve_spec.log_flush_s, self._flush))]
@@ -91,7 +106,10 @@ def build_ingress(spec: ProjectSpec):
                     auth.publish(spec.name, KeyRing(hashes, environ={}))
                 if plan is None:
                     return
-                self.plan, self.revision = TrafficPlan.from_dict(plan), revision
+                plan = TrafficPlan.from_dict(plan)
+                if local:  # the plan's versions are loaded before it takes effect: no request waits on a load
+                    await asyncio.to_thread(self._load, _versions_of(plan))
+                self.plan, self.revision = plan, revision
                 from mlray.metrics import serving
 
                 for version, weight in self.plan.weights.items():
@@ -106,9 +124,24 @@ def build_ingress(spec: ProjectSpec):
                     "model", model_app_name(spec.name, version), _check_exists=False)
             return self.handles[version]
 
+        def _load(self, versions: set[str]) -> None:
+            """Load the versions this process lacks, drop those no longer served (model_placement: ingress)."""
+            from mlray.registry.models import Registry
+
+            missing = versions - set(self.loaded)
+            if missing:
+                registry = Registry(spec)
+                for version in sorted(missing):
+                    model = LoadedVersion(spec.platform, registry.artifact_uri(*registry.resolve(version)), version)
+                    self.loaded[version] = (model, model.batched(serve_spec.batching))
+            for version in set(self.loaded) - versions:
+                del self.loaded[version]
+
         async def _score(self, version: str, inputs) -> list[dict]:
             """One model call. Scoring is pure, so a call whose replica died under it (a crash, a node lost, a
             replica replaced) runs once more: Serve routes it to a live or a replacement replica."""
+            if local:
+                return await self.loaded[version][1](inputs)
             try:
                 return await self._handle(version).predict.remote(inputs)
             except RayActorError as exc:
@@ -117,8 +150,10 @@ def build_ingress(spec: ProjectSpec):
                 return await self._handle(version).predict.remote(inputs)
 
         def _served(self) -> set[str]:
-            plan = self.plan
-            return set(plan.weights) | ({plan.shadow} if plan.shadow else set()) if plan else set()
+            return _versions_of(self.plan) if self.plan else set()
+
+        async def _info(self, version: str) -> dict:
+            return self.loaded[version][0].info() if local else await self._handle(version).info.remote()
 
         @api.get("/v1/health")
         async def health(self) -> dict:
@@ -127,7 +162,7 @@ def build_ingress(spec: ProjectSpec):
 
         @api.get("/v1/models", dependencies=[Depends(authorized)])
         async def models(self) -> dict:
-            infos = await asyncio.gather(*(self._handle(v).info.remote() for v in sorted(self._served())))
+            infos = await asyncio.gather(*(self._info(v) for v in sorted(self._served())))
             return {"rollout": self.plan.to_dict() if self.plan else None,
                     "versions": [info | {"weight": self.plan.weights.get(info["version"], 0.0)} for info in infos]}
 

@@ -1,4 +1,5 @@
-"""One model version as a Ray Serve deployment: the registered package, the one transform, batched calls."""
+"""Model versions in a process: the registered package, the one transform, batched calls; on their own Serve
+deployment (`ModelServer`) or inside the ingress."""
 
 from __future__ import annotations
 
@@ -38,12 +39,10 @@ class InjectedFault(RuntimeError):
     """The error a version with `Fault.error_rate` raises on purpose."""
 
 
-@serve.deployment(name="model")
-class ModelServer:
-    """Loads `model_uri` (one registered version) once; scores Arrow tables of raw rows, batched across requests."""
+class LoadedVersion:
+    """One registered version loaded in this process: its package, and batched scoring of Arrow tables."""
 
-    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, batching: BatchingSpec,
-                 fault: Fault | None = None):
+    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, fault: Fault | None = None):
         from mlray.registry.package import load_package
         from mlray.registry.tracking import point_at
 
@@ -52,8 +51,6 @@ class ModelServer:
         self.version, self.fault = version, fault or Fault()
         if self.fault:
             log.warning("model version %s runs with injected faults: %s", version, self.fault)
-        self.predict.set_max_batch_size(batching.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     def info(self) -> dict:
         config = self.package.config
@@ -61,8 +58,8 @@ class ModelServer:
                 "classes": config.classes, "lineage": config.lineage,
                 "injected_fault": vars(self.fault) if self.fault else None}
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, tables: list[pa.Table]) -> list[list[dict]]:
+    async def score(self, tables: list[pa.Table]) -> list[list[dict]]:
+        """Prediction records for each table, scored as one batch."""
         from mlray.metrics import serving
         from mlray.registry.package import predict_frame
 
@@ -80,6 +77,35 @@ class ModelServer:
             start += table.num_rows
         return out
 
+    def batched(self, batching: BatchingSpec):
+        """`score` one table at a time from the caller's side, batched across concurrent callers."""
+        return serve.batch(max_batch_size=batching.max_batch_size,
+                           batch_wait_timeout_s=batching.batch_wait_timeout_s)(self.score)
+
+
+@serve.deployment(name="model")
+class ModelServer:
+    """One version on its own replicas (serve.model_placement: replicas): its own resources, GPUs included."""
+
+    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, batching: BatchingSpec,
+                 fault: Fault | None = None):
+        self.model = LoadedVersion(platform, model_uri, version, fault)
+        self.predict.set_max_batch_size(batching.max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    def info(self) -> dict:
+        return self.model.info()
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def predict(self, tables: list[pa.Table]) -> list[list[dict]]:
+        return await self.model.score(tables)
+
+
+def autoscaling_config(scaling, at_least: int = 0) -> dict:
+    """Serve's autoscaling settings from the spec (`at_least`: a floor on min_replicas)."""
+    return {"min_replicas": max(at_least, scaling.min_replicas), "max_replicas": scaling.max_replicas,
+            "target_ongoing_requests": scaling.target_ongoing_requests, "upscale_delay_s": 5, "downscale_delay_s": 60}
+
 
 def replica_options(serve_spec, gpus: float) -> dict:
     """Deployment options from the spec: autoscaling, fractional CPUs (and GPUs), the queue limit."""
@@ -91,9 +117,7 @@ def replica_options(serve_spec, gpus: float) -> dict:
         actor["num_gpus"] = gpus
     return {
         "ray_actor_options": actor,
-        "autoscaling_config": {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
-                               "target_ongoing_requests": scaling.target_ongoing_requests,
-                               "upscale_delay_s": 5, "downscale_delay_s": 60},
+        "autoscaling_config": autoscaling_config(scaling),
         "max_ongoing_requests": max(serve_spec.batching.max_batch_size, math.ceil(2 * scaling.target_ongoing_requests)),
         "max_queued_requests": serve_spec.max_queued_requests,
         "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=serve_spec.retry_after_s),

@@ -18,18 +18,23 @@ KEY = SERVE_KEY
 def served(small_model):
     """The run's small model as the champion (version 1), the same package registered once more (returned as the
     third item), and the champion deployed behind the ingress; Serve and mlray's actors stop with the module."""
+    yield from serving(small_model[0])
+
+
+def serving(spec):
+    """Deploy `spec`'s champion (version 1) with all traffic, yield (spec, url, a copy of version 1), stop it all."""
     import ray
     from ray import serve
 
     from mlray.registry.models import Registry
     from mlray.serve.deploy import deploy
+    from mlray.serve.routing import TrafficPlan
     from mlray.serve.traffic import NAMESPACE, actor_name
 
-    spec, _ = small_model
     Registry(spec).set_alias("champion", "1")  # whatever a module before left behind
     twin = register_copy(spec)
     try:
-        yield spec, deploy(spec).url, twin
+        yield spec, deploy(spec, plan=TrafficPlan.only("1")).url, twin
     finally:
         for name in (actor_name(spec.name), f"{spec.name}-rollout-controller"):
             try:
