@@ -58,14 +58,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def project(port: int, max_batch_size: int | None = None):
-    """The cached project's spec serving on 127.0.0.1:`port` with one API key (and a batch size, when given)."""
+def project(port: int, max_batch_size: int | None = None, placement: str = "replicas"):
+    """The cached project's spec serving on 127.0.0.1:`port` with one API key, where the models run (and a batch
+    size, when given)."""
     from mlray.serve.auth import hash_key
     from mlray.spec import load_spec, starter_spec
 
     HOME.mkdir(parents=True, exist_ok=True)
     batching = f"  batching: {{max_batch_size: {max_batch_size}}}\n" if max_batch_size else ""
-    serve_section = f"\nserve:\n  host: 127.0.0.1\n  port: {port}\n  api_keys: ['{hash_key(KEY)}']\n{batching}"
+    serve_section = (f"\nserve:\n  host: 127.0.0.1\n  port: {port}\n  api_keys: ['{hash_key(KEY)}']\n"
+                     f"  model_placement: {placement}\n{batching}")
     path = HOME / ("mlray.yaml" if max_batch_size is None else f"mlray-batch{max_batch_size}.yaml")
     path.write_text(starter_spec() + SMALL_TRAIN + serve_section)
     return load_spec(path)
@@ -327,7 +329,8 @@ def undeploy_mlray(spec) -> None:
         serve.delete(app)
 
 
-def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int | None, batching: bool) -> dict:
+def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int | None, batching: bool,
+        placement: str = "replicas", haproxy: bool = False) -> dict:
     import ray
     from ray import serve
 
@@ -336,7 +339,9 @@ def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int 
     from mlray.serve.ingress import model_app_name
 
     serve_port, uvicorn_port = free_port(), free_port()
-    spec = project(serve_port)
+    spec = project(serve_port, placement=placement)
+    if haproxy:  # Serve's HAProxy ingress and direct ingress: read by Ray's processes at start
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     start_ray(num_cpus)
     model_uri = ensure_models(spec)
     shutil.rmtree(dataplane.lake_of(spec).uri(spec.serve.inference_log_table), ignore_errors=True)  # a fresh log
@@ -363,7 +368,7 @@ def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int 
                 show(target, entry)
         if batching:
             undeploy_mlray(spec)
-            spec1 = project(serve_port, max_batch_size=1)
+            spec1 = project(serve_port, max_batch_size=1, placement=placement)
             deploy_canary(spec1)
             wait_ready(f"http://127.0.0.1:{serve_port}/v1/predict", body)
             for concurrency in concurrencies:
@@ -388,7 +393,7 @@ def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int 
         entry["summary"] = (f"concurrency {concurrency}: {times(entry['ratio'])} plain Serve (p99 {ms(ours['p99_ms'])} vs "
                             f"{ms(plain['p99_ms'])} ms), {times(entry['ratio_fastapi'])} FastAPI")
         entries.append(entry)
-    return {"benchmark": "serve", "duration_s": duration, "warmup_s": warmup, "ray_num_cpus": num_cpus,
+    return {"benchmark": "serve", "placement": placement, "haproxy": haproxy, "duration_s": duration, "warmup_s": warmup, "ray_num_cpus": num_cpus,
             "request": json.loads(body), "setup": setup, "machine": machine(),
             "goal": "≥ 1.5× plain Serve throughput with p99 no worse; ≥ 0.5× FastAPI", "results": entries}
 
@@ -433,7 +438,8 @@ def report(result: dict) -> None:
     print_table("serve: (a) mlray full path, 90/10 canary; (b) one plain Serve deployment; (c) FastAPI on uvicorn; "
                 "(a) with max_batch_size 1 (closed loop, one raw row per request)",
                 ["concurrency", "target", "req/s", "p50 ms", "p99 ms", "errors"], rows)
-    write_result("serve", result)
+    suffix = ("" if result["placement"] == "replicas" else f"-{result['placement']}") + ("-haproxy" if result["haproxy"] else "")
+    write_result(f"serve{suffix}", result)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -444,8 +450,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-cpus", type=int, default=4, help="Ray logical CPUs (more than the cores, as in the tests)")
     parser.add_argument("--no-batching", dest="batching", action="store_false",
                         help="skip the run of (a) with max_batch_size 1")
+    parser.add_argument("--placement", choices=["replicas", "ingress"], default="replicas",
+                        help="serve.model_placement of (a): one deployment per version, or inside the ingress")
+    parser.add_argument("--haproxy", action="store_true",
+                        help="Serve's HAProxy and direct ingress for (a) and (b) (RAY_SERVE_ENABLE_HA_PROXY=1)")
     args = parser.parse_args(argv)
-    result = run(args.concurrency, args.duration, args.warmup, args.num_cpus, args.batching)
+    result = run(args.concurrency, args.duration, args.warmup, args.num_cpus, args.batching, args.placement,
+                 args.haproxy)
     report(result)
     return result
 

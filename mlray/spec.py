@@ -405,7 +405,7 @@ class BatchingSpec(Section):
     """`@serve.batch`: requests to one model replica are scored together."""
 
     max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
 
 
 class ServeSpec(Section):
@@ -420,10 +420,10 @@ class ServeSpec(Section):
     max_rows_per_request: int = Field(1000, ge=1)
     max_queued_requests: int = Field(64, ge=1, description="per caller; beyond it requests get 503 with Retry-After")
     retry_after_s: int = Field(1, ge=1)
-    model_placement: Literal["replicas", "ingress"] = Field(
-        "replicas", description="'replicas': each version on its own Serve deployment and resources (GPUs, large "
-                                "models); 'ingress': versions load inside the ingress replicas, one hop less (small "
-                                "CPU models), and the ingress autoscales")
+    model_placement: Literal["auto", "replicas", "ingress"] = Field(
+        "auto", description="'replicas': each version on its own Serve deployment and resources (GPUs, large models); "
+                            "'ingress': versions load inside the ingress replicas, one hop less, and the ingress "
+                            "autoscales (small CPU models); 'auto': replicas when they get GPUs, else ingress")
     replica_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each model replica (fractions are fine)")
     ingress_cpus: float = Field(0.25, gt=0)
     ingress_replicas: int = Field(1, ge=1)

@@ -51,12 +51,19 @@ def _gpus(spec: ProjectSpec) -> float:
     return spec.serve.gpu_fraction if spec.serve.use_gpu else 0.0
 
 
+def placement(spec: ProjectSpec) -> str:
+    """Where model versions run: `serve.model_placement`, with 'auto' → 'replicas' when they get GPUs, else 'ingress'."""
+    if spec.serve.model_placement != "auto":
+        return spec.serve.model_placement
+    return "replicas" if _gpus(spec) else "ingress"
+
+
 def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: Fault | None = None) -> bool:
     """Start the Serve app of one registered version unless it runs; True when it was started.
     A `fault` (re)starts it with injected faults (`Fault()` restarts it without)."""
     from ray import serve
 
-    if spec.serve.model_placement == "ingress":  # the ingress loads the plan's versions itself
+    if placement(spec) == "ingress":  # the ingress loads the plan's versions itself
         if fault is not None:
             raise UserError("fault injection needs serve.model_placement: replicas (each version on its own replicas)")
         registry.resolve(version)
@@ -100,7 +107,7 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     ray.get(table.set.remote(plan.to_dict()))
     _set_keys(spec, table, ring, actor)
     if running_apps().get(spec.name) != "RUNNING":
-        serve.run(build_ingress(spec).bind(), name=spec.name, route_prefix="/")
+        serve.run(build_ingress(spec, local=placement(spec) == "ingress").bind(), name=spec.name, route_prefix="/")
     reason = f"serving {', '.join(wanted)}; started {', '.join(started) or 'nothing new'}"
     if fault is not None:
         reason += f"; faults in {', '.join(extra)}: {vars(fault) if fault else 'none'}"
@@ -126,7 +133,7 @@ def set_traffic(spec: ProjectSpec, plan: TrafficPlan) -> TrafficPlan:
     import ray
 
     versions = [*plan.weights, *([plan.shadow] if plan.shadow else [])]
-    if spec.serve.model_placement == "ingress":
+    if placement(spec) == "ingress":
         registry = Registry(spec)
         for version in versions:
             registry.resolve(version)  # the ingress loads it before the plan takes effect
@@ -174,7 +181,7 @@ def undeploy_version(spec: ProjectSpec, version: str, actor: str | None = None) 
         weights = {v: w for v, w in plan.weights.items() if v != version}
         set_traffic(spec, TrafficPlan(plan.champion, weights, plan.shadow, plan.shadow_fraction, plan.step))
         time.sleep(2 * POLL_S)  # every ingress replica stops routing to it before it goes
-    if spec.serve.model_placement == "replicas":
+    if placement(spec) == "replicas":
         serve.delete(model_app_name(spec.name, version))
     AuditLog(spec.platform.state_dir).append("undeploy", f"{spec.name} v{version}", "no longer served", before,
                                              current_plan(spec), actor)

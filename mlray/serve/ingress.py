@@ -46,15 +46,16 @@ def _versions_of(plan: TrafficPlan) -> set[str]:
     return set(plan.weights) | ({plan.shadow} if plan.shadow else set())
 
 
-def ingress_scaling(serve_spec) -> dict:
+def ingress_scaling(serve_spec, local: bool) -> dict:
     """A fixed number of ingress replicas; with the models inside the ingress, the spec's autoscaling."""
-    if serve_spec.model_placement == "replicas":
+    if not local:
         return {"num_replicas": serve_spec.ingress_replicas}
     return {"autoscaling_config": autoscaling_config(serve_spec.autoscaling, at_least=1)}
 
 
-def build_ingress(spec: ProjectSpec):
-    """The ingress deployment for this project (its request model is generated from the data schema)."""
+def build_ingress(spec: ProjectSpec, local: bool):
+    """The ingress deployment for this project (its request model is generated from the data schema); `local`:
+    the model versions load inside it (serve.model_placement: ingress)."""
     serve_spec, table = spec.serve, spec.train_table
     columns = input_columns(spec)
     Row = row_model(table, columns)
@@ -69,9 +70,7 @@ def build_ingress(spec: ProjectSpec):
             raise HTTPException(401, "a valid API key is required (Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    local = serve_spec.model_placement == "ingress"
-
-    @serve.deployment(name="ingress", **ingress_scaling(serve_spec),
+    @serve.deployment(name="ingress", **ingress_scaling(serve_spec, local),
                       ray_actor_options={"num_cpus": serve_spec.ingress_cpus},
                       max_ongoing_requests=serve_spec.ingress_max_ongoing,
                       max_queued_requests=serve_spec.max_queued_requests,

@@ -39,7 +39,7 @@ def small_model(ray_session, tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve_section = f"serve:\n  port: {port}\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(SERVE_KEY)}']\n"
+    serve_section = f"serve:\n  port: {port}\n  model_placement: replicas\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(SERVE_KEY)}']\n"
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("MLRAY_")]:
             patch.delenv(key)
