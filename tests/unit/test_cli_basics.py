@@ -32,3 +32,10 @@ def test_generate_writes_files_and_checks_its_arguments(tmp_path):
     assert out.stat().st_size > 0
     assert runner.invoke(app, ["generate", str(tmp_path / "tx.xlsx")]).exit_code == 2
     assert runner.invoke(app, ["generate"]).exit_code == 2
+
+
+def test_fault_injection_needs_the_versions_it_applies_to(tmp_path):
+    bare = runner.invoke(app, ["deploy", "--inject-delay-ms", "100", "--spec", str(tmp_path / "mlray.yaml")])
+    assert bare.exit_code == 2 and "VERSIONS" in bare.stderr
+    wrong = runner.invoke(app, ["deploy", "3", "--inject-error-rate", "2", "--spec", str(tmp_path / "mlray.yaml")])
+    assert wrong.exit_code == 2 and "error_rate" in wrong.stderr

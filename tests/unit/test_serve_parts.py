@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from mlray.serve.auth import KeyRing, hash_key
+from mlray.serve.auth import KeyRing, fingerprint, hash_key
 from mlray.serve.limits import BodyLimit
 from mlray.serve.routing import TrafficPlan
 
@@ -43,6 +43,42 @@ def test_keys_are_hashed_and_checked():
     assert len(ring) == 3
     assert ring.accepts("Bearer from-spec") and ring.accepts("Bearer other")
     assert not ring.accepts("Bearer nope") and not ring.accepts("from-spec") and not ring.accepts(None)
+
+
+def test_serving_refuses_auth_without_keys_and_fingerprints_never_show_the_hash():
+    from mlray.errors import UserError
+    from mlray.spec import ServeSpec
+
+    with pytest.raises(UserError, match="no API keys"):
+        KeyRing.for_serving(ServeSpec())
+    assert len(KeyRing.for_serving(ServeSpec(auth=False))) == 0
+    hashed = hash_key("secret")
+    assert fingerprint(hashed).startswith("sha256:") and hashed not in fingerprint(hashed)
+    assert KeyRing([hashed, hashed]).hashes == [hashed]  # a key listed twice counts once
+
+
+def test_injected_faults_are_checked_and_fail_or_delay_the_batch():
+    from mlray.errors import UserError
+    from mlray.serve.model_server import Fault, InjectedFault, LoadedVersion
+
+    with pytest.raises(UserError, match="error_rate"):
+        Fault(error_rate=1.5)
+    assert not Fault() and Fault(delay_ms=5)
+    version = LoadedVersion.__new__(LoadedVersion)  # no package needed: the fault acts before scoring
+    version.version, version.fault = "3", Fault(error_rate=1.0)
+    with pytest.raises(InjectedFault, match="version 3"):
+        asyncio.run(version.score([]))
+
+
+def test_the_ingress_scales_itself_only_when_it_holds_the_models():
+    from mlray.serve.ingress import ingress_scaling
+    from mlray.spec import ServeSpec
+
+    spec = ServeSpec(ingress_replicas=2)
+    assert ingress_scaling(spec, local=False) == {"num_replicas": 2}
+    scaling = ingress_scaling(spec.model_copy(update={"autoscaling": spec.autoscaling.model_copy(
+        update={"min_replicas": 0})}), local=True)["autoscaling_config"]
+    assert scaling["min_replicas"] == 1 and scaling["max_replicas"] == spec.autoscaling.max_replicas
 
 
 def _call(app, headers, chunks):
