@@ -456,9 +456,10 @@ class RolloutChecks(Section):
     max_p99_latency_ratio: float = Field(1.5, gt=0, description="challenger p99 / champion p99")
     max_divergence: float = Field(0.25, ge=0, description="population stability index between their score "
                                                           "distributions")
-    max_metric_drop: float = Field(0.05, ge=0, description="live accuracy (classification) on labelled feedback: "
-                                                           "how much lower than the champion's it may be")
-    min_labels: int = Field(30, ge=1, description="labelled requests per version before accuracy is compared")
+    max_metric_drop: float = Field(0.05, ge=0, description="live accuracy, precision and recall on labelled feedback: "
+                                                           "how much lower than the champion's each may be (regression: "
+                                                           "how much higher its mean absolute error, relative)")
+    min_labels: int = Field(30, ge=1, description="labelled rows per version before live quality is compared")
     require_labels: bool = Field(False, description="a step waits for min_labels (else it may pass without them)")
 
 

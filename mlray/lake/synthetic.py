@@ -50,7 +50,8 @@ def generate_transactions(rows: int, seed: int = 0, start: datetime | None = Non
                           shift: Shift = Shift(), id_prefix: str | None = None) -> pa.Table:
     """`rows` transactions spread over `days` ending at `start + days`, reproducible from `seed`."""
     rng = np.random.default_rng(seed)
-    start = start or datetime.now(timezone.utc) - timedelta(days=days)
+    if start is None:  # midnight UTC, so that the hours of day below are the hours of the timestamps
+        start = (datetime.now(timezone.utc) - timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
     people = _customers(rng, max(50, rows // 25), shift)
     who = rng.integers(0, len(people["home"]), rows)
 
@@ -59,7 +60,7 @@ def generate_transactions(rows: int, seed: int = 0, start: datetime | None = Non
     day_start = (seconds // 86400) * 86400
     seconds = day_start + hour_bias * 3600
     event_us = (start.timestamp() * 1e6 + seconds * 1e6).astype(np.int64)
-    hour = (hour_bias.astype(np.int64)) % 24
+    hour = (event_us // 3_600_000_000) % 24  # the UTC hour each timestamp shows (fraud depends on it)
 
     weights = CATEGORY_WEIGHTS.copy()
     weights[[3, 4, 9]] *= 1 + 2 * shift.covariate

@@ -1,9 +1,10 @@
 """One step's analysis: the challenger against the champion over the same interval of live traffic.
 
 Checks: error rate, p99 latency ratio, the divergence of their score distributions (population
-stability index), and, once enough labelled feedback has arrived, live accuracy. A check
-without enough data is 'waiting', which neither passes nor fails a step; live accuracy without
-enough labels is 'skipped' unless the spec requires labels.
+stability index), and, once enough labelled feedback has arrived, live accuracy, precision and
+recall (or mean absolute error for regression). A check without enough data is 'waiting', which
+neither passes nor fails a step; live quality without enough labels is 'skipped' unless the
+spec requires labels.
 """
 
 from __future__ import annotations
@@ -88,24 +89,49 @@ def analyze(champion: list[dict], challenger: list[dict], labels: dict[tuple[str
     psi = population_stability(champion_scores, challenger_scores) if enough and scored else None
     out.append(Check("score_divergence", "waiting" if psi is None else ("pass" if psi <= checks.max_divergence else "fail"),
                      psi, checks.max_divergence, "population stability index"))
-    out.append(_accuracy_check(ok_champion, ok_challenger, labels, checks))
+    out.extend(_quality_checks(ok_champion, ok_challenger, labels, checks))
     return Analysis(out, len(champion), n)
 
 
-def _accuracy(records: list[dict], labels: dict[tuple[str, int], str]) -> tuple[float, int]:
-    hits = [json.loads(r["prediction"]) if r.get("prediction") else None for r in records
-            if (r["request_id"], r["row"]) in labels]
-    truths = [labels[(r["request_id"], r["row"])] for r in records if (r["request_id"], r["row"]) in labels]
-    correct = sum(1 for p, t in zip(hits, truths) if str(p).lower() == str(t).lower())
-    return (correct / len(truths) if truths else float("nan")), len(truths)
+def _labelled(records: list[dict], labels: dict[tuple[str, int], str]) -> list[tuple]:
+    """(prediction, true label) for each record that has feedback."""
+    return [(json.loads(r["prediction"]), labels[(r["request_id"], r["row"])]) for r in records
+            if r.get("prediction") and (r["request_id"], r["row"]) in labels]
 
 
-def _accuracy_check(champion: list[dict], challenger: list[dict], labels: dict, checks: RolloutChecks) -> Check:
-    champion_accuracy, champion_n = _accuracy(champion, labels)
-    challenger_accuracy, challenger_n = _accuracy(challenger, labels)
-    if min(champion_n, challenger_n) < checks.min_labels:
-        return Check("live_accuracy_drop", "waiting" if checks.require_labels else "skipped", None, checks.max_metric_drop,
-                     f"labels: champion {champion_n}, challenger {challenger_n} (need {checks.min_labels} each)")
-    drop = champion_accuracy - challenger_accuracy
-    return Check("live_accuracy_drop", "pass" if drop <= checks.max_metric_drop else "fail", drop,
-                 checks.max_metric_drop, f"champion {champion_accuracy:.3f}, challenger {challenger_accuracy:.3f}")
+def live_metrics(pairs: list[tuple]) -> dict[str, float]:
+    """Classification: accuracy, macro precision and macro recall (a class never predicted has precision 0).
+    Regression (float predictions): mean absolute error."""
+    if any(isinstance(p, float) for p, _ in pairs):
+        return {"mae": float(np.mean([abs(p - float(t)) for p, t in pairs]))}
+    predicted, truth = [str(p).lower() for p, _ in pairs], [str(t).lower() for _, t in pairs]
+    classes = sorted(set(predicted) | set(truth))
+    hits = [p == t for p, t in zip(predicted, truth)]
+
+    def share(of: str, among: list[str]) -> float:
+        chosen = [hit for hit, value in zip(hits, among) if value == of]
+        return sum(chosen) / len(chosen) if chosen else 0.0
+
+    return {"accuracy": sum(hits) / len(hits), "precision": float(np.mean([share(c, predicted) for c in classes])),
+            "recall": float(np.mean([share(c, truth) for c in classes]))}
+
+
+def _quality_checks(champion: list[dict], challenger: list[dict], labels: dict, checks: RolloutChecks) -> list[Check]:
+    """Live quality on labelled feedback, challenger against champion: a drop in accuracy, precision and recall
+    (classification), or a relative rise in mean absolute error (regression), each at most max_metric_drop."""
+    ours, theirs = _labelled(champion, labels), _labelled(challenger, labels)
+    if min(len(ours), len(theirs)) < checks.min_labels:
+        return [Check("live_accuracy_drop", "waiting" if checks.require_labels else "skipped", None,
+                      checks.max_metric_drop,
+                      f"labels: champion {len(ours)}, challenger {len(theirs)} (need {checks.min_labels} each)")]
+    before, after = live_metrics(ours), live_metrics(theirs)
+    if "mae" in before:
+        rise = (after["mae"] - before["mae"]) / max(before["mae"], 1e-12)
+        return [Check("live_mae_increase", "pass" if rise <= checks.max_metric_drop else "fail", rise,
+                      checks.max_metric_drop, f"champion {before['mae']:.4g}, challenger {after['mae']:.4g}")]
+    out = []
+    for metric in ("accuracy", "precision", "recall"):
+        drop = before[metric] - after[metric]
+        out.append(Check(f"live_{metric}_drop", "pass" if drop <= checks.max_metric_drop else "fail", drop,
+                         checks.max_metric_drop, f"champion {before[metric]:.3f}, challenger {after[metric]:.3f}"))
+    return out

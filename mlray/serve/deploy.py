@@ -93,7 +93,9 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     table = traffic_table(spec.name, spec.platform.state_dir)
     before = ray.get(table.get.remote())[1]
     if plan is None:  # keep the live plan (a rollout in progress keeps its weights), else all to the champion
-        plan = TrafficPlan.from_dict(before) if before else TrafficPlan.only(champion)
+        live = TrafficPlan.from_dict(before) if before else None
+        # a champion alias moved by hand (`mlray models alias champion N`) takes all traffic
+        plan = live if live is not None and live.champion == champion else TrafficPlan.only(champion)
     # every version must exist before anything starts; aliases become the versions they point at now
     extra = [registry.resolve(reference)[1] for reference in versions or []]
     plan = TrafficPlan(plan.champion, {v: 0.0 for v in extra} | plan.weights, plan.shadow, plan.shadow_fraction,

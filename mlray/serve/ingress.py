@@ -31,6 +31,7 @@ from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/v1/health", "/docs", "/openapi.json")
+RETIRE_S = 30.0  # a version loaded in the ingress stays this long after it leaves the plan
 
 
 def model_app_name(project: str, version: str) -> str:
@@ -86,6 +87,7 @@ def build_ingress(spec: ProjectSpec, local: bool):
             self.revision, self.plan = -1, None
             self.handles: dict[str, Any] = {}
             self.loaded: dict[str, tuple[LoadedVersion, Any]] = {}  # model_placement: ingress
+            self.retired: dict[str, float] = {}  # version → when it left the plan
             await self._refresh()
             self.tasks = [asyncio.create_task(self._every(POLL_S, self._refresh)),
                           asyncio.create_task(self._every(serve_spec.log_flush_s, self._flush))]
@@ -99,6 +101,8 @@ def build_ingress(spec: ProjectSpec, local: bool):
                     log.exception("ingress background job failed")
 
         async def _refresh(self) -> None:
+            if local:
+                self._prune()
             revision, plan, hashes = await self.traffic.snapshot.remote()
             if revision != self.revision:
                 if hashes is not None:
@@ -124,7 +128,7 @@ def build_ingress(spec: ProjectSpec, local: bool):
             return self.handles[version]
 
         def _load(self, versions: set[str]) -> None:
-            """Load the versions this process lacks, drop those no longer served (model_placement: ingress)."""
+            """Load the versions this process lacks (model_placement: ingress)."""
             from mlray.registry.models import Registry
 
             missing = versions - set(self.loaded)
@@ -133,8 +137,15 @@ def build_ingress(spec: ProjectSpec, local: bool):
                 for version in sorted(missing):
                     model = LoadedVersion(spec.platform, registry.artifact_uri(*registry.resolve(version)), version)
                     self.loaded[version] = (model, model.batched(serve_spec.batching))
-            for version in set(self.loaded) - versions:
-                del self.loaded[version]
+
+        def _prune(self) -> None:
+            """Unload versions out of the plan for RETIRE_S (calls routed, or shadowed, just before finish first)."""
+            served, now = self._served(), time.monotonic()
+            for version in list(self.loaded):
+                if version in served:
+                    self.retired.pop(version, None)
+                elif now - self.retired.setdefault(version, now) > RETIRE_S:
+                    del self.loaded[version], self.retired[version]
 
         async def _score(self, version: str, inputs) -> list[dict]:
             """One model call. Scoring is pure, so a call whose replica died under it (a crash, a node lost, a

@@ -144,8 +144,8 @@ def test_a_less_accurate_challenger_is_rolled_back_on_labelled_feedback(served):
     command(spec, "start", worse, actor="user:test")
     state = until_decided(spec, during=labelled_traffic)
     rolled_back_for(spec, worse, "live_accuracy_drop", state)
-    failed = [c for c in state["history"][-1]["checks"] if c["status"] == "fail"]
-    assert [c["name"] for c in failed] == ["live_accuracy_drop"]
+    failed = {c["name"] for c in state["history"][-1]["checks"] if c["status"] == "fail"}
+    assert "live_accuracy_drop" in failed and all(name.startswith("live_") for name in failed), failed
 
 
 @pytest.mark.slow

@@ -46,7 +46,8 @@ def test_each_cause_fails_the_step_on_its_own():
     slow, more = records(2, latency=40.0, prefix="b")
     assert verdict_and_failed(champion, slow, labels | more) == ("fail", ["p99_latency_ratio"])
     worse, more = records(2, accuracy=0.6, prefix="b")
-    assert verdict_and_failed(champion, worse, labels | more) == ("fail", ["live_accuracy_drop"])
+    assert verdict_and_failed(champion, worse, labels | more) == (
+        "fail", ["live_accuracy_drop", "live_precision_drop", "live_recall_drop"])
     drifted, more = records(2, shift=0.4, prefix="b")
     assert verdict_and_failed(champion, drifted, labels | more) == ("fail", ["score_divergence"])
 
@@ -60,6 +61,17 @@ def test_too_little_traffic_or_feedback_waits():
     assert analysis.verdict == "pass" and [c.status for c in analysis.checks] == ["pass"] * 3 + ["skipped"]
     strict = CHECKS.model_copy(update={"require_labels": True})  # unless labels are required: then it waits
     assert analyze(champion, challenger, {}, strict, 50).verdict == "waiting"
+
+
+def test_live_quality_sees_a_model_that_always_says_yes_and_regression_error():
+    from mlray.rollout.analysis import live_metrics
+
+    truths = [True] * 10 + [False] * 90
+    always_yes = live_metrics([(True, str(t)) for t in truths])
+    assert always_yes == {"accuracy": 0.1, "precision": 0.05, "recall": 0.5}
+    perfect = live_metrics([(t, str(t)) for t in truths])
+    assert perfect == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0}
+    assert live_metrics([(1.5, "1.0"), (2.0, "3.0")]) == {"mae": 0.75}
 
 
 def test_psi_is_zero_for_one_distribution_and_grows_with_shift():
