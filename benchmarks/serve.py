@@ -393,7 +393,8 @@ def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int 
         entry["summary"] = (f"concurrency {concurrency}: {times(entry['ratio'])} plain Serve (p99 {ms(ours['p99_ms'])} vs "
                             f"{ms(plain['p99_ms'])} ms), {times(entry['ratio_fastapi'])} FastAPI")
         entries.append(entry)
-    return {"benchmark": "serve", "placement": placement, "haproxy": haproxy, "duration_s": duration, "warmup_s": warmup, "ray_num_cpus": num_cpus,
+    return {"benchmark": "serve", "placement": placement, "haproxy": haproxy, "duration_s": duration,
+            "warmup_s": warmup, "ray_num_cpus": num_cpus,
             "request": json.loads(body), "setup": setup, "machine": machine(),
             "goal": "≥ 1.5× plain Serve throughput with p99 no worse; ≥ 0.5× FastAPI", "results": entries}
 

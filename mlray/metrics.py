@@ -26,5 +26,20 @@ def serving() -> dict:
                                    boundaries=BATCH_BOUNDARIES, tag_keys=("model_version",)),
         "weight": metrics.Gauge("mlray_traffic_weight", "Share of traffic routed to a model version.",
                                 tag_keys=("model_version",)),
-        "step": metrics.Gauge("mlray_rollout_step", "Rollout step index (0 = stable).", tag_keys=("model_version",)),
+    }
+
+
+@lru_cache(maxsize=1)
+def rollout() -> dict:
+    """The rollout controller's metrics (a plain Ray actor, so Ray's own metrics API)."""
+    from ray.util import metrics
+
+    tags = ("model", "challenger")
+    return {
+        "step": metrics.Gauge("mlray_rollout_step", "The rollout's current step, from 1 (0: no rollout running).",
+                              tag_keys=tags),
+        "weight": metrics.Gauge("mlray_rollout_challenger_weight", "The challenger's share of traffic in the rollout.",
+                                tag_keys=tags),
+        "failures": metrics.Gauge("mlray_rollout_failed_analyses", "Failed analyses so far in the rollout.",
+                                  tag_keys=tags),
     }

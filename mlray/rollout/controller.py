@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
@@ -70,6 +71,20 @@ class Rollout:
         staged = self.path.with_suffix(".tmp")
         staged.write_text(json.dumps(asdict(self.state), indent=2))
         staged.replace(self.path)
+        self._publish()
+
+    def _publish(self) -> None:
+        """The rollout's step, challenger weight and failures as Prometheus gauges."""
+        from mlray.metrics import rollout
+
+        s, gauges = self.state, rollout()
+        tags = {"model": self.spec.name, "challenger": s.challenger}
+        active = s.status in ("running", "paused")
+        step = self.spec.rollout.steps[s.step] if active else None
+        gauges["step"].set(s.step + 1 if active else 0, tags=tags)
+        gauges["weight"].set(float(step) / 100 if active and step != "shadow" else
+                             (1.0 if s.status == "promoted" else 0.0), tags=tags)
+        gauges["failures"].set(s.failures, tags=tags)
 
     def status(self) -> dict | None:
         return None if self.state is None else asdict(self.state) | {"steps": self.spec.rollout.steps}

@@ -39,10 +39,20 @@ def small_model(ray_session, tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve_section = f"serve:\n  port: {port}\n  model_placement: replicas\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(SERVE_KEY)}']\n"
+    serve_section = (f"serve:\n  port: {port}\n  model_placement: replicas\n  log_flush_s: 0.5\n"
+                     f"  api_keys: ['{hash_key(SERVE_KEY)}']\n")
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("MLRAY_")]:
             patch.delenv(key)
         spec = make_project(tmp_path_factory.mktemp("small-model"), starter_spec(), SMALL_MODEL + serve_section,
                             rows=3000)
         return spec, train_model(spec)
+
+
+@pytest.fixture(scope="module")
+def served(small_model):
+    """The run's small model as the champion (version 1), the same package registered once more (returned as the
+    third item), and the champion deployed behind the ingress; Serve and mlray's actors stop with the module."""
+    from serving import serving
+
+    yield from serving(small_model[0])

@@ -5,20 +5,12 @@ import threading
 import time
 
 import mlflow
-import pytest
 import requests
 from projects import SERVE_KEY
 
 from mlray import dataplane
 
 KEY = SERVE_KEY
-
-
-@pytest.fixture(scope="module")
-def served(small_model):
-    """The run's small model as the champion (version 1), the same package registered once more (returned as the
-    third item), and the champion deployed behind the ingress; Serve and mlray's actors stop with the module."""
-    yield from serving(small_model[0])
 
 
 def serving(spec):
@@ -90,6 +82,22 @@ def labels_of(spec, n=5, offset=0) -> list:
 
 def as_json_rows(frame):
     return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+def scraped_metrics(*names: str, timeout: float = 60.0) -> str:
+    """The Prometheus text Ray's metrics agent serves on this node, once it shows every one of `names`."""
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    text = ""
+
+    def exported():
+        nonlocal text
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return all(name in text for name in names)
+
+    wait_until(exported, timeout, every=2)  # the agent exports every few seconds
+    return text
 
 
 def wait_until(check, timeout=20.0, every=0.5):

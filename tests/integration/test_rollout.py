@@ -8,7 +8,7 @@ from dataclasses import replace
 import mlflow
 import pytest
 import ray
-from serving import SteadyLoad, as_json_rows, labels_of, post, raw_rows, register_copy, served  # noqa: F401
+from serving import SteadyLoad, as_json_rows, labels_of, post, raw_rows, register_copy, scraped_metrics
 from typer.testing import CliRunner
 
 from mlray.audit import AuditLog
@@ -62,6 +62,10 @@ def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_
     assert len(load.codes) > 20 and set(load.codes) == {200}, "no request failed while weights moved"
     actions = [e["action"] for e in AuditLog(spec.platform.state_dir).read() if not e["action"].endswith(".requested")]
     assert actions[:4] == ["canary.promote", "canary.step", "canary.step", "canary.start"]
+    text = scraped_metrics("ray_mlray_rollout_step{", "ray_mlray_rollout_challenger_weight{")
+    gauges = {line.split("{")[0] for line in text.splitlines()
+              if line.startswith("ray_mlray_rollout_") and f'challenger="{twin}"' in line and f'model="{spec.name}"' in line}
+    assert {"ray_mlray_rollout_step", "ray_mlray_rollout_challenger_weight"} <= gauges, gauges
 
     runner = CliRunner()
     with SteadyLoad(url, load.row) as load:

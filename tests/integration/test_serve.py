@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import mlflow
 import pytest
 import requests
-from serving import KEY, as_json_rows, post, post_many, raw_rows, register_copy, served, wait_until  # noqa: F401 (a fixture)
+from serving import KEY, as_json_rows, post, post_many, raw_rows, register_copy, scraped_metrics, wait_until
 
 from mlray import dataplane
 from mlray.registry.package import naive_utc
@@ -117,19 +117,11 @@ def test_sticky_keys_pinning_and_shadow(served):
 
 def test_prometheus_metrics_are_exported_by_model_version(served):
     """Ray's metrics agent exports mlray's serving metrics (Prometheus text), labelled by model version."""
-    import ray
-
     spec, url, _ = served
     row = as_json_rows(raw_rows(spec, 1))[0]
     for _ in range(5):
         assert post(f"{url}/v1/predict", {"row": row}).status_code == 200
-    port = ray._private.worker.global_worker.node.metrics_export_port
-    deadline, text = time.time() + 60, ""
-    while time.time() < deadline:  # the agent exports every few seconds
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        if "ray_mlray_requests" in text and "ray_mlray_request_latency_s_bucket" in text:
-            break
-        time.sleep(2)
+    text = scraped_metrics("ray_mlray_requests", "ray_mlray_request_latency_s_bucket")
     lines = [line for line in text.splitlines() if line.startswith("ray_mlray_requests")]
     assert any('model_version="1"' in line and 'outcome="ok"' in line for line in lines), lines[:5]
     assert "ray_mlray_traffic_weight" in text and "ray_mlray_batch_rows_bucket" in text
