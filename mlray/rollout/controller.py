@@ -11,7 +11,6 @@ the audit log. Its state is a JSON file in the state folder, so a restarted cont
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ import ray
 from mlray.audit import AuditLog
 from mlray.errors import UserError
 from mlray.rollout.analysis import analyze
+from mlray.serve.traffic import read_json, write_json
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,13 @@ class Rollout:
         self.path = Path(spec.platform.state_dir) / "serve" / "rollout.json"
         self.audit = AuditLog(spec.platform.state_dir)
         self.lake = dataplane.lake_of(spec)
-        self.state = RolloutState(**json.loads(self.path.read_text())) if self.path.is_file() else None
+        saved = read_json(self.path)
+        self.state = RolloutState(**saved) if saved is not None else None
 
     # ------------------------------------------------------------------ state
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staged = self.path.with_suffix(".tmp")
-        staged.write_text(json.dumps(asdict(self.state), indent=2))
-        staged.replace(self.path)
+        write_json(self.path, asdict(self.state))
         self._publish()
 
     def _publish(self) -> None:

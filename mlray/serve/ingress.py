@@ -30,7 +30,6 @@ from mlray.serve.traffic import NAMESPACE, POLL_S, actor_name
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/v1/health", "/docs", "/openapi.json")
 RETIRE_S = 30.0  # a version loaded in the ingress stays this long after it leaves the plan
 
 

@@ -65,15 +65,15 @@ class InferenceLog:
         self.pending: list[dict] = []
 
     def record(self, request_id: str, version: str, rows: list[dict], predictions: list[dict] | None,
-               latency_ms: float, shadow: bool = False, sticky_key: str | None = None, error: str | None = None,
-               feature_version: str | None = None) -> None:
+               latency_ms: float, shadow: bool = False, sticky_key: str | None = None,
+               error: str | None = None) -> None:
         at = now()
         records = []
         for i, row in enumerate(rows):
             prediction = predictions[i] if predictions else {}
             records.append({
                 "request_id": request_id, "row": i, "at": at, "model_version": version,
-                "feature_version": feature_version or prediction.get("feature_version"), "shadow": shadow,
+                "feature_version": prediction.get("feature_version"), "shadow": shadow,
                 "sticky_key": sticky_key, "inputs": json.dumps(row, default=str),
                 "prediction": None if not prediction else json.dumps(prediction.get("prediction"), default=str),
                 "score": score_of(prediction) if prediction else None, "latency_ms": latency_ms, "error": error})

@@ -21,23 +21,25 @@ POLL_S = 0.5
 NAMESPACE = "mlray"
 
 
-def _read(path: Path):
+def read_json(path: Path):
+    """A JSON state file, or None when there is none yet."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _write(path: Path, value) -> None:
+def write_json(path: Path, value) -> None:
+    """Replace a JSON state file atomically: a crash leaves the old value or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_suffix(".tmp")
     staged.write_text(json.dumps(value, indent=2))
-    staged.replace(path)  # atomic: a crash leaves the old value or the new one
+    staged.replace(path)
 
 
 @ray.remote(num_cpus=0)
 class TrafficTable:
     def __init__(self, folder: str):
         self.plan_path, self.keys_path = Path(folder) / "traffic.json", Path(folder) / "keys.json"
-        self.plan: dict | None = _read(self.plan_path)
-        self.keys: list[str] | None = _read(self.keys_path)  # 'sha256:…' hashes, never keys
+        self.plan: dict | None = read_json(self.plan_path)
+        self.keys: list[str] | None = read_json(self.keys_path)  # 'sha256:…' hashes, never keys
         self.revision = 0  # grows with every change of either
 
     def get(self) -> tuple[int, dict | None]:
@@ -48,14 +50,14 @@ class TrafficTable:
 
     def set(self, plan: dict) -> int:
         TrafficPlan.from_dict(plan)  # refuse a plan that does not add up
-        _write(self.plan_path, plan)
+        write_json(self.plan_path, plan)
         self.plan, self.revision = plan, self.revision + 1
         return self.revision
 
     def set_keys(self, hashes: list[str]) -> list[str] | None:
         """Replace the accepted key hashes; returns the ones before."""
         before = self.keys
-        _write(self.keys_path, sorted(hashes))
+        write_json(self.keys_path, sorted(hashes))
         self.keys, self.revision = sorted(hashes), self.revision + 1
         return before
 

@@ -88,33 +88,36 @@ def test_a_rollout_stopped_by_hand_sends_all_traffic_back_and_tags_the_reason(se
     assert post(f"{url}/v1/predict", {"row": as_json_rows(raw_rows(spec, 1))[0]}).status_code == 200
 
 
+def _roll_out_faulty(served, fault, pause, **rollout):
+    """A copy of version 1 served with `fault`, rolled out under steady load until decided:
+    (spec, its version, the final state, every status code the load saw)."""
+    base, url, _ = served
+    spec = with_rollout(base, **rollout)
+    faulty = register_copy(spec)
+    deploy(spec, versions=[faulty], fault=fault)
+    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0], pause=pause) as load:
+        command(spec, "start", faulty, actor="user:test")
+        state = until_decided(spec)
+    return spec, faulty, state, load.codes
+
+
 @pytest.mark.slow
 def test_a_challenger_that_fails_is_rolled_back_after_the_failure_limit_and_no_caller_sees_it(served):
     """Shadow first: the challenger's errors are recorded and counted, but every caller gets the champion."""
-    base, url, _ = served
-    spec = with_rollout(base, steps=["shadow", 100], failure_limit=2)
-    failing = register_copy(spec)
-    deploy(spec, versions=[failing], fault=Fault(error_rate=1.0))
-    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0], pause=0.02) as load:
-        command(spec, "start", failing, actor="user:test")
-        state = until_decided(spec)
+    spec, failing, state, codes = _roll_out_faulty(served, Fault(error_rate=1.0), 0.02, steps=["shadow", 100],
+                                                   failure_limit=2)
     rolled_back_for(spec, failing, "error_rate", state)
     assert [h["verdict"] for h in state["history"]].count("fail") == 2 and state["step"] == 0
-    assert set(load.codes) == {200}
+    assert set(codes) == {200}
 
 
 @pytest.mark.slow
 def test_a_slow_challenger_is_rolled_back(served):
-    base, url, _ = served
-    spec = with_rollout(base, steps=[50, 100], failure_limit=1,
-                        checks=RolloutChecks(max_p99_latency_ratio=2.0, max_divergence=1.0))
-    slow = register_copy(spec)
-    deploy(spec, versions=[slow], fault=Fault(delay_ms=400))
-    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0], pause=0.05) as load:
-        command(spec, "start", slow, actor="user:test")
-        state = until_decided(spec)
+    spec, slow, state, codes = _roll_out_faulty(
+        served, Fault(delay_ms=400), 0.05, steps=[50, 100], failure_limit=1,
+        checks=RolloutChecks(max_p99_latency_ratio=2.0, max_divergence=1.0))
     rolled_back_for(spec, slow, "p99_latency_ratio", state)
-    assert set(load.codes) == {200}  # slow is not failed
+    assert set(codes) == {200}  # slow is not failed
 
 
 def _register_with_threshold(spec, threshold: float) -> str:
