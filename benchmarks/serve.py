@@ -317,13 +317,12 @@ def deploy_canary(spec) -> None:
 
     deploy(spec, versions=["2"], plan=TrafficPlan.only("1"))
     set_traffic(spec, TrafficPlan("1", {"1": 0.9, "2": 0.1}))
-    time.sleep(1.5)  # ingress replicas poll the traffic table
 
 
 def undeploy_mlray(spec) -> None:
     from ray import serve
 
-    from mlray.serve.ingress import model_app_name
+    from mlray.serve.pool import model_app_name
 
     for app in (spec.name, model_app_name(spec.name, "1"), model_app_name(spec.name, "2")):
         serve.delete(app)
@@ -336,7 +335,7 @@ def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int 
 
     from benchmarks.common import start_ray
     from mlray import dataplane
-    from mlray.serve.ingress import model_app_name
+    from mlray.serve.pool import model_app_name
 
     serve_port, uvicorn_port = free_port(), free_port()
     spec = project(serve_port, placement=placement)

@@ -1,13 +1,23 @@
-"""Connecting to Ray as the spec's platform section says: a cluster address, or an embedded local Ray."""
+"""Connecting to Ray as the spec's platform section says: a cluster address, a Ray already running on this machine,
+or a new embedded one.
+
+With `ray_address: null` a command first joins what runs here: the embedded Ray of another mlray command of the
+same project (its address is left in the state folder while it lives, e.g. `mlray deploy` in another shell), or
+a `ray start` cluster (`ray.init()` finds it by itself). Only then does it start an embedded Ray.
+"""
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import os
+from pathlib import Path
 
 from mlray.spec import PlatformSpec
 
 log = logging.getLogger(__name__)
+ADDRESS_FILE = "ray-address.json"
 
 
 def connect(platform: PlatformSpec, quiet: bool = True) -> None:
@@ -16,17 +26,55 @@ def connect(platform: PlatformSpec, quiet: bool = True) -> None:
     from ray.data import DataContext
 
     if not ray.is_initialized():
-        address = platform.ray_address or os.environ.get("RAY_ADDRESS")
+        address = platform.ray_address or os.environ.get("RAY_ADDRESS") or embedded_address(platform)
         if address:
             log.info("joining the Ray cluster at %s", address)
             ray.init(address=address, logging_level=logging.WARNING if quiet else logging.INFO,
                      log_to_driver=not quiet)
         else:
-            log.info("starting an embedded local Ray")
-            ray.init(num_cpus=platform.num_cpus, include_dashboard=None,
-                     logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet)
+            log.info("starting an embedded local Ray (or joining a `ray start` cluster of this machine)")
+            context = ray.init(num_cpus=platform.num_cpus, include_dashboard=None,
+                               logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet)
+            if _started_here():
+                _leave_address(platform, context.address_info["gcs_address"])
     context = DataContext.get_current()
     if quiet:  # the CLI draws its own progress; Ray Data's bars and per-dataset logs would interleave
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+
+
+def _started_here() -> bool:
+    """Whether this process started the Ray it is connected to (rather than joining a `ray start` cluster)."""
+    import ray
+
+    return bool(getattr(ray._private.worker._global_node, "head", False))
+
+
+def embedded_address(platform: PlatformSpec) -> str | None:
+    """The address of a live embedded Ray another mlray process of this project started, or None."""
+    path = Path(platform.state_dir) / ADDRESS_FILE
+    try:
+        found = json.loads(path.read_text())
+        os.kill(int(found["pid"]), 0)  # raises when that process is gone
+    except (OSError, ValueError, KeyError):
+        return None
+    if found.get("auth_mode"):  # the embedded Ray checks a token (~/.ray/auth_token): say so to this driver
+        os.environ.setdefault("RAY_AUTH_MODE", found["auth_mode"])
+    return found["address"]
+
+
+def _leave_address(platform: PlatformSpec, address: str) -> None:
+    """Leave this embedded Ray's address in the state folder while this process lives, for other commands to join."""
+    path = Path(platform.state_dir) / ADDRESS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"address": address, "pid": os.getpid(), "auth_mode": os.environ.get("RAY_AUTH_MODE")}))
+
+    def forget() -> None:
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    atexit.register(forget)

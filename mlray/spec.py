@@ -38,6 +38,13 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(seconds=value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(value))
+    if not match and str(value).startswith("P"):  # ISO 8601, as a dumped spec writes durations ('PT2S')
+        from pydantic import TypeAdapter
+
+        try:
+            return TypeAdapter(timedelta).validate_python(value)
+        except ValidationError:
+            pass
     if not match:
         raise ValueError(f"expected a duration such as '30m', '12h' or '7d', got {value!r}")
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match[2]]

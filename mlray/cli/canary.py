@@ -93,7 +93,7 @@ def audit(limit: Annotated[int, typer.Option(help="How many entries, newest firs
     from mlray.audit import AuditLog
     from mlray.spec import load_spec
 
-    entries = AuditLog(load_spec(spec_path).platform.state_dir).read(limit, action)
+    entries = AuditLog(load_spec(spec_path).platform).read(limit, action)
     if as_json:
         print_json(entries)
         return

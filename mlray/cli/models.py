@@ -56,12 +56,17 @@ def show_cmd(version: Annotated[str, typer.Argument(help="Version number or alia
 def alias_cmd(alias: Annotated[str, typer.Argument(help="champion, challenger or previous.")],
               version: Annotated[str, typer.Argument(help="Version number.")],
               spec_path: SpecOption = None) -> None:
-    """Point an alias at a version (champion moves the old champion to previous)."""
+    """Point an alias at a version through the control plane (champion moves the old champion to previous and stops a
+    running rollout; `mlray deploy` then sends it all traffic). Audited."""
+    from mlray.audit import default_actor
+    from mlray.cli.common import spec_and_ray
+    from mlray.registry.models import ALIASES
+    from mlray.serve import control
+
+    if alias not in ALIASES:
+        raise UserError(f"alias {alias!r} is not one of {', '.join(ALIASES)}")
     registry = _registry(spec_path)
     if not any(v["version"] == version for v in registry.versions()):
         raise UserError(f"model {registry.model_name!r} has no version {version!r}")
-    if alias == "champion":
-        registry.promote(version)
-    else:
-        registry.set_alias(alias, version)
+    control.call(spec_and_ray(spec_path), "set_alias", alias, version, default_actor())
     console.print(f"{registry.model_name}@{alias} → version {version}")

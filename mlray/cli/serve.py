@@ -25,6 +25,7 @@ def deploy(
 ) -> None:
     """Serve the champion (and VERSIONS) behind the ingress; re-running never restarts what already serves."""
     from mlray.errors import UserError
+    from mlray.serve.auth import KeyRing
     from mlray.serve.deploy import deploy as deploy_service
     from mlray.serve.model_server import Fault
 
@@ -34,8 +35,9 @@ def deploy(
             raise UserError("--inject-delay-ms/--inject-error-rate apply to the VERSIONS named: name at least one")
         fault = Fault(inject_delay_ms or 0.0, inject_error_rate or 0.0)
     spec = spec_and_ray(spec_path)
+    keys = KeyRing.for_serving(spec.serve)  # this shell's keys: the spec's hashes and MLRAY_API_KEYS
     with console.status("deploying on Ray Serve…") if not as_json else nullcontext():
-        done = deploy_service(spec, versions, fault=fault)
+        done = deploy_service(spec, versions, fault=fault, keys=keys)
     if as_json:
         print_json({"url": done.url, "plan": done.plan.to_dict(), "started": done.started})
         return
@@ -60,24 +62,28 @@ def _serve_until_interrupted() -> None:
 @app.command()
 @command
 def status(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
-    """What Serve runs for this project: applications, their state, and the traffic plan."""
-    import ray
+    """What Serve runs for this project: applications, their state, the plan, and which revision each ingress
+    replica has applied."""
     from ray import serve
 
-    from mlray.serve.traffic import traffic_table
+    from mlray.serve import control
 
     spec = spec_and_ray(spec_path)
     apps = {name: app for name, app in serve.status().applications.items()
             if name == spec.name or name.startswith(f"{spec.name}-model-")}
     states = {name: [getattr(app.status, "value", str(app.status)), app.message] for name, app in sorted(apps.items())}
-    _, plan = ray.get(traffic_table(spec.name, spec.platform.state_dir).get.remote())
+    state = control.call(spec, "snapshot")
+    replicas = control.call(spec, "replica_revisions")
     if as_json:
-        print_json({"applications": {n: {"status": s, "message": m} for n, (s, m) in states.items()}, "plan": plan})
+        print_json({"applications": {n: {"status": s, "message": m} for n, (s, m) in states.items()},
+                    "plan": state["plan"], "revision": state["revision"], "replicas": replicas})
         return
     console.print(table(f"Serve applications of {spec.name}", ["application", "status", "message"],
                         [[n, s, m] for n, (s, m) in states.items()]))
-    if plan:
-        _print_plan(plan)
+    if state["plan"]:
+        _print_plan(state["plan"])
+    console.print(table(f"ingress replicas (control plane at revision {state['revision']})", ["replica", "revision"],
+                        [[name, revision] for name, revision in sorted(replicas.items())]))
 
 
 @keys_app.command("hash")

@@ -250,7 +250,8 @@ class Lake:
             return empty.append_column("_change_type", pa.array([], pa.string())).append_column(
                 "_commit_version", pa.array([], pa.int64()))
         if dt.metadata().configuration.get("delta.enableChangeDataFeed") == "true":
-            changes = pa.table(dt.load_cdf(starting_version=version + 1, columns=columns))
+            meta = ["_change_type", "_commit_version", "_commit_timestamp"]  # a projection must name them to keep them
+            changes = pa.table(dt.load_cdf(starting_version=version + 1, columns=columns and [*columns, *meta]))
             changes = changes.drop_columns(["_commit_timestamp"])
             return _plain_types(changes).set_column(
                 changes.schema.get_field_index("_commit_version"), "_commit_version",

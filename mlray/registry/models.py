@@ -30,10 +30,15 @@ class Registry:
         return unfinished[0].info.run_id if unfinished else None
 
     def version_of(self, alias: str) -> str | None:
+        """The version `alias` points at; None only when the registry says there is no such alias (or model).
+        Any other failure raises RegistryUnavailable: a flaky tracking server must never look like 'no champion'."""
         try:
             return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if _is_missing(exc):
+                return None
+            raise RegistryUnavailable(f"the model registry at {self.client.tracking_uri} did not say which version "
+                                      f"'{alias}' is: {str(exc).splitlines()[0]}") from exc
 
     def uri(self, reference: str) -> str:
         """'models:/…' for 'NAME@alias', 'NAME/version', an alias or a version number of this project."""
@@ -111,6 +116,17 @@ class Registry:
                           "feature_version": run.data.tags.get("mlray.feature_version") if run else None,
                           "metrics": metrics, "created": mv.creation_timestamp})
         return sorted(found, key=lambda v: int(v["version"]), reverse=True)
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry failed to answer (not: answered that something is missing)."""
+
+
+def _is_missing(exc: MlflowException) -> bool:
+    """MLflow's answer for a missing model, or for a missing alias of an existing one."""
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc).lower()
+                                                 and "not found" in str(exc).lower())
 
 
 def _not_found(reference: str, exc: MlflowException) -> UserError:

@@ -5,7 +5,9 @@ and analyses the challenger against the champion on the inference log and feedba
 that interval. A passing step moves on; a failing one counts, and `failure_limit` failures roll
 back by themselves (challenger weight 0, the version tagged with the reason). Passing every step
 promotes: the `champion` alias moves, the old champion becomes `previous`. Every change goes to
-the audit log. Its state is a JSON file in the state folder, so a restarted controller goes on.
+the audit log. The controller owns no state: the rollout's state, the plan and the aliases belong to the
+control plane (`mlray.serve.control`), which takes each of its changes only if the rollout is still
+where the controller saw it. So a person's rollback in between wins, and a restarted controller goes on.
 """
 
 from __future__ import annotations
@@ -14,29 +16,28 @@ import asyncio
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from mlray.audit import AuditLog
 from mlray.errors import UserError
+from mlray.lake.state import StateConflict
 from mlray.rollout.analysis import analyze
-from mlray.serve.traffic import read_json, write_json
-from mlray.spec import ProjectSpec
+from mlray.serve import control
+from mlray.serve.control import NAMESPACE, ROLLBACK_TAG
+from mlray.spec import ProjectSpec, RolloutSpec
 
+__all__ = ["ROLLBACK_TAG", "Rollout", "RolloutController", "command", "controller"]
 log = logging.getLogger(__name__)
-NAMESPACE = "mlray"
 ACTOR = "rollout-controller"
-ROLLBACK_TAG = "mlray.rolled_back"
 
 
 @dataclass
 class RolloutState:
     champion: str
     challenger: str
-    status: str = "running"  # running | paused | promoted | rolled_back
+    status: str = "running"  # running | paused | promoted | rolled_back | stopped (by a change made by hand)
     step: int = 0
     step_started: str = ""
     started: str = ""  # when the rollout began: the champion's baseline once it gets no live traffic (100% steps)
@@ -46,6 +47,7 @@ class RolloutState:
     log_version: int = -1
     labels_version: int = -1
     history: list[dict] = field(default_factory=list)  # one entry per analysis
+    rules: dict = field(default_factory=dict)  # the spec's rollout section it started with (a restart keeps it)
 
 
 def _now() -> datetime:
@@ -59,16 +61,31 @@ class Rollout:
         from mlray import dataplane
 
         self.spec, self.actor = spec, actor
-        self.path = Path(spec.platform.state_dir) / "serve" / "rollout.json"
-        self.audit = AuditLog(spec.platform.state_dir)
         self.lake = dataplane.lake_of(spec)
-        saved = read_json(self.path)
-        self.state = RolloutState(**saved) if saved is not None else None
+        self.state: RolloutState | None = None
+        self.revision = 0  # the control plane's rollout revision this state was read at
 
     # ------------------------------------------------------------------ state
 
-    def _save(self) -> None:
-        write_json(self.path, asdict(self.state))
+    def _load(self) -> None:
+        """The rollout as the control plane has it now."""
+        snapshot = control.call(self.spec, "snapshot")
+        self.state = RolloutState(**snapshot["rollout"]) if snapshot["rollout"] else None
+        self.revision = snapshot["rollout_revision"]
+
+    def _save(self, plan=None, audit: list[dict] = (), promote: str | None = None,
+              tag: tuple[str, str] | None = None) -> None:
+        """Hand the new state (and plan, audit entries, promotion or rollback tag) to the control plane; it refuses
+        them (StateConflict) if the rollout changed since `_load`."""
+        if plan is not None:
+            from mlray.serve.deploy import check_served
+
+            check_served(self.spec, plan)
+        target = f"{self.spec.name} v{self.state.challenger}"
+        snapshot = control.call(self.spec, "update_rollout", self.revision, asdict(self.state), self.actor,
+                                plan=None if plan is None else plan.to_dict(),
+                                audit=[{"target": target} | entry for entry in audit], promote=promote, tag=tag)
+        self.revision = snapshot["rollout_revision"]
         self._publish()
 
     def _publish(self) -> None:
@@ -78,21 +95,30 @@ class Rollout:
         s, gauges = self.state, rollout()
         tags = {"model": self.spec.name, "challenger": s.challenger}
         active = s.status in ("running", "paused")
-        step = self.spec.rollout.steps[s.step] if active else None
+        step = self.rules.steps[s.step] if active else None
         gauges["step"].set(s.step + 1 if active else 0, tags=tags)
         gauges["weight"].set(float(step) / 100 if active and step != "shadow" else
                              (1.0 if s.status == "promoted" else 0.0), tags=tags)
         gauges["failures"].set(s.failures, tags=tags)
 
     def status(self) -> dict | None:
-        return None if self.state is None else asdict(self.state) | {"steps": self.spec.rollout.steps}
+        self._load()
+        return self._view()
+
+    def _view(self) -> dict | None:
+        return None if self.state is None else asdict(self.state) | {"steps": self.rules.steps}
+
+    @property
+    def rules(self) -> RolloutSpec:
+        """The rollout section this rollout started with (the spec's for a new one)."""
+        return RolloutSpec.model_validate(self.state.rules) if self.state and self.state.rules else self.spec.rollout
 
     # ------------------------------------------------------------------ traffic
 
     def _plan_for(self, step: int):
         from mlray.serve.routing import TrafficPlan
 
-        s, rollout = self.state, self.spec.rollout
+        s, rollout = self.state, self.rules
         name = rollout.steps[step]
         if name == "shadow":
             return TrafficPlan(s.champion, {s.champion: 1.0, s.challenger: 0.0}, shadow=s.challenger,
@@ -100,17 +126,17 @@ class Rollout:
         weight = float(name) / 100
         return TrafficPlan(s.champion, {s.champion: round(1 - weight, 6), s.challenger: weight}, step=f"{name:g}%")
 
-    def _set(self, plan, action: str, reason: str) -> None:
-        from mlray.serve.deploy import current_plan, set_traffic
+    @staticmethod
+    def _entry(action: str, reason: str, plan=None, actor: str | None = None) -> dict:
+        return {"action": action, "reason": reason, "after": None if plan is None else plan.to_dict()} | (
+            {"actor": actor} if actor else {})
 
-        before = current_plan(self.spec)
-        set_traffic(self.spec, plan)
-        self.audit.append(action, f"{self.spec.name} v{self.state.challenger}", reason, before, plan.to_dict(), self.actor)
-
-    def start(self, challenger: str, actor: str | None = None) -> dict:
+    def start(self, challenger: str, actor: str | None = None, rules: dict | None = None) -> dict:
+        """Begin rolling `challenger` out under `rules` (a rollout section; default the spec's). It is served already:
+        `command` deploys it at weight 0 first."""
         from mlray.registry.models import Registry
-        from mlray.serve.deploy import deploy
 
+        self._load()
         registry = Registry(self.spec)
         champion = registry.version_of("champion")
         _, challenger = registry.resolve(challenger)
@@ -118,17 +144,18 @@ class Rollout:
             raise UserError(f"a canary needs a champion and another version (champion {champion}, challenger {challenger})")
         if self.state is not None and self.state.status in ("running", "paused"):
             raise UserError(f"a rollout of v{self.state.challenger} is {self.state.status}: promote or roll it back first")
-        deploy(self.spec, versions=[challenger])  # serves the challenger at weight 0 (a no-op when it already runs)
-        now = _now()
+        now, rules = _now(), RolloutSpec.model_validate(rules) if rules else self.spec.rollout
         self.state = RolloutState(champion, challenger, step_started=now.isoformat(), started=now.isoformat(),
                                   log_version=self._version_before(self.spec.serve.inference_log_table,
-                                                                   now - self.spec.rollout.interval),
-                                  labels_version=self._version_before(self.spec.serve.labels_table, now))
-        self._set(self._plan_for(0), "canary.start", f"step 1/{len(self.spec.rollout.steps)}")
+                                                                   now - rules.interval),
+                                  labels_version=self._version_before(self.spec.serve.labels_table, now),
+                                  rules=rules.model_dump(mode="json"))
+        plan = self._plan_for(0)
+        audit = [self._entry("canary.start", f"step 1/{len(rules.steps)}", plan)]
         if actor:
-            self.audit.append("canary.start.requested", f"{self.spec.name} v{challenger}", "manual", actor=actor)
-        self._save()
-        return self.status()
+            audit.append(self._entry("canary.start.requested", "manual", actor=actor))
+        self._save(plan, audit)
+        return self._view()
 
     # ------------------------------------------------------------------ analysis
 
@@ -164,12 +191,14 @@ class Rollout:
 
     def tick(self, force: bool = False) -> dict | None:
         """Analyse the current step once its interval is over (or at once with `force`); act on the verdict."""
-        s, rollout = self.state, self.spec.rollout
+        self._load()
+        s = self.state
         if s is None or s.status != "running":
-            return self.status()
+            return self._view()
+        rollout = self.rules
         started = datetime.fromisoformat(s.step_started)
         if not force and _now() - started < rollout.interval:
-            return self.status()
+            return self._view()
         champion, challenger, labels = self._records(started)
         if len(champion) < rollout.min_requests:  # e.g. a 100% step: the baseline is the champion's recent traffic
             champion = self._records(datetime.fromisoformat(s.started or s.step_started) - rollout.interval)[0]
@@ -178,124 +207,124 @@ class Rollout:
         if analysis.verdict == "fail":
             s.failures += 1
             reasons = "; ".join(f"{c.name} {c.value:.4g} > {c.threshold:g}" for c in analysis.failed)
-            self.audit.append("canary.check_failed", f"{self.spec.name} v{s.challenger}",
-                              f"step {s.step + 1}: {reasons} ({s.failures}/{rollout.failure_limit})", actor=self.actor)
+            failed = self._entry("canary.check_failed",
+                                 f"step {s.step + 1}: {reasons} ({s.failures}/{rollout.failure_limit})")
             if s.failures >= rollout.failure_limit:
-                self.rollback(f"{s.failures} failed analyses; last: {reasons}")
-                return self.status()
+                return self._roll_back(f"{s.failures} failed analyses; last: {reasons}", [failed])
             s.step_started = _now().isoformat()  # the step runs again on fresh traffic
+            self._save(audit=[failed])
         elif analysis.verdict == "pass":
             self._advance()
-        self._save()
-        return self.status()
+        else:
+            self._save()
+        return self._view()
 
     def _advance(self) -> None:
-        s, steps = self.state, self.spec.rollout.steps
+        s, steps = self.state, self.rules.steps
         if s.step + 1 >= len(steps):
-            self.promote("every step passed")
+            self._promote("every step passed")
             return
         s.step += 1
         s.step_started = _now().isoformat()
-        self._set(self._plan_for(s.step), "canary.step", f"step {s.step + 1}/{len(steps)}: {steps[s.step]}")
+        plan = self._plan_for(s.step)
+        self._save(plan, [self._entry("canary.step", f"step {s.step + 1}/{len(steps)}: {steps[s.step]}", plan)])
 
     # ------------------------------------------------------------------ decisions
 
-    def promote(self, reason: str, actor: str | None = None) -> dict:
-        from mlray.registry.models import Registry
+    def _promote(self, reason: str, requested_by: str | None = None) -> dict:
         from mlray.serve.routing import TrafficPlan
 
-        s = self._active()
-        Registry(self.spec).promote(s.challenger)  # champion alias moves; the old champion becomes previous
+        s = self.state
         s.status, s.reason = "promoted", reason
-        self._set(TrafficPlan(s.challenger, {s.challenger: 1.0}, step="promoted"), "canary.promote", reason)
-        if actor:
-            self.audit.append("canary.promote.requested", f"{self.spec.name} v{s.challenger}", reason, actor=actor)
-        self._save()
-        return self.status()
+        plan = TrafficPlan(s.challenger, {s.challenger: 1.0}, step="promoted")
+        audit = [self._entry("canary.promote", reason, plan)]
+        if requested_by:
+            audit.append(self._entry("canary.promote.requested", reason, actor=requested_by))
+        # the champion alias moves; the old champion becomes previous
+        self._save(plan, audit, promote=s.challenger)
+        return self._view()
+
+    def _roll_back(self, reason: str, audit: list[dict] = (), requested_by: str | None = None) -> dict:
+        from mlray.serve.routing import TrafficPlan
+
+        s = self.state
+        s.status, s.reason = "rolled_back", reason
+        plan = TrafficPlan(s.champion, {s.champion: 1.0, s.challenger: 0.0}, step="rolled back")
+        audit = [*audit, self._entry("canary.rollback", reason, plan)]
+        if requested_by:
+            audit.append(self._entry("canary.rollback.requested", reason, actor=requested_by))
+        self._save(plan, audit, tag=(s.challenger, reason))
+        return self._view()
+
+    def promote(self, reason: str, actor: str | None = None) -> dict:
+        self._active()
+        return self._promote(reason, actor)
 
     def rollback(self, reason: str, actor: str | None = None) -> dict:
-        from mlray.registry.models import Registry
-        from mlray.serve.routing import TrafficPlan
-
-        s = self._active()
-        self._set(TrafficPlan(s.champion, {s.champion: 1.0, s.challenger: 0.0}, step="rolled back"),
-                  "canary.rollback", reason)
-        registry = Registry(self.spec)
-        registry.client.set_model_version_tag(registry.model_name, s.challenger, ROLLBACK_TAG, reason)
-        s.status, s.reason = "rolled_back", reason
-        if actor:
-            self.audit.append("canary.rollback.requested", f"{self.spec.name} v{s.challenger}", reason, actor=actor)
-        self._save()
-        return self.status()
+        self._active()
+        return self._roll_back(reason, requested_by=actor)
 
     def pause(self, actor: str) -> dict:
         s = self._active()
         s.status = "paused"
-        self.audit.append("canary.pause", f"{self.spec.name} v{s.challenger}", "manual", actor=actor)
-        self._save()
-        return self.status()
+        self._save(audit=[self._entry("canary.pause", "manual", actor=actor)])
+        return self._view()
 
     def resume(self, actor: str) -> dict:
         s = self._active()
         s.status, s.step_started = "running", _now().isoformat()
-        self.audit.append("canary.resume", f"{self.spec.name} v{s.challenger}", "manual", actor=actor)
-        self._save()
-        return self.status()
+        self._save(audit=[self._entry("canary.resume", "manual", actor=actor)])
+        return self._view()
 
     def _active(self) -> RolloutState:
+        self._load()
         if self.state is None or self.state.status not in ("running", "paused"):
             raise UserError("no rollout is in progress (start one with `mlray canary start`)")
         return self.state
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)
+@ray.remote(num_cpus=0, max_restarts=-1)
 class RolloutController:
-    """The actor: `Rollout` plus a timer that analyses each step when its interval is over."""
+    """The actor: `Rollout` plus a timer that analyses each step when its interval is over. It keeps no state of its
+    own, so after a crash it restarts (on any node) and goes on from what the control plane holds."""
 
     def __init__(self, spec: ProjectSpec):
         self.rollout = Rollout(spec)
-        self.lock: asyncio.Lock | None = None
-        self.timer: asyncio.Task | None = None
+        self.lock = asyncio.Lock()  # the timer and commands never interleave
+        self.timer = asyncio.get_event_loop().create_task(self._loop())
 
     @property
     def period(self) -> float:
-        return max(0.5, min(self.rollout.spec.rollout.interval.total_seconds() / 4, 5.0))
-
-    def configure(self, spec: ProjectSpec) -> None:
-        """Take the spec a new rollout starts with (a rollout in progress keeps the one it started with)."""
-        state = self.rollout.state
-        if state is None or state.status not in ("running", "paused"):
-            self.rollout.spec = spec
+        return max(0.5, min(self.rollout.rules.interval.total_seconds() / 4, 5.0))
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.period)
             try:
                 await self.call("tick")
-            except Exception:
+            except StateConflict as exc:  # changed by hand meanwhile: the next tick reads it afresh
+                log.info("the rollout changed during a tick: %s", exc)
+            except Exception:  # noqa: BLE001 - the timer must outlive a bad tick
                 log.exception("rollout tick failed")
 
     async def call(self, method: str, *args, **kwargs):
-        """Run one `Rollout` method, one at a time (the timer and commands never interleave)."""
-        if self.timer is None:  # started on the first call, inside the actor's event loop
-            self.lock = asyncio.Lock()
-            self.timer = asyncio.create_task(self._loop())
+        """Run one `Rollout` method, one at a time."""
         async with self.lock:
             return await asyncio.to_thread(getattr(self.rollout, method), *args, **kwargs)
 
 
 def controller(spec: ProjectSpec):
     """The project's controller actor (started, detached, when it is not running)."""
-    actor = RolloutController.options(name=f"{spec.name}-{ACTOR}", namespace=NAMESPACE, lifetime="detached",
-                                      get_if_exists=True).remote(spec)
-    ray.get(actor.call.remote("status"))  # starts its timer
-    return actor
+    return RolloutController.options(name=f"{spec.name}-{ACTOR}", namespace=NAMESPACE, lifetime="detached",
+                                     get_if_exists=True).remote(spec)
 
 
 def command(spec: ProjectSpec, method: str, *args, **kwargs):
     """Run a controller method through the actor (what the CLI does); a UserError comes back as itself.
-    `start` takes this spec's rollout section."""
-    actor = controller(spec)
+    `start` serves the challenger first (at weight 0, from this process) and takes this spec's rollout section."""
     if method == "start":
-        ray.get(actor.configure.remote(spec))
-    return ray.get(actor.call.remote(method, *args, **kwargs))
+        from mlray.serve.deploy import deploy
+
+        deploy(spec, versions=[args[0]], actor=kwargs.get("actor"))
+        kwargs["rules"] = spec.rollout.model_dump(mode="json")
+    return ray.get(controller(spec).call.remote(method, *args, **kwargs))

@@ -9,7 +9,6 @@ import os
 from mlray.errors import UserError
 
 KEYS_ENV = "MLRAY_API_KEYS"
-_live: dict[str, KeyRing] = {}  # project → the key ring an ingress replica last read from the traffic table
 
 
 def hash_key(key: str) -> str:
@@ -22,7 +21,8 @@ def fingerprint(hashed: str) -> str:
 
 
 class KeyRing:
-    """The accepted keys, as hashes: from the spec (already hashed) and MLRAY_API_KEYS (plain, hashed here)."""
+    """The accepted keys, as hashes: from the spec (already hashed) and MLRAY_API_KEYS (plain, hashed here) of the
+    caller's environment; `environ={}` for hashes alone (what an ingress replica is pushed)."""
 
     def __init__(self, hashed: list[str], environ: dict[str, str] | None = None):
         environ = os.environ if environ is None else environ
@@ -50,12 +50,3 @@ class KeyRing:
         for known in self._encoded:  # no early exit: the time taken does not tell which key matched
             found |= hmac.compare_digest(offered, known)
         return found
-
-
-def publish(project: str, ring: KeyRing) -> None:
-    """Make `ring` the keys this process's ingress checks for `project`."""
-    _live[project] = ring
-
-
-def live(project: str, fallback: KeyRing) -> KeyRing:
-    return _live.get(project, fallback)

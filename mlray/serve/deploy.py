@@ -1,24 +1,24 @@
-"""Deploying: one Serve application per model version, the traffic plan, and the ingress in front.
+"""Deploying: start what the plan needs (model versions, the ingress) and hand the plan to the control plane.
 
-`deploy` is idempotent: a version already running is left alone, and the ingress is started only
-when it is not running, so re-deploying never restarts what serves traffic. Weights change
-through the traffic table, never by redeploying.
+Thin by design: policy (what the plan is, who may change it, what a change stops) lives in the
+control plane (`control.py`). `deploy` is idempotent: a version already running is left alone, and the
+ingress is started only when it is not running, so re-deploying never restarts what serves traffic.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
-from mlray.audit import AuditLog
+from mlray.audit import default_actor
 from mlray.errors import UserError
 from mlray.registry.models import Registry
-from mlray.serve.auth import KeyRing, fingerprint
-from mlray.serve.ingress import build_ingress, model_app_name
+from mlray.serve import control
+from mlray.serve.auth import KeyRing
+from mlray.serve.ingress import ingress_app
 from mlray.serve.model_server import Fault, ModelServer, replica_options
+from mlray.serve.pool import model_app_name
 from mlray.serve.routing import TrafficPlan
-from mlray.serve.traffic import POLL_S, traffic_table
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -80,21 +80,23 @@ def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: F
 
 
 def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPlan | None = None,
-           actor: str | None = None, fault: Fault | None = None) -> Deployment:
-    """Serve the champion (and `versions`), set the traffic plan (default: all to the champion), start the ingress.
+           actor: str | None = None, fault: Fault | None = None, keys: KeyRing | None = None) -> Deployment:
+    """Serve the champion (and `versions`, at weight 0), set the plan (default: the live one, or all to the champion),
+    start the ingress. `keys` (the caller's, e.g. `KeyRing.for_serving`) replace the accepted keys; None keeps them.
     `fault` (re)starts `versions` with injected faults."""
-    import ray
     from ray import serve
 
+    actor = actor or default_actor()
     registry = Registry(spec)
-    champion = registry.version_of("champion")
-    if champion is None and plan is None:
-        raise UserError(f"model '{spec.name}' has no champion to serve: train one first (`mlray train`)")
-    table = traffic_table(spec.name, spec.platform.state_dir)
-    before = ray.get(table.get.remote())[1]
-    if plan is None:  # keep the live plan (a rollout in progress keeps its weights), else all to the champion
-        live = TrafficPlan.from_dict(before) if before else None
-        # a champion alias moved by hand (`mlray models alias champion N`) takes all traffic
+    state = control.call(spec, "snapshot")
+    if spec.serve.auth and state["keys"] is None and not (keys and len(keys)):
+        raise UserError("serve.auth is on but there are no API keys: set serve.api_keys (hashes) or MLRAY_API_KEYS")
+    live = TrafficPlan.from_dict(state["plan"]) if state["plan"] else None
+    if plan is None:
+        champion = registry.version_of("champion")
+        if champion is None:
+            raise UserError(f"model '{spec.name}' has no champion to serve: train one first (`mlray train`)")
+        # keep the live plan (a rollout in progress keeps its weights), unless the champion alias moved
         plan = live if live is not None and live.champion == champion else TrafficPlan.only(champion)
     # every version must exist before anything starts; aliases become the versions they point at now
     extra = [registry.resolve(reference)[1] for reference in versions or []]
@@ -103,72 +105,76 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     wanted = list(dict.fromkeys([*plan.weights, *([plan.shadow] if plan.shadow else [])]))
     for version in wanted:
         registry.resolve(version)
-    ring = KeyRing.for_serving(spec.serve)
     start_serve(spec)
     started = [v for v in wanted if ensure_version(spec, registry, v, fault if v in extra else None)]
-    ray.get(table.set.remote(plan.to_dict()))
-    _set_keys(spec, table, ring, actor)
-    if running_apps().get(spec.name) != "RUNNING":
-        serve.run(build_ingress(spec, local=placement(spec) == "ingress").bind(), name=spec.name, route_prefix="/")
     reason = f"serving {', '.join(wanted)}; started {', '.join(started) or 'nothing new'}"
     if fault is not None:
         reason += f"; faults in {', '.join(extra)}: {vars(fault) if fault else 'none'}"
-    AuditLog(spec.platform.state_dir).append("deploy", spec.name, reason, before, plan.to_dict(), actor)
+    if keys is not None and len(keys):
+        control.call(spec, "set_keys", keys.hashes, actor)
+    state = control.call(spec, "set_plan", plan.to_dict(), actor, "deploy", reason,
+                         overrides_rollout=_reroutes(live, plan))
+    if running_apps().get(spec.name) != "RUNNING":
+        serve.run(ingress_app(spec, local=placement(spec) == "ingress"), name=spec.name, route_prefix="/")
+    settle(spec, state["revision"])
     return Deployment(f"http://{spec.serve.host}:{spec.serve.port}", plan, started)
 
 
-def _set_keys(spec: ProjectSpec, table, ring: KeyRing, actor: str | None) -> None:
-    """Hand the deploying process's keys to the running ingress (no restart); a change goes to the audit log."""
-    import ray
+def _reroutes(live: TrafficPlan | None, plan: TrafficPlan) -> bool:
+    """Whether `plan` sends traffic elsewhere than `live` (versions added at weight 0 do not)."""
+    if live is None:
+        return False
 
-    before = ray.get(table.set_keys.remote(ring.hashes))
-    if before == ring.hashes:
-        return
-    before, after = set(before or []), set(ring.hashes)
-    AuditLog(spec.platform.state_dir).append(
-        "keys.change", spec.name, f"{len(after - before)} key(s) added, {len(before - after)} revoked",
-        sorted(fingerprint(h) for h in before), sorted(fingerprint(h) for h in after), actor)
+    def routing(p: TrafficPlan):
+        return p.champion, {v: w for v, w in p.weights.items() if w > 0}, p.shadow, p.shadow_fraction
+
+    return routing(live) != routing(plan)
 
 
-def set_traffic(spec: ProjectSpec, plan: TrafficPlan) -> TrafficPlan:
-    """Change the weights (and shadow) live: every version in the plan must be served already."""
-    import ray
-
+def check_served(spec: ProjectSpec, plan: TrafficPlan) -> None:
+    """Every version of `plan` must be served (replicas) or loadable (in the ingress) before the plan is set."""
     versions = [*plan.weights, *([plan.shadow] if plan.shadow else [])]
     if placement(spec) == "ingress":
         registry = Registry(spec)
         for version in versions:
             registry.resolve(version)  # the ingress loads it before the plan takes effect
-        missing = []
-    else:
-        apps = running_apps()
-        missing = [v for v in versions if apps.get(model_app_name(spec.name, v)) != "RUNNING"]
+        return
+    apps = running_apps()
+    missing = [v for v in versions if apps.get(model_app_name(spec.name, v)) != "RUNNING"]
     if missing:
         raise UserError(f"version(s) {', '.join(missing)} are not served: deploy them first (`mlray deploy`)")
-    ray.get(traffic_table(spec.name, spec.platform.state_dir).set.remote(plan.to_dict()))
+
+
+def set_traffic(spec: ProjectSpec, plan: TrafficPlan, actor: str | None = None, action: str = "traffic",
+                reason: str = "weights set by hand") -> TrafficPlan:
+    """Change the weights (and shadow) live; a running rollout stops. Every version in the plan must be served."""
+    check_served(spec, plan)
+    settle(spec, control.call(spec, "set_plan", plan.to_dict(), actor or default_actor(), action, reason)["revision"])
     return plan
 
 
 def current_plan(spec: ProjectSpec) -> dict | None:
-    import ray
-
-    return ray.get(traffic_table(spec.name, spec.platform.state_dir).get.remote())[1]
+    return control.call(spec, "snapshot")["plan"]
 
 
 def rollback_to_previous(spec: ProjectSpec, actor: str) -> TrafficPlan:
-    """`previous` becomes champion again (served, all traffic), the champion it replaces becomes `previous`."""
+    """`previous` becomes champion again (served, all traffic), the champion it replaces becomes `previous`;
+    a rollout in progress stops."""
     registry = Registry(spec)
-    previous, champion = registry.version_of("previous"), registry.version_of("champion")
+    previous = registry.version_of("previous")
     if previous is None:
         raise UserError(f"model '{spec.name}' has no previous version to roll back to")
-    before = current_plan(spec)
     start_serve(spec)
     ensure_version(spec, registry, previous)
-    registry.promote(previous)  # champion ↔ previous
-    plan = set_traffic(spec, TrafficPlan(previous, {previous: 1.0}, step="rolled back"))
-    AuditLog(spec.platform.state_dir).append("rollback", f"{spec.name} v{champion}", f"champion back to v{previous}",
-                                             before, plan.to_dict(), actor)
-    return plan
+    state = control.call(spec, "rollback_to_previous", actor)
+    settle(spec, state["revision"])
+    return TrafficPlan.from_dict(state["plan"])
+
+
+def settle(spec: ProjectSpec, revision: int) -> None:
+    """Return once every live ingress replica applies `revision`: a caller's change is in effect when it returns."""
+    if not control.call(spec, "settled", revision):
+        log.warning("an ingress replica of %s has not applied revision %d after 30 s", spec.name, revision)
 
 
 def undeploy_version(spec: ProjectSpec, version: str, actor: str | None = None) -> None:
@@ -181,9 +187,9 @@ def undeploy_version(spec: ProjectSpec, version: str, actor: str | None = None) 
         if plan.weights.get(version, 0.0) > 0 or plan.shadow == version or plan.champion == version:
             raise UserError(f"version {version} still takes traffic ({plan.to_dict()}): move its weight away first")
         weights = {v: w for v, w in plan.weights.items() if v != version}
-        set_traffic(spec, TrafficPlan(plan.champion, weights, plan.shadow, plan.shadow_fraction, plan.step))
-        time.sleep(2 * POLL_S)  # every ingress replica stops routing to it before it goes
+        state = control.call(spec, "set_plan", TrafficPlan(plan.champion, weights, plan.shadow, plan.shadow_fraction,
+                                                           plan.step).to_dict(),
+                             actor or default_actor(), "undeploy", f"v{version} no longer served", overrides_rollout=False)
+        settle(spec, state["revision"])  # every ingress replica stops routing to it before it goes
     if placement(spec) == "replicas":
         serve.delete(model_app_name(spec.name, version))
-    AuditLog(spec.platform.state_dir).append("undeploy", f"{spec.name} v{version}", "no longer served", before,
-                                             current_plan(spec), actor)

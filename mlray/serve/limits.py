@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 
 class BodyLimit:
-    """413 for a Content-Length above `limit`, or once a chunked body grows past it."""
+    """413 for a Content-Length above `limit` (bytes, or a function giving them), or once a chunked body grows past it."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int | Callable[[], int]):
+        self.app, self._limit = app, limit
+
+    @property
+    def limit(self) -> int:
+        return self._limit() if callable(self._limit) else self._limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -19,14 +19,15 @@ def serving(spec):
     from ray import serve
 
     from mlray.registry.models import Registry
+    from mlray.serve.auth import KeyRing
+    from mlray.serve.control import NAMESPACE, actor_name
     from mlray.serve.deploy import deploy
     from mlray.serve.routing import TrafficPlan
-    from mlray.serve.traffic import NAMESPACE, actor_name
 
     Registry(spec).set_alias("champion", "1")  # whatever a module before left behind
     twin = register_copy(spec)
     try:
-        yield spec, deploy(spec, plan=TrafficPlan.only("1")).url, twin
+        yield spec, deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve)).url, twin
     finally:
         for name in (actor_name(spec.name), f"{spec.name}-rollout-controller"):
             try:

@@ -44,7 +44,7 @@ def rolled_back_for(spec, challenger, cause, state):
     registry = Registry(spec)
     assert registry.version_of("champion") == "1"
     assert cause in registry.client.get_model_version(spec.name, challenger).tags[ROLLBACK_TAG]
-    entry = AuditLog(spec.platform.state_dir).read(action="canary.rollback")[0]
+    entry = AuditLog(spec.platform).read(action="canary.rollback")[0]
     assert entry["actor"].startswith("controller:") and entry["after"]["weights"][challenger] == 0.0
 
 
@@ -60,7 +60,7 @@ def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_
     assert [h["verdict"] for h in state["history"]][-3:] == ["pass", "pass", "pass"]
     assert registry.version_of("champion") == twin and registry.version_of("previous") == "1"
     assert len(load.codes) > 20 and set(load.codes) == {200}, "no request failed while weights moved"
-    actions = [e["action"] for e in AuditLog(spec.platform.state_dir).read() if not e["action"].endswith(".requested")]
+    actions = [e["action"] for e in AuditLog(spec.platform).read() if not e["action"].endswith(".requested")]
     assert actions[:4] == ["canary.promote", "canary.step", "canary.step", "canary.start"]
     text = scraped_metrics("ray_mlray_rollout_step{", "ray_mlray_rollout_challenger_weight{")
     gauges = {line.split("{")[0] for line in text.splitlines()
@@ -161,12 +161,11 @@ def test_a_model_replica_that_dies_mid_request_is_replaced_without_a_failed_requ
     routes it to the replacement replica."""
     from ray.util.state import list_actors
 
-    from mlray.serve.ingress import model_app_name
+    from mlray.serve.pool import model_app_name
 
     spec, url, _ = served
     version = register_copy(spec)
     deploy(spec, versions=[version], fault=Fault(delay_ms=300))
-    time.sleep(1.5)  # the ingress learns the new version is served (it polls the traffic table)
     prefix = f"ServeReplica:{model_app_name(spec.name, version)}:"
 
     def replicas():

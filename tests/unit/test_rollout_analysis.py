@@ -84,7 +84,9 @@ def test_psi_is_zero_for_one_distribution_and_grows_with_shift():
 
 
 def test_the_audit_log_appends_and_reads_newest_first(tmp_path):
-    audit = AuditLog(str(tmp_path))
+    from mlray.spec import PlatformSpec
+
+    audit = AuditLog(PlatformSpec(state_dir=str(tmp_path)))
     audit.append("deploy", "m", "first", None, {"weights": {"1": 1.0}}, actor="user:a")
     audit.append("canary.promote", "m v2", "every step passed", actor="controller")
     entries = audit.read()

@@ -1,0 +1,91 @@
+"""Model pools: how the ingress reaches the plan's model versions. Both answer `prepare`, `score` and `info`.
+
+- `InProcessPool` (serve.model_placement: ingress): the versions load inside the ingress replica, one
+  hop less. A version is loaded before the plan that names it takes effect, and stays loaded
+  `RETIRE_S` after it leaves the plan, so calls already routed (or shadowed) to it finish.
+- `HandlePool` (serve.model_placement: replicas): each version is its own Serve application, reached
+  through a `DeploymentHandle`; its own resources, GPUs included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ray import serve
+from ray.exceptions import RayActorError
+
+from mlray.serve.model_server import LoadedVersion
+from mlray.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+RETIRE_S = 30.0
+
+
+def model_app_name(project: str, version: str) -> str:
+    return f"{project}-model-{version}"
+
+
+class InProcessPool:
+    def __init__(self, spec: ProjectSpec):
+        self.spec = spec
+        self.loaded: dict[str, tuple[LoadedVersion, Any]] = {}  # version → (model, its batched scorer)
+        self.retired: dict[str, float] = {}  # version → when it left the plan
+
+    async def prepare(self, versions: set[str]) -> None:
+        """Load what `versions` needs and this replica lacks; unload what left the plan RETIRE_S ago."""
+        self._prune(versions)
+        missing = versions - set(self.loaded)
+        if missing:
+            await asyncio.to_thread(self._load, missing)
+
+    def _load(self, versions: set[str]) -> None:
+        from mlray.registry.models import Registry
+
+        registry = Registry(self.spec)
+        for version in sorted(versions):
+            model = LoadedVersion(self.spec.platform, registry.artifact_uri(*registry.resolve(version)), version)
+            self.loaded[version] = (model, model.batched(self.spec.serve.batching))
+
+    def _prune(self, served: set[str]) -> None:
+        now = time.monotonic()
+        for version in list(self.loaded):
+            if version in served:
+                self.retired.pop(version, None)
+            elif now - self.retired.setdefault(version, now) > RETIRE_S:
+                del self.loaded[version], self.retired[version]
+
+    async def score(self, version: str, inputs) -> list[dict]:
+        return await self.loaded[version][1](inputs)
+
+    async def info(self, version: str) -> dict:
+        return self.loaded[version][0].info()
+
+
+class HandlePool:
+    def __init__(self, spec: ProjectSpec):
+        self.spec = spec
+        self.handles: dict[str, Any] = {}
+
+    async def prepare(self, versions: set[str]) -> None:
+        """Nothing to load: `mlray deploy` started each version's application before the plan named it."""
+
+    def _handle(self, version: str):
+        if version not in self.handles:
+            self.handles[version] = serve.get_deployment_handle("model", model_app_name(self.spec.name, version),
+                                                                _check_exists=False)
+        return self.handles[version]
+
+    async def score(self, version: str, inputs) -> list[dict]:
+        """One model call. Scoring is pure, so a call whose replica died under it (a crash, a node lost, a replica
+        replaced) runs once more: Serve routes it to a live or a replacement replica."""
+        try:
+            return await self._handle(version).predict.remote(inputs)
+        except RayActorError as exc:
+            log.warning("model version %s lost a replica mid-call (%s); calling again", version, type(exc).__name__)
+            return await self._handle(version).predict.remote(inputs)
+
+    async def info(self, version: str) -> dict:
+        return await self._handle(version).info.remote()

@@ -1,0 +1,113 @@
+"""The control plane owns who serves what: it survives being killed, pushes changes to every ingress replica within a
+second, keeps the keys the caller gave, and a change made by hand during a rollout is not undone by the rollout."""
+
+import time
+
+import pytest
+import ray
+from serving import KEY, as_json_rows, post, post_many, raw_rows, register_copy, serving, wait_until
+
+from mlray.registry.models import Registry
+from mlray.rollout.controller import command
+from mlray.serve import control
+from mlray.serve.auth import KeyRing, hash_key
+from mlray.serve.deploy import deploy, rollback_to_previous, set_traffic
+from mlray.serve.routing import TrafficPlan
+from mlray.spec import RolloutChecks, RolloutSpec
+
+ENV_KEY = "key-from-the-deploying-shell"
+
+
+@pytest.fixture(scope="module")
+def two_ingress_replicas(small_model):
+    spec = small_model[0]
+    spec = spec.model_copy(update={"serve": spec.serve.model_copy(update={"ingress_replicas": 2})})
+    yield from serving(spec)
+
+
+def _answering(url, row, n=60) -> set[str]:
+    return {body["model_version"] for _, body in post_many(f"{url}/v1/predict", {"row": row}, [{}] * n)}
+
+
+def test_a_change_reaches_every_ingress_replica_within_a_second(two_ingress_replicas):
+    spec, url, twin = two_ingress_replicas
+    deploy(spec, versions=[twin])
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    assert wait_until(lambda: len(control.call(spec, "replica_revisions")) == 2), "both replicas follow the owner"
+    delays = []
+    for plan in (TrafficPlan(twin, {twin: 1.0, "1": 0.0}), TrafficPlan.only("1")):
+        started = time.perf_counter()
+        revision = control.call(spec, "set_plan", plan.to_dict(), "user:test", "traffic", "push test")["revision"]
+        while min(control.call(spec, "replica_revisions").values()) < revision:
+            assert time.perf_counter() - started < 5, "a replica never applied the change"
+            time.sleep(0.005)
+        delays.append(time.perf_counter() - started)
+        assert _answering(url, row) == {plan.champion}  # every replica answers with the new plan
+    assert max(delays) < 1.0, delays
+
+
+def test_keys_given_by_the_deploying_shell_survive_a_canary_started_elsewhere(two_ingress_replicas, monkeypatch):
+    """The rollout never rebuilds keys: before, `canary start` re-deployed inside the controller actor, whose
+    environment lacks the deploying shell's MLRAY_API_KEYS, and so revoked them."""
+    spec, url, twin = two_ingress_replicas
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    monkeypatch.setenv("MLRAY_API_KEYS", ENV_KEY)
+    deploy(spec, keys=KeyRing.for_serving(spec.serve))
+    monkeypatch.delenv("MLRAY_API_KEYS")
+    assert post(f"{url}/v1/predict", {"row": row}, key=ENV_KEY).status_code == 200
+    slow = spec.model_copy(update={"rollout": RolloutSpec(steps=[50, 100], interval="10m")})
+    try:
+        assert command(slow, "start", twin, actor="user:test")["status"] == "running"
+        assert post(f"{url}/v1/predict", {"row": row}, key=ENV_KEY).status_code == 200
+        assert post(f"{url}/v1/predict", {"row": row}, key=KEY).status_code == 200
+        assert sorted(control.call(spec, "snapshot")["keys"]) == sorted([hash_key(KEY), hash_key(ENV_KEY)])
+    finally:
+        command(slow, "rollback", "test over", actor="user:test")
+        deploy(spec, keys=KeyRing.for_serving(spec.serve))
+
+
+def test_a_rollback_by_hand_during_a_rollout_is_not_undone_by_its_next_step(two_ingress_replicas):
+    spec, url, twin = two_ingress_replicas
+    registry = Registry(spec)
+    other = register_copy(spec)
+    control.call(spec, "set_alias", "champion", other, "user:test")  # champion other, previous 1
+    deploy(spec)
+    quick = spec.model_copy(update={"rollout": RolloutSpec(
+        steps=[50, 100], interval="2s", min_requests=1, checks=RolloutChecks(max_p99_latency_ratio=50,
+                                                                             max_divergence=1.0))})
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    command(quick, "start", twin, actor="user:test")
+    rollback_to_previous(spec, "user:test")  # what `mlray rollback` does
+    for _ in range(8):  # four intervals of traffic: a live controller would have stepped or promoted by now
+        post_many(f"{url}/v1/predict", {"row": row}, [{}] * 10)
+        time.sleep(1)
+    state = command(quick, "status")
+    assert state["status"] == "stopped" and "rolled back" in state["reason"], state
+    assert registry.version_of("champion") == "1" and registry.version_of("previous") == other
+    assert control.call(spec, "snapshot")["plan"]["weights"] == {"1": 1.0}
+    assert _answering(url, row) == {"1"}
+
+
+def test_the_owner_comes_back_with_the_same_state_after_it_is_killed(two_ingress_replicas):
+    spec, url, twin = two_ingress_replicas
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    set_traffic(spec, TrafficPlan("1", {"1": 0.5, twin: 0.5}))
+    before = control.call(spec, "snapshot")
+    name = control.actor_name(spec.name)
+
+    ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=False)  # a crash: Ray restarts it
+    assert wait_until(lambda: _snapshot_or_none(spec) == before, timeout=30)
+    ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=True)  # gone for good: found again
+    assert control.call(spec, "snapshot") == before  # read back from the lake by a new actor
+    assert post(f"{url}/v1/predict", {"row": row}).status_code == 200
+
+    set_traffic(spec, TrafficPlan.only("1"))  # the ingress replicas follow the new owner
+    assert _answering(url, row) == {"1"}
+    assert len(control.call(spec, "replica_revisions")) == 2
+
+
+def _snapshot_or_none(spec):
+    try:
+        return control.call(spec, "snapshot", attempts=1)
+    except ray.exceptions.RayActorError:
+        return None
