@@ -1,6 +1,7 @@
 """Exactly-once ingestion of CSV, Parquet and JSON-lines files into a Delta table, with quarantine.
 
-Each file is one batch whose id is its content hash, committed with a Delta application
+Sources are local paths or object-store URIs (s3://, gs://), read through pyarrow filesystems with
+the lake's storage options. Each file is one batch whose id is its content hash, committed with a Delta application
 transaction, so a re-run (or a retry after a crash) never ingests a file twice. Files stream
 through Ray Data: workers parse and check rows, the driver splits good rows into the table and
 bad rows, with a reason each, into `<table>_quarantine`, keeping their raw values as text.
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
+import posixpath
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +24,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mlray.errors import UserError
@@ -48,7 +52,9 @@ def quarantine_schema(table: TableSpec) -> pa.Schema:
 
 @dataclass(frozen=True)
 class SourceFile:
-    path: Path
+    path: str  # as the user named it (a local path or a URI): what reports and errors show
+    location: str  # the path inside `fs`
+    fs: pafs.FileSystem
     format: str
     fingerprint: str
 
@@ -94,35 +100,63 @@ class IngestReport:
 # --------------------------------------------------------------------------- discovering and inspecting
 
 
-def discover(source: str | Path) -> list[Path]:
+@dataclass(frozen=True)
+class Found:
+    """One file of a source: its name as shown, and where its filesystem finds it."""
+
+    path: str
+    location: str
+    fs: pafs.FileSystem
+
+
+def _shown(source: str, base: str, location: str) -> str:
+    """`location` named the way the user named `source` (a URI stays a URI)."""
+    return source.rstrip("/") + location[len(base.rstrip("/")):] if location != base else source
+
+
+def discover(source: str | Path, storage_options: dict[str, str] | None = None) -> list[Found]:
     """The files to ingest: the file itself, or every supported file in a landing folder (sorted)."""
-    path = Path(source)
-    if not path.exists():
+    from mlray.lake.tables import filesystem_of
+
+    source = str(source)
+    fs, base = filesystem_of(source, storage_options)
+    try:
+        info = fs.get_file_info(base)
+        entries = fs.get_file_info(pafs.FileSelector(base, recursive=True)) \
+            if info.type == pafs.FileType.Directory else []
+    except OSError as exc:
+        raise UserError(f"{source}: cannot be listed ({str(exc).splitlines()[0]})") from None
+    if info.type == pafs.FileType.NotFound:
         raise UserError(f"{source}: no such file or folder")
-    if path.is_file():
-        if path.suffix.lower() not in FORMATS:
-            raise UserError(f"{source}: unsupported file type '{path.suffix}' (expected {', '.join(sorted(FORMATS))})")
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
-                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    if info.type == pafs.FileType.File:
+        if _suffix(base) not in FORMATS:
+            raise UserError(f"{source}: unsupported file type '{_suffix(base)}' (expected {', '.join(sorted(FORMATS))})")
+        return [Found(source, base, fs)]
+    files = sorted(e.path for e in entries if e.type == pafs.FileType.File and _suffix(e.path) in FORMATS
+                   and not any(part.startswith((".", "_")) for part in e.path[len(base):].strip("/").split("/")))
     if not files:
         raise UserError(f"{source}: the folder holds no {', '.join(sorted(FORMATS))} files")
-    return files
+    return [Found(_shown(source, base, f), f, fs) for f in files]
 
 
-def fingerprint(path: Path) -> str:
+def _suffix(path: str) -> str:
+    return posixpath.splitext(path)[1].lower()
+
+
+def fingerprint(found: Found) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with found.fs.open_input_stream(found.location) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _columns_of(path: Path, fmt: str) -> list[str] | None:
+def _columns_of(found: Found, fmt: str) -> list[str] | None:
     """The file's column names (None for JSON lines, which may omit nulls); raises if unreadable."""
     if fmt == "parquet":
-        return pq.read_schema(path).names
-    with path.open(newline="", encoding="utf-8") as handle:
+        with found.fs.open_input_file(found.location) as handle:
+            return pq.read_schema(handle).names
+    with found.fs.open_input_stream(found.location) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle:
         if fmt == "csv":
             return next(csv.reader(handle), [])
         for line in handle:
@@ -134,11 +168,11 @@ def _columns_of(path: Path, fmt: str) -> list[str] | None:
     return None  # an empty file: nothing to check, nothing to land
 
 
-def inspect(path: Path, table: TableSpec, table_name: str) -> SourceFile:
+def inspect(found: Found, table: TableSpec, table_name: str) -> SourceFile:
     """Check a file can be read and has the declared columns, before anything is committed."""
-    fmt = FORMATS[path.suffix.lower()]
+    path, fmt = found.path, FORMATS[_suffix(found.location)]
     try:
-        columns = _columns_of(path, fmt)
+        columns = _columns_of(found, fmt)
     except (OSError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
         raise UserError(f"{path}: cannot be read as {fmt}: {str(exc).splitlines()[0]}") from None
     declared = list(table.columns)
@@ -149,7 +183,7 @@ def inspect(path: Path, table: TableSpec, table_name: str) -> SourceFile:
                    ([f"unexpected columns {', '.join(unexpected)}"] if unexpected else [])
         raise UserError(f"{path}: columns do not match table '{table_name}': "
                         f"{'; '.join(problems) or 'no columns'} (declared: {', '.join(declared)})")
-    return SourceFile(path, fmt, fingerprint(path))
+    return SourceFile(path, found.location, found.fs, fmt, fingerprint(found))
 
 
 # --------------------------------------------------------------------------- reading and checking (Ray workers)
@@ -208,16 +242,16 @@ def _read(source: SourceFile, table: TableSpec):
     """The file as a Ray Dataset of checked rows (streamed, never whole in memory)."""
     import ray.data
 
-    path = str(source.path)
+    path, fs = source.location, source.fs
     if source.format == "csv":
-        header = _columns_of(source.path, "csv")
+        header = _columns_of(Found(source.path, path, fs), "csv")
         options = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
-        ds = ray.data.read_csv(path, convert_options=options)
+        ds = ray.data.read_csv(path, filesystem=fs, convert_options=options)
     elif source.format == "parquet":
-        ds = ray.data.read_parquet(path)
+        ds = ray.data.read_parquet(path, filesystem=fs)
     else:
         columns = list(table.columns)
-        ds = ray.data.read_text(path).map_batches(
+        ds = ray.data.read_text(path, filesystem=fs).map_batches(
             _parse_json_lines, fn_kwargs={"columns": columns}, batch_format="pyarrow", batch_size=50_000)
     return ds.map_batches(check_batch, fn_kwargs={"table": table}, batch_format="pyarrow", batch_size=None)
 
@@ -250,7 +284,7 @@ class _Splitter:
     def _spool(self, bad: pa.Table) -> None:
         self.rows_bad += bad.num_rows
         columns = {name: bad.column(TEXT_PREFIX + name) for name in self.table.columns}
-        columns.update({REASON: bad.column(REASON), SOURCE: pa.array([str(self.source.path)] * bad.num_rows),
+        columns.update({REASON: bad.column(REASON), SOURCE: pa.array([self.source.path] * bad.num_rows),
                         RAW: bad.column(RAW),
                         INGESTED_AT: pa.array([self.ingested_at] * bad.num_rows, TIMESTAMP_TYPE)})
         self.spool.write_table(pa.table(columns, schema=self.bad_schema))
@@ -265,10 +299,10 @@ def _ingest_file(lake: Lake, name: str, table: TableSpec, source: SourceFile, wo
     need_main = not lake.committed(name, source.batch_id)
     need_quarantine = not lake.committed(quarantine, source.batch_id)
     if not (need_main or need_quarantine):
-        return FileResult(str(source.path), "skipped", table_version=lake.latest_version(name))
+        return FileResult(source.path, "skipped", table_version=lake.latest_version(name))
     splitter = _Splitter(table, source, workdir / f"{source.fingerprint}.parquet", datetime.now(timezone.utc))
     batches = _read(source, table).iter_batches(batch_format="pyarrow", batch_size=None)
-    metadata = {"mlray.source": str(source.path)}
+    metadata = {"mlray.source": source.path}
     try:
         good = splitter.good_batches(batches)
         if need_main:
@@ -287,13 +321,13 @@ def _ingest_file(lake: Lake, name: str, table: TableSpec, source: SourceFile, wo
         raise UserError(f"{source.path}: cannot be ingested ({first_line[:300]}); nothing from this file was committed"
                         ) from exc
     version = result.version if result else lake.latest_version(name)
-    return FileResult(str(source.path), "ingested", splitter.rows_read, splitter.rows_good, splitter.rows_bad, version)
+    return FileResult(source.path, "ingested", splitter.rows_read, splitter.rows_good, splitter.rows_bad, version)
 
 
 def ingest(lake: Lake, name: str, table: TableSpec, source: str | Path,
            on_file: Callable[[FileResult], None] | None = None) -> IngestReport:
-    """Ingest a file or a landing folder into table `name`; every file exactly once."""
-    files = [inspect(path, table, name) for path in discover(source)]  # all checked before any commit
+    """Ingest a file or a landing folder (a local path or a URI) into table `name`; every file exactly once."""
+    files = [inspect(found, table, name) for found in discover(source, lake.storage_options)]  # all checked first
     lake.create(name, arrow_schema(table))
     lake.create(quarantine_name(name), quarantine_schema(table))
     report = IngestReport(name, quarantine_name(name))
@@ -301,7 +335,7 @@ def ingest(lake: Lake, name: str, table: TableSpec, source: str | Path,
     with tempfile.TemporaryDirectory(prefix="mlray-ingest-") as workdir:
         for source_file in files:
             if source_file.fingerprint in seen:  # the same content twice in one landing folder
-                result = FileResult(str(source_file.path), "skipped", table_version=lake.latest_version(name))
+                result = FileResult(source_file.path, "skipped", table_version=lake.latest_version(name))
             else:
                 result = _ingest_file(lake, name, table, source_file, Path(workdir))
             seen.add(source_file.fingerprint)

@@ -280,22 +280,13 @@ class Lake:
             })
         return entries
 
-    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
-        """A pyarrow filesystem for the lake root, honouring the S3 storage options deltalake takes."""
-        if self.root.startswith(("s3://", "s3a://")) and self.storage_options:
-            options = {k.upper(): v for k, v in self.storage_options.items()}
-            endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
-            fs = pafs.S3FileSystem(
-                access_key=options.get("AWS_ACCESS_KEY_ID"), secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
-                session_token=options.get("AWS_SESSION_TOKEN"), region=options.get("AWS_REGION"),
-                endpoint_override=endpoint,
-                scheme="http" if (endpoint or "").startswith("http://") else "https",
-            )
-            return fs, self.root.split("://", 1)[1]
-        return pafs.FileSystem.from_uri(self.root)
+    def filesystem(self, uri: str | None = None) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow filesystem and path for `uri` (default: the lake root), with the lake's storage options, so
+        landing folders on object storage read with the credentials the tables use."""
+        return filesystem_of(self.root if uri is None else str(uri), self.storage_options)
 
     def list(self) -> list[TableInfo]:
-        fs, base = self._filesystem()
+        fs, base = self.filesystem()
         try:
             entries = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
         except OSError as exc:
@@ -309,6 +300,26 @@ class Lake:
                                         row_count(dt), len(arrow_schema_of(dt)),
                                         datetime.fromtimestamp(last / 1000, tz=timezone.utc)))
         return tables
+
+
+def filesystem_of(uri: str, storage_options: dict[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it for a local path or a URI; S3 takes deltalake's storage options
+    (AWS_ENDPOINT_URL, keys, region), so both read the same bucket the same way."""
+    if uri.startswith(("s3://", "s3a://")) and storage_options:
+        options = {k.upper(): v for k, v in storage_options.items()}
+        endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
+        fs = pafs.S3FileSystem(
+            access_key=options.get("AWS_ACCESS_KEY_ID"), secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=options.get("AWS_SESSION_TOKEN"), region=options.get("AWS_REGION"),
+            endpoint_override=endpoint, scheme="http" if (endpoint or "").startswith("http://") else "https",
+        )
+        return fs, uri.split("://", 1)[1]
+    if not _is_remote(uri):
+        return pafs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).resolve())
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"{uri}: cannot open this location ({str(exc).splitlines()[0]})") from None
 
 
 class _RowCounter:

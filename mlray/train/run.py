@@ -143,6 +143,18 @@ def training_inputs(spec: ProjectSpec, prepared: Prepared) -> dict:
     return {name: prepared.datasets[name] for name in wanted}
 
 
+def ray_storage(platform, folder: str) -> dict:
+    """Ray Train/Tune storage arguments for checkpoints under `platform.checkpoints_uri`/`folder`: shared storage
+    (s3://, gs://) goes through a filesystem built with the lake's storage options (endpoint, credentials)."""
+    from mlray.lake import Lake
+
+    uri = f"{platform.checkpoints_uri.rstrip('/')}/{folder}"
+    if "://" not in uri or uri.startswith("file://"):
+        return {"storage_path": uri.removeprefix("file://")}
+    filesystem, path = Lake.from_platform(platform).filesystem(uri)
+    return {"storage_path": path, "storage_filesystem": filesystem}
+
+
 def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str | None, fault: Fault | None = None,
                callbacks: tuple = ()):
     """One Ray Train run; `callbacks` are Ray Train callbacks (a Tune trial passes its report bridge)."""
@@ -159,7 +171,7 @@ def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str
                                      resources_per_worker={"CPU": spec.train.cpus_per_worker}),
         datasets=training_inputs(spec, prepared),
         run_config=RunConfig(
-            name=run_name, storage_path=str(Path(spec.platform.state_dir) / "checkpoints"),
+            name=run_name, **ray_storage(spec.platform, "train"),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.train.checkpoints_to_keep,
                                                checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=spec.train.max_failures),

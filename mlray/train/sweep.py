@@ -34,6 +34,7 @@ from mlray.train.run import (
     lineage_tags,
     log_inputs,
     prepare,
+    ray_storage,
     register,
     trained_epochs,
     training_inputs,
@@ -217,7 +218,7 @@ def _tune(spec: ProjectSpec, prepared: Prepared, sweep: str, parent_run_id: str,
             metric=METRIC, mode=MODE, num_samples=spec.tune.trials, scheduler=scheduler,
             # max_concurrent_trials is ignored when a search algorithm instance is given: bound it here
             search_alg=BasicVariantGenerator(max_concurrent=parallel, random_state=spec.train.seed)),
-        run_config=tune.RunConfig(name=sweep, storage_path=str(Path(spec.platform.state_dir) / "tune"), verbose=0,
+        run_config=tune.RunConfig(name=sweep, **ray_storage(spec.platform, "tune"), verbose=0,
                                   callbacks=[_trial_progress(spec.tune.trials * grid_points, progress)]),
     )
     with _silent_tune_reporter():
@@ -274,9 +275,10 @@ def _register_best(spec: ProjectSpec, prepared: Prepared, registry: Registry, ta
     from ray.train import Checkpoint
 
     trial_spec = with_overrides(spec, best.params)
+    checkpoint = Checkpoint(checkpoint_path, filesystem=ray_storage(spec.platform, "tune").get("storage_filesystem"))
     with mlflow.start_run(run_id=best.run_id, nested=True):
         version, status, decision, metrics, slices = register(trial_spec, prepared, registry, tags,
-                                                              checkpoint_weights(Checkpoint(checkpoint_path)))
+                                                              checkpoint_weights(checkpoint))
     return TrainOutcome(best.run_id, f"{sweep}-{best.trial_id}", registry.model_name, version, status, decision.reasons,
                         metrics, slices, trained_epochs(registry, best.run_id), prepared.table_version,
                         prepared.fitted.version, prepared.labels.task)

@@ -1,3 +1,9 @@
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from mlray import dataplane
@@ -56,3 +62,34 @@ def served(small_model):
     from serving import serving
 
     yield from serving(small_model[0])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A local S3 (moto's server on 127.0.0.1) with a bucket `lake`, in its own process (deltalake's calls hold the
+    GIL, so not a thread of this one)."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    deadline = time.time() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket="lake")
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            assert time.time() < deadline, "moto_server did not start"
+            time.sleep(0.3)
+    yield endpoint
+    server.terminate()
+    server.wait(10)

@@ -1,0 +1,42 @@
+"""`rollout`: a progressive rollout, declared."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, field_validator
+
+from mlray.spec.base import Duration, Section, parse_duration
+
+
+class RolloutChecks(Section):
+    """What the challenger must show at every step, against the champion over the same interval."""
+
+    max_error_rate: float = Field(0.02, ge=0, le=1, description="share of the challenger's requests that failed")
+    max_p99_latency_ratio: float = Field(1.5, gt=0, description="challenger p99 / champion p99")
+    max_divergence: float = Field(0.25, ge=0, description="population stability index between their score "
+                                                          "distributions")
+    max_metric_drop: float = Field(0.05, ge=0, description="live accuracy, precision and recall on labelled feedback: "
+                                                           "how much lower than the champion's each may be (regression: "
+                                                           "how much higher its mean absolute error, relative)")
+    min_labels: int = Field(30, ge=1, description="labelled rows per version before live quality is compared")
+    require_labels: bool = Field(False, description="a step waits for min_labels (else it may pass without them)")
+
+
+class RolloutSpec(Section):
+    """A progressive rollout, Flagger-like: steps, an interval, checks, a failure limit."""
+
+    steps: list[Union[Literal["shadow"], Annotated[float, Field(gt=0, le=100)]]] = Field(
+        default_factory=lambda: ["shadow", 5.0, 25.0, 50.0, 100.0], min_length=1,
+        description="'shadow' (mirrored, never answered) or the challenger's weight in percent")
+    interval: Duration = Field(timedelta(minutes=1), description="how long each step runs before it is analysed")
+    min_requests: int = Field(50, ge=1, description="challenger requests a step needs before it can pass")
+    failure_limit: int = Field(2, ge=1, description="failed analyses before an automatic rollback")
+    shadow_fraction: float = Field(1.0, gt=0, le=1)
+    checks: RolloutChecks = Field(default_factory=RolloutChecks)
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> timedelta:
+        return parse_duration(value)

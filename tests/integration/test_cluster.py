@@ -1,0 +1,162 @@
+"""mlray the way it runs for users: commands in separate shells against one Ray, and a real local cluster
+(`ray start --head` on 127.0.0.1) whose serving state lives on a local S3 and outlives the actors and the disk that
+held it. Everything runs in child processes: this test process is already a driver of the suite's own Ray."""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import free_port
+from serving import wait_until
+
+from mlray.registry.models import Registry
+from mlray.spec import load_spec
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+KEY = "cluster-key-789"
+
+
+def _project(folder: Path, starter_text: str, small_model, platform: str) -> Path:
+    """A project named `fleet` whose registry holds versions 1 and 2 (the suite's small model), champion 1."""
+    text = (re.sub(r"platform:\n(?:  .*\n)+", "platform:\n" + (platform or "  state_dir: .mlray\n"), starter_text, count=1)
+            .replace("name: card-fraud", "name: fleet", 1).replace("min_rows: 1000", "min_rows: 10")
+            + f"serve:\n  port: {free_port()}\n  log_flush_s: 0.5\n"
+            "rollout:\n  steps: [shadow, 50]\n  interval: 10m\n")
+    (folder / "mlray.yaml").write_text(text)
+    spec = load_spec(folder / "mlray.yaml")
+    small = Registry(small_model[0])
+    package = small.artifact_uri(small.model_name, "1")
+    registry = Registry(spec)
+    registry.client.create_registered_model(spec.name)
+    for _ in range(2):
+        registry.client.create_model_version(spec.name, package)
+    registry.set_alias("champion", "1")
+    return folder / "mlray.yaml"
+
+
+def _mlray(*args, env=None, check=True) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(BIN / "mlray"), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert not check or done.returncode == 0, f"mlray {' '.join(args)}: {done.stderr[-3000:]}"
+    return done
+
+
+def _json(*args, env=None):
+    return json.loads(_mlray(*args, "--json", env=env).stdout)
+
+
+def _get(url, path, key=KEY):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return requests.get(f"{url}{path}", headers=headers, timeout=10)
+
+
+def _clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLRAY_", "RAY_ADDRESS"))}
+    return env | extra
+
+
+def test_canary_start_in_a_second_shell_joins_the_ray_that_mlray_deploy_started(tmp_path, starter_text, small_model):
+    spec_file = _project(tmp_path, starter_text, small_model, "")
+    spec = load_spec(spec_file)
+    url = f"http://127.0.0.1:{spec.serve.port}"
+    serving = subprocess.Popen([str(BIN / "mlray"), "deploy", "--spec", str(spec_file)],
+                               env=_clean_env(MLRAY_API_KEYS=KEY), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        assert wait_until(lambda: _health(url), timeout=180), "the first shell serves"
+        started = _json("canary", "start", "2", "--spec", str(spec_file), env=_clean_env())
+        assert started["status"] == "running" and started["challenger"] == "2"
+        assert _get(url, "/v1/models").json()["rollout"]["shadow"] == "2"  # the same Ray, the same service
+        assert (Path(spec.platform.state_dir) / "ray-address.json").is_file()
+    finally:
+        serving.send_signal(signal.SIGINT)
+        output = serving.communicate(timeout=120)[0]
+    assert "stopped" in output, output[-2000:]
+    assert not (Path(spec.platform.state_dir) / "ray-address.json").exists(), "the address leaves with its Ray"
+
+
+def _health(url) -> bool:
+    try:
+        return requests.get(f"{url}/v1/health", timeout=5).json().get("status") == "ok"
+    except (requests.RequestException, ValueError):
+        return False
+
+
+@pytest.fixture
+def local_cluster():
+    """`ray start --head` on 127.0.0.1 with its own ports, temp folder and auth token; stopped by process id."""
+    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths live under it
+    port = free_port()
+    env = _clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    ports = {"dashboard-port": free_port(), "dashboard-agent-listen-port": free_port(),
+             "dashboard-agent-grpc-port": free_port(), "metrics-export-port": free_port(),
+             "runtime-env-agent-port": free_port(), "ray-client-server-port": free_port()}
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=4", f"--temp-dir={temp}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+         *(f"--{name}={value}" for name, value in ports.items())],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield f"127.0.0.1:{port}", env
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-9", "-f", temp], check=False)  # any process of that cluster still alive
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+KILL = """
+import sys, ray
+from ray.util.state import list_actors
+ray.init(address=sys.argv[1], logging_level="ERROR")
+victims = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+           if a.name in ("fleet-control", "fleet-rollout-controller") or a.class_name.startswith("ServeReplica:fleet:")]
+for actor in victims:
+    ray.kill(ray.get_actor(actor.name, namespace=actor.ray_namespace), no_restart=True)
+print(sorted(a.class_name for a in victims))
+"""
+
+
+def test_serving_state_outlives_its_owner_the_ingress_and_the_node_local_disk(tmp_path, starter_text, small_model,
+                                                                             s3_endpoint, local_cluster):
+    address, env = local_cluster
+    platform = (f"  ray_address: '{address}'\n  lake_root: s3://lake/{tmp_path.name}\n"
+                f"  mlflow_tracking_uri: sqlite:///{tmp_path}/tracking/mlflow.db\n"  # stands in for a tracking server
+                f"  storage_options: {{AWS_ENDPOINT_URL: '{s3_endpoint}', AWS_ACCESS_KEY_ID: test, "
+                "AWS_SECRET_ACCESS_KEY: test, AWS_REGION: us-east-1, AWS_ALLOW_HTTP: 'true', "
+                "AWS_S3_ALLOW_UNSAFE_RENAME: 'true'}\n")
+    (tmp_path / "tracking").mkdir()
+    spec_file = _project(tmp_path, starter_text, small_model, platform)
+    spec = load_spec(spec_file)
+    url, where = f"http://127.0.0.1:{spec.serve.port}", ["--spec", str(spec_file)]
+
+    _json("deploy", *where, env=env | {"MLRAY_API_KEYS": KEY})  # keys from this shell only
+    _json("canary", "start", "2", *where, env=env)  # another shell, without them
+    before = {"plan": _get(url, "/v1/models").json()["rollout"], "rollout": _json("canary", "status", *where, env=env),
+              "audit": _json("audit", "--limit", "100", *where, env=env)}
+    assert before["plan"]["shadow"] == "2" and before["rollout"]["status"] == "running"
+    assert [e["action"] for e in before["audit"]][:2] == ["canary.start.requested", "canary.start"]
+
+    killed = subprocess.run([sys.executable, "-c", KILL, address], env=env, capture_output=True, text=True, timeout=120)
+    assert "ServeReplica:fleet:ingress" in killed.stdout and "ControlPlane" in killed.stdout, killed.stderr[-2000:]
+    shutil.rmtree(spec.platform.state_dir)  # the node-local state folder, gone with its node
+
+    assert wait_until(lambda: _health(url), timeout=180), "Serve replaced the ingress, which found a new owner"
+    assert _get(url, "/v1/models").json()["rollout"] == before["plan"]
+    assert _get(url, "/v1/models", key=None).status_code == 401 and _get(url, "/v1/models").status_code == 200
+    after = _json("canary", "status", *where, env=env)
+    assert {k: after[k] for k in ("status", "step", "champion", "challenger", "step_started")} == \
+           {k: before["rollout"][k] for k in ("status", "step", "champion", "challenger", "step_started")}
+    assert _json("audit", "--limit", "100", *where, env=env) == before["audit"]
