@@ -73,7 +73,7 @@ def test_training_checkpoints_go_to_the_shared_storage_of_the_lake(s3_endpoint, 
     dataplane.lake_of(spec).append("transactions", generate_transactions(1500, seed=61), batch_id="seed-61",
                                    schema=arrow_schema(spec.train_table))
     outcome = train_model(spec, run_name="on-s3")
-    assert outcome.version == "1"
+    assert outcome.model_version == "1"
     client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test",
                           region_name="us-east-1")
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="lake", Prefix=f"{tmp_path.name}/_checkpoints/train/on-s3/")
