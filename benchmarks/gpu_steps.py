@@ -81,8 +81,11 @@ def train_rate(spec, fitted, inputs: dict, labels: np.ndarray, accelerator: str,
     module = TabularModule(len(fitted.numeric_names), fitted.cardinalities, "binary", 2, spec.model, spec.train)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(module, train_dataloaders=_batches(inputs, labels, batch_size, steps))
+                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Clock()])
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_batches(inputs, labels, batch_size, steps), batch_size=None, pin_memory=accelerator == "gpu")
+    trainer.fit(module, train_dataloaders=loader)
     timed = stamps[warmup:]
     return (len(timed) - 1) * batch_size / (timed[-1] - timed[0])
 
