@@ -26,11 +26,11 @@ import pyarrow as pa
 from benchmarks.common import CACHE, SMALL_TRAIN, ensure_small_model, machine, report, start_ray
 from benchmarks.featurize import ensure_table
 from mlray import dataplane
+from mlray.batch.predict import predict_table
 from mlray.lake import Lake
 from mlray.lake.schema import arrow_schema
 from mlray.registry.package import naive_utc
 from mlray.spec import ProjectSpec, load_spec, starter_spec
-from mlray.train.predict import predict_table
 
 HOME = CACHE / "batch-predict"
 CHUNK = 100_000  # rows per pandas chunk of the reference loop

@@ -20,7 +20,7 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Score a registered model on the test split (overall and per train.slices); log it to MLflow."""
-    from mlray.train.scoring import evaluate_model
+    from mlray.train.evaluate import evaluate_model
 
     spec = spec_and_ray(spec_path)
     with console.status("scoring the held-out rows…") if not as_json else nullcontext():

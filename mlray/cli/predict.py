@@ -20,7 +20,7 @@ def predict(
     as_json: JsonOption = False,
 ) -> None:
     """Score a table with one model version; the same version on the same snapshot is written once."""
-    from mlray.train.predict import predict_table
+    from mlray.batch.predict import predict_table
 
     spec = spec_and_ray(spec_path)
     with console.status(f"scoring table {table_name} with {model}…") if not as_json else nullcontext():

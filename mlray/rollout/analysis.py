@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mlray.quality import label_metrics, regression_metrics
 from mlray.spec import RolloutChecks
 
 PSI_BINS = 10
@@ -100,20 +101,12 @@ def _labelled(records: list[dict], labels: dict[tuple[str, int], str]) -> list[t
 
 
 def live_metrics(pairs: list[tuple]) -> dict[str, float]:
-    """Classification: accuracy, macro precision and macro recall (a class never predicted has precision 0).
-    Regression (float predictions): mean absolute error."""
+    """Classification: accuracy, macro precision and macro recall of the predicted labels. Regression (float
+    predictions): mean absolute error. The definitions offline evaluation uses (`mlray.quality`)."""
     if any(isinstance(p, float) for p, _ in pairs):
-        return {"mae": float(np.mean([abs(p - float(t)) for p, t in pairs]))}
-    predicted, truth = [str(p).lower() for p, _ in pairs], [str(t).lower() for _, t in pairs]
-    classes = sorted(set(predicted) | set(truth))
-    hits = [p == t for p, t in zip(predicted, truth)]
-
-    def share(of: str, among: list[str]) -> float:
-        chosen = [hit for hit, value in zip(hits, among) if value == of]
-        return sum(chosen) / len(chosen) if chosen else 0.0
-
-    return {"accuracy": sum(hits) / len(hits), "precision": float(np.mean([share(c, predicted) for c in classes])),
-            "recall": float(np.mean([share(c, truth) for c in classes]))}
+        truth, predicted = np.array([float(t) for _, t in pairs]), np.array([float(p) for p, _ in pairs])
+        return {"mae": regression_metrics(truth, predicted)["mae"]}
+    return label_metrics([str(t).lower() for _, t in pairs], [str(p).lower() for p, _ in pairs])
 
 
 def _quality_checks(champion: list[dict], challenger: list[dict], labels: dict, checks: RolloutChecks) -> list[Check]:

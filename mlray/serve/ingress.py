@@ -37,9 +37,10 @@ api.add_middleware(BodyLimit, limit=lambda: api.state.max_body_bytes)
 api.state.max_body_bytes = 1_048_576  # each replica sets its spec's limit
 
 
-def input_columns(spec: ProjectSpec) -> list[str]:
-    """What a request row may carry: every column of the train table but the label."""
-    return [c for c in spec.train_table.columns if c != spec.data.label_column]
+def request_columns(spec: ProjectSpec) -> tuple[list[str], set[str]]:
+    """What a request row may carry (every column of the train table) and what it must (the features' inputs): the
+    id is optional (echoed back when given, to join feedback on), and so is the label."""
+    return list(spec.train_table.columns), {feature.source for feature in spec.features}
 
 
 def _versions_of(plan: TrafficPlan | None) -> set[str]:
@@ -61,8 +62,9 @@ class Ingress:
 
         self.spec, serve_spec = spec, spec.serve
         api.title, api.state.max_body_bytes = f"mlray: {spec.name}", serve_spec.max_body_bytes
-        self.columns = input_columns(spec)
-        self.request_model = request_model(row_model(spec.train_table, self.columns), serve_spec.max_rows_per_request)
+        self.columns, required = request_columns(spec)
+        self.request_model = request_model(row_model(spec.train_table, self.columns, required),
+                                           serve_spec.max_rows_per_request)
         self.lake = dataplane.lake_of(spec)
         self.log = InferenceLog(self.lake, serve_spec.inference_log_table)
         self.pool = InProcessPool(spec) if local else HandlePool(spec)
@@ -173,7 +175,15 @@ class Ingress:
         self._count(version, latency, predictions)
         return {"request_id": request_id, "model_version": version,
                 "feature_version": predictions[0].get("feature_version") if predictions else None,
-                "predictions": [{k: v for k, v in p.items() if k != "feature_version"} for p in predictions]}
+                "predictions": [self._answer(row, p) for row, p in zip(rows, predictions)]}
+
+    def _answer(self, row: dict, prediction: dict) -> dict:
+        """One row's prediction, with the row's id when the request carried one."""
+        answer = {k: v for k, v in prediction.items() if k != "feature_version"}
+        id_column = self.spec.train_table.id_column
+        if id_column and row.get(id_column) is not None:
+            answer = {id_column: row[id_column]} | answer
+        return answer
 
     def _count(self, version: str, latency_ms: float, predictions: list[dict]) -> None:
         from mlray.metrics import serving

@@ -12,14 +12,16 @@ from mlray.spec import TableSpec
 PYTHON_TYPES = {"int": int, "float": float, "string": str, "bool": bool, "timestamp": datetime, "date": date}
 
 
-def row_model(table: TableSpec, columns: list[str], name: str = "Row") -> type[BaseModel]:
-    """A pydantic model of one raw row: `columns` typed as declared; nullable columns optional; unknown keys refused."""
+def row_model(table: TableSpec, columns: list[str], required: set[str] | None = None,
+              name: str = "Row") -> type[BaseModel]:
+    """A pydantic model of one raw row: `columns` typed as declared; unknown keys refused. A column may be left out
+    when it is nullable or not `required` (default: every column is; the model's inputs are, an id or a label is not)."""
     fields: dict[str, Any] = {}
     for column in columns:
         spec = table.columns[column]
         kind = PYTHON_TYPES[spec.type]
         constraints = {k: v for k, v in (("ge", spec.min), ("le", spec.max)) if v is not None}
-        if spec.nullable:
+        if spec.nullable or (required is not None and column not in required):
             fields[column] = (Optional[kind], Field(None, **constraints))
         else:
             fields[column] = (kind, Field(..., **constraints))

@@ -1,77 +1,109 @@
-"""Held-out metrics per task, overall and per slice (the bias check): scikit-learn's definitions."""
+"""Scoring a model on held-out rows: the test split of a pinned snapshot, overall and per slice.
+
+Used by training (the new model and the champion, on the same rows) and by `mlray evaluate`
+(any registered version on any version of the table).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import mlflow
 import numpy as np
-from sklearn import metrics as skm
+import pandas as pd
+import pyarrow as pa
 
-MIN_SLICE_ROWS = 20
-
-
-def expected_calibration_error(y_true: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
-    """Mean gap between predicted probability and observed frequency, weighted by bin size."""
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            gap += inside.mean() * abs(probability[inside].mean() - y_true[inside].mean())
-    return float(gap)
+from mlray import dataplane
+from mlray.errors import UserError
+from mlray.quality import slice_metrics, task_metrics
+from mlray.registry.models import Registry
+from mlray.registry.package import naive_utc
+from mlray.spec import ProjectSpec
+from mlray.train.data import SPLITS, LabelEncoding, split_index
 
 
-def binary_metrics(y_true: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float]:
-    predicted = probability >= threshold
-    both = len(np.unique(y_true)) == 2
-    return {
-        "roc_auc": float(skm.roc_auc_score(y_true, probability)) if both else float("nan"),
-        "pr_auc": float(skm.average_precision_score(y_true, probability)) if both else float("nan"),
-        "precision": float(skm.precision_score(y_true, predicted, zero_division=0)),
-        "recall": float(skm.recall_score(y_true, predicted, zero_division=0)),
-        "f1": float(skm.f1_score(y_true, predicted, zero_division=0)),
-        "accuracy": float(skm.accuracy_score(y_true, predicted)),
-        "ece": expected_calibration_error(y_true, probability),
-        "positive_rate": float(y_true.mean()),
-    }
+def raw_split_rows(dataset, spec: ProjectSpec, split: str, limit: int | None = None) -> pd.DataFrame:
+    """One split's rows, raw: the test rows models are scored on, or a sample of training inputs."""
+    id_column, keep = spec.train_table.id_column, SPLITS.index(split)
+    if id_column is None:
+        raise UserError(f"table '{spec.data.train_table}' needs an id_column: rows are split by a hash of their id")
+
+    def rows_of_split(batch: pa.Table) -> pa.Table:
+        return batch.filter(pa.array(split_index(batch.column(id_column), spec.train.split) == keep))
+
+    rows = dataset.map_batches(rows_of_split, batch_format="pyarrow")
+    return (rows.limit(limit) if limit else rows).to_pandas()
 
 
-def multiclass_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: list) -> dict[str, float]:
-    predicted = probabilities.argmax(axis=1)
-    labels = list(range(len(classes)))
-    recall = skm.recall_score(y_true, predicted, labels=labels, average=None, zero_division=0)
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, predicted)),
-        "macro_f1": float(skm.f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)),
-        **{f"recall_{cls}": float(r) for cls, r in zip(classes, recall)},
-    }
-
-
-def regression_metrics(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    return {
-        "rmse": float(np.sqrt(skm.mean_squared_error(y_true, predicted))),
-        "mae": float(skm.mean_absolute_error(y_true, predicted)),
-        "r2": float(skm.r2_score(y_true, predicted)) if len(y_true) > 1 else float("nan"),
-    }
-
-
-def task_metrics(task: str, y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5,
-                 classes: list | None = None) -> dict[str, float]:
+def score(frame: pd.DataFrame, task: str, classes: list) -> np.ndarray:
     if task == "binary":
-        return binary_metrics(y_true, scores, threshold)
+        return frame["score"].to_numpy()
     if task == "multiclass":
-        return multiclass_metrics(y_true, scores, classes or [])
-    return regression_metrics(y_true, scores)
+        return frame[[f"probability_{c}" for c in classes]].to_numpy()
+    return frame["prediction"].to_numpy()
 
 
-def slice_metrics(task: str, y_true: np.ndarray, scores: np.ndarray, slices: dict[str, np.ndarray],
-                  threshold: float = 0.5, classes: list | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """Metrics for every value of every slice column with at least MIN_SLICE_ROWS rows."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for column, values in slices.items():
-        out[column] = {}
-        for value in sorted({v for v in values.tolist() if v is not None}, key=str):
-            inside = values == value
-            if inside.sum() >= MIN_SLICE_ROWS:
-                out[column][str(value)] = {"rows": int(inside.sum()),
-                                           **task_metrics(task, y_true[inside], scores[inside], threshold, classes)}
-    return out
+def evaluate_frame(predicted: pd.DataFrame, test: pd.DataFrame, labels: LabelEncoding, spec: ProjectSpec) -> tuple:
+    """(metrics, slice metrics) of predictions against the labelled rows of `test`."""
+    y_true = labels.encode(pa.array(test[labels.column]))
+    labelled = y_true >= 0 if labels.task != "regression" else ~np.isnan(y_true)
+    scores = score(predicted, labels.task, labels.classes)[labelled]
+    y_true = y_true[labelled]
+    metrics = task_metrics(labels.task, y_true, scores, spec.train.threshold, labels.classes)
+    slices = slice_metrics(labels.task, y_true, scores,
+                           {c: test[c].to_numpy()[labelled] for c in spec.train.slices},
+                           spec.train.threshold, labels.classes)
+    return metrics, slices
+
+
+def champion_metrics(registry: Registry, test: pd.DataFrame, labels: LabelEncoding, spec: ProjectSpec) -> dict | None:
+    """The current champion scored on these held-out rows (None when there is no champion)."""
+    if registry.version_of("champion") is None:
+        return None
+    champion = registry.load("champion")
+    metrics, _ = evaluate_frame(champion.predict(naive_utc(test)), test, labels, spec)
+    return metrics
+
+
+def held_out_rows(spec: ProjectSpec, version: int | None) -> tuple[int, pd.DataFrame]:
+    """(pinned version, the test split's raw rows) of the train table; an empty split is a UserError."""
+    lake = dataplane.lake_of(spec)
+    name = spec.data.train_table
+    pinned = lake.open(name, version).version()
+    test = raw_split_rows(lake.dataset(name, pinned), spec, "test")
+    if test.empty:
+        raise UserError(f"the test split of table '{name}' v{pinned} is empty: add rows or raise train.split.test")
+    return pinned, test
+
+
+@dataclass
+class Evaluation:
+    model_name: str
+    model_version: str
+    table: str
+    table_version: int
+    rows: int
+    metrics: dict[str, float]
+    slices: dict
+    run_id: str
+
+
+def evaluate_model(spec: ProjectSpec, reference: str = "champion", version: int | None = None) -> Evaluation:
+    """Score a registered model on the held-out split of a pinned table version; log it as an MLflow run."""
+    registry = Registry(spec)
+    name, model_version = registry.resolve(reference)  # an unknown model fails here, before any data is read
+    model = registry.load(f"{name}/{model_version}")
+    config = model.unwrap_python_model().config
+    table = spec.data.train_table
+    if config.label_column not in spec.train_table.columns:
+        raise UserError(f"model {name}/{model_version} predicts '{config.label_column}', which table '{table}' lacks")
+    pinned, test = held_out_rows(spec, version)
+    labels = LabelEncoding(config.label_column, config.task, config.classes)
+    metrics, slices = evaluate_frame(model.predict(naive_utc(test)), test, labels, spec)
+    tags = {"mlray.evaluated_model": name, "mlray.evaluated_version": model_version, "mlray.table": table,
+            "mlray.table_version": str(pinned)}
+    with mlflow.start_run(run_name=f"evaluate-{name}-v{model_version}-{table}@{pinned}",
+                          experiment_id=registry.experiment_id, tags=tags) as run:
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)} | {"test_rows": len(test)})
+        mlflow.log_dict(slices, "slice_metrics.json")
+    return Evaluation(name, model_version, table, pinned, len(test), metrics, slices, run.info.run_id)

@@ -25,9 +25,9 @@ from mlray.registry.models import Registry
 from mlray.registry.package import PackageConfig, log_package, predict_frame
 from mlray.spec import ProjectSpec
 from mlray.train.data import LabelEncoding, check_splits, resolve_labels, split_datasets
+from mlray.train.evaluate import champion_metrics, evaluate_frame, raw_split_rows
 from mlray.train.loop import CHECKPOINT_FILE, Fault, LoopConfig, train_loop_per_worker
 from mlray.train.progress import EpochWatcher, Progress
-from mlray.train.scoring import champion_metrics, evaluate_frame, raw_split_rows
 
 log = logging.getLogger(__name__)
 REFERENCE_ROWS = 1000

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mlray import dataplane
+from mlray.batch.predict import predict_table
 from mlray.cli import app
 from mlray.errors import UserError
 from mlray.lake.synthetic import generate_transactions
 from mlray.registry.package import naive_utc
-from mlray.train.predict import predict_table
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,18 @@ def test_predict_answers_like_the_registered_model_and_logs_every_row(served):
     assert len(labels) == 1  # other modules' feedback shares this lake
 
 
+def test_a_row_needs_only_the_model_inputs_and_an_id_given_is_echoed(served):
+    spec, url, _ = served
+    rows = as_json_rows(raw_rows(spec, 2))
+    bare = [{k: v for k, v in row.items() if k not in ("transaction_id", "customer_id")} for row in rows]
+    without = post(f"{url}/v1/predict", {"rows": bare})
+    assert without.status_code == 200, without.text
+    assert all("transaction_id" not in p for p in without.json()["predictions"])
+    with_ids = post(f"{url}/v1/predict", {"rows": rows}).json()
+    assert [p["transaction_id"] for p in with_ids["predictions"]] == [row["transaction_id"] for row in rows]
+    assert [p["score"] for p in with_ids["predictions"]] == [p["score"] for p in without.json()["predictions"]]
+
+
 def test_bad_requests_get_401_413_422_and_never_a_trace(served):
     spec, url, _ = served
     row = as_json_rows(raw_rows(spec, 1))[0]

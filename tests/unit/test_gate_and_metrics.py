@@ -2,10 +2,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from mlray.quality import expected_calibration_error, slice_metrics, task_metrics
 from mlray.registry.gate import decide
 from mlray.spec import GateSpec, SplitSpec
 from mlray.train.data import LabelEncoding, split_index
-from mlray.train.evaluate import expected_calibration_error, slice_metrics, task_metrics
 
 
 def test_gate_floors_ceilings_and_the_champion():

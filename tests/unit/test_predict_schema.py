@@ -3,12 +3,12 @@
 import pyarrow as pa
 import pytest
 
+from mlray.batch.predict import output_schema, scored_rows
 from mlray.errors import UserError
 from mlray.features import fit
 from mlray.lake.synthetic import generate_transactions
 from mlray.registry.package import PackageConfig, predict_frame, prediction_schema
 from mlray.spec import ModelSpec, parse_spec, starter_spec
-from mlray.train.predict import output_schema, scored_rows
 
 ROWS = generate_transactions(64, seed=3)
 ID = ROWS.schema.field("transaction_id")

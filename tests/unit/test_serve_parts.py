@@ -111,3 +111,20 @@ def test_the_body_limit_refuses_large_bodies_before_the_app_reads_them():
     assert _call(limited, [(b"content-length", b"11")], [b"x" * 11])[0]["status"] == 413
     assert _call(limited, [], [b"x" * 6, b"x" * 6])[0]["status"] == 413  # chunked, counted as it arrives
     assert _call(limited, [(b"content-length", b"5")], [b"hello"])[1]["body"] == b"hello"
+
+
+def test_a_request_row_needs_the_model_inputs_but_not_the_id_or_the_label(starter_text):
+    from pydantic import ValidationError
+
+    from mlray.serve.ingress import request_columns
+    from mlray.serve.schema import row_model
+    from mlray.spec import parse_spec
+
+    spec = parse_spec(starter_text)
+    columns, required = request_columns(spec)
+    Row = row_model(spec.train_table, columns, required)
+    inputs = {"event_time": "2026-11-01T10:00:00Z", "amount": 12.5, "country": "DE"}
+    assert Row.model_validate(inputs).transaction_id is None  # no id, no customer_id, no label: fine
+    assert Row.model_validate(inputs | {"transaction_id": "t-1", "is_fraud": False}).transaction_id == "t-1"
+    with pytest.raises(ValidationError, match="amount"):
+        Row.model_validate({k: v for k, v in inputs.items() if k != "amount"})  # a feature's input is required
