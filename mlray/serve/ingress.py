@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 
+import ray
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -78,15 +79,25 @@ class Ingress:
 
     async def _follow(self) -> None:
         """Long-poll the control plane; when it is gone (restarting, or killed), find or start it again."""
+        from ray.exceptions import RayActorError
+
         while True:
             try:
+                if self.owner is None:
+                    self.owner = await asyncio.to_thread(control.owner, self.spec)
                 state = await self.owner.watch.remote(self.revision, self.replica)
-                if state["revision"] != self.revision:
-                    await self._apply(state)
-            except Exception as exc:  # noqa: BLE001 - the follower must outlive any bad moment of the owner
+            except (RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.RaySystemError) as exc:
                 log.warning("lost the control plane of %s (%s); finding it again", self.spec.name, type(exc).__name__)
+                self.owner = None
                 await asyncio.sleep(1.0)
-                self.owner = await asyncio.to_thread(control.owner, self.spec)
+                continue
+            if state["revision"] == self.revision:
+                continue
+            try:
+                await self._apply(state)
+            except Exception:  # noqa: BLE001 - e.g. a version that fails to load: keep serving the last plan, retry
+                log.exception("could not apply revision %d of the control plane", state["revision"])
+                await asyncio.sleep(1.0)
 
     async def _apply(self, state: dict) -> None:
         """Take a new state: keys at once; a plan once the versions it names are ready (no request waits on a load)."""

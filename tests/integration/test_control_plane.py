@@ -1,6 +1,7 @@
 """The control plane owns who serves what: it survives being killed, pushes changes to every ingress replica within a
 second, keeps the keys the caller gave, and a change made by hand during a rollout is not undone by the rollout."""
 
+import json
 import time
 
 import pytest
@@ -44,6 +45,20 @@ def test_a_change_reaches_every_ingress_replica_within_a_second(two_ingress_repl
         delays.append(time.perf_counter() - started)
         assert _answering(url, row) == {plan.champion}  # every replica answers with the new plan
     assert max(delays) < 1.0, delays
+
+
+def test_serve_status_tells_the_revision_each_ingress_replica_has_applied(two_ingress_replicas):
+    from typer.testing import CliRunner
+
+    from mlray.cli import app
+
+    spec, _, _ = two_ingress_replicas
+    result = CliRunner().invoke(app, ["serve", "status", "--spec", str(spec.path), "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert status["applications"][spec.name]["status"] == "RUNNING"
+    assert len(status["replicas"]) == 2 and set(status["replicas"].values()) == {status["revision"]}
+    assert status["plan"] == control.call(spec, "snapshot")["plan"]
 
 
 def test_keys_given_by_the_deploying_shell_survive_a_canary_started_elsewhere(two_ingress_replicas, monkeypatch):

@@ -172,7 +172,9 @@ def test_an_overloaded_version_answers_503_with_retry_after_and_no_request_fails
     tight = spec.model_copy(update={"serve": spec.serve.model_copy(update={"max_queued_requests": 2})})
     slow = register_copy(spec)
     try:
-        deploy(tight, versions=[slow], fault=Fault(delay_ms=1500))
+        # 48 requests land within half a second: a queue of 2 behind 16 ongoing sheds the rest. The replica works
+        # through what it holds a call at a time (18 × 0.6 s, well inside the client's 30 s timeout)
+        deploy(tight, versions=[slow], fault=Fault(delay_ms=600))
         row = as_json_rows(raw_rows(spec, 1))[0]
         with ThreadPoolExecutor(48) as pool:
             responses = list(pool.map(lambda _: post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-version": slow}),
