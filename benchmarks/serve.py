@@ -312,10 +312,11 @@ def model_replicas(app: str) -> int | None:
 
 def deploy_canary(spec) -> None:
     """(a) as a user gets it: champion 1 served, version 2 started next to it, then 90/10 live."""
+    from mlray.serve.auth import KeyRing
     from mlray.serve.deploy import deploy, set_traffic
     from mlray.serve.routing import TrafficPlan
 
-    deploy(spec, versions=["2"], plan=TrafficPlan.only("1"))
+    deploy(spec, versions=["2"], plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve))
     set_traffic(spec, TrafficPlan("1", {"1": 0.9, "2": 0.1}))
 
 

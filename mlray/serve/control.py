@@ -209,8 +209,9 @@ def owner(spec: ProjectSpec):
 
 
 def call(spec: ProjectSpec, method: str, *args, attempts: int = 3, **kwargs):
-    """Call the owner and wait; an owner that died under the call is found (or started) again and called again
-    (its changes are compare-and-swapped, so a call that had landed is not applied twice)."""
+    """Call the owner and wait; an owner that died under the call is found (or started) again and called again.
+    That is safe: setting a plan, keys or an alias twice changes nothing more, and a rollout change that had
+    landed is refused the second time by its revision check."""
     from ray.exceptions import ActorDiedError, ActorUnavailableError
 
     for attempt in range(attempts):
