@@ -51,10 +51,19 @@ def quarantine_schema(table: TableSpec) -> pa.Schema:
 
 
 @dataclass(frozen=True)
-class SourceFile:
-    path: str  # as the user named it (a local path or a URI): what reports and errors show
-    location: str  # the path inside `fs`
+class Found:
+    """One file of a source: its name as shown (a local path or a URI, as the user named it), and where its
+    filesystem finds it."""
+
+    path: str
+    location: str
     fs: pafs.FileSystem
+
+
+@dataclass(frozen=True)
+class SourceFile(Found):
+    """A found file, inspected: its format and content hash."""
+
     format: str
     fingerprint: str
 
@@ -98,15 +107,6 @@ class IngestReport:
 
 
 # --------------------------------------------------------------------------- discovering and inspecting
-
-
-@dataclass(frozen=True)
-class Found:
-    """One file of a source: its name as shown, and where its filesystem finds it."""
-
-    path: str
-    location: str
-    fs: pafs.FileSystem
 
 
 def _shown(source: str, base: str, location: str) -> str:
@@ -244,7 +244,7 @@ def _read(source: SourceFile, table: TableSpec):
 
     path, fs = source.location, source.fs
     if source.format == "csv":
-        header = _columns_of(Found(source.path, path, fs), "csv")
+        header = _columns_of(source, "csv")
         options = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
         ds = ray.data.read_csv(path, filesystem=fs, convert_options=options)
     elif source.format == "parquet":

@@ -140,11 +140,8 @@ class ControlPlane:
             return await self._commit({"keys": sorted(after)}, [entry], actor)
 
     async def set_alias(self, alias: str, version: str, actor: str) -> dict:
-        """Point an alias at a version; a new champion keeps the old one as previous and stops a running rollout."""
-        from mlray.registry.models import ALIASES
-
-        if alias not in ALIASES:
-            raise UserError(f"alias {alias!r} is not one of {', '.join(ALIASES)}")
+        """Point an alias at a version; a new champion keeps the old one as previous and stops a running rollout.
+        An unknown alias is refused by `Registry.set_alias`."""
         async with self.lock:
             registry = await self._registry()
             before = await asyncio.to_thread(registry.version_of, alias)

@@ -102,7 +102,7 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     extra = [registry.resolve(reference)[1] for reference in versions or []]
     plan = TrafficPlan(plan.champion, {v: 0.0 for v in extra} | plan.weights, plan.shadow, plan.shadow_fraction,
                        plan.step)  # extra versions are served at weight 0: pinnable, ready for a canary
-    wanted = list(dict.fromkeys([*plan.weights, *([plan.shadow] if plan.shadow else [])]))
+    wanted = sorted(plan.versions)
     for version in wanted:
         registry.resolve(version)
     start_serve(spec)
@@ -133,14 +133,13 @@ def _reroutes(live: TrafficPlan | None, plan: TrafficPlan) -> bool:
 
 def check_served(spec: ProjectSpec, plan: TrafficPlan) -> None:
     """Every version of `plan` must be served (replicas) or loadable (in the ingress) before the plan is set."""
-    versions = [*plan.weights, *([plan.shadow] if plan.shadow else [])]
     if placement(spec) == "ingress":
         registry = Registry(spec)
-        for version in versions:
+        for version in plan.versions:
             registry.resolve(version)  # the ingress loads it before the plan takes effect
         return
     apps = running_apps()
-    missing = [v for v in versions if apps.get(model_app_name(spec.name, v)) != "RUNNING"]
+    missing = sorted(v for v in plan.versions if apps.get(model_app_name(spec.name, v)) != "RUNNING")
     if missing:
         raise UserError(f"version(s) {', '.join(missing)} are not served: deploy them first (`mlray deploy`)")
 

@@ -12,12 +12,12 @@ import logging
 import time
 import uuid
 
-import ray
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError, RaySystemError
 from ray.serve.config import BackpressureConfig
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -42,10 +42,6 @@ def request_columns(spec: ProjectSpec) -> tuple[list[str], set[str]]:
     """What a request row may carry (every column of the train table) and what it must (the features' inputs): the
     id is optional (echoed back when given, to join feedback on), and so is the label."""
     return list(spec.train_table.columns), {feature.source for feature in spec.features}
-
-
-def _versions_of(plan: TrafficPlan | None) -> set[str]:
-    return set() if plan is None else set(plan.weights) | ({plan.shadow} if plan.shadow else set())
 
 
 def ingress_scaling(serve_spec, local: bool) -> dict:
@@ -79,19 +75,18 @@ class Ingress:
 
     async def _follow(self) -> None:
         """Long-poll the control plane; when it is gone (restarting, or killed), find or start it again."""
-        from ray.exceptions import RayActorError
-
         while True:
             try:
                 if self.owner is None:
                     self.owner = await asyncio.to_thread(control.owner, self.spec)
                 state = await self.owner.watch.remote(self.revision, self.replica)
-            except (RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.RaySystemError) as exc:
+            except (RayActorError, ActorUnavailableError, RaySystemError) as exc:
                 log.warning("lost the control plane of %s (%s); finding it again", self.spec.name, type(exc).__name__)
                 self.owner = None
                 await asyncio.sleep(1.0)
                 continue
-            if state["revision"] == self.revision:
+            if state["revision"] == self.revision:  # a quiet long poll: unload what retired meanwhile
+                await self.pool.prepare(self.plan.versions if self.plan else frozenset())
                 continue
             try:
                 await self._apply(state)
@@ -106,7 +101,7 @@ class Ingress:
         if state["keys"] is not None:
             self.keys = KeyRing(state["keys"], environ={})
         plan = TrafficPlan.from_dict(state["plan"]) if state["plan"] else None
-        await self.pool.prepare(_versions_of(plan))
+        await self.pool.prepare(plan.versions if plan else frozenset())
         self.plan, self.revision = plan, state["revision"]
         for version, weight in (plan.weights.items() if plan else ()):
             serving()["weight"].set(weight, tags={"model_version": version})
@@ -142,7 +137,7 @@ class Ingress:
     @api.get("/v1/models")
     async def models(self, request: Request) -> dict:
         self._authorize(request)
-        served = sorted(_versions_of(self.plan))
+        served = sorted(self.plan.versions if self.plan else ())
         infos = await asyncio.gather(*(self.pool.info(v) for v in served))
         return {"rollout": self.plan.to_dict() if self.plan else None, "revision": self.revision,
                 "versions": [info | {"weight": self.plan.weights.get(info["version"], 0.0)} for info in infos]}
@@ -159,8 +154,8 @@ class Ingress:
         request_id = uuid.uuid4().hex
         sticky = request.headers.get(serve_spec.sticky_header)
         pinned = request.headers.get(serve_spec.pin_header)
-        if pinned is not None and pinned not in _versions_of(plan):
-            raise HTTPException(400, f"version {pinned!r} is not served (served: {sorted(_versions_of(plan))})")
+        if pinned is not None and pinned not in plan.versions:
+            raise HTTPException(400, f"version {pinned!r} is not served (served: {sorted(plan.versions)})")
         version = pinned or plan.pick(sticky)
         rows = body.all_rows()
         inputs = rows_table(rows, self.spec.train_table, self.columns)

@@ -26,7 +26,8 @@ class TrafficPlan:
     shadow: str | None = None
     shadow_fraction: float = 0.0
     step: str = "stable"  # the rollout step, for /v1/models and metrics
-    order: tuple[str, ...] = field(default=())
+    order: tuple[str, ...] = field(default=())  # derived: challengers in version order, the champion last
+    versions: frozenset[str] = field(default=frozenset())  # derived: every version the plan serves, shadow included
 
     def __post_init__(self):
         total = sum(self.weights.values())
@@ -34,6 +35,7 @@ class TrafficPlan:
             raise ValueError(f"weights must be ≥ 0, sum to 1 and include the champion {self.champion}: {self.weights}")
         challengers = sorted((v for v in self.weights if v != self.champion), key=_version_key)
         object.__setattr__(self, "order", (*challengers, self.champion))
+        object.__setattr__(self, "versions", frozenset(self.weights) | ({self.shadow} if self.shadow else frozenset()))
 
     @classmethod
     def only(cls, version: str) -> "TrafficPlan":
