@@ -43,3 +43,26 @@ def rollout() -> dict:
         "failures": metrics.Gauge("mlray_rollout_failed_analyses", "Failed analyses so far in the rollout.",
                                   tag_keys=tags),
     }
+
+
+@lru_cache(maxsize=1)
+def monitor() -> dict:
+    """The drift monitor's metrics, per input column and per model version."""
+    from ray.util import metrics
+
+    return {
+        "p_value": metrics.Gauge("mlray_drift_p_value", "Drift test p-value of an input column in the last window.",
+                                 tag_keys=("model", "feature")),
+        "distance": metrics.Gauge("mlray_drift_distance", "Drift test statistic of an input column in the last window.",
+                                  tag_keys=("model", "feature")),
+        "drift": metrics.Gauge("mlray_drift_detected", "1 when the input column drifted in the last window.",
+                               tag_keys=("model", "feature")),
+        "score_p_value": metrics.Gauge("mlray_score_drift_p_value", "Score-distribution drift p-value in the last "
+                                       "window, by the champion it was compared with.", tag_keys=("model", "model_version")),
+        "score_drift": metrics.Gauge("mlray_score_drift_detected", "1 when the score distribution drifted.",
+                                     tag_keys=("model", "model_version")),
+        "quality": metrics.Gauge("mlray_live_quality", "Live quality on labelled feedback, by version and metric.",
+                                 tag_keys=("model", "model_version", "metric")),
+        "windows": metrics.Counter("mlray_drift_windows", "Windows checked, by verdict.", tag_keys=("model", "verdict")),
+        "incidents": metrics.Counter("mlray_incidents", "Incidents opened, by cause.", tag_keys=("model", "cause")),
+    }

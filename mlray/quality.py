@@ -64,6 +64,14 @@ def label_metrics(truth: list, predicted: list) -> dict[str, float]:
             "recall": float(skm.recall_score(truth, predicted, labels=classes, average="macro", zero_division=0))}
 
 
+def predicted_label_metrics(truth: list, predicted: list) -> dict[str, float]:
+    """Accuracy and macro-F1 of predicted labels (live multiclass quality: the log keeps labels, not every
+    class's probability)."""
+    classes = sorted(set(truth) | set(predicted), key=str)
+    return {"accuracy": float(skm.accuracy_score(truth, predicted)),
+            "macro_f1": float(skm.f1_score(truth, predicted, labels=classes, average="macro", zero_division=0))}
+
+
 def task_metrics(task: str, y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5,
                  classes: list | None = None) -> dict[str, float]:
     if task == "binary":

@@ -18,6 +18,7 @@ from mlray.spec import PlatformSpec
 
 log = logging.getLogger(__name__)
 ADDRESS_FILE = "ray-address.json"
+NAMESPACE = "mlray"  # the Ray namespace of every named mlray actor (control plane, rollout, monitor)
 
 
 def connect(platform: PlatformSpec, quiet: bool = True) -> None:

@@ -11,6 +11,7 @@ from mlray.cli.evaluate import evaluate
 from mlray.cli.generate import generate
 from mlray.cli.ingest import ingest
 from mlray.cli.init import init
+from mlray.cli.monitor import drift_app, incidents_app, monitor_app
 from mlray.cli.predict import predict
 from mlray.cli.train import train
 from mlray.cli.tune import tune
@@ -41,6 +42,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(serve.app, name="serve")
 app.add_typer(canary.app, name="canary")
 app.add_typer(serve.keys_app, name="keys")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(drift_app, name="drift")
+app.add_typer(incidents_app, name="incidents")
 
 
 def main() -> None:

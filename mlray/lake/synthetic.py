@@ -6,7 +6,7 @@ The columns match `mlray/templates/starter.yaml`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -29,7 +29,7 @@ class Shift:
     """How far the world has moved from the reference (0 = none, 1 = a lot)."""
 
     covariate: float = 0.0  # inputs move: bigger amounts, more online and foreign, newer accounts
-    prior: float = 0.0  # the fraud base rate rises (×(1 + 4·prior))
+    prior: float = 0.0  # fraud is drawn (1 + 4·prior) times as often; what fraud looks like stays (label shift)
     concept: float = 0.0  # the same inputs mean something else: fraud moves to small, daytime, domestic payments
 
 
@@ -49,10 +49,22 @@ def _customers(rng: np.random.Generator, count: int, shift: Shift) -> dict[str, 
 def generate_transactions(rows: int, seed: int = 0, start: datetime | None = None, days: float = 30,
                           shift: Shift = Shift(), id_prefix: str | None = None) -> pa.Table:
     """`rows` transactions spread over `days` ending at `start + days`, reproducible from `seed`."""
+    if shift.prior <= 0:
+        return _transactions(rows, seed, start, days, shift, id_prefix)
+    # Prior shift: draw from a larger world without it, fraud weighted up, so P(fraud) rises and P(inputs | fraud) stays.
+    boost = 1 + 4 * shift.prior
+    pool = _transactions(int(rows * boost * 1.3) + 100, seed, start, days, replace(shift, prior=0.0), id_prefix)
+    weights = np.where(pool.column("is_fraud").to_numpy(zero_copy_only=False), boost, 1.0)
+    chosen = np.random.default_rng(seed + 1).choice(pool.num_rows, size=rows, replace=False, p=weights / weights.sum())
+    return pool.take(np.sort(chosen))
+
+
+def _transactions(rows: int, seed: int, start: datetime | None, days: float, shift: Shift,
+                  id_prefix: str | None) -> pa.Table:
     rng = np.random.default_rng(seed)
     if start is None:  # midnight UTC, so that the hours of day below are the hours of the timestamps
         start = (datetime.now(timezone.utc) - timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
-    people = _customers(rng, max(50, rows // 25), shift)
+    people = _customers(rng, max(2000, rows // 5), shift)  # many: a window of traffic is mostly distinct customers
     who = rng.integers(0, len(people["home"]), rows)
 
     seconds = np.sort(rng.uniform(0, days * 86400, rows))
@@ -83,7 +95,7 @@ def generate_transactions(rows: int, seed: int = 0, start: datetime | None = Non
     old_pattern = (1.1 * z_amount + 1.3 * night + 1.2 * foreign + 0.9 * risky_category + 0.8 * (tx_1h >= 3)
                    + 0.7 * (account_age < 60) - 0.6 * (device == "pos"))
     new_pattern = -1.0 * z_amount + 1.0 * (~night) + 1.4 * (category == "gaming") + 1.0 * (device == "desktop")
-    logit = -5.0 + np.log1p(4 * shift.prior) + (1 - shift.concept) * old_pattern + shift.concept * new_pattern
+    logit = -5.0 + (1 - shift.concept) * old_pattern + shift.concept * new_pattern
     is_fraud = rng.random(rows) < 1 / (1 + np.exp(-logit))
 
     prefix = id_prefix or f"tx{seed}"

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 BLOCK_BYTES = 256 * 1024 * 1024
 CDF_CONFIG = {"delta.enableChangeDataFeed": "true"}
 BATCH_APP_PREFIX = "mlray-batch:"
+APPEND_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -130,30 +131,41 @@ class Lake:
     ) -> AppendResult:
         """Append in one atomic commit; with a `batch_id`, a batch already committed is skipped.
 
-        The table's schema is enforced: columns are cast to it, and a mismatch is a UserError."""
+        The table's schema is enforced: columns are cast to it, and a mismatch is a UserError. Data held in memory (a
+        table or a list of batches) is written again when a concurrent commit conflicts with it (delta-rs fails an
+        append whose snapshot lost files to a concurrent delete, e.g. a retention delete): appends never depend on
+        what they read, so the retry is safe."""
         if not self.exists(name):
             if schema is None:
                 raise UserError(f"table '{name}' does not exist in {self.root} (ingest into it first)")
             self.create(name, schema)
+        replayable, attempt = isinstance(data, (pa.Table, list, tuple)), 1
+        while True:
+            try:
+                return self._append_once(name, data, batch_id, metadata)
+            except CommitFailedError as exc:
+                if batch_id is not None and self.committed(name, batch_id):  # a concurrent writer committed this batch
+                    log.info("batch %s was committed concurrently to table %s", batch_id, name)
+                    return AppendResult(name, self.latest_version(name), False, 0)
+                if not replayable or attempt == APPEND_TRIES:
+                    raise
+                attempt += 1
+                log.info("an append to %s conflicted with a concurrent commit (%s); writing it again", name,
+                         str(exc).splitlines()[0])
+
+    def _append_once(self, name: str, data, batch_id: str | None, metadata: dict[str, str] | None) -> AppendResult:
         dt = self.open(name)
         if batch_id is not None and dt.transaction_version(BATCH_APP_PREFIX + batch_id) is not None:
             log.info("batch %s is already in table %s; skipping", batch_id, name)
             return AppendResult(name, dt.version(), False, 0)
-        table_schema = arrow_schema_of(dt)
         counter = _RowCounter()
-        reader = _conformed_reader(data, table_schema, name, counter)
+        reader = _conformed_reader(data, arrow_schema_of(dt), name, counter)
         properties = CommitProperties(
             custom_metadata={"mlray.batch_id": batch_id or "", **(metadata or {})},
             app_transactions=[Transaction(BATCH_APP_PREFIX + batch_id, 1)] if batch_id else None,
         )
         try:
             write_deltalake(dt, reader, mode="append", commit_properties=properties)
-        except CommitFailedError:
-            # A concurrent writer committed first; if it committed this very batch, we are done.
-            if batch_id is not None and self.committed(name, batch_id):
-                log.info("batch %s was committed concurrently to table %s", batch_id, name)
-                return AppendResult(name, self.latest_version(name), False, 0)
-            raise
         except DeltaError:
             if counter.error is not None:  # the failure came from the data stream: surface it as it was
                 raise counter.error from None

@@ -75,6 +75,12 @@ class Registry:
         """Where a version's package lives: loading from there needs no registry lookup (what workers do)."""
         return self.client.get_model_version_download_uri(name, version)
 
+    def test_metrics(self, version: str) -> dict[str, float]:
+        """The held-out test metrics recorded when `version` was trained, without the `test_` prefix."""
+        run_id = self.client.get_model_version(self.model_name, version).run_id
+        metrics = self.client.get_run(run_id).data.metrics if run_id else {}
+        return {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
+
     def set_alias(self, alias: str, version: str) -> None:
         if alias not in ALIASES:
             raise UserError(f"alias {alias!r} is not one of {', '.join(ALIASES)}")

@@ -65,6 +65,17 @@ def predict_frame(net: TabularNet, config: PackageConfig, fitted: FittedFeatures
     return frame
 
 
+def scores(frame: pd.DataFrame) -> np.ndarray:
+    """One number per row of `predict_frame`'s output: the binary score, the top-class probability, or the
+    regression prediction (what the inference log's `score` column holds)."""
+    if "score" in frame:
+        return frame["score"].to_numpy(dtype=float)
+    probabilities = [c for c in frame.columns if str(c).startswith("probability_")]
+    if probabilities:
+        return frame[probabilities].to_numpy(dtype=float).max(axis=1)
+    return frame["prediction"].to_numpy(dtype=float)
+
+
 def prediction_schema(config: PackageConfig) -> pa.Schema:
     """The columns `predict_frame` makes, typed, known before any row is scored (an output table's declaration)."""
     if config.task == "regression":
@@ -87,6 +98,11 @@ class TabularPackage(mlflow.pyfunc.PythonModel):
         self.net = self.config.network()
         self.net.load_state_dict(torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True))
         self.net.eval()
+        self.reference_path = context.artifacts.get(REFERENCE)
+
+    def reference(self) -> pd.DataFrame:
+        """The raw training inputs packaged with the model (drift checks compare live traffic with them)."""
+        return pd.read_parquet(self.reference_path)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return predict_frame(self.net, self.config, self.fitted, model_input)

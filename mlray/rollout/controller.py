@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import ray
 
 from mlray.errors import UserError
+from mlray.lake.inference import appended_since, dedupe_labels
 from mlray.lake.state import StateConflict
 from mlray.rollout.analysis import analyze
 from mlray.serve import control
@@ -31,6 +32,9 @@ from mlray.spec import ProjectSpec, RolloutSpec
 __all__ = ["ROLLBACK_TAG", "Rollout", "RolloutController", "command", "controller"]
 log = logging.getLogger(__name__)
 ACTOR = "rollout-controller"
+# what the analysis reads of the inference log and the labels (never the logged inputs)
+LOG_COLUMNS = ["request_id", "row", "error", "latency_ms", "score", "prediction", "shadow", "model_version", "at"]
+LABEL_COLUMNS = ["request_id", "row", "label", "at"]
 
 
 @dataclass
@@ -168,16 +172,15 @@ class Rollout:
         except UserError:  # the table is younger than `when`
             return -1
 
-    def _appended(self, table: str, after: int) -> pa.Table | None:
-        """Rows appended to `table` after version `after` (the tables are append-only), or None."""
-        if not self.lake.exists(table):
-            return None
-        return self.lake.read(table) if after < 0 else self.lake.changes_since(table, after)
+    def _appended(self, table: str, after: int, columns: list[str]) -> pa.Table | None:
+        """`columns` of the rows appended to `table` after version `after` (inserts only), or None."""
+        appended = appended_since(self.lake, table, after, columns)
+        return None if appended is None else appended.drop_columns(["_commit_version"])
 
     def _records(self, since: datetime) -> tuple[list[dict], list[dict], dict]:
         serve_spec, s = self.spec.serve, self.state
         champion, challenger = [], []
-        logged = self._appended(serve_spec.inference_log_table, s.log_version)
+        logged = self._appended(serve_spec.inference_log_table, s.log_version, LOG_COLUMNS)
         if logged is not None:
             logged = logged.filter(pc.greater_equal(logged.column("at"), since))
             for r in logged.to_pylist():
@@ -185,8 +188,9 @@ class Rollout:
                     challenger.append(r)
                 elif r["model_version"] == s.champion and not r["shadow"]:
                     champion.append(r)
-        labelled = self._appended(serve_spec.labels_table, s.labels_version)
-        labels = {} if labelled is None else {(r["request_id"], r["row"]): r["label"] for r in labelled.to_pylist()}
+        labelled = self._appended(serve_spec.labels_table, s.labels_version, LABEL_COLUMNS)
+        labels = {} if labelled is None else {(r["request_id"], r["row"]): r["label"]
+                                              for r in dedupe_labels(labelled).to_pylist()}
         return champion, challenger, labels
 
     def tick(self, force: bool = False) -> dict | None:

@@ -21,12 +21,12 @@ import ray
 from mlray.audit import AuditLog
 from mlray.errors import UserError
 from mlray.lake.state import StateConflict, StateTable
+from mlray.runtime import NAMESPACE
 from mlray.serve.auth import fingerprint
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
-NAMESPACE = "mlray"
 STATE_TABLE = "serving_state"
 LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the replica calls again)
 ROLLBACK_TAG = "mlray.rolled_back"

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from mlray.audit import default_actor
 from mlray.errors import UserError
+from mlray.lake import Lake
 from mlray.registry.models import Registry
 from mlray.serve import control
 from mlray.serve.auth import KeyRing
 from mlray.serve.ingress import ingress_app
+from mlray.serve.logbook import create_tables
 from mlray.serve.model_server import Fault, ModelServer, replica_options
 from mlray.serve.pool import model_app_name
 from mlray.serve.routing import TrafficPlan
@@ -91,6 +93,7 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     state = control.call(spec, "snapshot")
     if spec.serve.auth and state["keys"] is None and not (keys and len(keys)):
         raise UserError("serve.auth is on but there are no API keys: set serve.api_keys (hashes) or MLRAY_API_KEYS")
+    create_tables(spec, Lake.from_platform(spec.platform))  # a log left with another schema stops here, in one line
     live = TrafficPlan.from_dict(state["plan"]) if state["plan"] else None
     if plan is None:
         champion = registry.version_of("champion")

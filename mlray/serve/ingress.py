@@ -24,11 +24,11 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from mlray.serve import control
 from mlray.serve.auth import KeyRing
 from mlray.serve.limits import BodyLimit
-from mlray.serve.logbook import InferenceLog, append_label, score_of
+from mlray.serve.logbook import InferenceLog, LabelLog, create_tables, log_schema, score_of
 from mlray.serve.model_server import autoscaling_config
 from mlray.serve.pool import HandlePool, InProcessPool
 from mlray.serve.routing import TrafficPlan
-from mlray.serve.schema import Feedback, request_model, row_model, rows_table
+from mlray.serve.schema import Feedback, request_columns, request_model, row_model, rows_table
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,6 @@ log = logging.getLogger(__name__)
 api = FastAPI(title="mlray", version="1", description="Predictions from the registered model versions of a project.")
 api.add_middleware(BodyLimit, limit=lambda: api.state.max_body_bytes)
 api.state.max_body_bytes = 1_048_576  # each replica sets its spec's limit
-
-
-def request_columns(spec: ProjectSpec) -> tuple[list[str], set[str]]:
-    """What a request row may carry (every column of the train table) and what it must (the features' inputs): the
-    id is optional (echoed back when given, to join feedback on), and so is the label."""
-    return list(spec.train_table.columns), {feature.source for feature in spec.features}
 
 
 def ingress_scaling(serve_spec, local: bool) -> dict:
@@ -63,7 +57,9 @@ class Ingress:
         self.request_model = request_model(row_model(spec.train_table, self.columns, required),
                                            serve_spec.max_rows_per_request)
         self.lake = dataplane.lake_of(spec)
-        self.log = InferenceLog(self.lake, serve_spec.inference_log_table)
+        await asyncio.to_thread(create_tables, spec, self.lake)  # another schema fails here, not at every flush
+        self.log = InferenceLog(self.lake, serve_spec.inference_log_table, log_schema(spec))
+        self.labels = LabelLog(self.lake, serve_spec.labels_table)
         self.pool = InProcessPool(spec) if local else HandlePool(spec)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.revision, self.plan, self.keys = -1, None, KeyRing([], environ={})
@@ -110,9 +106,14 @@ class Ingress:
         while True:
             await asyncio.sleep(seconds)
             try:
-                await asyncio.to_thread(self.log.flush)
+                await asyncio.to_thread(self._flush)
             except Exception:  # noqa: BLE001 - a failed flush keeps its rows for the next one
-                log.exception("inference log flush failed")
+                log.exception("inference log or labels flush failed")
+
+    def _flush(self) -> None:
+        """Append the buffered inference records and labels (one commit each, when there are any)."""
+        self.log.flush()
+        self.labels.flush()
 
     # ------------------------------------------------------------------ requests
 
@@ -161,7 +162,7 @@ class Ingress:
         inputs = rows_table(rows, self.spec.train_table, self.columns)
         mirror = plan.mirror() if pinned is None else None
         if mirror and mirror != version:
-            asyncio.create_task(self._shadow(mirror, inputs, rows, request_id, sticky))
+            asyncio.create_task(self._shadow(mirror, inputs, request_id, sticky))
         started = time.perf_counter()
         try:
             predictions = await self.pool.score(version, inputs)
@@ -171,13 +172,13 @@ class Ingress:
                                 headers={"Retry-After": str(serve_spec.retry_after_s)}) from None
         except Exception as exc:  # noqa: BLE001 - a model failure is a 500 with the request id, never a trace
             latency = (time.perf_counter() - started) * 1000
-            self.log.record(request_id, version, rows, None, latency, sticky_key=sticky, error=type(exc).__name__)
+            self.log.record(request_id, version, inputs, None, latency, sticky_key=sticky, error=type(exc).__name__)
             serving()["requests"].inc(tags={"model_version": version, "outcome": "error"})
             log.error("model version %s failed on request %s: %s", version, request_id, type(exc).__name__)
             return JSONResponse({"detail": "the model failed on this request", "request_id": request_id,
                                  "model_version": version}, status_code=500)
         latency = (time.perf_counter() - started) * 1000
-        self.log.record(request_id, version, rows, predictions, latency, sticky_key=sticky)
+        self.log.record(request_id, version, inputs, predictions, latency, sticky_key=sticky)
         self._count(version, latency, predictions)
         return {"request_id": request_id, "model_version": version,
                 "feature_version": predictions[0].get("feature_version") if predictions else None,
@@ -202,25 +203,25 @@ class Ingress:
             if score is not None:
                 metrics["score"].observe(score, tags={"model_version": version})
 
-    async def _shadow(self, version: str, inputs, rows: list[dict], request_id: str, sticky: str | None) -> None:
+    async def _shadow(self, version: str, inputs, request_id: str, sticky: str | None) -> None:
         started = time.perf_counter()
         try:
             predictions, error = await self.pool.score(version, inputs), None
         except Exception as exc:  # noqa: BLE001 - a shadow's failure never reaches the caller; it is recorded
             predictions, error = None, type(exc).__name__
-        self.log.record(request_id, version, rows, predictions, (time.perf_counter() - started) * 1000,
+        self.log.record(request_id, version, inputs, predictions, (time.perf_counter() - started) * 1000,
                         shadow=True, sticky_key=sticky, error=error)
 
     @api.post("/v1/feedback")
     async def feedback(self, request: Request) -> dict:
         self._authorize(request)
         body = await self._body(request, Feedback)
-        stored = await asyncio.to_thread(append_label, self.lake, self.spec.serve.labels_table, body.request_id,
-                                         body.row, body.label)
+        stored = self.labels.add(body.request_id, body.row, body.label)
         return {"request_id": body.request_id, "row": body.row, "stored": stored}
 
     def __del__(self):
-        self.log.flush()  # what is still buffered when the replica stops
+        if hasattr(self, "labels"):  # a replica whose __init__ failed has nothing buffered
+            self._flush()  # what is still buffered when the replica stops
 
 
 def ingress_app(spec: ProjectSpec, local: bool):

@@ -1,8 +1,8 @@
-"""The inference log and the feedback labels: Delta tables the monitor and the rollout analysis read.
+"""The inference log and the feedback labels, buffered in each ingress replica and appended to Delta in one commit per
+flush (their schemas and readers: `mlray.lake.inference`).
 
-The ingress buffers one record per scored row and appends them in one commit every few seconds
-(a batch id per flush, so a retried flush lands once). Feedback is appended at once, with the
-request id as the batch id: the same feedback sent twice lands once.
+A failed flush keeps its rows for the next one. A replica refuses a label for a (request id, row) it holds or flushed
+recently; two replicas (or a restarted one) may still both take one, so readers keep the first (`dedupe_labels`).
 """
 
 from __future__ import annotations
@@ -10,36 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 
 from mlray.lake import Lake
+from mlray.lake.inference import INPUTS, LABELS_SCHEMA, inference_log_schema
+from mlray.serve.schema import request_columns
+from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
 
-INFERENCE_LOG_SCHEMA = pa.schema([
-    pa.field("request_id", pa.string(), nullable=False),
-    pa.field("row", pa.int32(), nullable=False),
-    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("model_version", pa.string(), nullable=False),
-    pa.field("feature_version", pa.string()),
-    pa.field("shadow", pa.bool_(), nullable=False),  # a mirrored call whose answer was not returned
-    pa.field("sticky_key", pa.string()),
-    pa.field("inputs", pa.string()),  # the raw row as JSON
-    pa.field("prediction", pa.string()),
-    pa.field("score", pa.float64()),  # binary score or top-class probability; regression: the prediction
-    pa.field("latency_ms", pa.float64()),
-    pa.field("error", pa.string()),
-])
-
-LABELS_SCHEMA = pa.schema([
-    pa.field("request_id", pa.string(), nullable=False),
-    pa.field("row", pa.int32(), nullable=False),
-    pa.field("label", pa.string(), nullable=False),  # as text: the monitor casts it to the label column's type
-    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
-])
+RECENT_LABELS = 100_000  # (request id, row) keys a replica remembers, to answer a repeated label with stored=False
 
 
 def now() -> datetime:
@@ -56,50 +41,141 @@ def score_of(prediction: dict) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def log_schema(spec: ProjectSpec) -> pa.Schema:
+    """The project's inference log: its request columns, typed as the lake has them, in the `inputs` struct."""
+    return inference_log_schema(spec.train_table, request_columns(spec)[0])
+
+
+def create_tables(spec: ProjectSpec, lake: Lake) -> None:
+    """Create the inference log and the labels table; one with another schema (e.g. from an older mlray) is a
+    UserError naming the table and the difference."""
+    lake.create(spec.serve.inference_log_table, log_schema(spec), description=f"inference log of {spec.name}")
+    lake.create(spec.serve.labels_table, LABELS_SCHEMA, description=f"feedback labels of {spec.name}")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One scoring call as the ingress saw it: its rows (`inputs`, typed) and what the model answered."""
+    request_id: str
+    at: datetime
+    version: str
+    inputs: pa.Table
+    predictions: list[dict] | None
+    latency_ms: float
+    shadow: bool
+    sticky_key: str | None
+    error: str | None
+
+
 class InferenceLog:
-    """A thread-safe buffer of inference records, flushed to a Delta table in one commit per flush."""
+    """A thread-safe buffer of scoring calls, flushed to the inference log in one commit per flush."""
 
-    def __init__(self, lake: Lake, table: str):
-        self.lake, self.table = lake, table
+    def __init__(self, lake: Lake, table: str, schema: pa.Schema):
+        self.lake, self.table, self.schema = lake, table, schema
         self.lock = threading.Lock()
-        self.pending: list[dict] = []
+        self.pending: list[_Call] = []
 
-    def record(self, request_id: str, version: str, rows: list[dict], predictions: list[dict] | None,
+    def record(self, request_id: str, version: str, inputs: pa.Table, predictions: list[dict] | None,
                latency_ms: float, shadow: bool = False, sticky_key: str | None = None,
                error: str | None = None) -> None:
-        at = now()
-        records = []
-        for i, row in enumerate(rows):
-            prediction = predictions[i] if predictions else {}
-            records.append({
-                "request_id": request_id, "row": i, "at": at, "model_version": version,
-                "feature_version": prediction.get("feature_version"), "shadow": shadow,
-                "sticky_key": sticky_key, "inputs": json.dumps(row, default=str),
-                "prediction": None if not prediction else json.dumps(prediction.get("prediction"), default=str),
-                "score": score_of(prediction) if prediction else None, "latency_ms": latency_ms, "error": error})
+        """Keep one call: `inputs` are its rows as `rows_table` typed them, `predictions` one per row (None: failed)."""
+        call = _Call(request_id, now(), version, inputs, predictions, latency_ms, shadow, sticky_key, error)
         with self.lock:
-            self.pending.extend(records)
+            self.pending.append(call)
 
     def flush(self) -> int:
         """Append what is pending in one commit; returns the rows written. A failed write keeps them pending."""
         with self.lock:
+            calls, self.pending = self.pending, []
+        if not calls:
+            return 0
+        try:
+            data = self.rows_of(calls)
+        except Exception:  # noqa: BLE001 - rows that cannot be built never will be: drop them, keep serving
+            log.exception("could not build the inference log rows of %d calls; dropping them", len(calls))
+            return 0
+        try:
+            self.lake.append(self.table, data, schema=self.schema)
+        except Exception:  # noqa: BLE001 - the lake may be down for a while: keep the rows for the next flush
+            log.exception("could not write %d inference records to %s; keeping them for the next flush",
+                          data.num_rows, self.table)
+            with self.lock:
+                self.pending = calls + self.pending
+            return 0
+        return data.num_rows
+
+    def rows_of(self, calls: list[_Call]) -> pa.Table:
+        """The log rows of `calls`: one per input row, the call's fields repeated on each."""
+        counts = [call.inputs.num_rows for call in calls]
+        of_call = pa.array(np.repeat(np.arange(len(calls)), counts))
+
+        def repeated(values: list, kind: pa.DataType) -> pa.Array:
+            return pa.array(values, kind).take(of_call)
+
+        answers = [(call.predictions[i] if call.predictions else {}) for call in calls for i in range(call.inputs.num_rows)]
+        columns = {
+            "request_id": repeated([c.request_id for c in calls], pa.string()),
+            "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in counts]), pa.int32()),
+            "at": repeated([c.at for c in calls], self.schema.field("at").type),
+            "model_version": repeated([c.version for c in calls], pa.string()),
+            "feature_version": pa.array([a.get("feature_version") for a in answers], pa.string()),
+            "shadow": repeated([c.shadow for c in calls], pa.bool_()),
+            "sticky_key": repeated([c.sticky_key for c in calls], pa.string()),
+            INPUTS: self._inputs(calls),
+            "prediction": pa.array([json.dumps(a.get("prediction"), default=str) if a else None for a in answers],
+                                   pa.string()),
+            "score": pa.array([score_of(a) if a else None for a in answers], pa.float64()),
+            "latency_ms": repeated([c.latency_ms for c in calls], pa.float64()),
+            "error": repeated([c.error for c in calls], pa.string()),
+        }
+        return pa.Table.from_pydict(columns, schema=self.schema)
+
+    def _inputs(self, calls: list[_Call]) -> pa.StructArray:
+        """The calls' rows as the `inputs` struct."""
+        kind: pa.StructType = self.schema.field(INPUTS).type
+        rows = pa.concat_tables([call.inputs.select(kind.names).cast(pa.schema(list(kind))) for call in calls])
+        return pa.StructArray.from_arrays([rows.column(f.name).combine_chunks() for f in kind], fields=list(kind))
+
+
+class LabelLog:
+    """A thread-safe buffer of feedback labels, flushed to the labels table in one commit per flush. A (request id,
+    row) it holds or flushed recently is refused, so the same feedback sent twice to a replica lands once."""
+
+    def __init__(self, lake: Lake, table: str, remember: int = RECENT_LABELS):
+        self.lake, self.table, self.remember = lake, table, remember
+        self.lock = threading.Lock()
+        self.pending: list[tuple[str, int, str, datetime]] = []
+        self.seen: OrderedDict[tuple[str, int], None] = OrderedDict()  # buffered or recently flushed, oldest first
+
+    def add(self, request_id: str, row: int, label) -> bool:
+        """Buffer one label (kept as text); False when this replica already has one for (request id, row)."""
+        key = (request_id, row)
+        with self.lock:
+            if key in self.seen:
+                return False
+            self.seen[key] = None
+            if len(self.seen) > self.remember:
+                self.seen.popitem(last=False)
+            self.pending.append((request_id, row, str(label), now()))
+        return True
+
+    def flush(self) -> int:
+        """Append what is pending in one commit, the first label of each key; returns the rows written. A failed
+        write keeps them pending."""
+        with self.lock:
             batch, self.pending = self.pending, []
         if not batch:
             return 0
+        first: dict[tuple[str, int], tuple] = {}
+        for label in batch:  # a key forgotten while still pending (beyond `remember` labels) may be here twice
+            first.setdefault(label[:2], label)
+        data = pa.Table.from_pylist([dict(zip(LABELS_SCHEMA.names, label)) for label in first.values()],
+                                    schema=LABELS_SCHEMA)
         try:
-            self.lake.append(self.table, pa.Table.from_pylist(batch, schema=INFERENCE_LOG_SCHEMA),
-                             batch_id=f"inference:{uuid.uuid4().hex}", schema=INFERENCE_LOG_SCHEMA)
-        except Exception:
-            log.exception("could not write %d inference records to %s; keeping them for the next flush",
-                          len(batch), self.table)
+            self.lake.append(self.table, data, schema=LABELS_SCHEMA)
+        except Exception:  # noqa: BLE001 - the lake may be down for a while: keep the labels for the next flush
+            log.exception("could not write %d labels to %s; keeping them for the next flush", data.num_rows, self.table)
             with self.lock:
                 self.pending = batch + self.pending
             return 0
-        return len(batch)
-
-
-def append_label(lake: Lake, table: str, request_id: str, row: int, label) -> bool:
-    """Append one feedback label; the same (request id, row) lands once. True when it was new."""
-    data = pa.Table.from_pylist([{"request_id": request_id, "row": row, "label": str(label), "at": now()}],
-                                schema=LABELS_SCHEMA)
-    return lake.append(table, data, batch_id=f"feedback:{request_id}:{row}", schema=LABELS_SCHEMA).committed
+        return data.num_rows

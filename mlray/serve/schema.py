@@ -7,9 +7,15 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from mlray.lake.schema import ARROW_TYPES
-from mlray.spec import TableSpec
+from mlray.spec import ProjectSpec, TableSpec
 
 PYTHON_TYPES = {"int": int, "float": float, "string": str, "bool": bool, "timestamp": datetime, "date": date}
+
+
+def request_columns(spec: ProjectSpec) -> tuple[list[str], set[str]]:
+    """What a request row may carry (every column of the train table) and what it must (the features' inputs): the
+    id is optional (echoed back when given, to join feedback on), and so is the label."""
+    return list(spec.train_table.columns), {feature.source for feature in spec.features}
 
 
 def row_model(table: TableSpec, columns: list[str], required: set[str] | None = None,

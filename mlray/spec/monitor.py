@@ -1,9 +1,103 @@
-"""`monitor`: drift and live-quality monitoring."""
+"""`monitor`: drift checks and live quality on served traffic, and the retraining they trigger."""
 
 from __future__ import annotations
 
-from mlray.spec.base import Section
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mlray.spec.base import Duration, Section, parse_duration
+
+DURATION_KEYS = ("window", "poll_interval", "log_retention", "compact_every")
+# live quality: higher is better, except the errors and the calibration gap
+LIVE_METRICS = ("roc_auc", "precision", "recall", "ece", "accuracy", "macro_f1", "mae", "rmse")
+LOWER_IS_BETTER = ("ece", "mae", "rmse")
+
+
+class RetrainSpec(Section):
+    """When drift or a quality drop retrains the model, and what the retraining job trains on."""
+
+    min_drifted_features: int = Field(2, ge=1, description="a window counts as drifted with at least this many "
+                                                           "drifted input columns (k)")
+    on_score_drift: bool = Field(True, description="a window whose score distribution drifted counts as drifted too")
+    drifted_windows: int = Field(2, ge=1, description="retrain when at least this many (m) ...")
+    of_windows: int = Field(3, ge=1, description="... of the last n windows drifted (debounce)")
+    max_quality_drop: float | None = Field(0.05, ge=0, description="retrain when live quality falls this far below "
+                                                                   "the champion's offline test metric (None: never)")
+    quality_metric: str | None = Field(None, description="the metric compared; default roc_auc (binary), accuracy "
+                                                         "(multiclass), rmse (regression: a relative rise)")
+    schedule: Duration | None = Field(None, description="also retrain on a fixed period, drift or not (e.g. 7d)")
+    cooldown: Duration = Field(timedelta(hours=1), description="no trigger this long after the last one")
+    max_per_day: int = Field(2, ge=1, description="at most this many retraining jobs in any 24 hours")
+    mode: Literal["auto", "approval"] = Field("auto", description="approval: an incident waits for "
+                                                                  "`mlray incidents approve ID`")
+    source: str | None = Field(None, description="a landing folder (or s3:// URI) the job ingests first "
+                                                 "(each file once)")
+    window: Duration | None = Field(None, description="train only on rows whose event time is this recent (None: all)")
+    rollout_timeout: Duration = Field(timedelta(hours=2), description="how long the job follows the challenger's "
+                                                                      "rollout before it reports it unfinished")
+
+    @field_validator("schedule", "cooldown", "window", "rollout_timeout", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("quality_metric")
+    @classmethod
+    def _metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in LIVE_METRICS:
+            raise ValueError(f"expected one of {', '.join(LIVE_METRICS)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _m_of_n(self) -> "RetrainSpec":
+        if self.drifted_windows > self.of_windows:
+            raise ValueError(f"drifted_windows ({self.drifted_windows}) cannot exceed of_windows ({self.of_windows})")
+        return self
 
 
 class MonitorSpec(Section):
-    """Filled by the monitoring issue."""
+    """A long-lived actor that checks every window of served traffic against the champion's training data."""
+
+    enabled: bool = Field(False, description="`mlray deploy` starts the monitor too")
+    window_rows: int = Field(1000, ge=10, description="a window closes after this many served rows ...")
+    window: Duration = Field(timedelta(minutes=15), description="... or this long after its first row, "
+                                                                "whichever comes first")
+    min_window_rows: int = Field(200, ge=10, description="a window closing on time with fewer rows waits for more")
+    poll_interval: Duration = Field(timedelta(seconds=5), description="how often the actor reads the inference log")
+    p_value: float = Field(0.01, gt=0, lt=1, description="significance of each drift test (the score's, and the "
+                                                         "columns' after the correction)")
+    correction: Literal["bonferroni", "fdr"] = Field("bonferroni", description="multiple-testing correction over "
+                                                                               "the input columns")
+    columns: list[str] | None = Field(None, description="input columns checked for drift (default: every feature's "
+                                                        "column but timestamps and dates, which always move)")
+    multivariate: bool = Field(False, description="also MMD drift on the transformed inputs (torch; slow on CPU)")
+    mmd_reference_rows: int = Field(500, ge=50, description="reference rows MMD compares against")
+    mmd_permutations: int = Field(100, ge=10, description="permutations of the MMD test")
+    quality_rows: int = Field(500, ge=20, description="live quality: the last this many labelled rows per version")
+    min_labels: int = Field(100, ge=10, description="labelled rows a version needs before its live quality counts")
+    log_retention: Duration = Field(timedelta(days=30), description="inference-log and label rows older than this "
+                                                                    "are deleted by the monitor's upkeep")
+    compact_every: Duration = Field(timedelta(hours=1), description="how often the monitor compacts the log's "
+                                                                    "small files and applies the retention")
+    alert_webhook: str | None = Field(None, description="an http(s) URL each alert is POSTed to as JSON")
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+
+    @field_validator(*DURATION_KEYS, mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _rows(self) -> "MonitorSpec":
+        if self.min_window_rows > self.window_rows:
+            raise ValueError(f"min_window_rows ({self.min_window_rows}) cannot exceed window_rows ({self.window_rows})")
+        return self

@@ -53,7 +53,14 @@ class ProjectSpec(Section):
                     f"feature '{feature.name}' is {feature.kind} but column '{feature.source}' is {column.type}"
                     f" (expected {' or '.join(accepted)})"
                 )
+        self._check_monitor_columns({f.source for f in self.features})
         return self
+
+    def _check_monitor_columns(self, sources: set[str]) -> None:
+        for column in self.monitor.columns or ():
+            if column not in sources:
+                raise ValueError(f"monitor.columns: '{column}' is not a feature's column (one of "
+                                 f"{', '.join(sorted(sources))})")
 
     @property
     def path(self) -> Path | None:

@@ -60,7 +60,7 @@ class ServeSpec(Section):
     pin_header: str = Field("x-mlray-version", description="pins a request to a served version (for testing)")
     inference_log_table: str = Field("inference_log", pattern=NAME_PATTERN)
     labels_table: str = Field("labels", pattern=NAME_PATTERN)
-    log_flush_s: float = Field(2.0, gt=0, description="how often the ingress appends its inference log to Delta")
+    log_flush_s: float = Field(2.0, gt=0, description="how often the ingress appends its inference log and labels to Delta")
 
     @field_validator("api_keys")
     @classmethod

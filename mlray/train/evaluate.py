@@ -22,8 +22,9 @@ from mlray.spec import ProjectSpec
 from mlray.train.data import SPLITS, LabelEncoding, split_index
 
 
-def raw_split_rows(dataset, spec: ProjectSpec, split: str, limit: int | None = None) -> pd.DataFrame:
-    """One split's rows, raw: the test rows models are scored on, or a sample of training inputs."""
+def raw_split_rows(dataset, spec: ProjectSpec, split: str, sample: int | None = None, rows: int = 0) -> pd.DataFrame:
+    """One split's rows, raw: the test rows models are scored on, or (`sample`) a uniform sample of about that many
+    of them out of a table of `rows`, drawn over the whole table rather than its first rows."""
     id_column, keep = spec.train_table.id_column, SPLITS.index(split)
     if id_column is None:
         raise UserError(f"table '{spec.data.train_table}' needs an id_column: rows are split by a hash of their id")
@@ -31,8 +32,18 @@ def raw_split_rows(dataset, spec: ProjectSpec, split: str, limit: int | None = N
     def rows_of_split(batch: pa.Table) -> pa.Table:
         return batch.filter(pa.array(split_index(batch.column(id_column), spec.train.split) == keep))
 
-    rows = dataset.map_batches(rows_of_split, batch_format="pyarrow")
-    return (rows.limit(limit) if limit else rows).to_pandas()
+    chosen = dataset.map_batches(rows_of_split, batch_format="pyarrow")
+    if not sample:
+        return chosen.to_pandas()
+    fraction = 2.0 * sample / max(rows * split_share(spec, split), 1)
+    frame = (chosen.random_sample(fraction, seed=0) if fraction < 1 else chosen).to_pandas()
+    return frame.sample(sample, random_state=0).sort_index() if len(frame) > sample else frame
+
+
+def split_share(spec: ProjectSpec, split: str) -> float:
+    """The share of rows that fall in `split`."""
+    shares = spec.train.split
+    return {"validation": shares.validation, "test": shares.test}.get(split, 1 - shares.validation - shares.test)
 
 
 def score(frame: pd.DataFrame, task: str, classes: list) -> np.ndarray:

@@ -11,14 +11,18 @@ import json
 import logging
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from ray.data.dataset import MaterializedDataset
 
 from mlray import dataplane
+from mlray.errors import UserError
 from mlray.features import FittedFeatures
 from mlray.registry.gate import decide
 from mlray.registry.models import Registry
@@ -61,16 +65,33 @@ class TrainOutcome:
     task: str
 
 
-def prepare(spec: ProjectSpec, version: int | None = None) -> Prepared:
-    """Validate and fit features on a pinned version, and settle the labels: all before any worker starts."""
+def prepare(spec: ProjectSpec, version: int | None = None, since: datetime | None = None) -> Prepared:
+    """Validate and fit features on a pinned version (only its rows with an event time from `since` on, when given),
+    and settle the labels: all before any worker starts."""
     lake = dataplane.lake_of(spec)
     name = spec.data.train_table
     pinned = lake.open(name, version).version()
     raw = lake.dataset(name, pinned)  # opened once: validated, fitted and trained on
+    if since is not None:
+        raw = recent_rows(raw, spec, since)
     fitted = dataplane.fit_features(spec, pinned, dataset=raw)
     labels = resolve_labels(lake, spec, pinned)
     check_splits(raw, spec)
     return Prepared(pinned, lake.uri(name), fitted, labels, split_datasets(raw, fitted, labels, spec), raw)
+
+
+def recent_rows(raw, spec: ProjectSpec, since: datetime):
+    """The rows whose event time is `since` or later (a retraining on the recent past only)."""
+    column = spec.train_table.event_time_column
+    if column is None:
+        raise UserError(f"training on a recent window needs data.tables.{spec.data.train_table}.event_time_column")
+
+    def keep(batch: pa.Table) -> pa.Table:
+        kind = batch.schema.field(column).type
+        bound = pa.scalar(since.date() if pa.types.is_date(kind) else since, kind)
+        return batch.filter(pc.greater_equal(batch.column(column), bound))
+
+    return raw.map_batches(keep, batch_format="pyarrow", batch_size=None)
 
 
 def use_gpu(setting) -> bool:
@@ -100,7 +121,7 @@ def git_commit() -> str | None:
         return None
 
 
-def lineage_tags(spec: ProjectSpec, prepared: Prepared) -> dict[str, str]:
+def lineage_tags(spec: ProjectSpec, prepared: Prepared, extra: dict[str, str] | None = None) -> dict[str, str]:
     import ray
 
     tags = {"mlray.table": spec.data.train_table, "mlray.table_uri": prepared.table_uri,
@@ -110,7 +131,7 @@ def lineage_tags(spec: ProjectSpec, prepared: Prepared) -> dict[str, str]:
     commit = git_commit()
     if commit:
         tags["mlray.git_commit"] = commit
-    return tags
+    return tags | (extra or {})
 
 
 def checkpoint_weights(checkpoint) -> dict:
@@ -206,7 +227,8 @@ def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: di
     metrics, slices = evaluate_frame(predict_frame(net, config, prepared.fitted, test), test, prepared.labels, spec)
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
     mlflow.log_dict(slices, "slice_metrics.json")
-    reference = raw_split_rows(prepared.raw, spec, "train", REFERENCE_ROWS)[prepared.fitted.source_columns]
+    reference = raw_split_rows(prepared.raw, spec, "train", REFERENCE_ROWS,
+                               prepared.fitted.lineage.rows)[prepared.fitted.source_columns]
     info = log_package(net, config, prepared.fitted, spec.model_dump(mode="json"), reference, registry.model_name)
     champion = champion_metrics(registry, test, prepared.labels, spec)
     decision = decide(prepared.labels.task, metrics, spec.train.gate, champion)
@@ -220,15 +242,17 @@ def default_run_name(spec: ProjectSpec, prepared: Prepared, kind: str = "") -> s
 
 
 def train_model(spec: ProjectSpec, version: int | None = None, run_name: str | None = None,
-                fault: Fault | None = None, progress: Progress | None = None) -> TrainOutcome:
-    """Train on a pinned snapshot, evaluate on the held-out split, log, package, register and gate.
+                fault: Fault | None = None, progress: Progress | None = None, since: datetime | None = None,
+                tags: dict[str, str] | None = None) -> TrainOutcome:
+    """Train on a pinned snapshot (its rows from `since` on), evaluate on the held-out split, log, package, register
+    and gate; `tags` join the lineage tags (a retraining names its incident).
 
     `progress(done, total)` is called as epochs finish."""
-    prepared = prepare(spec, version)
+    prepared = prepare(spec, version, since)
     registry = Registry(spec)
     run_name = run_name or default_run_name(spec, prepared)
     run_id = registry.run_for(run_name)
-    tags = lineage_tags(spec, prepared)
+    tags = lineage_tags(spec, prepared, tags)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name,
                           experiment_id=registry.experiment_id) as run:
         log_inputs(spec, tags)

@@ -4,6 +4,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
+import pyarrow as pa
 import pytest
 import requests
 from serving import KEY, as_json_rows, post, post_many, raw_rows, register_copy, scraped_metrics, wait_until
@@ -34,14 +35,21 @@ def test_predict_answers_like_the_registered_model_and_logs_every_row(served):
             if any(r["request_id"] == body["request_id"] for r in logged):
                 break
         time.sleep(0.5)
-    rows = [r for r in logged if r["request_id"] == body["request_id"]]
-    assert sorted(r["row"] for r in rows) == [0, 1, 2, 3, 4] and {r["model_version"] for r in rows} == {"1"}
+    rows = sorted((r for r in logged if r["request_id"] == body["request_id"]), key=lambda r: r["row"])
+    assert [r["row"] for r in rows] == [0, 1, 2, 3, 4] and {r["model_version"] for r in rows} == {"1"}
+    assert lake.read("inference_log").schema.field("inputs").type.field("amount").type == pa.float64()
+    assert [r["inputs"]["amount"] for r in rows] == pytest.approx(frame["amount"].tolist())  # typed, not JSON text
 
     first = post(f"{url}/v1/feedback", {"request_id": body["request_id"], "label": True}).json()
     again = post(f"{url}/v1/feedback", {"request_id": body["request_id"], "label": True}).json()
     assert first["stored"] is True and again["stored"] is False  # idempotent on the request id
-    labels = [r for r in lake.read("labels").to_pylist() if r["request_id"] == body["request_id"]]
-    assert len(labels) == 1  # other modules' feedback shares this lake
+
+    def labelled():  # other modules' feedback shares this lake
+        return [r for r in lake.read("labels").to_pylist() if r["request_id"] == body["request_id"]]
+
+    assert wait_until(labelled), "the label was flushed (every 0.5 s here)"
+    time.sleep(1.5)  # a few flushes more: the repeated label never lands
+    assert len(labelled()) == 1
 
 
 def test_a_row_needs_only_the_model_inputs_and_an_id_given_is_echoed(served):

@@ -1,0 +1,185 @@
+"""`mlray monitor …`, `mlray drift report`, `mlray incidents …`: the drift monitor, its reports and its incidents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mlray.cli.common import JsonOption, SpecOption, command, console, print_json, spec_and_ray, table
+
+monitor_app = typer.Typer(help="The drift monitor (a Ray actor per project).", no_args_is_help=True)
+drift_app = typer.Typer(help="Drift reports of the monitored windows.", no_args_is_help=True)
+incidents_app = typer.Typer(help="Incidents: why retraining started and how it ended.", no_args_is_help=True)
+
+
+def monitor_status(spec) -> dict | None:
+    import ray
+
+    from mlray.monitor import actor
+
+    found = actor.find(spec)
+    return None if found is None else ray.get(found.call.remote("status"))
+
+
+@monitor_app.command("start")
+@command
+def start(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Start the monitor (or find it running): it watches served traffic from now on, or from its checkpoint."""
+    from mlray.monitor import actor
+
+    spec = spec_and_ray(spec_path)
+    actor.start(spec)
+    _show(monitor_status(spec), as_json)
+
+
+@monitor_app.command("status")
+@command
+def status(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Windows checked, the champion compared with, live quality, the last windows and open incidents."""
+    _show(monitor_status(spec_and_ray(spec_path)), as_json)
+
+
+@monitor_app.command("stop")
+@command
+def stop(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Stop the monitor; its checkpoint stays, so `mlray monitor start` resumes where it stopped."""
+    from mlray.monitor import actor
+
+    stopped = actor.stop(spec_and_ray(spec_path))
+    if as_json:
+        print_json({"stopped": stopped})
+    else:
+        console.print("monitor stopped" if stopped else "no monitor was running")
+
+
+def _show(state: dict | None, as_json: bool) -> None:
+    if as_json:
+        print_json(state)
+        return
+    if state is None:
+        console.print("no monitor is running (start one with `mlray monitor start`)")
+        return
+    console.print(f"monitor of {state['project']}: {state['windows']} windows checked against champion "
+                  f"v{state['champion']}; labelled rows {state['labelled']}; open incidents: "
+                  f"{', '.join(state['open_incidents']) or 'none'}")
+    if state["live_quality"]:
+        console.print(table("live quality", ["version", "metrics"], [
+            [v, ", ".join(f"{k} {x:.3f}" for k, x in m.items())] for v, m in state["live_quality"].items()]))
+    console.print(table("last windows", ["window", "rows", "drifted columns", "score drift", "quality drop"], [
+        [w["seq"], w["rows"], ", ".join(w["drifted"]), w["score_drift"],
+         "" if w["quality_drop"] is None else f"{w['quality_drop']:.3f}"] for w in state["history"]]))
+
+
+@drift_app.command("report")
+@command
+def report(window: Annotated[Optional[int], typer.Option(help="The window to picture (default: the latest).")] = None,
+           limit: Annotated[int, typer.Option(help="Windows in the table, newest first.")] = 20,
+           out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default <state>/reports/drift).")]
+           = None, spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """The windows' drift checks as a table, and PNGs: reference against current distributions of one window's
+    drifted columns, and every column's p-value over the windows."""
+    from mlray import dataplane
+    from mlray.errors import UserError
+    from mlray.monitor.reports import read_reports
+
+    spec = spec_and_ray(spec_path)
+    lake = dataplane.lake_of(spec)
+    reports = read_reports(lake)
+    if not reports:
+        raise UserError("no drift reports yet: start the monitor (`mlray monitor start`) and send traffic")
+    epoch = reports[0]["epoch"]
+    reports = [r for r in reports if r["epoch"] == epoch]
+    chosen = reports[0] if window is None else next((r for r in reports if r["seq"] == window), None)
+    if chosen is None:
+        raise UserError(f"no window {window} (windows 0 to {reports[0]['seq']} were checked)")
+    pictures = _pictures(spec, lake, reports, chosen, out or spec.platform.reports_dir / "drift")
+    if as_json:
+        print_json({"windows": reports[:limit], "pictures": [str(p) for p in pictures]})
+        return
+    console.print(table(f"drift reports of {spec.name} (newest first)",
+                        ["window", "checked", "rows", "champion", "drifted columns", "min p", "score p", "verdict"],
+                        [[r["seq"], f"{r['at']:%Y-%m-%d %H:%M:%S}", r["rows"], r["champion"], ", ".join(r["drifted"]),
+                          f"{min(r['p_values']):.2g}" if r["p_values"] else "",
+                          "" if r["score_p_value"] is None else f"{r['score_p_value']:.2g}", r["verdict"]]
+                         for r in reports[:limit]]))
+    for path in pictures:
+        console.print(f"wrote {path}")
+
+
+def _pictures(spec, lake, reports: list[dict], chosen: dict, folder: Path) -> list[Path]:
+    from mlray.lake.inference import flat_inputs
+    from mlray.monitor.plots import distributions_png, p_values_png
+    from mlray.monitor.reference import load_reference
+    from mlray.monitor.windows import Cursor, read_from
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = read_from(lake, spec.serve.inference_log_table, Cursor(*chosen["start"]))
+    window = flat_inputs(rows.slice(0, chosen["rows"]))
+    reference = load_reference(spec, chosen["champion"])
+    return [distributions_png(reference, window, chosen, folder / f"window-{chosen['seq']}.png"),
+            p_values_png(reports, folder / "p-values.png")]
+
+
+@incidents_app.command("list")
+@command
+def list_incidents(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Every incident, newest first: cause, status, job and challenger."""
+    from mlray import dataplane
+    from mlray.monitor.incidents import Incidents
+    from mlray.spec import load_spec
+
+    found = Incidents(dataplane.lake_of(load_spec(spec_path))).all()
+    if as_json:
+        print_json(found)
+        return
+    console.print(table("incidents (newest first)", ["incident", "opened", "cause", "status", "job", "challenger",
+                                                     "detail"],
+                        [[i["incident_id"], f"{i['opened']:%Y-%m-%d %H:%M:%S}", i.get("cause"), i["status"],
+                          i.get("job_id"), i.get("challenger"), i.get("detail")] for i in found]))
+
+
+@incidents_app.command("show")
+@command
+def show(incident_id: Annotated[str, typer.Argument(help="The incident's id.")], spec_path: SpecOption = None,
+         as_json: JsonOption = False) -> None:
+    """One incident: its cause, evidence, and every event."""
+    from mlray import dataplane
+    from mlray.monitor.incidents import Incidents
+    from mlray.spec import load_spec
+
+    incident = Incidents(dataplane.lake_of(load_spec(spec_path))).get(incident_id)
+    if as_json:
+        print_json(incident)
+        return
+    console.print(f"incident {incident['incident_id']} ({incident.get('cause')}): {incident['status']}")
+    console.print(f"evidence: {incident.get('evidence')}")
+    console.print(table("events", ["at", "status", "actor", "detail"],
+                        [[f"{e['at']:%Y-%m-%d %H:%M:%S}", e["status"], e["actor"], e["detail"]]
+                         for e in incident["events"]]))
+
+
+@incidents_app.command("approve")
+@command
+def approve(incident_id: Annotated[str, typer.Argument(help="The incident waiting for approval.")],
+            spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Approve an incident's retraining (monitor.retrain.mode: approval); the monitor submits its job."""
+    from mlray import dataplane
+    from mlray.audit import AuditLog, default_actor
+    from mlray.errors import UserError
+    from mlray.monitor.incidents import Incidents
+    from mlray.spec import load_spec
+
+    spec = load_spec(spec_path)
+    incidents = Incidents(dataplane.lake_of(spec))
+    incident = incidents.get(incident_id)
+    if incident["status"] != "awaiting_approval":
+        raise UserError(f"incident {incident_id} is {incident['status']}, not awaiting approval")
+    actor = default_actor()
+    incidents.record(incident_id, "approved", actor, detail=f"approved by {actor}")
+    AuditLog(spec.platform).append("incident.approve", spec.name, f"incident {incident_id}", actor=actor)
+    if as_json:
+        print_json(incidents.get(incident_id))
+    else:
+        console.print(f"incident {incident_id} approved: the monitor submits its retraining job at its next step")

@@ -1,0 +1,94 @@
+"""Alibi Detect's drift tests against one reference, built once and reused for every window.
+
+- feature drift on the raw inputs: `TabularDrift` (Kolmogorov–Smirnov per numeric column, chi-squared per
+  categorical one), corrected for testing many columns (Bonferroni or false discovery rate);
+- prediction drift on the score distribution: `KSDrift`;
+- optionally multivariate drift on the transformed numeric inputs: `MMDDrift` (torch backend).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from mlray.monitor.reference import Reference
+from mlray.spec import MonitorSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DriftResult:
+    columns: list[str]
+    p_values: list[float]
+    distances: list[float]
+    drifted: list[str]  # the columns whose test fell below the corrected threshold
+    threshold: float
+    score_p_value: float | None = None
+    score_distance: float | None = None
+    score_drift: bool = False
+    mmd_p_value: float | None = None
+    mmd_distance: float | None = None
+    mmd_drift: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Detectors:
+    """The drift tests of one reference; `check` runs them on one window."""
+
+    def __init__(self, reference: Reference, monitor: MonitorSpec, seed: int = 0):
+        from alibi_detect.cd import KSDrift, TabularDrift
+
+        self.reference, self.monitor = reference, monitor
+        self.tabular = TabularDrift(reference.x_ref, p_val=monitor.p_value,
+                                    categories_per_feature=reference.categories_per_feature,
+                                    correction=monitor.correction)
+        self.scores = KSDrift(reference.scores.reshape(-1, 1), p_val=monitor.p_value)
+        self.mmd = self._mmd(seed) if monitor.multivariate else None
+
+    def _mmd(self, seed: int):
+        from alibi_detect.cd import MMDDrift
+
+        numeric = self._numeric(self.reference.sample)
+        rows = np.random.default_rng(seed).permutation(len(numeric))[: self.monitor.mmd_reference_rows]
+        return MMDDrift(numeric[rows], backend="pytorch", p_val=self.monitor.p_value,
+                        n_permutations=self.monitor.mmd_permutations, device="cpu")
+
+    def _numeric(self, inputs: pa.Table) -> np.ndarray:
+        """The transformed numeric inputs (the model's own transform), for the multivariate test."""
+        from mlray.features import transform
+
+        return transform(inputs, self.reference.fitted)["numeric"].astype(np.float32)
+
+    def check(self, inputs: pa.Table, scores: np.ndarray) -> DriftResult:
+        """Run every test on one window: `inputs` are its raw rows, `scores` the served scores (NaN-free)."""
+        found = self.tabular.predict(self.reference.encode(inputs), drift_type="feature")["data"]
+        p_values = np.asarray(found["p_val"], dtype=float)
+        threshold = self._threshold(p_values)
+        result = DriftResult(self.reference.columns, p_values.tolist(), np.asarray(found["distance"], float).tolist(),
+                             [c for c, p in zip(self.reference.columns, p_values) if p < threshold], threshold)
+        if len(scores) >= 2:
+            score = self.scores.predict(scores.reshape(-1, 1))["data"]
+            result.score_p_value = float(np.asarray(score["p_val"]).ravel()[0])
+            result.score_distance = float(np.asarray(score["distance"]).ravel()[0])
+            result.score_drift = bool(score["is_drift"])
+        if self.mmd is not None:
+            mmd = self.mmd.predict(self._numeric(inputs))["data"]
+            result.mmd_p_value, result.mmd_distance = float(mmd["p_val"]), float(mmd["distance"])
+            result.mmd_drift = bool(mmd["is_drift"])
+        return result
+
+    def _threshold(self, p_values: np.ndarray) -> float:
+        """The per-column threshold after the correction (a column below it drifted)."""
+        n, alpha = len(p_values), self.monitor.p_value
+        if self.monitor.correction == "bonferroni" or n == 1:
+            return alpha / n
+        from alibi_detect.utils.statstest import fdr
+
+        drifted, threshold = fdr(p_values, q_val=alpha)
+        return float(threshold) if drifted else alpha / n

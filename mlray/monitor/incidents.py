@@ -1,0 +1,81 @@
+"""Incidents: why a retraining started and how it ended, as an append-only Delta table (`incidents`).
+
+Each row is one event of one incident: opened (with its cause, evidence and windows), waiting for approval,
+approved, job submitted, challenger registered, and the outcome: promoted, rolled back, stopped by hand, rejected
+by the gate, failed, or unfinished (the rollout outlasted the job's wait). The monitor, the retraining job and a
+person (`mlray incidents approve`) each append their own events, so writers never conflict; an event carries an
+id, so a retried write lands once. An incident's state is its events folded in order.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from mlray.errors import UserError
+from mlray.lake import Lake
+
+TABLE = "incidents"
+CLOSED = ("promoted", "rolled_back", "stopped", "rejected", "failed", "unfinished")
+SCHEMA = pa.schema([
+    pa.field("incident_id", pa.string(), nullable=False),
+    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("actor", pa.string(), nullable=False),
+    pa.field("cause", pa.string()),
+    pa.field("detail", pa.string()),
+    pa.field("evidence", pa.string()),  # JSON
+    pa.field("windows", pa.list_(pa.int64())),
+    pa.field("job_id", pa.string()),
+    pa.field("challenger", pa.string()),
+])
+FIELDS = ("cause", "detail", "evidence", "windows", "job_id", "challenger")
+
+
+def submission_id(project: str, incident_id: str) -> str:
+    """The Ray job's submission id: derived from the incident only, so every attempt to submit it names one job."""
+    return f"mlray-{project}-retrain-{incident_id}"
+
+
+class Incidents:
+    def __init__(self, lake: Lake):
+        self.lake = lake
+
+    def record(self, incident_id: str, status: str, actor: str, **fields) -> bool:
+        """Append one event (once per incident and status); True when it was new."""
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown incident fields {sorted(unknown)}")
+        row = {"incident_id": incident_id, "at": datetime.now(timezone.utc), "status": status, "actor": actor} | {
+            k: (json.dumps(v, default=str) if k == "evidence" else v) for k, v in fields.items()}
+        data = pa.Table.from_pylist([row], schema=SCHEMA)
+        return self.lake.append(TABLE, data, batch_id=f"incident:{incident_id}:{status}", schema=SCHEMA).committed
+
+    def all(self) -> list[dict]:
+        """Every incident as its events folded in order, newest incident first."""
+        if not self.lake.exists(TABLE):
+            return []
+        events = sorted(self.lake.read(TABLE).to_pylist(), key=lambda e: e["at"])
+        found: dict[str, dict] = {}
+        for event in events:
+            incident = found.setdefault(event["incident_id"], {"incident_id": event["incident_id"],
+                                                               "opened": event["at"], "events": []})
+            incident["status"], incident["updated"] = event["status"], event["at"]
+            for key in FIELDS:
+                if event[key] is not None:
+                    incident[key] = json.loads(event[key]) if key == "evidence" else event[key]
+            incident["events"].append({"at": event["at"], "status": event["status"], "actor": event["actor"],
+                                       "detail": event["detail"]})
+        return sorted(found.values(), key=lambda i: i["opened"], reverse=True)
+
+    def get(self, incident_id: str) -> dict:
+        for incident in self.all():
+            if incident["incident_id"] == incident_id:
+                return incident
+        raise UserError(f"no incident {incident_id!r} (see `mlray incidents list`)")
+
+    def open(self) -> list[dict]:
+        """Incidents not yet closed, oldest first."""
+        return [i for i in reversed(self.all()) if i["status"] not in CLOSED]

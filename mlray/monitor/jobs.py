@@ -1,0 +1,67 @@
+"""Submitting and following retraining jobs through the Ray Jobs API.
+
+The submission id is derived from the incident (`incidents.submission_id`), so a second submission of the same
+incident, from a restarted monitor or a concurrent trigger, is refused by Ray and names the job already running.
+The job gets the spec as a document in its environment: its node need not see the caller's files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+
+from mlray.monitor.incidents import submission_id
+from mlray.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+SPEC_DOC_ENV = "MLRAY_SPEC_DOC"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def jobs_address() -> str:
+    """The Jobs API (the dashboard) of the cluster this process is connected to, as the cluster records it."""
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    found = _internal_kv_get("dashboard", namespace=ray_constants.KV_NAMESPACE_DASHBOARD)
+    if not found:
+        raise RuntimeError("this Ray cluster runs no dashboard, so it has no Jobs API to submit retraining to "
+                           "(start Ray with the dashboard: `ray start --head --include-dashboard=true`)")
+    address = found.decode()
+    return address if "://" in address else f"http://{address}"
+
+
+def client(address: str | None = None):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address or jobs_address())
+
+
+def retrain_entrypoint(incident_id: str) -> str:
+    """The retraining job's command: the same module `jobs/retrain.py` runs, with the Python of this node."""
+    return f"{shlex.quote(sys.executable)} -m mlray.retrain --incident {shlex.quote(incident_id)}"
+
+
+def submit_retrain(jobs, spec: ProjectSpec, incident_id: str) -> tuple[str, bool]:
+    """Submit the incident's retraining job once: (submission id, whether this call submitted it)."""
+    sid = submission_id(spec.name, incident_id)
+    try:
+        jobs.submit_job(entrypoint=retrain_entrypoint(incident_id), submission_id=sid,
+                        runtime_env={"env_vars": {SPEC_DOC_ENV: json.dumps(spec.model_dump(mode="json"))}},
+                        metadata={"mlray.project": spec.name, "mlray.incident": incident_id})
+        return sid, True
+    except RuntimeError:
+        if job_status(jobs, sid) is None:  # not a duplicate: a real failure
+            raise
+        log.info("retraining job %s exists already", sid)
+        return sid, False
+
+
+def job_status(jobs, sid: str) -> str | None:
+    """The job's status ('PENDING', 'RUNNING', 'SUCCEEDED', ...) or None when there is no such job."""
+    try:
+        return str(jobs.get_job_info(sid).status.value)
+    except RuntimeError:
+        return None

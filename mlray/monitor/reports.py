@@ -1,0 +1,63 @@
+"""The drift report of every window, one row each in a Delta table (`drift_reports`), written once per window."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlray.lake import Lake
+
+TABLE = "drift_reports"
+SCHEMA = pa.schema([
+    pa.field("seq", pa.int64(), nullable=False),  # the window's number, from 0
+    pa.field("epoch", pa.string(), nullable=False),  # the monitor's state this window belongs to
+    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),  # when it was checked
+    pa.field("first_row_at", pa.timestamp("us", tz="UTC")),
+    pa.field("last_row_at", pa.timestamp("us", tz="UTC")),
+    pa.field("rows", pa.int64(), nullable=False),
+    pa.field("champion", pa.string(), nullable=False),  # whose reference the window was compared with
+    pa.field("start", pa.list_(pa.int64())),  # [log version, offset] of its first row
+    pa.field("end", pa.list_(pa.int64())),  # ... and just after its last
+    pa.field("columns", pa.list_(pa.string())),
+    pa.field("p_values", pa.list_(pa.float64())),
+    pa.field("distances", pa.list_(pa.float64())),
+    pa.field("threshold", pa.float64()),
+    pa.field("drifted", pa.list_(pa.string())),
+    pa.field("score_p_value", pa.float64()),
+    pa.field("score_distance", pa.float64()),
+    pa.field("score_drift", pa.bool_()),
+    pa.field("mmd_p_value", pa.float64()),
+    pa.field("mmd_drift", pa.bool_()),
+    pa.field("quality", pa.string()),  # JSON: model version → live metrics
+    pa.field("quality_drop", pa.float64()),  # the champion's, on the retraining policy's metric
+    pa.field("verdict", pa.string(), nullable=False),  # 'drift' or 'ok' (by the retraining policy's rule)
+    pa.field("seconds", pa.float64()),  # how long the checks took
+])
+
+
+def batch_id(epoch: str, seq: int) -> str:
+    return f"drift-window:{epoch}:{seq}"
+
+
+def write_report(lake: Lake, report: dict) -> bool:
+    """Append one window's report; a window already reported is not written again. True when it was new."""
+    row = report | {"quality": json.dumps(report.get("quality") or {})}
+    data = pa.Table.from_pylist([row], schema=SCHEMA)
+    return lake.append(TABLE, data, batch_id=batch_id(report["epoch"], report["seq"]), schema=SCHEMA).committed
+
+
+def read_reports(lake: Lake, epoch: str | None = None, seq: int | None = None, limit: int | None = None) -> list[dict]:
+    """Reports, newest window first (of one epoch, and one window, when given)."""
+    if not lake.exists(TABLE):
+        return []
+    rows = lake.read(TABLE)
+    if epoch is not None:
+        rows = rows.filter(pc.equal(rows.column("epoch"), epoch))
+    if seq is not None:
+        rows = rows.filter(pc.equal(rows.column("seq"), seq))
+    rows = rows.sort_by([("at", "descending"), ("seq", "descending")])
+    if limit:
+        rows = rows.slice(0, limit)
+    return [r | {"quality": json.loads(r["quality"] or "{}")} for r in rows.to_pylist()]

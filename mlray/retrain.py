@@ -1,0 +1,137 @@
+"""The retraining job: the closed loop's last leg, run as a Ray job (the monitor submits it; a person can too).
+
+    ray job submit --working-dir . -- python jobs/retrain.py --spec mlray.yaml [--incident ID]
+
+It lands new files from `monitor.retrain.source` (exactly once), trains on the latest validated snapshot (only the
+last `monitor.retrain.window` of event time, when set), lets the gate compare the new version with the champion on
+the same held-out rows, registers it with a lineage tag naming the incident, starts the progressive rollout, and
+follows it to its verdict. Every step is an event of the incident and an entry of the audit log.
+Exit codes: 0 an outcome was reached (promoted, rolled back or rejected), 1 the rollout did not finish in time,
+2 a user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+from mlray import dataplane
+from mlray.audit import AuditLog
+from mlray.errors import UserError
+from mlray.monitor.alerts import alert
+from mlray.monitor.incidents import Incidents
+from mlray.monitor.jobs import SPEC_DOC_ENV
+from mlray.runtime import connect
+from mlray.spec import ProjectSpec, load_spec
+
+log = logging.getLogger(__name__)
+ROLLOUT_POLL_S = 2.0
+ENDED = ("promoted", "rolled_back", "stopped")
+
+
+def spec_from_environment() -> ProjectSpec | None:
+    """The spec the monitor handed the job (a JSON document in its environment), if any."""
+    doc = os.environ.get(SPEC_DOC_ENV)
+    return ProjectSpec.model_validate(json.loads(doc)) if doc else None
+
+
+class Retraining:
+    def __init__(self, spec: ProjectSpec, incident_id: str | None):
+        import ray
+
+        self.spec = spec
+        lake = dataplane.lake_of(spec)
+        self.incidents, self.audit = Incidents(lake), AuditLog(spec.platform)
+        self.job_id = ray.get_runtime_context().get_job_id()
+        self.incident_id = incident_id or self._manual_incident()
+        self.incidents.get(self.incident_id)  # a wrong id is a user error, before anything runs
+        self.actor = f"job:{self.incident_id}"
+
+    def _manual_incident(self) -> str:
+        incident_id = f"manual-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+        self.incidents.record(incident_id, "open", "user", cause="manual", detail="submitted by hand")
+        return incident_id
+
+    def event(self, status: str, detail: str, **fields) -> None:
+        self.incidents.record(self.incident_id, status, self.actor, detail=detail, **fields)
+        self.audit.append(f"retrain.{status}", self.spec.name, f"incident {self.incident_id}: {detail}",
+                          after=fields or None, actor=self.actor)
+
+    def run(self) -> dict:
+        try:
+            return self._run()
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.event("failed", detail)
+            alert(self.spec.name, "job_failed", f"incident {self.incident_id}: {detail}",
+                  {"incident_id": self.incident_id, "job_id": self.job_id}, self.spec.monitor.alert_webhook)
+            raise
+
+    def _run(self) -> dict:
+        from mlray.train.run import train_model
+
+        retrain = self.spec.monitor.retrain
+        self.event("running", f"Ray job {self.job_id}")
+        landed = 0
+        if retrain.source:
+            landed = dataplane.ingest_source(self.spec, retrain.source).rows_landed
+        since = datetime.now(timezone.utc) - retrain.window if retrain.window else None
+        outcome = train_model(self.spec, run_name=f"{self.spec.name}-retrain-{self.incident_id}", since=since,
+                              tags={"mlray.incident": self.incident_id})
+        summary = {"incident_id": self.incident_id, "rows_landed": landed, "table_version": outcome.table_version,
+                   "version": outcome.model_version, "decision": outcome.decision, "metrics": outcome.metrics}
+        if outcome.decision == "rejected":
+            self.event("rejected", f"v{outcome.model_version} failed the gate: {'; '.join(outcome.reasons)}",
+                       challenger=outcome.model_version)
+            alert(self.spec.name, "retrain_rejected", f"incident {self.incident_id}: the retrained model was rejected",
+                  summary, self.spec.monitor.alert_webhook)
+            return summary | {"outcome": "rejected"}
+        self.event("retrained", f"v{outcome.model_version} registered as {outcome.decision} (table v"
+                                f"{outcome.table_version})", challenger=outcome.model_version)
+        if outcome.decision == "champion":  # there was no champion: nothing to roll out against
+            self.event("promoted", f"v{outcome.model_version} is the first champion", challenger=outcome.model_version)
+            return summary | {"outcome": "promoted"}
+        return summary | {"outcome": self._roll_out(outcome.model_version)}
+
+    def _roll_out(self, version: str) -> str:
+        """Start the progressive rollout of `version` and follow it to its verdict (or to `rollout_timeout`)."""
+        from mlray.rollout.controller import command
+
+        command(self.spec, "start", version, actor=self.actor)
+        deadline = time.monotonic() + self.spec.monitor.retrain.rollout_timeout.total_seconds()
+        while time.monotonic() < deadline:
+            state = command(self.spec, "status")
+            if state and state["challenger"] == version and state["status"] in ENDED:
+                self.event(state["status"], f"v{version}: rollout {state['status']} ({state['reason']})",
+                           challenger=version)
+                return state["status"]
+            time.sleep(ROLLOUT_POLL_S)
+        self.event("unfinished", f"v{version}: the rollout had not ended after "
+                                 f"{self.spec.monitor.retrain.rollout_timeout}", challenger=version)
+        return "unfinished"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", help="Project spec (default: what the monitor passed, $MLRAY_SPEC or ./mlray.yaml).")
+    parser.add_argument("--incident", help="The incident this retraining answers (default: a new manual one).")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = load_spec(args.spec) if args.spec else (spec_from_environment() or load_spec(None))
+        connect(spec.platform)
+        summary = Retraining(spec, args.incident).run()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(summary, indent=2, default=str))
+    return 1 if summary["outcome"] == "unfinished" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The drift monitor on served traffic: false alarms, each kind of shift, and what labels show (in process); a
+killed monitor actor resumes exactly where it stopped; one job per incident, however often it is triggered."""
+
+import threading
+import time
+
+import pytest
+import ray
+from projects import SMALL_MODEL, make_project
+from serving import wait_until
+from traffic import Traffic
+
+from mlray import dataplane
+from mlray.lake.synthetic import Shift
+from mlray.monitor import actor, jobs
+from mlray.monitor.incidents import Incidents, submission_id
+from mlray.monitor.reports import read_reports
+from mlray.monitor.watch import Monitor
+from mlray.spec import starter_spec
+
+WINDOW = 500
+MONITOR = f"""
+monitor:
+  window_rows: {WINDOW}
+  min_window_rows: 100
+  window: 1h
+  poll_interval: 0.3s
+  min_labels: 100
+  quality_rows: 400
+  retrain: {{mode: approval, drifted_windows: 2, of_windows: 3, cooldown: 1h}}
+"""
+
+
+@pytest.fixture(scope="module")
+def champion(ray_session, tmp_path_factory):
+    """A champion trained on 20,000 transactions (its reference sample: 1,000 of them)."""
+    from mlray.train.run import train_model
+
+    spec = make_project(tmp_path_factory.mktemp("monitored"), starter_spec(), SMALL_MODEL + MONITOR, rows=20000, seed=5)
+    assert train_model(spec).decision == "champion"
+    return spec
+
+
+@pytest.fixture
+def fresh(champion, tmp_path):
+    """The champion's project with an empty lake of its own for serving's tables and the monitor's state."""
+    from mlray.lake.schema import arrow_schema
+
+    platform = champion.platform.model_copy(update={"lake_root": str(tmp_path / "lake")})
+    spec = champion.model_copy(update={"platform": platform})
+    dataplane.lake_of(spec).create("transactions", arrow_schema(spec.train_table))
+    return spec
+
+
+def verdicts(spec):
+    return [r["verdict"] for r in sorted(read_reports(dataplane.lake_of(spec)), key=lambda r: r["seq"])]
+
+
+def test_in_distribution_traffic_rarely_alarms(fresh):
+    monitor, traffic = Monitor(fresh), Traffic(fresh)
+    for batch in range(8):
+        traffic.send(5 * WINDOW, seed=100 + batch)
+        monitor.step()
+    found = verdicts(fresh)
+    assert len(found) >= 40
+    assert found.count("drift") <= 0.05 * len(found), found
+    assert Incidents(dataplane.lake_of(fresh)).all() == []
+
+
+@pytest.mark.parametrize("shift, within", [(Shift(covariate=1.0), 2), (Shift(prior=1.0), 3)])
+def test_a_shift_is_detected_within_a_few_windows(fresh, shift, within):
+    monitor, traffic = Monitor(fresh), Traffic(fresh)
+    traffic.send(3 * WINDOW, seed=200)
+    monitor.step()
+    assert verdicts(fresh) == ["ok"] * 3
+    traffic.send(within * WINDOW, seed=201, shift=shift)
+    monitor.step()
+    reports = sorted(read_reports(dataplane.lake_of(fresh)), key=lambda r: r["seq"])[3:]
+    assert any(r["verdict"] == "drift" for r in reports), reports
+    if shift.prior:
+        assert any(r["score_drift"] for r in reports), "a prior shift moves the score distribution"
+    else:
+        assert any(len(r["drifted"]) >= 2 for r in reports)
+
+
+def test_a_concept_shift_shows_in_live_quality_not_in_the_inputs(fresh):
+    monitor, traffic = Monitor(fresh), Traffic(fresh)
+    traffic.send(2 * WINDOW, seed=300, labelled=0.5)
+    monitor.step()
+    before = read_reports(dataplane.lake_of(fresh))[0]
+    traffic.send(2 * WINDOW, seed=301, shift=Shift(concept=1.0), labelled=0.8)
+    monitor.step()
+    traffic.send(WINDOW, seed=302, shift=Shift(concept=1.0), labelled=0.8)
+    monitor.step()
+    after = read_reports(dataplane.lake_of(fresh))[0]
+    assert before["quality_drop"] is not None and after["quality_drop"] > before["quality_drop"] + 0.1
+    assert after["quality_drop"] > fresh.monitor.retrain.max_quality_drop
+    incidents = Incidents(dataplane.lake_of(fresh)).all()
+    assert [i["cause"] for i in incidents] == ["quality"] and incidents[0]["status"] == "awaiting_approval"
+
+
+def failing_retrain(spec):
+    """Automatic retraining whose job fails at once (its landing folder is missing): one job, then an alert."""
+    retrain = spec.monitor.retrain.model_copy(update={"mode": "auto", "source": "/nonexistent/landing"})
+    return spec.model_copy(update={"monitor": spec.monitor.model_copy(update={"retrain": retrain})})
+
+
+def jobs_of(incident_prefix: str) -> list[str]:
+    """The submission ids of the Ray jobs for incidents whose id starts with `incident_prefix`."""
+    return [j.submission_id for j in jobs.client().list_jobs()
+            if (j.metadata or {}).get("mlray.incident", "").startswith(incident_prefix)]
+
+
+def test_a_killed_monitor_resumes_from_its_checkpoint_and_submits_no_second_job(fresh):
+    spec = failing_retrain(fresh)
+    lake = dataplane.lake_of(spec)
+    traffic = Traffic(spec)
+    handle = actor.start(spec)
+    try:
+        sent = 0
+        for batch in range(6):
+            sent += traffic.send(WINDOW, seed=400 + batch, shift=Shift(covariate=1.0 if batch >= 2 else 0.0))
+            if batch in (1, 3):
+                time.sleep(0.5)
+                ray.kill(handle, no_restart=False)  # it restarts by itself
+        assert wait_until(lambda: len(read_reports(lake)) >= 6, timeout=180, every=1), read_reports(lake)
+        reports = sorted(read_reports(lake), key=lambda r: r["seq"])
+        assert [r["seq"] for r in reports] == list(range(6)) and sum(r["rows"] for r in reports) == sent
+        assert all(a["end"] == b["start"] for a, b in zip(reports, reports[1:])), "windows must chain"
+        incidents = Incidents(lake)
+        assert wait_until(lambda: [i["status"] for i in incidents.all()] == ["failed"], timeout=120, every=1), \
+            incidents.all()
+        assert len(jobs_of(Monitor(spec).state["epoch"])) == 1
+    finally:
+        actor.stop(spec)
+
+
+def test_two_triggers_of_one_incident_at_once_give_one_job(fresh):
+    spec = failing_retrain(fresh)
+    incident = f"race-{time.time_ns()}"
+    Incidents(dataplane.lake_of(spec)).record(incident, "open", "test", cause="drift")
+    client, results = jobs.client(), []
+    threads = [threading.Thread(target=lambda: results.append(jobs.submit_retrain(client, spec, incident)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(submitted for _, submitted in results) == [False, True]
+    assert {sid for sid, _ in results} == {submission_id(spec.name, incident)}
+    assert jobs_of(incident) == [submission_id(spec.name, incident)]
