@@ -38,11 +38,18 @@ def deploy(
     keys = KeyRing.for_serving(spec.serve)  # this shell's keys: the spec's hashes and MLRAY_API_KEYS
     with console.status("deploying on Ray Serve…") if not as_json else nullcontext():
         done = deploy_service(spec, versions, fault=fault, keys=keys)
+    if spec.monitor.enabled:
+        from mlray.monitor import actor
+
+        actor.start(spec)
     if as_json:
-        print_json({"url": done.url, "plan": done.plan.to_dict(), "started": done.started})
+        print_json({"url": done.url, "plan": done.plan.to_dict(), "started": done.started,
+                    "monitor": spec.monitor.enabled})
         return
     console.print(f"serving {spec.name} at {done.url}/v1/predict (docs: {done.url}/docs)")
     _print_plan(done.plan.to_dict())
+    if spec.monitor.enabled:
+        console.print("the drift monitor watches this traffic (`mlray monitor status`)")
     if not spec.platform.ray_address and not as_json:
         _serve_until_interrupted()
 

@@ -158,3 +158,36 @@ def test_two_triggers_of_one_incident_at_once_give_one_job(fresh):
     assert sorted(submitted for _, submitted in results) == [False, True]
     assert {sid for sid, _ in results} == {submission_id(spec.name, incident)}
     assert jobs_of(incident) == [submission_id(spec.name, incident)]
+
+
+def test_the_cli_reports_drift_and_approving_an_incident_submits_its_job(fresh, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlray.cli import app
+
+    env = {"MLRAY_PLATFORM__LAKE_ROOT": fresh.platform.lake_root}
+    retrain = fresh.monitor.retrain.model_copy(update={"source": "/nonexistent/landing"})  # its job fails at once
+    spec = fresh.model_copy(update={"monitor": fresh.monitor.model_copy(update={"retrain": retrain})})
+    monitor, traffic = Monitor(spec), Traffic(spec)
+    traffic.send(2 * WINDOW, seed=500)
+    traffic.send(3 * WINDOW, seed=501, shift=Shift(covariate=1.0))
+    monitor.step()
+
+    def cli(*args):
+        result = CliRunner().invoke(app, [*args, "--spec", str(fresh.path), "--json"], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    report = cli("drift", "report", "--out", str(tmp_path / "pictures"))
+    assert [w["seq"] for w in report["windows"]] == [4, 3, 2, 1, 0] and report["windows"][0]["verdict"] == "drift"
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["p-values.png", "window-4.png"]
+    [incident] = cli("incidents", "list")
+    assert incident["status"] == "awaiting_approval" and incident["cause"] == "drift"
+    assert cli("incidents", "approve", incident["incident_id"])["status"] == "approved"
+    monitor.step()  # the monitor submits the approved incident's job, which fails: an alert, and the incident ends
+    assert wait_until(lambda: cli("incidents", "show", incident["incident_id"])["status"] == "failed", timeout=120)
+    assert jobs_of(incident["incident_id"]) == [submission_id(spec.name, incident["incident_id"])]
+    again = CliRunner().invoke(app, ["incidents", "approve", incident["incident_id"], "--spec", str(fresh.path)], env=env)
+    assert again.exit_code == 2 and "is failed, not awaiting approval" in again.output
