@@ -327,17 +327,27 @@ def delay(spec: ProjectSpec, version: str, package, name: str, before: int, afte
         "seconds": seconds,
     }
     how = "quality drop" if name == "concept" else "drift verdict"
-    entry["summary"] = (f"{name}: {how} in shifted window {_window(detected)}, incident after "
-                        f"{_window(incident_after)}")
+    entry["summary"] = f"{name}: {how} in shifted window {_window(detected)}, incident after {_incident(entry)}"
     print(f"{name:>9} shift: {how} in shifted window {_window(detected)} (score drift {_window(score)}, drift verdict "
           f"{_window(drifted)}, quality drop > {max_drop:g} {_window(quality)}), incident after shifted window "
-          f"{_window(incident_after)}; {entry['false_alarms_before']} false alarm(s) in {before} windows before; "
+          f"{_incident(entry)}; {entry['false_alarms_before']} false alarm(s) in {before} windows before; "
           f"incidents before the onset: {entry['incidents_before']}; quality drops {drops}; {seconds:.1f} s", flush=True)
     return entry
 
 
 def _window(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+def _incident(entry: dict) -> str:
+    """The shifted window after which an incident opened; one opened before the onset (a false alarm) stays open
+    and holds back any other."""
+    before = [i for i in entry["incidents"] if i["window"] < 1]
+    if before:
+        found = before[0]
+        return (f"- (a {found['cause']} incident opened before the onset, in-distribution window "
+                f"{entry['windows_before'] + found['window']} of {entry['windows_before']})")
+    return _window(entry["incident_after_window"])
 
 
 # ---------------------------------------------------------------------- 3. writes
@@ -481,7 +491,8 @@ def report(result: dict) -> None:
                 ["shift", "drift verdict", "score drift", "quality drop", "incident after",
                  "false alarms before (verdict / quality / incident)"],
                 [[e["shift"], _window(e["drift_verdict_in_window"]), _window(e["score_drift_in_window"]),
-                  _window(e["quality_drop_in_window"]), _window(e["incident_after_window"]),
+                  _window(e["quality_drop_in_window"]),
+                  "held back" if e["incidents_before"] else _window(e["incident_after_window"]),
                   f"{e['false_alarms_before']} / {e['false_quality_alarms_before']} / {e['incidents_before']} of "
                   f"{e['windows_before']}"] for e in entries if e["part"] == "delay"])
     rows = [[e["part"], f"{e['rows']:,}", f"{e['mlray_rows_per_s']:,.0f}", f"{e['reference_rows_per_s']:,.0f}",

@@ -12,6 +12,7 @@ import logging
 import shlex
 import sys
 
+from mlray.errors import UserError
 from mlray.monitor.incidents import submission_id
 from mlray.spec import ProjectSpec
 
@@ -27,7 +28,7 @@ def jobs_address() -> str:
 
     found = _internal_kv_get("dashboard", namespace=ray_constants.KV_NAMESPACE_DASHBOARD)
     if not found:
-        raise RuntimeError("this Ray cluster runs no dashboard, so it has no Jobs API to submit retraining to "
+        raise UserError("this Ray cluster runs no dashboard, so it has no Jobs API to submit retraining to "
                            "(start Ray with the dashboard: `ray start --head --include-dashboard=true`)")
     address = found.decode()
     return address if "://" in address else f"http://{address}"

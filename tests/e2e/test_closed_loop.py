@@ -4,13 +4,11 @@ the canary promotes it → the new champion serves. Asserted step by step from t
 registry aliases and the audit log."""
 
 import json
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
 import requests
+from helpers import TRAINED, Background, free_port, wait_until
 
 from mlray import dataplane
 from mlray.lake.schema import arrow_schema
@@ -21,23 +19,10 @@ KEY = "closed-loop-key"
 ROWS_PER_REQUEST = 10
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def project(folder, landing):
     from mlray.serve.auth import hash_key
 
-    text = starter_spec().replace("min_rows: 1000", "min_rows: 10") + f"""
-train:
-  num_workers: 1
-  epochs: 4
-  batch_size: 256
-  cpus_per_worker: 0.5
-  early_stopping: null
-  gate: {{tolerance: 0.05}}
+    text = starter_spec().replace("min_rows: 1000", "min_rows: 10") + TRAINED + "  gate: {tolerance: 0.05}\n" + f"""
 serve:
   port: {free_port()}
   log_flush_s: 0.5
@@ -62,50 +47,29 @@ monitor:
     return spec
 
 
-class Load:
+class Load(Background):
     """Requests of ROWS_PER_REQUEST rows from a background thread, each answered row's true label sent as feedback."""
 
     def __init__(self, url: str, shift: Shift):
+        super().__init__(pause=0.05)
         self.url, self.shift, self.seed = url, shift, 1000
-        self.stop, self.versions, self.failures = threading.Event(), [], 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.versions, self.failures = [], 0
+        self.headers = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
 
-    def _run(self):
-        headers = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
-        while not self.stop.is_set():
-            self.seed += 1
-            table = generate_transactions(ROWS_PER_REQUEST, seed=self.seed, shift=self.shift, id_prefix=f"l{self.seed}")
-            table = table.take(np.random.default_rng(self.seed).permutation(ROWS_PER_REQUEST))
-            rows = json.loads(table.drop_columns(["is_fraud"]).to_pandas().to_json(orient="records", date_format="iso"))
-            response = requests.post(f"{self.url}/v1/predict", data=json.dumps({"rows": rows}), headers=headers,
-                                     timeout=30)
-            if response.status_code != 200:
-                self.failures += 1
-                continue
-            body = response.json()
-            self.versions.append(body["model_version"])
-            label = table.column("is_fraud")[0].as_py()
-            requests.post(f"{self.url}/v1/feedback", data=json.dumps({"request_id": body["request_id"],
-                                                                      "label": label}), headers=headers, timeout=30)
-            self.stop.wait(0.05)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-
-def wait_for(check, timeout, every=1.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    return None
+    def run_once(self):
+        self.seed += 1
+        table = generate_transactions(ROWS_PER_REQUEST, seed=self.seed, shift=self.shift, id_prefix=f"l{self.seed}")
+        table = table.take(np.random.default_rng(self.seed).permutation(ROWS_PER_REQUEST))
+        rows = json.loads(table.drop_columns(["is_fraud"]).to_pandas().to_json(orient="records", date_format="iso"))
+        response = requests.post(f"{self.url}/v1/predict", data=json.dumps({"rows": rows}), headers=self.headers,
+                                 timeout=30)
+        if response.status_code != 200:
+            self.failures += 1
+            return
+        body = response.json()
+        self.versions.append(body["model_version"])
+        feedback = {"request_id": body["request_id"], "label": table.column("is_fraud")[0].as_py()}
+        requests.post(f"{self.url}/v1/feedback", data=json.dumps(feedback), headers=self.headers, timeout=30)
 
 
 @pytest.mark.slow
@@ -132,7 +96,7 @@ def test_drift_retrains_and_the_canary_promotes_the_new_model(tmp_path):
     try:
         # 1. the champion serves in-distribution traffic: windows are checked and pass
         with Load(url, Shift()) as calm:
-            assert wait_for(lambda: len(read_reports(lake)) >= 2, timeout=120), read_reports(lake)
+            assert wait_until(lambda: len(read_reports(lake)) >= 2, timeout=120), read_reports(lake)
         assert calm.failures == 0 and set(calm.versions) == {"1"}
         incidents = Incidents(lake)
         assert incidents.all() == []
@@ -141,16 +105,16 @@ def test_drift_retrains_and_the_canary_promotes_the_new_model(tmp_path):
         recent = generate_transactions(12000, seed=77, shift=Shift(covariate=1.0), days=2, id_prefix="recent")
         write_source_file(recent, landing / "recent.parquet")
         with Load(url, Shift(covariate=1.0)) as drifted:
-            opened = wait_for(incidents.all, timeout=180)
+            opened = wait_until(incidents.all, timeout=180)
             assert opened and opened[0]["cause"] == "drift", read_reports(lake)
             incident = opened[0]["incident_id"]
-            outcome = wait_for(lambda: incidents.get(incident)["status"] in ("promoted", "rolled_back", "rejected",
+            outcome = wait_until(lambda: incidents.get(incident)["status"] in ("promoted", "rolled_back", "rejected",
                                                                                "failed", "unfinished"), timeout=600,
                                every=2)
             final = incidents.get(incident)
             assert outcome and final["status"] == "promoted", final
             challenger = final["challenger"]
-            assert wait_for(lambda: drifted.versions[-20:].count(challenger) == 20, timeout=60)
+            assert wait_until(lambda: drifted.versions[-20:].count(challenger) == 20, timeout=60)
 
         # 3. step by step: incident events, the one job, the aliases, the audit trail
         assert [e["status"] for e in final["events"]] == ["open", "submitted", "running", "retrained", "promoted"]
@@ -158,7 +122,7 @@ def test_drift_retrains_and_the_canary_promotes_the_new_model(tmp_path):
         def jobs_of_incident():
             return [j for j in jobs.client().list_jobs() if (j.metadata or {}).get("mlray.incident") == incident]
 
-        assert wait_for(lambda: all(j.status.value == "SUCCEEDED" for j in jobs_of_incident()), timeout=60)
+        assert wait_until(lambda: all(j.status.value == "SUCCEEDED" for j in jobs_of_incident()), timeout=60)
         mine = jobs_of_incident()  # the job records the outcome, then exits
         assert len(mine) == 1 and mine[0].submission_id == final["job_id"]
         assert registry.version_of("champion") == challenger != "1" and registry.version_of("previous") == "1"

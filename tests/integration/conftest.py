@@ -1,10 +1,10 @@
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 from mlray import dataplane
 from mlray.lake.schema import arrow_schema
@@ -34,7 +34,6 @@ def small_model(ray_session, tmp_path_factory):
     """One small binary model, trained and registered once per test run (batch and online inference share it):
     (spec, TrainOutcome). Its spec serves on a free port of 127.0.0.1 with SERVE_KEY as its API key."""
     import os
-    import socket
 
     from projects import SERVE_KEY, SMALL_MODEL, make_project
 
@@ -42,9 +41,7 @@ def small_model(ray_session, tmp_path_factory):
     from mlray.spec import starter_spec
     from mlray.train.run import train_model
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     serve_section = (f"serve:\n  port: {port}\n  model_placement: replicas\n  log_flush_s: 0.5\n"
                      f"  api_keys: ['{hash_key(SERVE_KEY)}']\n")
     with pytest.MonkeyPatch.context() as patch:
@@ -62,12 +59,6 @@ def served(small_model):
     from serving import serving
 
     yield from serving(small_model[0])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,10 @@
 """Helpers for the tests that talk to the service over real HTTP on 127.0.0.1."""
 
 import json
-import threading
-import time
 
 import mlflow
 import requests
+from helpers import Background, wait_until  # noqa: F401 - wait_until: the serving tests take it from here
 from projects import SERVE_KEY
 
 from mlray import dataplane
@@ -101,37 +100,16 @@ def scraped_metrics(*names: str, timeout: float = 60.0) -> str:
     return text
 
 
-def wait_until(check, timeout=20.0, every=0.5):
-    """Poll `check()` until it returns something truthy (returned) or `timeout` passes (None)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    return None
-
-
-class SteadyLoad:
+class SteadyLoad(Background):
     """Requests from a background thread, one after another (`pause` s apart), every status code kept."""
 
     def __init__(self, url, row, pause=0.0, **headers):
-        self.url, self.row, self.pause, self.headers = url, row, pause, headers
-        self.codes, self.stop = [], threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(pause)
+        self.url, self.row, self.headers = url, row, headers
+        self.codes = []
 
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                self.codes.append(post(f"{self.url}/v1/predict", {"row": self.row}, **self.headers).status_code)
-            except requests.RequestException as exc:
-                self.codes.append(type(exc).__name__)
-            self.stop.wait(self.pause)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+    def run_once(self):
+        try:
+            self.codes.append(post(f"{self.url}/v1/predict", {"row": self.row}, **self.headers).status_code)
+        except requests.RequestException as exc:
+            self.codes.append(type(exc).__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
+from helpers import free_port
 from serving import wait_until
 
 from mlray.registry.models import Registry

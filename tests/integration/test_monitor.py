@@ -3,11 +3,13 @@ killed monitor actor resumes exactly where it stopped; one job per incident, how
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import ray
+from helpers import TRAINED
 from projects import make_project
-from serving import wait_until
+from serving import scraped_metrics, wait_until
 from traffic import Traffic
 
 from mlray import dataplane
@@ -19,14 +21,6 @@ from mlray.monitor.watch import Monitor
 from mlray.spec import starter_spec
 
 WINDOW = 500
-TRAINED = """
-train:
-  num_workers: 1
-  epochs: 4
-  batch_size: 256
-  cpus_per_worker: 0.5
-  early_stopping: null
-"""
 MONITOR = f"""
 monitor:
   window_rows: {WINDOW}
@@ -65,15 +59,21 @@ def verdicts(spec):
     return [r["verdict"] for r in sorted(read_reports(dataplane.lake_of(spec)), key=lambda r: r["seq"])]
 
 
-def test_in_distribution_traffic_rarely_alarms(fresh):
-    monitor, traffic = Monitor(fresh), Traffic(fresh)
+def test_in_distribution_traffic_rarely_alarms_while_upkeep_compacts_the_log(fresh):
+    tidy = fresh.model_copy(update={"monitor": fresh.monitor.model_copy(update={"compact_every": timedelta(0)})})
+    monitor, traffic = Monitor(tidy), Traffic(tidy)
+    lake = dataplane.lake_of(tidy)
+    sent = 0
     for batch in range(8):
-        traffic.send(5 * WINDOW, seed=100 + batch)
+        for part in range(5):  # five flushes per step: small files for the upkeep to compact
+            sent += traffic.send(WINDOW, seed=100 + 5 * batch + part)
         monitor.step()
-    found = verdicts(fresh)
-    assert len(found) >= 40
+    found = verdicts(tidy)
+    assert len(found) >= 40 and sum(r["rows"] for r in read_reports(lake)) == sent
     assert found.count("drift") <= 0.05 * len(found), found
-    assert Incidents(dataplane.lake_of(fresh)).all() == []
+    assert Incidents(lake).all() == []
+    operations = [c["operation"] for c in lake.history("inference_log")]
+    assert "OPTIMIZE" in operations and len(lake.open("inference_log").files()) < 8
 
 
 @pytest.mark.parametrize("shift, within", [(Shift(covariate=1.0), 2), (Shift(prior=3.0), 3)])
@@ -136,6 +136,7 @@ def test_a_killed_monitor_resumes_from_its_checkpoint_and_submits_no_second_job(
         reports = sorted(read_reports(lake), key=lambda r: r["seq"])
         assert [r["seq"] for r in reports] == list(range(6)) and sum(r["rows"] for r in reports) == sent
         assert all(a["end"] == b["start"] for a, b in zip(reports, reports[1:])), "windows must chain"
+        assert "mlray_drift_p_value" in scraped_metrics("mlray_drift_p_value", "mlray_drift_windows")
         incidents = Incidents(lake)
         assert wait_until(lambda: [i["status"] for i in incidents.all()] == ["failed"], timeout=120, every=1), \
             incidents.all()
