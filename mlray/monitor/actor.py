@@ -51,10 +51,15 @@ class DriftMonitor:
 def start(spec: ProjectSpec):
     """The project's monitor: found if it runs, else started with this spec; returned once it has its checkpoint
     (a new one starts at the end of the inference log), so traffic served from now on is watched."""
+    from mlray.errors import UserError
     from mlray.monitor.jobs import jobs_address
 
+    try:
+        address = jobs_address()
+    except UserError:  # no Jobs API here: the monitor asks again when it has a job to submit, and says so then
+        address = None
     handle = DriftMonitor.options(name=actor_name(spec.name), namespace=NAMESPACE, lifetime="detached",
-                                  get_if_exists=True).remote(spec, jobs_address())
+                                  get_if_exists=True).remote(spec, address)
     ray.get(handle.call.remote("status"))
     return handle
 

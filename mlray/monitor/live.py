@@ -1,7 +1,9 @@
 """Live quality per model version: the last labelled predictions of each, scored with the offline definitions.
 
 Binary: precision, recall, ROC-AUC and calibration error; multiclass: accuracy and macro-F1; regression: MAE and
-RMSE. A drop is measured against the champion's held-out test metric of the same name.
+RMSE. A drop is measured against the champion's held-out test metric of the same name, and counts only beyond twice
+the live metric's standard error (ROC-AUC: Hanley and McNeil; rates: binomial), so a window of few labels, or of a
+rare class, does not look like a fall in quality.
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ class LiveQuality:
     def __init__(self, rows: int, saved: dict[str, list] | None = None):
         self.rows = rows
         self.pairs: dict[str, deque] = {v: deque(map(tuple, items), maxlen=rows) for v, items in (saved or {}).items()}
+        self.keys: dict[str, set] = {v: {p[0] for p in pairs} for v, pairs in self.pairs.items()}
 
     def add(self, version: str, key: str, label: str, prediction: str | None, score: float | None) -> bool:
         """Keep one labelled prediction; False when the call had failed or this key is already kept."""
-        pairs = self.pairs.setdefault(version, deque(maxlen=self.rows))
-        if prediction is None or any(p[0] == key for p in pairs):
+        pairs, keys = self.pairs.setdefault(version, deque(maxlen=self.rows)), self.keys.setdefault(version, set())
+        if prediction is None or key in keys:
             return False
+        if len(pairs) == self.rows:
+            keys.discard(pairs[0][0])  # the oldest leaves the window
         pairs.append((key, label, prediction, score))
+        keys.add(key)
         return True
 
     def to_state(self) -> dict[str, list]:
@@ -41,19 +47,23 @@ class LiveQuality:
     def counts(self) -> dict[str, int]:
         return {v: len(p) for v, p in self.pairs.items()}
 
-    def metrics(self, task: str, classes: list, threshold: float, min_labels: int) -> dict[str, dict[str, float]]:
-        """Each version with at least `min_labels` labelled rows → its live metrics."""
+    def metrics(self, task: str, classes: list, threshold: float, min_labels: int,
+                min_class_labels: int = 1) -> dict[str, dict[str, float]]:
+        """Each version with at least `min_labels` labelled rows (binary: `min_class_labels` of each class) → its live
+        metrics, each with its standard error (`<metric>_se`) where one is known."""
         out = {}
         for version, pairs in self.pairs.items():
             if len(pairs) >= min_labels:
-                found = task_quality(task, classes, threshold, [p[1:] for p in pairs])
+                found = task_quality(task, classes, threshold, [p[1:] for p in pairs], min_class_labels)
                 if found:
                     out[version] = found
         return out
 
 
-def task_quality(task: str, classes: list, threshold: float, pairs: list[tuple]) -> dict[str, float]:
-    """The task's live metrics over (label text, prediction JSON, score) triples; {} when none can be scored."""
+def task_quality(task: str, classes: list, threshold: float, pairs: list[tuple],
+                 min_class_labels: int = 1) -> dict[str, float]:
+    """The task's live metrics over (label text, prediction JSON, score) triples, with standard errors; {} when they
+    cannot be scored (binary: fewer than `min_class_labels` labels of either class)."""
     if task == "regression":
         truth = np.array([_number(label) for label, _, _ in pairs])
         predicted = np.array([_number(json.loads(p)) for _, p, _ in pairs])
@@ -63,13 +73,35 @@ def task_quality(task: str, classes: list, threshold: float, pairs: list[tuple])
         negative, positive = (str(c).lower() for c in classes)
         known = [(1 if label.lower() == positive else 0, score) for label, _, score in pairs
                  if label.lower() in (negative, positive) and score is not None]
-        if len(known) < 2:
+        truth = np.array([t for t, _ in known], dtype=int)
+        if min(truth.sum(), len(truth) - truth.sum()) < max(min_class_labels, 1):
             return {}
-        metrics = binary_metrics(np.array([t for t, _ in known]), np.array([s for _, s in known], float), threshold)
+        probability = np.array([s for _, s in known], float)
+        metrics = binary_metrics(truth, probability, threshold)
+        predicted = probability >= threshold
+        counts = {"precision": predicted.sum(), "recall": truth.sum(), "accuracy": len(truth)}
     else:
-        metrics = predicted_label_metrics([label.lower() for label, _, _ in pairs],
-                                          [str(json.loads(p)).lower() for _, p, _ in pairs])
-    return {k: metrics[k] for k in REPORTED[task] if np.isfinite(metrics[k])}
+        truth = [label.lower() for label, _, _ in pairs]
+        metrics = predicted_label_metrics(truth, [str(json.loads(p)).lower() for _, p, _ in pairs])
+        counts = {"accuracy": len(truth)}
+    found = {k: metrics[k] for k in REPORTED[task] if np.isfinite(metrics[k])}
+    errors = {f"{k}_se": rate_error(found[k], n) for k, n in counts.items() if k in found}
+    if "roc_auc" in found:
+        errors["roc_auc_se"] = auc_error(found["roc_auc"], int(truth.sum()), int(len(truth) - truth.sum()))
+    return found | errors
+
+
+def rate_error(rate: float, count: int) -> float:
+    """The binomial standard error of a rate measured on `count` rows."""
+    return float(np.sqrt(rate * (1 - rate) / max(count, 1)))
+
+
+def auc_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley and McNeil's standard error of a ROC-AUC measured on so many positive and negative rows."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / max(
+        positives * negatives, 1)
+    return float(np.sqrt(max(variance, 0.0)))
 
 
 def _number(value) -> float:
@@ -80,10 +112,11 @@ def _number(value) -> float:
 
 
 def quality_drop(live: dict[str, float], offline: dict[str, float], metric: str) -> float | None:
-    """How far live quality fell below the offline test metric: a difference for scores where higher is better, a
-    relative rise for errors; None when either side lacks the metric."""
+    """How far live quality fell below the offline test metric beyond its noise (twice the live standard error): a
+    difference for scores where higher is better, a relative rise for errors; None when either side lacks it."""
     if metric not in live or metric not in offline or not np.isfinite(offline[metric]):
         return None
+    noise = 2 * live.get(f"{metric}_se", 0.0)
     if metric in LOWER_IS_BETTER:
-        return (live[metric] - offline[metric]) / max(abs(offline[metric]), 1e-12)
-    return offline[metric] - live[metric]
+        return (live[metric] - noise - offline[metric]) / max(abs(offline[metric]), 1e-12)
+    return offline[metric] - (live[metric] + noise)

@@ -58,6 +58,7 @@ class Monitor:
         self.registry = Registry(spec)
         self.jobs_address, self._jobs = jobs_address, None
         self.detectors: Detectors | None = None
+        self.champion: str | None = None
         self._load()
 
     # ------------------------------------------------------------------ state
@@ -68,6 +69,7 @@ class Monitor:
         self.revision, doc = self.table.read()
         self.state = doc or self._fresh()
         self.live = LiveQuality(self.rules.quality_rows, self.state["quality"])
+        self.resuming = doc is not None  # the next window may have been reported by a monitor that died after
         if doc is None:
             try:
                 self._save()
@@ -103,6 +105,7 @@ class Monitor:
 
     def step(self) -> dict:
         """One poll: labels, complete windows, retraining jobs, upkeep. Returns what happened."""
+        self.champion = None  # asked of the registry once per step, when a window closes
         labelled = self._labels()
         reports = self._windows()
         if labelled and not reports:
@@ -115,8 +118,7 @@ class Monitor:
     def status(self) -> dict:
         champion = self.state["champion"]
         reference = self.detectors.reference if self.detectors else None
-        quality = self.live.metrics(reference.task, reference.classes, reference.threshold,
-                                    self.rules.min_labels) if reference else {}
+        quality = self._live_quality(reference) if reference else {}
         return {"project": self.spec.name, "epoch": self.state["epoch"], "windows": self.state["seq"],
                 "cursor": self.state["cursor"], "champion": champion, "labels_version": self.state["labels_version"],
                 "labelled": self.live.counts(), "live_quality": quality,
@@ -134,7 +136,11 @@ class Monitor:
             end = window_end(rows.column("at").to_pylist(), _now(), self.rules, grace)
             if end is None:
                 break
-            report = self._close(rows.slice(0, end), cursor, cursor_after(rows, end, cursor))
+            try:
+                report = self._close(rows.slice(0, end), cursor, cursor_after(rows, end, cursor))
+            except Exception:
+                self.resuming = True  # its report may be written: the next try must take that one
+                raise
             reports.append(report)
             if report["end"] != cursor_after(rows, end, cursor).to_list():  # recovered: the stream restarts there
                 break
@@ -145,7 +151,8 @@ class Monitor:
         """Check, report and act on one window; a window already reported (by a monitor that died before its state
         was saved) keeps that report."""
         epoch, seq = self.state["epoch"], self.state["seq"]
-        found = read_reports(self.lake, epoch, seq)
+        found = read_reports(self.lake, epoch, seq) if self.resuming else []
+        self.resuming = False
         report = found[0] if found else self._check(window, start, end)
         if not found:
             write_report(self.lake, report)
@@ -164,7 +171,7 @@ class Monitor:
         started = time.perf_counter()
         result = self.detectors.check(flat_inputs(window), served.column("score").to_numpy())
         seconds = time.perf_counter() - started
-        quality = self.live.metrics(reference.task, reference.classes, reference.threshold, self.rules.min_labels)
+        quality = self._live_quality(reference)
         metric = self.rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
         drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
         times = window.column("at")
@@ -179,9 +186,13 @@ class Monitor:
         entry = {"drifted": result.drifted, "score_drift": result.score_drift}
         return report | {"verdict": "drift" if window_drifted(self.rules.retrain, entry) else "ok"}
 
+    def _live_quality(self, reference) -> dict[str, dict[str, float]]:
+        return self.live.metrics(reference.task, reference.classes, reference.threshold, self.rules.min_labels,
+                                 self.rules.min_class_labels)
+
     def _reference(self):
         """The detectors of the serving champion: built when it changes, else reused."""
-        champion = self.registry.version_of("champion")
+        champion = self.champion = self.champion or self.registry.version_of("champion")
         if champion is None:
             raise RuntimeError(f"model '{self.spec.name}' has no champion to compare traffic with")
         if self.detectors is None or self.detectors.reference.version != champion:

@@ -75,8 +75,10 @@ class MonitorSpec(Section):
     multivariate: bool = Field(False, description="also MMD drift on the transformed inputs (torch; slow on CPU)")
     mmd_reference_rows: int = Field(500, ge=50, description="reference rows MMD compares against")
     mmd_permutations: int = Field(100, ge=10, description="permutations of the MMD test")
-    quality_rows: int = Field(500, ge=20, description="live quality: the last this many labelled rows per version")
-    min_labels: int = Field(100, ge=10, description="labelled rows a version needs before its live quality counts")
+    quality_rows: int = Field(2000, ge=20, description="live quality: the last this many labelled rows per version")
+    min_labels: int = Field(200, ge=10, description="labelled rows a version needs before its live quality counts")
+    min_class_labels: int = Field(20, ge=1, description="binary: labelled rows of each class it needs too (a rare "
+                                                        "class makes ROC-AUC and recall noisy)")
     log_retention: Duration = Field(timedelta(days=30), description="inference-log and label rows older than this "
                                                                     "are deleted by the monitor's upkeep")
     compact_every: Duration = Field(timedelta(hours=1), description="how often the monitor compacts the log's "

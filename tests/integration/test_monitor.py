@@ -27,8 +27,9 @@ monitor:
   min_window_rows: 100
   window: 1h
   poll_interval: 0.3s
-  min_labels: 100
-  quality_rows: 400
+  min_labels: 200
+  min_class_labels: 15
+  quality_rows: 1500
   retrain: {{mode: approval, drifted_windows: 2, of_windows: 3, cooldown: 1h}}
 """
 
@@ -94,12 +95,12 @@ def test_a_shift_is_detected_within_a_few_windows(fresh, shift, within):
 
 def test_a_concept_shift_shows_in_live_quality_not_in_the_inputs(fresh):
     monitor, traffic = Monitor(fresh), Traffic(fresh)
-    traffic.send(2 * WINDOW, seed=300, labelled=0.5)
+    traffic.send(3 * WINDOW, seed=300, labelled=1.0)
     monitor.step()
     before = read_reports(dataplane.lake_of(fresh))[0]
-    traffic.send(2 * WINDOW, seed=301, shift=Shift(concept=1.0), labelled=0.8)
+    traffic.send(2 * WINDOW, seed=301, shift=Shift(concept=1.0), labelled=1.0)
     monitor.step()
-    traffic.send(WINDOW, seed=302, shift=Shift(concept=1.0), labelled=0.8)
+    traffic.send(WINDOW, seed=302, shift=Shift(concept=1.0), labelled=1.0)
     monitor.step()
     after = read_reports(dataplane.lake_of(fresh))[0]
     assert before["quality_drop"] is not None and after["quality_drop"] > before["quality_drop"] + 0.1

@@ -90,12 +90,24 @@ def test_live_quality_counts_a_label_once_and_scores_binary_predictions():
     assert restored.counts() == live.counts()
 
 
+def test_binary_live_quality_waits_for_enough_labels_of_each_class_and_carries_its_noise():
+    rare = [("True", "true", 0.9)] * 3 + [("False", "false", 0.1)] * 200
+    assert task_quality("binary", [False, True], 0.5, rare, min_class_labels=5) == {}
+    enough = ([("True", "true", 0.9)] * 5 + [("True", "false", 0.3)] * 5 + [("False", "false", 0.1)] * 190
+              + [("False", "false", 0.4)] * 10)
+    found = task_quality("binary", [False, True], 0.5, enough, min_class_labels=5)
+    assert found["recall"] == 0.5 and found["recall_se"] == pytest.approx((0.25 / 10) ** 0.5)
+    assert found["roc_auc"] < 1 and 0 < found["roc_auc_se"] < 0.1
+
+
 def test_live_quality_of_multiclass_and_regression_and_the_drop_against_offline():
     multi = task_quality("multiclass", ["a", "b", "c"], 0.5, [("a", '"a"', 0.9), ("b", '"a"', 0.6), ("c", '"c"', 0.7)])
     assert multi["accuracy"] == pytest.approx(2 / 3)
     regression = task_quality("regression", [], 0.5, [("1.0", "2.0", 2.0), ("3.0", "3.0", 3.0)])
     assert regression["mae"] == pytest.approx(0.5)
     assert quality_drop({"roc_auc": 0.70}, {"roc_auc": 0.90}, "roc_auc") == pytest.approx(0.20)
+    # a drop counts beyond twice the live metric's standard error
+    assert quality_drop({"roc_auc": 0.80, "roc_auc_se": 0.03}, {"roc_auc": 0.90}, "roc_auc") == pytest.approx(0.04)
     assert quality_drop({"rmse": 1.5}, {"rmse": 1.0}, "rmse") == pytest.approx(0.5)  # errors: a relative rise
     assert quality_drop({}, {"roc_auc": 0.9}, "roc_auc") is None
 
