@@ -74,7 +74,7 @@ def test_in_distribution_traffic_rarely_alarms_while_upkeep_compacts_the_log(fre
     assert found.count("drift") <= 0.05 * len(found), found
     assert Incidents(lake).all() == []
     operations = [c["operation"] for c in lake.history("inference_log")]
-    assert "OPTIMIZE" in operations and len(lake.open("inference_log").files()) < 8
+    assert "OPTIMIZE" in operations and len(lake.open("inference_log").file_uris()) < 8
 
 
 @pytest.mark.parametrize("shift, within", [(Shift(covariate=1.0), 2), (Shift(prior=3.0), 3)])
