@@ -53,14 +53,17 @@ class ProjectSpec(Section):
                     f"feature '{feature.name}' is {feature.kind} but column '{feature.source}' is {column.type}"
                     f" (expected {' or '.join(accepted)})"
                 )
-        self._check_monitor_columns({f.source for f in self.features})
+        self._check_monitor_columns({f.source for f in self.features}, table)
         return self
 
-    def _check_monitor_columns(self, sources: set[str]) -> None:
+    def _check_monitor_columns(self, sources: set[str], table: TableSpec) -> None:
         for column in self.monitor.columns or ():
             if column not in sources:
                 raise ValueError(f"monitor.columns: '{column}' is not a feature's column (one of "
                                  f"{', '.join(sorted(sources))})")
+            if table.columns[column].type in ("timestamp", "date"):
+                raise ValueError(f"monitor.columns: '{column}' is a {table.columns[column].type}: time always moves, so "
+                                 "a drift test on it always fires (leave it out)")
 
     @property
     def path(self) -> Path | None:

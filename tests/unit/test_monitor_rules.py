@@ -119,6 +119,7 @@ def test_live_quality_of_multiclass_and_regression_and_the_drop_against_offline(
     ("{window: soon}", "expected a duration"),
     ("{retrain: {mode: later}}", "monitor.retrain.mode"),
     ("{columns: [colour]}", "'colour' is not a feature's column"),
+    ("{columns: [amount, event_time]}", "'event_time' is a timestamp: time always moves"),
 ])
 def test_a_bad_monitor_section_is_one_line_naming_the_key(section, message):
     with pytest.raises(UserError, match="monitor") as error:
