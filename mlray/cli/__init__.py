@@ -49,4 +49,23 @@ app.add_typer(incidents_app, name="incidents")
 
 def main() -> None:
     quiet_library_logs()
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """Exit with `code` once Python's exit handlers (Ray's shutdown among them) have run, skipping the native
+    destructors after them: deltalake's Rust runtime can abort a finished process there ("terminate called without
+    an active exception", delta-io/delta-rs#2184), which would turn a command that succeeded into a crash."""
+    import atexit
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)

@@ -22,7 +22,7 @@ ROWS_PER_REQUEST = 10
 def project(folder, landing):
     from mlray.serve.auth import hash_key
 
-    text = starter_spec().replace("min_rows: 1000", "min_rows: 10") + TRAINED + "  gate: {tolerance: 0.05}\n" + f"""
+    text = starter_spec("closed-loop").replace("min_rows: 1000", "min_rows: 10") + TRAINED + "  gate: {tolerance: 0.05}\n" + f"""
 serve:
   port: {free_port()}
   log_flush_s: 0.5
@@ -136,9 +136,9 @@ def test_drift_retrains_and_the_canary_promotes_the_new_model(tmp_path):
         assert drifted.failures == 0
     finally:
         actor.stop(spec)
+        serve.shutdown()  # first: a live ingress would start its project's control plane again
         for name in (actor_name(spec.name), f"{spec.name}-rollout-controller"):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE))
             except ValueError:
                 pass
-        serve.shutdown()

@@ -28,12 +28,12 @@ def serving(spec):
     try:
         yield spec, deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve)).url, twin
     finally:
+        serve.shutdown()  # first: a live ingress would start its project's control plane again
         for name in (actor_name(spec.name), f"{spec.name}-rollout-controller"):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE))
             except ValueError:  # never started
                 pass
-        serve.shutdown()
 
 
 def register_copy(spec, version="1") -> str:

@@ -40,7 +40,7 @@ def champion(ray_session, tmp_path_factory):
     tell fraud apart (a prior shift moves them)."""
     from mlray.train.run import train_model
 
-    spec = make_project(tmp_path_factory.mktemp("monitored"), starter_spec(), TRAINED + MONITOR, rows=20000, seed=5)
+    spec = make_project(tmp_path_factory.mktemp("monitored"), starter_spec("monitored"), TRAINED + MONITOR, rows=20000, seed=5)
     assert train_model(spec).decision == "champion"
     return spec
 
