@@ -122,15 +122,21 @@ def _pictures(spec, lake, reports: list[dict], chosen: dict, folder: Path) -> li
             p_values_png(reports, folder / "p-values.png")]
 
 
-@incidents_app.command("list")
-@command
-def list_incidents(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
-    """Every incident, newest first: cause, status, job and challenger."""
+def _incidents(spec_path):
+    """The spec and its project's incidents table."""
     from mlray import dataplane
     from mlray.monitor.incidents import Incidents
     from mlray.spec import load_spec
 
-    found = Incidents(dataplane.lake_of(load_spec(spec_path))).all()
+    spec = load_spec(spec_path)
+    return spec, Incidents(dataplane.lake_of(spec))
+
+
+@incidents_app.command("list")
+@command
+def list_incidents(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Every incident, newest first: cause, status, job and challenger."""
+    found = _incidents(spec_path)[1].all()
     if as_json:
         print_json(found)
         return
@@ -145,11 +151,7 @@ def list_incidents(spec_path: SpecOption = None, as_json: JsonOption = False) ->
 def show(incident_id: Annotated[str, typer.Argument(help="The incident's id.")], spec_path: SpecOption = None,
          as_json: JsonOption = False) -> None:
     """One incident: its cause, evidence, and every event."""
-    from mlray import dataplane
-    from mlray.monitor.incidents import Incidents
-    from mlray.spec import load_spec
-
-    incident = Incidents(dataplane.lake_of(load_spec(spec_path))).get(incident_id)
+    incident = _incidents(spec_path)[1].get(incident_id)
     if as_json:
         print_json(incident)
         return
@@ -165,14 +167,10 @@ def show(incident_id: Annotated[str, typer.Argument(help="The incident's id.")],
 def approve(incident_id: Annotated[str, typer.Argument(help="The incident waiting for approval.")],
             spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
     """Approve an incident's retraining (monitor.retrain.mode: approval); the monitor submits its job."""
-    from mlray import dataplane
     from mlray.audit import AuditLog, default_actor
     from mlray.errors import UserError
-    from mlray.monitor.incidents import Incidents
-    from mlray.spec import load_spec
 
-    spec = load_spec(spec_path)
-    incidents = Incidents(dataplane.lake_of(spec))
+    spec, incidents = _incidents(spec_path)
     incident = incidents.get(incident_id)
     if incident["status"] != "awaiting_approval":
         raise UserError(f"incident {incident_id} is {incident['status']}, not awaiting approval")

@@ -28,11 +28,12 @@ def window_drifted(retrain: RetrainSpec, window: dict) -> bool:
 
 def decide(retrain: RetrainSpec, history: list[dict], quality_drop: float | None, now: datetime,
            triggered: list[datetime], open_incident: str | None, schedule_due: bool) -> tuple[Trigger | None, str]:
-    """(a trigger or None, why not). `history`: the last windows, oldest first; `triggered`: when earlier triggers
-    fired; `quality_drop`: the champion's live drop on the policy's metric (None: not enough labels)."""
+    """(a trigger or None, why a trigger was held back: '' when nothing called for one). `history`: the last windows,
+    oldest first; `triggered`: when earlier triggers fired; `quality_drop`: the champion's live drop on the policy's
+    metric (None: not enough labels)."""
     trigger = _cause(retrain, history, quality_drop, schedule_due)
     if trigger is None:
-        return None, "no drift, quality drop or schedule calls for retraining"
+        return None, ""
     if open_incident is not None:
         return None, f"incident {open_incident} is still open"
     if triggered and now - max(triggered) < retrain.cooldown:

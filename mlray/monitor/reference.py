@@ -110,7 +110,8 @@ def _common_values(values: pa.ChunkedArray) -> tuple:
 def load_reference(spec: ProjectSpec, version: str) -> Reference:
     """The reference of a registered version: its package's sample, encoded, and its scores on it."""
     from mlray.registry.models import Registry
-    from mlray.registry.package import load_package, predict_frame, scores
+    from mlray.registry.package import load_package, predict_frame
+    from mlray.registry.scores import scores
 
     registry = Registry(spec)
     package = load_package(registry.uri(version))

@@ -136,13 +136,14 @@ class Monitor:
             end = window_end(rows.column("at").to_pylist(), _now(), self.rules, grace)
             if end is None:
                 break
+            after = cursor_after(rows, end, cursor)
             try:
-                report = self._close(rows.slice(0, end), cursor, cursor_after(rows, end, cursor))
+                report = self._close(rows.slice(0, end), cursor, after)
             except Exception:
                 self.resuming = True  # its report may be written: the next try must take that one
                 raise
             reports.append(report)
-            if report["end"] != cursor_after(rows, end, cursor).to_list():  # recovered: the stream restarts there
+            if report["end"] != after.to_list():  # recovered: the stream restarts where that report ended
                 break
             cursor, rows = Cursor(*report["end"]), rows.slice(end)
         return reports
@@ -277,13 +278,13 @@ class Monitor:
         incidents = self.incidents.all()
         open_ids = [i["incident_id"] for i in incidents if i["status"] not in CLOSED]
         incident_id = f"{self.state['epoch']}-{key}"
-        if incident_id in open_ids or any(i["incident_id"] == incident_id for i in incidents):
+        if any(i["incident_id"] == incident_id for i in incidents):
             self._advance(incident_id)  # this very trigger was acted on before a restart: finish what it started
             return incident_id
         trigger, why = decide(retrain, history, drop, _now(), [i["opened"] for i in incidents],
                               open_ids[0] if open_ids else None, schedule_due)
         if trigger is None:
-            if why and "open" not in why and "no drift" not in why:
+            if why:
                 log.info("retraining held back: %s", why)
             return None
         self.incidents.record(incident_id, "open", ACTOR, cause=trigger.cause, detail=trigger.detail,

@@ -65,17 +65,6 @@ def predict_frame(net: TabularNet, config: PackageConfig, fitted: FittedFeatures
     return frame
 
 
-def scores(frame: pd.DataFrame) -> np.ndarray:
-    """One number per row of `predict_frame`'s output: the binary score, the top-class probability, or the
-    regression prediction (what the inference log's `score` column holds)."""
-    if "score" in frame:
-        return frame["score"].to_numpy(dtype=float)
-    probabilities = [c for c in frame.columns if str(c).startswith("probability_")]
-    if probabilities:
-        return frame[probabilities].to_numpy(dtype=float).max(axis=1)
-    return frame["prediction"].to_numpy(dtype=float)
-
-
 def prediction_schema(config: PackageConfig) -> pa.Schema:
     """The columns `predict_frame` makes, typed, known before any row is scored (an output table's declaration)."""
     if config.task == "regression":

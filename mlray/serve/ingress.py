@@ -21,10 +21,11 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RaySystemError
 from ray.serve.config import BackpressureConfig
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from mlray.registry.scores import score_of
 from mlray.serve import control
 from mlray.serve.auth import KeyRing
 from mlray.serve.limits import BodyLimit
-from mlray.serve.logbook import InferenceLog, LabelLog, create_tables, log_schema, score_of
+from mlray.serve.logbook import InferenceLog, LabelLog, create_tables, log_schema
 from mlray.serve.model_server import autoscaling_config
 from mlray.serve.pool import HandlePool, InProcessPool
 from mlray.serve.routing import TrafficPlan

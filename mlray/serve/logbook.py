@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from mlray.lake import Lake
 from mlray.lake.inference import INPUTS, LABELS_SCHEMA, inference_log_schema
+from mlray.registry.scores import score_of
 from mlray.serve.schema import request_columns
 from mlray.spec import ProjectSpec
 
@@ -29,16 +30,6 @@ RECENT_LABELS = 100_000  # (request id, row) keys a replica remembers, to answer
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def score_of(prediction: dict) -> float | None:
-    if "score" in prediction:
-        return float(prediction["score"])
-    probabilities = [v for k, v in prediction.items() if k.startswith("probability_")]
-    if probabilities:
-        return float(max(probabilities))
-    value = prediction.get("prediction")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def log_schema(spec: ProjectSpec) -> pa.Schema:
