@@ -12,26 +12,21 @@ Exit codes: 0 an outcome was reached (promoted, rolled back or rejected), 1 the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
-import time
 from datetime import datetime, timezone
 
 from mlray import dataplane
 from mlray.audit import AuditLog
-from mlray.errors import UserError
+from mlray.entrypoint import CHECK_FAILED, DONE, exit_with, job_parser, run_job
 from mlray.monitor.alerts import alert
 from mlray.monitor.incidents import Incidents
 from mlray.monitor.jobs import SPEC_DOC_ENV
-from mlray.runtime import connect
 from mlray.spec import ProjectSpec, load_spec
 
 log = logging.getLogger(__name__)
 ROLLOUT_POLL_S = 2.0
-ENDED = ("promoted", "rolled_back", "stopped")
 
 
 def spec_from_environment() -> ProjectSpec | None:
@@ -100,38 +95,33 @@ class Retraining:
 
     def _roll_out(self, version: str) -> str:
         """Start the progressive rollout of `version` and follow it to its verdict (or to `rollout_timeout`)."""
-        from mlray.rollout.controller import command
+        from mlray.rollout.controller import command, wait_for_verdict
 
         command(self.spec, "start", version, actor=self.actor)
-        deadline = time.monotonic() + self.spec.monitor.retrain.rollout_timeout.total_seconds()
-        while time.monotonic() < deadline:
-            state = command(self.spec, "status")
-            if state and state["challenger"] == version and state["status"] in ENDED:
-                self.event(state["status"], f"v{version}: rollout {state['status']} ({state['reason']})",
-                           challenger=version)
-                return state["status"]
-            time.sleep(ROLLOUT_POLL_S)
-        self.event("unfinished", f"v{version}: the rollout had not ended after "
-                                 f"{self.spec.monitor.retrain.rollout_timeout}", challenger=version)
-        return "unfinished"
+        timeout = self.spec.monitor.retrain.rollout_timeout
+        state = wait_for_verdict(self.spec, version, timeout.total_seconds(), ROLLOUT_POLL_S)
+        if state is None:
+            self.event("unfinished", f"v{version}: the rollout had not ended after {timeout}", challenger=version)
+            return "unfinished"
+        self.event(state["status"], f"v{version}: rollout {state['status']} ({state['reason']})", challenger=version)
+        return state["status"]
+
+
+def load_job_spec(path: str | None) -> ProjectSpec:
+    """--spec when given, else the spec the monitor passed, else $MLRAY_SPEC or ./mlray.yaml."""
+    return load_spec(path) if path else (spec_from_environment() or load_spec(None))
+
+
+def retrain(spec: ProjectSpec, args) -> tuple[dict, int]:
+    summary = Retraining(spec, args.incident).run()
+    return summary, CHECK_FAILED if summary["outcome"] == "unfinished" else DONE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", help="Project spec (default: what the monitor passed, $MLRAY_SPEC or ./mlray.yaml).")
+    parser = job_parser(__doc__)
     parser.add_argument("--incident", help="The incident this retraining answers (default: a new manual one).")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        spec = load_spec(args.spec) if args.spec else (spec_from_environment() or load_spec(None))
-        connect(spec.platform)
-        summary = Retraining(spec, args.incident).run()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(summary, indent=2, default=str))
-    return 1 if summary["outcome"] == "unfinished" else 0
+    return run_job(parser, retrain, argv, load=load_job_spec)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -12,6 +12,7 @@ import atexit
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from mlray.spec import PlatformSpec
@@ -79,3 +80,13 @@ def _leave_address(platform: PlatformSpec, address: str) -> None:
             pass
 
     atexit.register(forget)
+
+
+def leave(code: int) -> None:
+    """Exit with `code` once Python's exit handlers (Ray's shutdown among them) have run, skipping the native
+    destructors after them: deltalake's Rust runtime can abort a finished process there ("terminate called without
+    an active exception", delta-io/delta-rs#2184), which would turn a command that succeeded into a crash."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)

@@ -16,6 +16,7 @@ from mlray.cli.predict import predict
 from mlray.cli.train import train
 from mlray.cli.tune import tune
 from mlray.cli.validate import validate
+from mlray.runtime import leave
 
 app = typer.Typer(
     name="mlray",
@@ -55,17 +56,3 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     leave(code)
-
-
-def leave(code: int) -> None:
-    """Exit with `code` once Python's exit handlers (Ray's shutdown among them) have run, skipping the native
-    destructors after them: deltalake's Rust runtime can abort a finished process there ("terminate called without
-    an active exception", delta-io/delta-rs#2184), which would turn a command that succeeded into a crash."""
-    import atexit
-    import os
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    atexit._run_exitfuncs()
-    os._exit(code)

@@ -94,4 +94,12 @@ def table(title: str, columns: list[str], rows: list[list[Any]], **kwargs: Any) 
 
 
 def quiet_library_logs() -> None:
+    """Warnings and errors only: MLflow's start-up notes, hints and download bars are not for a terminal user."""
+    import os
+    import warnings
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow configures its loggers, at import
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)

@@ -14,15 +14,6 @@ drift_app = typer.Typer(help="Drift reports of the monitored windows.", no_args_
 incidents_app = typer.Typer(help="Incidents: why retraining started and how it ended.", no_args_is_help=True)
 
 
-def monitor_status(spec) -> dict | None:
-    import ray
-
-    from mlray.monitor import actor
-
-    found = actor.find(spec)
-    return None if found is None else ray.get(found.call.remote("status"))
-
-
 @monitor_app.command("start")
 @command
 def start(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
@@ -31,14 +22,16 @@ def start(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
 
     spec = spec_and_ray(spec_path)
     actor.start(spec)
-    _show(monitor_status(spec), as_json)
+    _show(actor.status(spec), as_json)
 
 
 @monitor_app.command("status")
 @command
 def status(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
     """Windows checked, the champion compared with, live quality, the last windows and open incidents."""
-    _show(monitor_status(spec_and_ray(spec_path)), as_json)
+    from mlray.monitor import actor
+
+    _show(actor.status(spec_and_ray(spec_path)), as_json)
 
 
 @monitor_app.command("stop")

@@ -51,10 +51,10 @@ def deploy(
     if spec.monitor.enabled:
         console.print("the drift monitor watches this traffic (`mlray monitor status`)")
     if not spec.platform.ray_address and not as_json:
-        _serve_until_interrupted()
+        serve_until_interrupted()
 
 
-def _serve_until_interrupted() -> None:
+def serve_until_interrupted() -> None:
     """An embedded Ray ends with this process: keep it (and the service) up until Ctrl-C."""
     import time
 

@@ -79,3 +79,9 @@ def stop(spec: ProjectSpec) -> bool:
         return False
     ray.kill(found, no_restart=True)
     return True
+
+
+def status(spec: ProjectSpec) -> dict | None:
+    """The running monitor's status (windows, champion, live quality, incidents), or None when none runs."""
+    found = find(spec)
+    return None if found is None else ray.get(found.call.remote("status"))

@@ -317,9 +317,13 @@ class RolloutController:
             return await asyncio.to_thread(getattr(self.rollout, method), *args, **kwargs)
 
 
+def controller_name(project: str) -> str:
+    return f"{project}-{ACTOR}"
+
+
 def controller(spec: ProjectSpec):
     """The project's controller actor (started, detached, when it is not running)."""
-    return RolloutController.options(name=f"{spec.name}-{ACTOR}", namespace=NAMESPACE, lifetime="detached",
+    return RolloutController.options(name=controller_name(spec.name), namespace=NAMESPACE, lifetime="detached",
                                      get_if_exists=True).remote(spec)
 
 
@@ -332,3 +336,19 @@ def command(spec: ProjectSpec, method: str, *args, **kwargs):
         deploy(spec, versions=[args[0]], actor=kwargs.get("actor"))
         kwargs["rules"] = spec.rollout.model_dump(mode="json")
     return ray.get(controller(spec).call.remote(method, *args, **kwargs))
+
+
+ENDED = ("promoted", "rolled_back", "stopped")
+
+
+def wait_for_verdict(spec: ProjectSpec, version: str, timeout_s: float, poll_s: float = 2.0) -> dict | None:
+    """Follow the rollout of `version` until it ends (its state returned) or `timeout_s` passes (None)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = command(spec, "status")
+        if state and state["challenger"] == version and state["status"] in ENDED:
+            return state
+        time.sleep(poll_s)
+    return None

@@ -149,6 +149,9 @@ def _trial_progress(total: int, progress: Progress | None):
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             self._count()
 
+        def __reduce__(self):  # Tune pickles its callbacks for a restore; a progress bar holds locks and is not kept
+            return _trial_progress, (total, None)
+
     return TrialsDone()
 
 

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import free_port
+from helpers import TRAINED, free_port
 from serving import wait_until
 
+from mlray.lake.synthetic import generate_transactions, write_source_file
 from mlray.registry.models import Registry
 from mlray.spec import load_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).parents[2]
 KEY = "cluster-key-789"
 
 
@@ -93,7 +95,8 @@ def _health(url) -> bool:
 
 @pytest.fixture
 def local_cluster():
-    """`ray start --head` on 127.0.0.1 with its own ports, temp folder and auth token; stopped by process id."""
+    """`ray start --head` on 127.0.0.1 with its own ports, temp folder and auth token; stopped by process id.
+    Yields (GCS address, the environment of a shell holding the token, the Jobs API URL)."""
     temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths live under it
     port = free_port()
     env = _clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
@@ -106,7 +109,7 @@ def local_cluster():
          *(f"--{name}={value}" for name, value in ports.items())],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        yield f"127.0.0.1:{port}", env
+        yield f"127.0.0.1:{port}", env, f"http://127.0.0.1:{ports['dashboard-port']}"
     finally:
         head.send_signal(signal.SIGTERM)
         try:
@@ -131,7 +134,7 @@ print(sorted(a.class_name for a in victims))
 
 def test_serving_state_outlives_its_owner_the_ingress_and_the_node_local_disk(tmp_path, starter_text, small_model,
                                                                              s3_endpoint, local_cluster):
-    address, env = local_cluster
+    address, env, _ = local_cluster
     platform = (f"  ray_address: '{address}'\n  lake_root: s3://lake/{tmp_path.name}\n"
                 f"  mlflow_tracking_uri: sqlite:///{tmp_path}/tracking/mlflow.db\n"  # stands in for a tracking server
                 f"  storage_options: {{AWS_ENDPOINT_URL: '{s3_endpoint}', AWS_ACCESS_KEY_ID: test, "
@@ -160,3 +163,56 @@ def test_serving_state_outlives_its_owner_the_ingress_and_the_node_local_disk(tm
     assert {k: after[k] for k in ("status", "step", "champion", "challenger", "step_started")} == \
            {k: before["rollout"][k] for k in ("status", "step", "champion", "challenger", "step_started")}
     assert _json("audit", "--limit", "100", *where, env=env) == before["audit"]
+
+
+def _submit(jobs_url: str, env: dict, *entrypoint: str) -> subprocess.CompletedProcess:
+    """`ray job submit` as a user types it: the repository as working dir, the job's command after `--`."""
+    return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", jobs_url, "--working-dir", str(REPO), "--",
+                           sys.executable, *entrypoint], env=env, capture_output=True, text=True, timeout=600)
+
+
+def _summary(output: str) -> dict:
+    """The job's one JSON summary, from the logs `ray job submit` tails."""
+    start = output.index("\n{") + 1
+    return json.loads(output[start:output.index("\n}", start) + 2])
+
+
+def test_ray_job_submit_ingests_trains_and_deploys_on_a_token_auth_cluster(tmp_path, starter_text, local_cluster):
+    from mlray.serve.auth import hash_key
+
+    _, env, jobs_url = local_cluster
+    text = (starter_text.replace("min_rows: 1000", "min_rows: 10") + TRAINED
+            + f"serve:\n  port: {free_port()}\n  api_keys: ['{hash_key(KEY)}']\n")
+    (tmp_path / "mlray.yaml").write_text(text)
+    write_source_file(generate_transactions(3000, seed=3), tmp_path / "landing" / "day1.parquet")
+    where = ["--spec", str(tmp_path / "mlray.yaml")]
+
+    ingest = _submit(jobs_url, env, "jobs/ingest.py", *where, "--source", str(tmp_path / "landing"))
+    assert ingest.returncode == 0, ingest.stdout[-3000:] + ingest.stderr[-3000:]
+    assert _summary(ingest.stdout)["rows_landed"] == 3000
+    train = _submit(jobs_url, env, "jobs/train.py", *where)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    trained = _summary(train.stdout)
+    assert trained["decision"] == "champion" and trained["table_version"] == 1
+    deployed = _submit(jobs_url, env, "jobs/deploy.py", *where)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    url = _summary(deployed.stdout)["url"]
+
+    # the service outlives the job that deployed it, and answers over HTTP with the champion
+    rows = json.loads(generate_transactions(3, seed=4).drop_columns(["is_fraud"]).to_pandas()
+                      .to_json(orient="records", date_format="iso"))
+    answer = requests.post(f"{url}/v1/predict", json={"rows": rows}, headers={"Authorization": f"Bearer {KEY}"},
+                           timeout=30)
+    assert answer.status_code == 200 and answer.json()["model_version"] == trained["model_version"]
+    assert len(answer.json()["predictions"]) == 3
+    assert requests.post(f"{url}/v1/predict", json={"rows": rows}, timeout=30).status_code == 401
+
+    # a submission without the cluster's token is refused, and nothing runs
+    jobs_before = requests.get(f"{jobs_url}/api/jobs/", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"},
+                               timeout=30).json()
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(tmp_path / "home")}
+    refused = _submit(jobs_url, no_token, "jobs/train.py", *where)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert requests.get(f"{jobs_url}/api/jobs/", timeout=30).status_code == 401
+    assert len(requests.get(f"{jobs_url}/api/jobs/", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"},
+                            timeout=30).json()) == len(jobs_before)

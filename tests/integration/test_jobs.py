@@ -10,7 +10,13 @@ import pytest
 
 from mlray.lake.synthetic import generate_transactions, write_source_file
 
-JOB = Path(__file__).parents[2] / "jobs" / "dataplane.py"
+JOBS = Path(__file__).parents[2] / "jobs"
+JOB = JOBS / "dataplane.py"
+
+
+def job_main(name: str):
+    """A jobs/ entrypoint's `main(argv)`, loaded the way `python jobs/<name>.py` runs it."""
+    return runpy.run_path(str(JOBS / f"{name}.py"))["main"]
 
 
 @pytest.fixture
@@ -42,3 +48,29 @@ def test_job_through_ray_job_submit(ray_session, project, landing):
     logs = client.get_job_logs(job)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs
     assert '"rows_landed": 400' in logs and '"passed": true' in logs
+
+
+def test_every_stage_has_a_job_that_takes_a_spec():
+    for stage in ("ingest", "validate", "train", "tune", "predict", "deploy", "canary", "monitor", "retrain"):
+        with pytest.raises(SystemExit) as shown:
+            job_main(stage)(["--help"])
+        assert shown.value.code == 0
+
+
+def test_validate_job_exits_1_on_a_failed_expectation_and_2_on_a_user_error(project, landing, capsys):
+    spec = ["--spec", str(project.path)]
+    assert job_main("ingest")([*spec, "--source", str(landing)]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_landed"] == 400
+    strict = project.path.with_name("strict.yaml")  # the same project and lake, a stricter expectation
+    strict.write_text(project.path.read_text().replace("min_rows: 10", "min_rows: 100000"))
+    assert job_main("validate")(["--spec", str(strict)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] is False and report["version"] == 1
+    assert job_main("validate")([*spec]) == 0
+    capsys.readouterr()
+    assert job_main("validate")([*spec, "--table", "nowhere"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as wrong_flag:
+        job_main("validate")([*spec, "--versoin", "1"])
+    assert wrong_flag.value.code == 2
+

@@ -1,0 +1,35 @@
+"""Serve the champion (and more versions at weight 0) behind mlray's ingress on Ray Serve; start the drift monitor
+when `monitor.enabled`. The service and the monitor outlive this job: they belong to the cluster.
+
+    ray job submit --working-dir . --runtime-env-json '{"env_vars": {"MLRAY_API_KEYS": "..."}}' \
+        -- python jobs/deploy.py --spec mlray.yaml [VERSION ...]
+
+API keys: the spec's serve.api_keys hashes, plus MLRAY_API_KEYS in the job's environment when given.
+Re-submitting never restarts what already serves. Exit codes: 0 serving, 2 user error.
+"""
+
+import sys
+
+from mlray.entrypoint import DONE, exit_with, job_parser, run_job
+
+
+def deploy(spec, args):
+    from mlray.monitor import actor
+    from mlray.serve.auth import KeyRing
+    from mlray.serve.deploy import deploy as deploy_service
+
+    done = deploy_service(spec, args.versions, keys=KeyRing.for_serving(spec.serve))
+    if spec.monitor.enabled:
+        actor.start(spec)
+    return {"url": done.url, "plan": done.plan.to_dict(), "started": done.started,
+            "monitor": spec.monitor.enabled}, DONE
+
+
+def main(argv=None) -> int:
+    parser = job_parser(__doc__)
+    parser.add_argument("versions", nargs="*", help="More versions or aliases to serve (at weight 0).")
+    return run_job(parser, deploy, argv)
+
+
+if __name__ == "__main__":
+    exit_with(main(sys.argv[1:]))
