@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,7 @@ from mlray.demo.traffic import LabelledTraffic
 from mlray.spec import ProjectSpec
 
 ENDED = ("promoted", "rolled_back", "rejected", "failed", "unfinished")
+CALM_TIMEOUT_S = 300  # for the monitor's first two windows
 LOOP_TIMEOUT_S = 600  # from the drift's onset to the incident's outcome
 
 
@@ -87,9 +88,13 @@ def _calm_traffic(spec: ProjectSpec, url: str, key: str) -> None:
 
     _step(7, "live traffic with labels: the world as it was")
     lake = dataplane.lake_of(spec)
+    deadline = time.monotonic() + CALM_TIMEOUT_S
     with LabelledTraffic(url, key, label_column=spec.data.label_column) as calm, \
             console.status("sending requests…") as status:
         while len(read_reports(lake)) < 2:
+            if time.monotonic() > deadline:
+                raise LoopDidNotClose(f"the monitor checked fewer than 2 windows in {CALM_TIMEOUT_S} s: see "
+                                      "`mlray monitor status`")
             status.update(f"{calm.sent} requests sent, {len(read_reports(lake))} windows checked")
             _check_traffic(calm)
             time.sleep(1)
@@ -165,7 +170,7 @@ def demo(
     Path("mlray-demo"),
     fast: Annotated[bool, typer.Option("--fast", help="Small sizes (for tests): a smaller model, shorter steps.")] = False,
     keep_serving: Annotated[bool, typer.Option("--keep-serving", help="Leave the service up until Ctrl-C.")] = False,
-    rows: Annotated[int, typer.Option(min=3000, help="Transactions in the landing files (default by --fast).")] = None,
+    rows: Annotated[Optional[int], typer.Option(min=3000, help="Transactions in the landing files (default by --fast).")] = None,
     port: Annotated[int, typer.Option(help="The service's HTTP port.")] = 8000,
     name: Annotated[str, typer.Option(help="The project's name (its model, actors and Serve application).")] =
     "card-fraud",
@@ -187,6 +192,9 @@ def demo(
         _calm_traffic(spec, url, key)
         incident = _drift(spec, url, key, sizes)
         _summary(spec, workdir, url, key, incident)
+        if incident["status"] != "promoted":
+            raise LoopDidNotClose(f"the retrained model was not promoted ({incident['status']}): see "
+                                  f"`mlray incidents show {incident['incident_id']}`")
         if keep_serving:
             serve_until_interrupted()
     except LoopDidNotClose as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlray.errors import UserError
@@ -29,7 +29,7 @@ class Sizes:
     @classmethod
     def of(cls, fast: bool, rows: int | None = None) -> "Sizes":
         sizes = cls(12_000, 3, 2, 300, 8_000, "4s") if fast else cls(30_000, 5, 3, 500, 15_000, "10s")
-        return sizes if rows is None else cls(rows, *list(vars(sizes).values())[1:])
+        return sizes if rows is None else replace(sizes, rows=rows)
 
 
 def fresh_folder(folder: Path) -> None:

@@ -93,6 +93,13 @@ def _health(url) -> bool:
         return False
 
 
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/api/version", timeout=5).status_code in (200, 401)
+    except requests.RequestException:
+        return False
+
+
 @pytest.fixture
 def local_cluster():
     """`ray start --head` on 127.0.0.1 with its own ports, temp folder and auth token; stopped by process id.
@@ -108,8 +115,10 @@ def local_cluster():
          "--num-cpus=4", f"--temp-dir={temp}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
          *(f"--{name}={value}" for name, value in ports.items())],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    jobs_url = f"http://127.0.0.1:{ports['dashboard-port']}"
     try:
-        yield f"127.0.0.1:{port}", env, f"http://127.0.0.1:{ports['dashboard-port']}"
+        assert wait_until(lambda: _answers(jobs_url), timeout=180), "the head's dashboard (the Jobs API) never answered"
+        yield f"127.0.0.1:{port}", env, jobs_url
     finally:
         head.send_signal(signal.SIGTERM)
         try:
@@ -207,12 +216,14 @@ def test_ray_job_submit_ingests_trains_and_deploys_on_a_token_auth_cluster(tmp_p
     assert len(answer.json()["predictions"]) == 3
     assert requests.post(f"{url}/v1/predict", json={"rows": rows}, timeout=30).status_code == 401
 
-    # a submission without the cluster's token is refused, and nothing runs
-    jobs_before = requests.get(f"{jobs_url}/api/jobs/", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"},
-                               timeout=30).json()
-    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(tmp_path / "home")}
-    refused = _submit(jobs_url, no_token, "jobs/train.py", *where)
-    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    # a submission without the cluster's token, or with another one, is refused by the cluster, and nothing runs
+    authorized = {"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
+    jobs_before = requests.get(f"{jobs_url}/api/jobs/", headers=authorized, timeout=30).json()
+    plain = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path / "home")}
+    wrong_token = plain | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+    for shell, answer in ((plain, "Missing authentication token"), (wrong_token, "Invalid authentication token")):
+        refused = _submit(jobs_url, shell, "jobs/train.py", *where)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and answer in said, said[-3000:]
     assert requests.get(f"{jobs_url}/api/jobs/", timeout=30).status_code == 401
-    assert len(requests.get(f"{jobs_url}/api/jobs/", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"},
-                            timeout=30).json()) == len(jobs_before)
+    assert len(requests.get(f"{jobs_url}/api/jobs/", headers=authorized, timeout=30).json()) == len(jobs_before)
