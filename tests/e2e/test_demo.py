@@ -26,6 +26,7 @@ def test_demo_closes_the_loop_and_leaves_a_promoted_retrained_champion(tmp_path)
     from mlray.registry.models import Registry
 
     folder = tmp_path / "demo"
+    serve.shutdown()  # a Serve an earlier test started would keep its own HTTP port, not the demo's
     result = CliRunner().invoke(app, ["demo", "--dir", str(folder), "--fast", "--port", str(free_port()),
                                       "--name", "demo-loop"], catch_exceptions=False)
     assert result.exit_code == 0, result.output[-5000:]
