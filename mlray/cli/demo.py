@@ -16,13 +16,20 @@ from mlray import dataplane
 from mlray.cli.common import command, console, count_progress, table
 from mlray.cli.features import render as render_features
 from mlray.cli.serve import serve_until_interrupted
-from mlray.demo.project import DRIFT, Sizes, fresh_folder, land_drifted_files, landing_files, stop_service, write_project
+from mlray.demo.project import (
+    CALM_TIMEOUT_S,
+    DRIFT,
+    INCIDENT_ENDED,
+    LOOP_TIMEOUT_S,
+    Sizes,
+    fresh_folder,
+    land_drifted_files,
+    landing_files,
+    stop_service,
+    write_project,
+)
 from mlray.demo.traffic import LabelledTraffic
 from mlray.spec import ProjectSpec
-
-ENDED = ("promoted", "rolled_back", "rejected", "failed", "unfinished")
-CALM_TIMEOUT_S = 300  # for the monitor's first two windows
-LOOP_TIMEOUT_S = 600  # from the drift's onset to the incident's outcome
 
 
 class LoopDidNotClose(RuntimeError):
@@ -119,7 +126,7 @@ def _drift(spec: ProjectSpec, url: str, key: str, sizes: Sizes) -> dict:
             for event in events[seen:]:
                 console.print(f"incident {found[0]['incident_id']}: [bold]{event['status']}[/] — {event['detail']}")
             seen = len(events)
-            if found and found[0]["status"] in ENDED:
+            if found and found[0]["status"] in INCIDENT_ENDED:
                 _wait_for_version(drifted, found[0].get("challenger"), status)
                 return found[0]
             status.update(f"{drifted.sent} drifted requests sent; answered by {dict(drifted.versions)}")
