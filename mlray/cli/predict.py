@@ -1,4 +1,4 @@
-"""`mlray predict`: score a Delta table with a registered model on Ray Data; one idempotent commit."""
+"""`mlray predict`: score a Delta table with a registered model (on the driver or an actor pool); one idempotent commit."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ def predict(
     table_name: Annotated[str, typer.Option("--table", "-t", help="Delta table to score.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Delta table the predictions go to (created if missing).")],
     version: Annotated[Optional[int], typer.Option(help="Version of the input table (default: the latest).")] = None,
+    execution: Annotated[str, typer.Option(
+        help="local: score on this process; ray: on an actor pool; auto: local up to 2M rows.")] = "auto",
     spec_path: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score a table with one model version; the same version on the same snapshot is written once."""
-    from mlray.batch.predict import predict_table
+    from mlray.batch.predict import check_execution, predict_table
 
+    check_execution(execution)
     spec = spec_and_ray(spec_path)
     with console.status(f"scoring table {table_name} with {model}…") if not as_json else nullcontext():
-        outcome = predict_table(spec, model, table_name, out, version)
+        outcome = predict_table(spec, model, table_name, out, version, execution=execution)
     if as_json:
         print_json(outcome.__dict__)
         return
@@ -32,6 +35,7 @@ def predict(
     console.print(table(f"predictions of {outcome.model_name} version {outcome.model_version}", ["field", "value"], [
         ["input", f"{outcome.table} v{outcome.table_version}"],
         ["feature version", outcome.feature_version],
+        ["scored", "on this process" if outcome.execution == "local" else "on an actor pool"],
         ["written", written],
         ["output", f"{outcome.out_table} v{outcome.out_version}"],
     ]))

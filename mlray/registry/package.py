@@ -10,72 +10,23 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
 import yaml
 
-from mlray.features import FittedFeatures, transform
-from mlray.registry.network import TabularNet, outputs_for, predictions
-from mlray.spec import ModelSpec
+from mlray.features import FittedFeatures
+from mlray.registry.network import TabularNet
+from mlray.registry.scoring import PackageConfig, Scoring, predict_arrays, predict_frame, prediction_schema
+
+__all__ = ["PackageConfig", "Scoring", "TabularPackage", "load_package", "log_package", "naive_utc", "predict_arrays",
+           "predict_frame", "prediction_schema"]
 
 WEIGHTS, FEATURES, CONFIG, SPEC, REFERENCE = "weights", "features", "config", "spec", "reference"
-
-
-@dataclass
-class PackageConfig:
-    task: str
-    label_column: str
-    classes: list
-    numeric: int
-    cardinalities: list[int]
-    model: dict  # ModelSpec as JSON
-    threshold: float = 0.5
-    feature_version: str = ""
-    lineage: dict = field(default_factory=dict)
-
-    def network(self) -> TabularNet:
-        return TabularNet(self.numeric, self.cardinalities, outputs_for(self.task, len(self.classes)),
-                          ModelSpec.model_validate(self.model))
-
-
-def predict_frame(net: TabularNet, config: PackageConfig, fitted: FittedFeatures, rows: Any) -> pd.DataFrame:
-    """Raw rows → a DataFrame of predictions, through the one feature transform."""
-    inputs = transform(rows, fitted)
-    with torch.no_grad():
-        logits = net(torch.from_numpy(inputs["numeric"]), torch.from_numpy(inputs["categorical"]))
-    out = predictions(config.task, logits).cpu().numpy()
-    if config.task == "binary":
-        negative, positive = config.classes
-        frame = pd.DataFrame({"prediction": np.where(out >= config.threshold, positive, negative).tolist(),
-                              "score": out.astype(float)})
-    elif config.task == "multiclass":
-        frame = pd.DataFrame({"prediction": [config.classes[i] for i in out.argmax(axis=1)]})
-        for i, cls in enumerate(config.classes):
-            frame[f"probability_{cls}"] = out[:, i].astype(float)
-    else:
-        frame = pd.DataFrame({"prediction": out.astype(float)})
-    frame["feature_version"] = config.feature_version
-    return frame
-
-
-def prediction_schema(config: PackageConfig) -> pa.Schema:
-    """The columns `predict_frame` makes, typed, known before any row is scored (an output table's declaration)."""
-    if config.task == "regression":
-        fields = [pa.field("prediction", pa.float64())]
-    else:
-        fields = [pa.field("prediction", pa.array(config.classes).type)]
-        if config.task == "binary":
-            fields.append(pa.field("score", pa.float64()))
-        else:
-            fields += [pa.field(f"probability_{cls}", pa.float64()) for cls in config.classes]
-    return pa.schema(fields + [pa.field("feature_version", pa.string())])
 
 
 class TabularPackage(mlflow.pyfunc.PythonModel):

@@ -58,6 +58,10 @@ class TrainSpec(Section):
     cache_inputs: bool = Field(True, description="keep the transformed inputs in Ray's object store after the first "
                                                  "pass instead of re-reading Delta every epoch (off: data larger than "
                                                  "the object store)")
+    shard_in_memory_mb: float = Field(1024, ge=0, description="a worker whose shard of training and validation inputs "
+                                                               "takes at most this many MB reads it once into tensors "
+                                                               "and shuffles row indices every epoch; a larger shard "
+                                                               "streams from Ray Data every epoch (0: always stream)")
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"

@@ -4,6 +4,10 @@ Every epoch each worker reports the epoch's losses; rank 0 attaches a Lightning 
 (weights, optimiser, loop state). After a worker crash, or when a run with the same name is
 submitted again, Ray Train hands the latest checkpoint back and Lightning resumes from it,
 not from epoch 0.
+
+Every report also carries the wall-clock marks of the worker's start-up (`STARTUP_PREFIX`...):
+when its process started, when torch and Lightning were imported, when its data was ready and
+when the first batch began. Benchmarks read them to show where the seconds before training go.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from mlray.spec import ModelSpec, TrainSpec
+from mlray.train.batches import MemoryBatches, StreamedBatches, read_blocks
 from mlray.train.model import TabularModule
 
+IMPORTED_AT = time.time()  # torch, Lightning and the model imported: the worker's import cost ends here
 CHECKPOINT_FILE = "checkpoint.ckpt"
+STARTUP_PREFIX = "startup."
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,8 @@ class LoopConfig:
     numeric: int
     cardinalities: list[int]
     precision: str
+    # per split, each worker's blocks when its shard fits in memory (mlray.train.batches); None: stream
+    shards: dict[str, list[list]] | None = None
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     fault: "Fault | None" = None
@@ -47,33 +57,25 @@ class Fault:
     marker: str
 
 
-class ShardBatches:
-    """A re-iterable view of a worker's dataset shard as torch batches (one pass per epoch)."""
-
-    def __init__(self, shard, batch_size: int, shuffle: bool):
-        self.shard, self.batch_size, self.shuffle = shard, batch_size, shuffle
-
-    def __iter__(self):
-        # numeric arrives float32, categorical int64, label int64 or float32: as `transform` made them
-        return iter(self.shard.iter_torch_batches(
-            batch_size=self.batch_size, local_shuffle_buffer_size=4 * self.batch_size if self.shuffle else None))
-
-
 class EpochReport(pl.Callback):
-    """Report every epoch to Ray Train (with a checkpoint from rank 0) and to MLflow."""
+    """Report every epoch to Ray Train (with a checkpoint from rank 0 and the start-up marks) and to MLflow."""
 
-    def __init__(self, config: LoopConfig):
-        self.config = config
+    def __init__(self, config: LoopConfig, marks: dict[str, float]):
+        self.config, self.marks = config, marks
         self.client = None
         if config.tracking_uri and config.mlflow_run_id:
             from mlflow.tracking import MlflowClient
 
             self.client = MlflowClient(tracking_uri=config.tracking_uri)
 
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch, batch_idx: int) -> None:
+        self.marks.setdefault("first_batch", time.time())
+
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         import ray.train
 
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        losses = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics = losses | {STARTUP_PREFIX + name: at for name, at in self.marks.items()}
         metrics["epoch"] = trainer.current_epoch
         metrics["epoch_end_s"] = time.time()  # wall clock at the epoch's end: steady-state throughput for benchmarks
         with tempfile.TemporaryDirectory(prefix="mlray-ckpt-") as folder:
@@ -81,9 +83,8 @@ class EpochReport(pl.Callback):
             rank = ray.train.get_context().get_world_rank()
             checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
             if rank == 0 and self.client is not None:
-                for name, value in metrics.items():
-                    if name not in ("epoch", "epoch_end_s"):
-                        self.client.log_metric(self.config.mlflow_run_id, name, value, step=trainer.current_epoch)
+                for name, value in losses.items():
+                    self.client.log_metric(self.config.mlflow_run_id, name, value, step=trainer.current_epoch)
             ray.train.report(metrics, checkpoint=checkpoint)
         _maybe_crash(self.config, trainer.current_epoch)
 
@@ -116,14 +117,36 @@ def _resume_path() -> str | None:
     return str(local / CHECKPOINT_FILE)
 
 
-def train_loop_per_worker(config: LoopConfig) -> None:
+def _startup_marks() -> dict[str, float]:
+    import psutil
+
+    return {"process": psutil.Process().create_time(), "imported": IMPORTED_AT, "loop": time.time()}
+
+
+def _batches(config: LoopConfig, split: str, shuffle: bool):
     import ray.train
+
+    batch = config.train.batch_size
+    cuda = torch.cuda.is_available()  # Ray shows a worker only the GPUs it was given
+    if config.shards is not None:  # on a GPU the whole shard moves to the device once
+        columns = read_blocks(config.shards[split][ray.train.get_context().get_world_rank()])
+        device = torch.device("cuda", torch.cuda.current_device()) if cuda else None
+        return MemoryBatches(columns, batch, shuffle, config.train.seed, device)
+    return StreamedBatches(ray.train.get_dataset_shard(split), batch, shuffle, pin_memory=cuda)
+
+
+def train_loop_per_worker(config: LoopConfig) -> None:
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
+    marks = _startup_marks()
+    if not torch.cuda.is_available():  # as many intra-op threads as CPUs the worker holds
+        torch.set_num_threads(max(1, round(config.train.cpus_per_worker)))
     pl.seed_everything(config.train.seed, workers=True)
+    train_batches, validation_batches = _batches(config, "train", True), _batches(config, "validation", False)
+    marks["data"] = time.time()
     module = TabularModule(config.numeric, config.cardinalities, config.task, config.classes, config.model,
                            config.train)
-    callbacks: list[pl.Callback] = [EpochReport(config)]
+    callbacks: list[pl.Callback] = [EpochReport(config, marks)]
     if config.train.early_stopping is not None:
         callbacks.append(pl.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping.patience,
                                                     min_delta=config.train.early_stopping.min_delta))
@@ -134,8 +157,6 @@ def train_loop_per_worker(config: LoopConfig) -> None:
         num_sanity_val_steps=0,
     )
     trainer = prepare_trainer(trainer)
-    batch = config.train.batch_size
-    trainer.fit(module,
-                train_dataloaders=ShardBatches(ray.train.get_dataset_shard("train"), batch, shuffle=True),
-                val_dataloaders=ShardBatches(ray.train.get_dataset_shard("validation"), batch, shuffle=False),
-                ckpt_path=_resume_path())
+    resume = _resume_path()
+    marks["trainer"] = time.time()
+    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=validation_batches, ckpt_path=resume)

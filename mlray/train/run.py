@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ from mlray.registry.gate import decide
 from mlray.registry.models import Registry
 from mlray.registry.package import PackageConfig, log_package, predict_frame
 from mlray.spec import ProjectSpec
+from mlray.train.batches import memory_per_worker_mb, split_blocks
 from mlray.train.data import LabelEncoding, check_splits, resolve_labels, split_datasets
 from mlray.train.evaluate import champion_metrics, evaluate_frame, raw_split_rows
 from mlray.train.loop import CHECKPOINT_FILE, Fault, LoopConfig, train_loop_per_worker
@@ -47,6 +49,7 @@ class Prepared:
     labels: LabelEncoding
     datasets: dict
     raw: object  # the snapshot as a Ray Dataset, raw columns
+    split_rows: dict[str, int]  # rows per split (labelled or not)
 
 
 @dataclass
@@ -76,8 +79,8 @@ def prepare(spec: ProjectSpec, version: int | None = None, since: datetime | Non
         raw = recent_rows(raw, spec, since)
     fitted = dataplane.fit_features(spec, pinned, dataset=raw)
     labels = resolve_labels(lake, spec, pinned)
-    check_splits(raw, spec)
-    return Prepared(pinned, lake.uri(name), fitted, labels, split_datasets(raw, fitted, labels, spec), raw)
+    split_rows = check_splits(raw, spec)
+    return Prepared(pinned, lake.uri(name), fitted, labels, split_datasets(raw, fitted, labels, spec), raw, split_rows)
 
 
 def recent_rows(raw, spec: ProjectSpec, since: datetime):
@@ -154,14 +157,36 @@ def trained_epochs(registry: Registry, run_id: str) -> list[int]:
 
 
 def training_inputs(spec: ProjectSpec, prepared: Prepared) -> dict:
-    """The train and validation inputs; with train.cache_inputs, computed once and kept in the object store
-    (shared by every epoch, every restart after a crash, and every trial of a sweep)."""
+    """The train and validation inputs; with train.cache_inputs (or when shards fit in memory), computed once and
+    kept in the object store (shared by every epoch, every restart after a crash, and every trial of a sweep)."""
     wanted = ("train", "validation")
-    if spec.train.cache_inputs:
+    if spec.train.cache_inputs or shard_in_memory(spec, prepared):
         for name in wanted:
             if not isinstance(prepared.datasets[name], MaterializedDataset):
                 prepared.datasets[name] = prepared.datasets[name].materialize()
     return {name: prepared.datasets[name] for name in wanted}
+
+
+def shard_in_memory(spec: ProjectSpec, prepared: Prepared) -> bool:
+    """Whether each worker's shard of training and validation inputs fits `train.shard_in_memory_mb`."""
+    rows = prepared.split_rows["train"] + prepared.split_rows["validation"]
+    size = memory_per_worker_mb(rows, spec.train.num_workers, len(prepared.fitted.numeric_names),
+                                len(prepared.fitted.cardinalities))
+    return size <= spec.train.shard_in_memory_mb
+
+
+def worker_inputs(spec: ProjectSpec, prepared: Prepared) -> tuple[dict | None, dict | None]:
+    """(blocks per worker per split, None) when shards fit in memory, else (None, the datasets Ray Train streams)."""
+    inputs = training_inputs(spec, prepared)
+    if not shard_in_memory(spec, prepared):
+        return None, inputs
+    return {name: split_blocks(dataset, spec.train.num_workers) for name, dataset in inputs.items()}, None
+
+
+# Ray Train settings mlray starts runs with unless the environment sets them: reports are collected and the end of a
+# run is noticed every half second rather than every 2 s, and no preemption-watcher actor is started (one process
+# less to boot per run; a worker lost to a preempted node is still restarted from its checkpoint).
+RAY_TRAIN_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 def ray_storage(platform, folder: str) -> dict:
@@ -183,14 +208,17 @@ def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str
     from ray.train.torch import TorchTrainer
 
     gpu = use_gpu(spec.train.use_gpu)
+    shards, datasets = worker_inputs(spec, prepared)
     config = LoopConfig(spec.model, spec.train, prepared.labels.task, len(prepared.labels.classes),
                         len(prepared.fitted.numeric_names), prepared.fitted.cardinalities,
-                        precision(spec.train.precision, gpu), spec.platform.tracking_uri, run_id, fault)
+                        precision(spec.train.precision, gpu), shards, spec.platform.tracking_uri, run_id, fault)
+    for name, value in RAY_TRAIN_DEFAULTS.items():  # read by Ray Train's controller, which the driver's env reaches
+        os.environ.setdefault(name, value)
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=spec.train.num_workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": spec.train.cpus_per_worker}),
-        datasets=training_inputs(spec, prepared),
+        datasets=datasets,
         run_config=RunConfig(
             name=run_name, **ray_storage(spec.platform, "train"),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.train.checkpoints_to_keep,

@@ -16,6 +16,9 @@ from mlray.errors import UserError
 from mlray.lake.synthetic import generate_transactions
 from mlray.registry.package import naive_utc
 
+OUTPUT_COLUMNS = ["transaction_id", "prediction", "score", "feature_version", "model_name", "model_version",
+                  "input_table_version"]
+
 
 @pytest.fixture(scope="module")
 def trained(small_model):
@@ -26,24 +29,28 @@ def trained(small_model):
     return spec, outcome
 
 
-def test_batch_predictions_match_the_pyfunc_and_commit_once(trained):
+@pytest.mark.parametrize("execution", ["local", "ray"])
+def test_batch_predictions_match_the_pyfunc_and_commit_once(trained, execution):
     spec, trained_outcome = trained
     lake = dataplane.lake_of(spec)
-    outcome = predict_table(spec, f"{spec.name}@champion", "to_score", "scores")
-    assert outcome.committed and outcome.rows == 1500 and outcome.table_version == lake.latest_version("to_score")
+    source, out = f"to_score_{execution}", f"scores_{execution}"
+    rows = generate_transactions(1500, seed=7, id_prefix="s").drop_columns(["is_fraud"])
+    lake.append(source, rows, batch_id="scoring", schema=rows.schema)
+    outcome = predict_table(spec, f"{spec.name}@champion", source, out, execution=execution)
+    assert outcome.execution == execution
+    assert outcome.committed and outcome.rows == 1500 and outcome.table_version == lake.latest_version(source)
     assert outcome.model_version == trained_outcome.model_version
     assert outcome.feature_version == trained_outcome.feature_version
-    history = lake.history("scores")
+    history = lake.history(out)
     assert [h["operation"] for h in history] == ["WRITE", "CREATE TABLE"] and outcome.out_version == 1
-    assert history[0]["batch_id"] == f"predict:{spec.name}:{outcome.model_version}:to_score@{outcome.table_version}"
+    assert history[0]["batch_id"] == f"predict:{spec.name}:{outcome.model_version}:{source}@{outcome.table_version}"
 
-    scores = lake.read("scores")
-    assert scores.column_names == ["transaction_id", "prediction", "score", "feature_version", "model_name",
-                                   "model_version", "input_table_version"]
+    scores = lake.read(out)
+    assert scores.column_names == OUTPUT_COLUMNS
     assert pc.all(pc.equal(scores.column("model_version"), int(outcome.model_version))).as_py()
     assert pc.all(pc.equal(scores.column("feature_version"), outcome.feature_version)).as_py()
     assert pc.all(pc.equal(scores.column("input_table_version"), outcome.table_version)).as_py()
-    raw = lake.read("to_score").to_pandas()
+    raw = lake.read(source).to_pandas()
     expected = mlflow.pyfunc.load_model(f"models:/{spec.name}/{outcome.model_version}").predict(naive_utc(raw))
     expected["transaction_id"] = raw["transaction_id"]
     joined = scores.to_pandas().merge(expected, on="transaction_id", suffixes=("", "_pyfunc"))
@@ -52,17 +59,17 @@ def test_batch_predictions_match_the_pyfunc_and_commit_once(trained):
     np.testing.assert_allclose(joined["score"], joined["score_pyfunc"], atol=1e-6)
 
     again = CliRunner().invoke(app, ["predict", "--model", f"{spec.name}/{outcome.model_version}", "--table",
-                                     "to_score", "--out", "scores", "--spec", str(spec.path), "--json"])
+                                     source, "--out", out, "--spec", str(spec.path), "--json"])
     assert again.exit_code == 0, again.output  # the same version on the same snapshot: nothing new
     shown = json.loads(again.stdout)
     assert (shown["committed"], shown["rows"], shown["out_version"]) == (False, 0, 1)
-    assert lake.latest_version("scores") == 1 and lake.read("scores").num_rows == 1500
+    assert lake.latest_version(out) == 1 and lake.read(out).num_rows == 1500
 
-    lake.append("to_score", generate_transactions(100, seed=9, id_prefix="t").drop_columns(["is_fraud"]),
+    lake.append(source, generate_transactions(100, seed=9, id_prefix="t").drop_columns(["is_fraud"]),
                 batch_id="more")
-    newer = predict_table(spec, "champion", "to_score", "scores")  # a new input version: one more commit
+    newer = predict_table(spec, "champion", source, out)  # a new input version: one more commit
     assert newer.committed and newer.rows == 1600 and newer.out_version == 2
-    versions = lake.read("scores").column("input_table_version")
+    versions = lake.read(out).column("input_table_version")
     assert sorted(pc.unique(versions).to_pylist()) == [outcome.table_version, newer.table_version]
 
 
@@ -84,7 +91,7 @@ def test_user_mistakes_fail_before_any_ray_work_in_one_line(trained):
     lake.create("nothing", lake.read("to_score").schema)
     empty = predict_table(spec, "champion", "nothing", "scores_of_nothing")  # an empty input still commits once
     assert (empty.committed, empty.rows, empty.table_version) == (True, 0, 0)
-    assert lake.read("scores_of_nothing").schema.names == lake.read("scores").schema.names
+    assert lake.read("scores_of_nothing").schema.names == OUTPUT_COLUMNS
 
     result = CliRunner().invoke(app, ["predict", "--model", "nobody@champion", "--table", "to_score",
                                       "--out", "never", "--spec", str(spec.path)])
