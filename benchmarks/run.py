@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 BENCHMARKS = {
     "featurize": {"full": [], "quick": ["--rows", "200000", "--repeats", "1"]},
-    "train": {"full": [], "quick": ["--rows", "50000", "--epochs", "3"]},
+    "train": {"full": [], "quick": ["--rows", "50000", "--epochs", "3", "--repeats", "1"]},
+    "tune": {"full": [], "quick": ["--rows", "50000", "--repeats", "1"]},
     "batch_predict": {"full": [], "quick": ["--rows", "100000", "--repeats", "1"]},
     "serve": {"full": [], "quick": ["--duration", "3", "--warmup", "1"]},
     "drift": {"full": [], "quick": ["--windows", "2", "--after", "3", "--rows", "10000", "--labels-before", "50"]},

@@ -42,6 +42,7 @@ def print_outcome(outcome) -> None:
     print_metrics(f"{outcome.model_name} version {outcome.model_version} ({outcome.task}) — {outcome.decision}",
                   outcome.metrics, outcome.slices)
     console.print(f"run {outcome.run_name} ({outcome.run_id}); table v{outcome.table_version}, "
-                  f"feature version {outcome.feature_version}; epochs trained: {outcome.epochs}")
+                  f"feature version {outcome.feature_version}; epochs trained: {outcome.epochs}; "
+                  f"{'in this process' if outcome.execution == 'local' else 'on Ray Train workers'}")
     for reason in outcome.reasons:
         console.print(f"gate: {reason}")

@@ -50,6 +50,10 @@ class GateSpec(Section):
 
 
 class TrainSpec(Section):
+    execution: Literal["auto", "local", "ray"] = Field(
+        "auto", description="ray: Ray Train workers (restarts from a checkpoint after a crash, resumes a run submitted "
+                            "again under its name); local: Ray Train's local mode in the calling process, no workers "
+                            "to start; auto: local up to 100,000 training rows without a GPU, else ray")
     num_workers: int = Field(2, ge=1)
     use_gpu: bool | Literal["auto"] = "auto"
     cpus_per_worker: float = Field(1.0, gt=0)

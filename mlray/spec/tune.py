@@ -13,7 +13,7 @@ SEARCH_KINDS = ("uniform", "loguniform", "int", "choice")
 TUNABLE_SECTIONS = {"model": ModelSpec, "train": TrainSpec}
 UNTUNABLE = {"train.gate", "train.split", "train.early_stopping", "train.slices", "train.num_workers", "train.use_gpu",
              "train.cpus_per_worker", "train.max_failures", "train.checkpoints_to_keep", "train.epochs", "train.cache_inputs",
-             "train.shard_in_memory_mb",
+             "train.shard_in_memory_mb", "train.execution",
              "train.threshold", "train.precision", "model.task"}  # resources, evaluation and run control
 
 

@@ -12,49 +12,23 @@ when the first batch began. Benchmarks read them to show where the seconds befor
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from mlray.spec import ModelSpec, TrainSpec
 from mlray.train.batches import MemoryBatches, StreamedBatches, read_blocks
+from mlray.train.config import CHECKPOINT_FILE, METRICS_FILE, STARTUP_PREFIX, LoopConfig
 from mlray.train.model import TabularModule
 
 IMPORTED_AT = time.time()  # torch, Lightning and the model imported: the worker's import cost ends here
-CHECKPOINT_FILE = "checkpoint.ckpt"
-STARTUP_PREFIX = "startup."
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """What a worker needs, small and picklable."""
-
-    model: ModelSpec
-    train: TrainSpec
-    task: str
-    classes: int
-    numeric: int
-    cardinalities: list[int]
-    precision: str
-    # per split, each worker's blocks when its shard fits in memory (mlray.train.batches); None: stream
-    shards: dict[str, list[list]] | None = None
-    tracking_uri: str | None = None
-    mlflow_run_id: str | None = None
-    fault: "Fault | None" = None
-
-
-@dataclass(frozen=True)
-class Fault:
-    """Fault injection (for the resume tests): rank 0 dies once after reporting `epoch`, leaving `marker`."""
-
-    epoch: int
-    marker: str
 
 
 class EpochReport(pl.Callback):
@@ -78,13 +52,20 @@ class EpochReport(pl.Callback):
         metrics = losses | {STARTUP_PREFIX + name: at for name, at in self.marks.items()}
         metrics["epoch"] = trainer.current_epoch
         metrics["epoch_end_s"] = time.time()  # wall clock at the epoch's end: steady-state throughput for benchmarks
+        rank = ray.train.get_context().get_world_rank()
+        if rank == 0 and self.client is not None:
+            for name, value in losses.items():
+                self.client.log_metric(self.config.mlflow_run_id, name, value, step=trainer.current_epoch)
+        if self.config.local_checkpoints:  # local mode keeps only the last report: every epoch stays on disk
+            folder = Path(self.config.local_checkpoints) / f"epoch_{trainer.current_epoch:05d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(str(folder / CHECKPOINT_FILE))
+            (folder / METRICS_FILE).write_text(json.dumps(metrics))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+            return
         with tempfile.TemporaryDirectory(prefix="mlray-ckpt-") as folder:
             trainer.save_checkpoint(os.path.join(folder, CHECKPOINT_FILE))  # collective: every rank calls it
-            rank = ray.train.get_context().get_world_rank()
             checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
-            if rank == 0 and self.client is not None:
-                for name, value in losses.items():
-                    self.client.log_metric(self.config.mlflow_run_id, name, value, step=trainer.current_epoch)
             ray.train.report(metrics, checkpoint=checkpoint)
         _maybe_crash(self.config, trainer.current_epoch)
 
@@ -139,7 +120,11 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     marks = _startup_marks()
-    if not torch.cuda.is_available():  # as many intra-op threads as CPUs the worker holds
+    local = config.local_checkpoints is not None  # in the calling process: its threads, no process group
+    if local:  # Lightning's notices would land in the caller's output (a CLI's --json among them)
+        for name in ("pytorch_lightning", "lightning_fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if not local and not torch.cuda.is_available():  # as many intra-op threads as CPUs the worker holds
         torch.set_num_threads(max(1, round(config.train.cpus_per_worker)))
     pl.seed_everything(config.train.seed, workers=True)
     train_batches, validation_batches = _batches(config, "train", True), _batches(config, "validation", False)
@@ -150,13 +135,17 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     if config.train.early_stopping is not None:
         callbacks.append(pl.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping.patience,
                                                     min_delta=config.train.early_stopping.min_delta))
+    distributed = {} if local else {"strategy": RayDDPStrategy(), "plugins": [RayLightningEnvironment()]}
     trainer = pl.Trainer(
-        max_epochs=config.train.epochs, accelerator="auto", devices="auto", strategy=RayDDPStrategy(),
-        plugins=[RayLightningEnvironment()], callbacks=callbacks, precision=config.precision,
-        enable_checkpointing=False, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0,
+        max_epochs=config.train.epochs, accelerator="auto", devices="auto" if not local else 1, callbacks=callbacks,
+        precision=config.precision, enable_checkpointing=False, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, **distributed,
     )
-    trainer = prepare_trainer(trainer)
+    if not local:
+        trainer = prepare_trainer(trainer)
     resume = _resume_path()
     marks["trainer"] = time.time()
-    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=validation_batches, ckpt_path=resume)
+    with warnings.catch_warnings():
+        if local:  # nor its deprecation notices
+            warnings.filterwarnings("ignore", module=r"pytorch_lightning\.")
+        trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=validation_batches, ckpt_path=resume)

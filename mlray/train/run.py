@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,8 @@ from mlray.spec import ProjectSpec
 from mlray.train.batches import memory_per_worker_mb, split_blocks
 from mlray.train.data import LabelEncoding, check_splits, resolve_labels, split_datasets
 from mlray.train.evaluate import champion_metrics, evaluate_frame, raw_split_rows
-from mlray.train.loop import CHECKPOINT_FILE, Fault, LoopConfig, train_loop_per_worker
+from mlray.train.config import CHECKPOINT_FILE, METRICS_FILE, Fault, LoopConfig
+from mlray.train.loop import train_loop_per_worker
 from mlray.train.progress import EpochWatcher, Progress
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class TrainOutcome:
     table_version: int
     feature_version: str
     task: str
+    execution: str = "ray"  # 'local': Ray Train's local mode in the calling process; 'ray': Ray Train workers
 
 
 def prepare(spec: ProjectSpec, version: int | None = None, since: datetime | None = None) -> Prepared:
@@ -175,17 +178,50 @@ def shard_in_memory(spec: ProjectSpec, prepared: Prepared) -> bool:
     return size <= spec.train.shard_in_memory_mb
 
 
-def worker_inputs(spec: ProjectSpec, prepared: Prepared) -> tuple[dict | None, dict | None]:
-    """(blocks per worker per split, None) when shards fit in memory, else (None, the datasets Ray Train streams)."""
+def worker_inputs(spec: ProjectSpec, prepared: Prepared, local: bool) -> tuple[dict | None, dict | None]:
+    """(blocks per worker per split, None) when shards fit in memory or the run is local, else (None, the datasets
+    Ray Train streams)."""
     inputs = training_inputs(spec, prepared)
-    if not shard_in_memory(spec, prepared):
+    if not (local or shard_in_memory(spec, prepared)):
         return None, inputs
-    return {name: split_blocks(dataset, spec.train.num_workers) for name, dataset in inputs.items()}, None
+    workers = 1 if local else spec.train.num_workers
+    return {name: split_blocks(dataset, workers) for name, dataset in inputs.items()}, None
+
+
+def execution(spec: ProjectSpec, prepared: Prepared, fault: Fault | None, callbacks: tuple) -> str:
+    """'local' (Ray Train's local mode, in this process) or 'ray' (Ray Train workers), as `train.execution` says;
+    'auto' runs small tables without a GPU locally. Fault injection and Tune trials need workers."""
+    if fault is not None or callbacks:
+        return "ray"
+    if spec.train.execution != "auto":
+        return spec.train.execution
+    small = prepared.split_rows["train"] <= LOCAL_TRAIN_ROWS
+    return "local" if small and not use_gpu(spec.train.use_gpu) else "ray"
+
+
+@dataclass
+class LocalResult:
+    """What a local run leaves, shaped like the parts of Ray Train's `Result` mlray reads."""
+
+    best_checkpoints: list  # (Checkpoint, metrics) of every epoch
+    checkpoint: object  # the last epoch's Checkpoint
+    folder: tempfile.TemporaryDirectory  # removed with this result
+
+    @classmethod
+    def read(cls, folder: tempfile.TemporaryDirectory) -> "LocalResult":
+        from ray.train import Checkpoint
+
+        epochs = sorted(Path(folder.name).glob("epoch_*"))
+        kept = [(Checkpoint.from_directory(str(path)), json.loads((path / METRICS_FILE).read_text())) for path in epochs]
+        return cls(kept, kept[-1][0] if kept else None, folder)
 
 
 # Ray Train settings mlray starts runs with unless the environment sets them: reports are collected and the end of a
 # run is noticed every half second rather than every 2 s, and no preemption-watcher actor is started (one process
 # less to boot per run; a worker lost to a preempted node is still restarted from its checkpoint).
+# Below this many training rows (and without a GPU), `train.execution: auto` trains in the calling process: starting
+# Ray Train's controller and workers (processes importing torch and Lightning) costs more than the training.
+LOCAL_TRAIN_ROWS = 100_000
 RAY_TRAIN_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
@@ -208,10 +244,18 @@ def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str
     from ray.train.torch import TorchTrainer
 
     gpu = use_gpu(spec.train.use_gpu)
-    shards, datasets = worker_inputs(spec, prepared)
+    local = execution(spec, prepared, fault, callbacks) == "local"
+    shards, datasets = worker_inputs(spec, prepared, local)
+    folder = tempfile.TemporaryDirectory(prefix="mlray-local-run-") if local else None
     config = LoopConfig(spec.model, spec.train, prepared.labels.task, len(prepared.labels.classes),
                         len(prepared.fitted.numeric_names), prepared.fitted.cardinalities,
-                        precision(spec.train.precision, gpu), shards, spec.platform.tracking_uri, run_id, fault)
+                        precision(spec.train.precision, gpu), shards, folder.name if folder else None,
+                        spec.platform.tracking_uri, run_id, fault)
+    if local:
+        log.info("training %s in this process (Ray Train's local mode)", run_name)
+        TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=0),
+                     run_config=RunConfig(name=run_name)).fit()
+        return LocalResult.read(folder)
     for name, value in RAY_TRAIN_DEFAULTS.items():  # read by Ray Train's controller, which the driver's env reaches
         os.environ.setdefault(name, value)
     trainer = TorchTrainer(
@@ -290,4 +334,4 @@ def train_model(spec: ProjectSpec, version: int | None = None, run_name: str | N
                                                                checkpoint_weights(best_checkpoint(result)))
     return TrainOutcome(run.info.run_id, run_name, registry.model_name, version_, status, decision.reasons,
                         metrics, slices, trained_epochs(registry, run.info.run_id), prepared.table_version,
-                        prepared.fitted.version, prepared.labels.task)
+                        prepared.fitted.version, prepared.labels.task, execution(spec, prepared, fault, ()))

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlray.errors import UserError
 from mlray.registry.models import Registry
 from mlray.spec import ProjectSpec
+from mlray.train.config import STARTUP_PREFIX
 from mlray.train.progress import Progress
 from mlray.train.run import (
     Prepared,
@@ -56,6 +58,7 @@ class TrialSummary:
     best_val_loss: float | None
     run_id: str | None = None
     error: str | None = None
+    training_s: float | None = None  # from its first batch to its last epoch's end
 
 
 @dataclass
@@ -67,7 +70,7 @@ class SweepOutcome:
     best_params: dict[str, Any]
     model: TrainOutcome
     concurrency: int
-    extra: dict = field(default_factory=dict)
+    sweep_s: float = 0.0  # wall time of the trials, from the first one's start to the last one's end
 
 
 def search_space(spec: ProjectSpec) -> dict:
@@ -127,7 +130,7 @@ def run_trial(params: dict, spec: ProjectSpec, prepared: Prepared, sweep: str, p
     for key, value in params.items():
         registry.client.log_param(run.info.run_id, key, value)
     fit_on_ray(with_overrides(spec, params), prepared, f"{sweep}-{trial_id}", run.info.run_id,
-               callbacks=(TuneReportCallback(),))
+               callbacks=(TuneReportCallback(),))  # with callbacks, always on Ray Train workers
     registry.client.set_terminated(run.info.run_id)
 
 
@@ -168,8 +171,16 @@ def _summaries(results, child_runs: dict[str, str], epochs: int) -> list[TrialSu
         status = "error" if result.error else ("finished" if reported >= epochs else "stopped early")
         error = str(result.error).strip().splitlines()[0] if result.error else None
         summaries.append(TrialSummary(_trial_id(result), status, dict(result.config), reported, best,
-                                      child_runs.get(_trial_id(result)), error))
+                                      child_runs.get(_trial_id(result)), error, _training_seconds(frame)))
     return summaries
+
+
+def _training_seconds(frame) -> float | None:
+    """A trial's time training: from its first batch to its last reported epoch's end (its start-up excluded)."""
+    first_batch = STARTUP_PREFIX + "first_batch"
+    if frame is None or frame.empty or first_batch not in frame or "epoch_end_s" not in frame:
+        return None
+    return float(frame["epoch_end_s"].max() - frame[first_batch].min())
 
 
 def _best_checkpoint(results) -> tuple[str, str]:
@@ -261,7 +272,9 @@ def tune_model(spec: ProjectSpec, version: int | None = None, sweep: str | None 
         log_inputs(spec, tags)
         mlflow.set_tags({"mlray.sweep": sweep, "mlray.sweep_concurrency": str(parallel)})
         mlflow.log_dict(spec.tune.model_dump(mode="json"), "search_space.json")
+        started = time.monotonic()
         results = _tune(spec, prepared, sweep, parent.info.run_id, tags, parallel, progress)
+        sweep_s = time.monotonic() - started
         children = _close_child_runs(registry, parent.info.run_id)
         trials = _summaries(results, children, spec.train.epochs)
         best_id, checkpoint_path = _best_checkpoint(results)
@@ -269,7 +282,8 @@ def tune_model(spec: ProjectSpec, version: int | None = None, sweep: str | None 
         mlflow.set_tags({"mlray.best_trial": best_trial.trial_id, "mlray.best_run_id": best_trial.run_id})
         mlflow.log_metric("best_val_loss", best_trial.best_val_loss)
         outcome = _register_best(spec, prepared, registry, tags, best_trial, checkpoint_path, sweep)
-    return SweepOutcome(sweep, parent.info.run_id, trials, best_trial.trial_id, best_trial.params, outcome, parallel)
+    return SweepOutcome(sweep, parent.info.run_id, trials, best_trial.trial_id, best_trial.params, outcome, parallel,
+                        sweep_s)
 
 
 def _register_best(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: dict, best: TrialSummary,

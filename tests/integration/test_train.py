@@ -17,14 +17,17 @@ from mlray.errors import UserError
 from mlray.registry.models import REJECTED_TAG, Registry
 from mlray.registry.package import naive_utc
 from mlray.spec import load_spec
-from mlray.train.loop import Fault
+from mlray.train.config import Fault
 from mlray.train.run import train_model
 
 
-def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, starter_text):
-    # enough rows and steps for a model that learns (fraud is 1.6% of rows): its ROC AUC has a floor below
-    spec = make_project(tmp_path, starter_text, TRAIN + "  learning_rate: 0.005\n", rows=20000)
+@pytest.mark.parametrize("execution", ["local", "ray"])
+def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, starter_text, execution):
+    # enough rows and steps for a model that learns (fraud is 1.6% of rows): its ROC AUC has a floor below, whether
+    # the loop ran in this process (Ray Train's local mode) or on a Ray Train worker holding its shard in memory
+    spec = make_project(tmp_path, starter_text, TRAIN + f"  learning_rate: 0.005\n  execution: {execution}\n", rows=20000)
     outcome = train_model(spec)
+    assert outcome.execution == execution
     assert outcome.decision == "champion" and outcome.model_version == "1"
     assert outcome.epochs == [0, 1, 2] and outcome.task == "binary"
     assert outcome.metrics["roc_auc"] >= 0.75, outcome.metrics  # it learned: chance is 0.5
@@ -86,9 +89,11 @@ def test_gate_rejects_a_worse_model_and_keeps_the_champion(tmp_path, starter_tex
 
 
 def test_a_crashed_worker_resumes_from_its_checkpoint(tmp_path, starter_text):
-    spec = make_project(tmp_path, starter_text, TRAIN.replace("epochs: 3", "epochs: 4"))
+    # a shard streamed from Ray Data every epoch (none held in memory), on a worker that dies once
+    spec = make_project(tmp_path, starter_text, TRAIN.replace("epochs: 3", "epochs: 4") + "  shard_in_memory_mb: 0\n")
     marker = tmp_path / "crashed"
     outcome = train_model(spec, fault=Fault(epoch=1, marker=str(marker)))
+    assert outcome.execution == "ray"  # a fault needs a worker to kill, whatever the size
     assert marker.read_text() == "1"  # the worker did die after epoch 1
     # Training went on from the last checkpoint Ray Train holds, not from epoch 0: no epoch before the
     # crash ran twice except possibly the one the crash interrupted, and the run still ends at epoch 3.
@@ -135,7 +140,8 @@ def test_bad_training_input_fails_before_any_worker(tmp_path, starter_text):
 
 
 def test_a_resubmitted_run_resumes_where_the_failed_one_stopped(tmp_path, starter_text):
-    spec = make_project(tmp_path, starter_text, TRAIN.replace("epochs: 3", "epochs: 4") + "  max_failures: 0\n")
+    spec = make_project(tmp_path, starter_text,
+                        TRAIN.replace("epochs: 3", "epochs: 4") + "  max_failures: 0\n  execution: ray\n")
     marker = tmp_path / "crashed"
     with pytest.raises(TrainingFailedError):  # no failures allowed: the crash after epoch 1 ends the run
         train_model(spec, run_name="nightly", fault=Fault(epoch=1, marker=str(marker)))

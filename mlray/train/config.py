@@ -1,0 +1,42 @@
+"""What the driver hands a Ray Train run, in a module that imports neither torch nor Lightning.
+
+Ray Train's controller unpickles the loop's config (it shows it on the dashboard); were the config
+defined beside the loop, the controller would import Lightning too, seconds of every run's start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlray.spec import ModelSpec, TrainSpec
+
+CHECKPOINT_FILE = "checkpoint.ckpt"
+METRICS_FILE = "metrics.json"
+STARTUP_PREFIX = "startup."  # the report keys of the workers' start-up marks (wall clock)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What a worker needs, small and picklable."""
+
+    model: ModelSpec
+    train: TrainSpec
+    task: str
+    classes: int
+    numeric: int
+    cardinalities: list[int]
+    precision: str
+    # per split, each worker's blocks when its shard fits in memory (mlray.train.batches); None: stream
+    shards: dict[str, list[list]] | None = None
+    local_checkpoints: str | None = None  # Ray Train's local mode (in the calling process): keep checkpoints here
+    tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+    fault: "Fault | None" = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Fault injection (for the resume tests): rank 0 dies once after reporting `epoch`, leaving `marker`."""
+
+    epoch: int
+    marker: str
