@@ -27,7 +27,7 @@ def summary(entry: dict) -> str:
     """One result entry in a line: its own `summary` when it has one, else its size and ratio."""
     if "summary" in entry:
         return entry["summary"]
-    workers = f" {w} worker(s)" if (w := entry.get("workers")) else ""
+    workers = f" {w} worker(s)" if (w := entry.get("workers")) else " local mode" if entry.get("execution") else ""
     return f"{entry['rows']:,} rows{workers} {entry['ratio']:.2f}×"
 
 

@@ -4,6 +4,8 @@ Both sides train the same `TabularModule` on the same rows, inputs made by the s
 with the same batch size and epochs, on the same machine, in the same run:
 - mlray: `fit_on_ray` (TorchTrainer with its defaults: shards that fit in memory handed to the
   workers once, a checkpoint every epoch), with 1 and then 2 workers sharing the machine's cores;
+- mlray local mode: the same loop in this process (`train.execution: local`, what `auto` picks below
+  100,000 training rows without a GPU);
 - plain: one process, the training split materialised as tensors, a plain DataLoader, `pl.Trainer`.
 The inputs are prepared and materialised once before the runs (a warm Ray, as for a sweep's trials).
 Steady state is measured between the ends of the first and the last epoch (train + validation).
@@ -32,10 +34,11 @@ from benchmarks.featurize import ensure_table
 from mlray.lake import Lake
 from mlray.lake.schema import arrow_schema
 from mlray.spec import load_spec
-from mlray.train.data import SPLITS, check_splits, model_inputs
-from mlray.train.model import TabularModule
 from mlray.train.config import STARTUP_PREFIX
-from mlray.train.run import fit_on_ray, prepare, training_inputs
+from mlray.train.data import SPLITS, check_splits, model_inputs
+from mlray.train.execution import training_inputs
+from mlray.train.model import TabularModule
+from mlray.train.run import fit_on_ray, prepare
 from mlray.train.sweep import with_overrides
 
 STARTER = Path(__file__).parents[1] / "mlray" / "templates" / "starter.yaml"
@@ -113,6 +116,17 @@ def ray_side(spec, prepared, workers: int, train_rows: int) -> dict:
         "after_last_epoch_s": called + total - reports[-1]["epoch_end_s"]}
 
 
+def local_side(spec, prepared, train_rows: int) -> dict:
+    """`fit_on_ray` in Ray Train's local mode: the loop in this process (what `auto` picks for small tables)."""
+    spec = with_overrides(spec, {"train.execution": "local"})
+    called = time.time()
+    result = fit_on_ray(spec, prepared, f"bench-local-{uuid.uuid4().hex[:8]}", None)
+    total = time.time() - called
+    reports = sorted((metrics for _, metrics in result.best_checkpoints), key=lambda m: m["epoch_end_s"])
+    return _throughput([m["epoch_end_s"] for m in reports], train_rows, total) | {
+        "startup_s": reports[0][STARTUP_PREFIX + "first_batch"] - called}
+
+
 def _throughput(ends: list[float], train_rows: int, total: float) -> dict:
     steady_epoch = (ends[-1] - ends[0]) / (len(ends) - 1)
     return {"samples_per_s": train_rows / steady_epoch, "epoch_s": steady_epoch, "total_s": total,
@@ -130,9 +144,10 @@ def run(rows: int, epochs: int, batch: int, repeats: int, num_cpus: int) -> dict
     prepared = prepare(spec)
     training_inputs(spec, prepared)  # materialised once, before any side runs: a warm start, as for sweep trials
     train_rows = check_splits(prepared.raw, spec)["train"]
-    runs: dict[str, list[dict]] = {"plain": [], "ray_1_worker": [], "ray_2_workers": []}
+    runs: dict[str, list[dict]] = {"plain": [], "local": [], "ray_1_worker": [], "ray_2_workers": []}
     for _ in range(repeats):  # interleaved, so every side sees the same machine noise
         runs["plain"].append(plain_side(spec, prepared))
+        runs["local"].append(local_side(spec, prepared, train_rows))
         runs["ray_1_worker"].append(ray_side(spec, prepared, 1, train_rows))
         runs["ray_2_workers"].append(ray_side(spec, prepared, 2, train_rows))
     ray.shutdown()
@@ -142,10 +157,14 @@ def run(rows: int, epochs: int, batch: int, repeats: int, num_cpus: int) -> dict
         medians[side]["phases_s"] = {name: statistics.median(r["phases_s"][name] for r in runs[side])
                                      for name, _, _ in PHASES}
     plain, one = medians["plain"]["samples_per_s"], medians["ray_1_worker"]["samples_per_s"]
-    results = []
+    local = medians["local"]
+    results = [{"rows": rows, "workers": 0, "execution": "local", "samples_per_s": local["samples_per_s"],
+                "plain_samples_per_s": plain, "ratio": local["samples_per_s"] / plain,
+                "ratio_vs_1_worker": local["samples_per_s"] / one, "startup_s": local["startup_s"]}]
     for side, workers in (("ray_1_worker", 1), ("ray_2_workers", 2)):
         speed = medians[side]["samples_per_s"]
-        results.append({"rows": rows, "workers": workers, "samples_per_s": speed, "plain_samples_per_s": plain,
+        results.append({"rows": rows, "workers": workers, "execution": "ray", "samples_per_s": speed,
+                        "plain_samples_per_s": plain,
                         "ratio": speed / plain, "ratio_vs_1_worker": speed / one,
                         "startup_s": medians[side]["startup_s"], "startup_phases_s": medians[side]["phases_s"]})
     verdicts = {"one_worker_vs_plain": one / plain, "two_workers_vs_one": medians["ray_2_workers"]["samples_per_s"] / one,
@@ -162,13 +181,14 @@ def run(rows: int, epochs: int, batch: int, repeats: int, num_cpus: int) -> dict
 def show(result: dict) -> None:
     plain = result["medians"]["plain"]
     rows = [["plain Lightning, 1 process", f"{plain['samples_per_s']:,.0f}", "1.00×", "", f"{plain['startup_s']:.1f}"]]
-    rows += [[f"mlray Ray Train, {r['workers']} worker(s)", f"{r['samples_per_s']:,.0f}", f"{r['ratio']:.2f}×",
-              f"{r['ratio_vs_1_worker']:.2f}×", f"{r['startup_s']:.1f}"] for r in result["results"]]
+    rows += [[f"mlray Ray Train, {r['workers']} worker(s)" if r["workers"] else "mlray Ray Train local mode",
+              f"{r['samples_per_s']:,.0f}", f"{r['ratio']:.2f}×", f"{r['ratio_vs_1_worker']:.2f}×", f"{r['startup_s']:.1f}"]
+             for r in result["results"]]
     print_table(f"train: {result['train_rows']:,} training rows, {result['epochs']} epochs (steady-state samples/s)",
                 ["side", "samples/s", "vs plain", "vs 1 worker", "start-up s"], rows)
     print_table("start-up: seconds from the fit_on_ray call to the first batch", ["workers", *(p[0] for p in PHASES)],
                 [[str(r["workers"]), *(f"{r['startup_phases_s'][name]:.1f}" for name, _, _ in PHASES)]
-                 for r in result["results"]])
+                 for r in result["results"] if r["execution"] == "ray"])
     for name, goal in result["goals"].items():
         print(f"{name}: {goal['value']:.2f} (goal {goal['goal']}) {'met' if goal['met'] else 'MISSED'}", flush=True)
 
@@ -180,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-cpus", type=int, default=4, help="Ray logical CPUs")
+    parser.add_argument("--out", default="train", help="name of the JSON result under benchmarks/results/")
     args = parser.parse_args(argv)
     sizes = []
     for rows in args.rows:
@@ -187,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         show(sizes[-1])
     result = {"benchmark": "train", "goal": sizes[0]["goal"], "machine": machine(),
               "results": [r for size in sizes for r in size["results"]], "sizes": sizes}
-    write_result("train", result)
+    write_result(args.out, result)
     return result
 
 

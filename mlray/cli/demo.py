@@ -66,8 +66,9 @@ def _models(spec: ProjectSpec) -> None:
     _step(4, "train on Ray Train, tracked in MLflow, registered through the gate")
     with count_progress("epochs") as progress:
         first = train_model(spec, progress=progress)
+    where = "in this process, Ray Train's local mode" if first.execution == "local" else "on Ray Train workers"
     console.print(f"version {first.model_version}: {first.decision}; test ROC AUC "
-                  f"{first.metrics.get('roc_auc', float('nan')):.3f} (table v{first.table_version})")
+                  f"{first.metrics.get('roc_auc', float('nan')):.3f} (table v{first.table_version}; trained {where})")
 
     _step(5, f"a Ray Tune sweep of {spec.tune.trials} trials, each a Ray Train run")
     with count_progress("trials") as progress:

@@ -29,6 +29,9 @@ class LoopConfig:
     # per split, each worker's blocks when its shard fits in memory (mlray.train.batches); None: stream
     shards: dict[str, list[list]] | None = None
     local_checkpoints: str | None = None  # Ray Train's local mode (in the calling process): keep checkpoints here
+    # a sweep trial training in its own process: (folder, pyarrow filesystem or None) its checkpoints are copied to,
+    # where the sweep's driver reads the best one; every epoch is reported to Tune with its checkpoint's path
+    trial_checkpoints: tuple[str, object] | None = None
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     fault: "Fault | None" = None

@@ -52,7 +52,7 @@ class EpochReport(pl.Callback):
         metrics = losses | {STARTUP_PREFIX + name: at for name, at in self.marks.items()}
         metrics["epoch"] = trainer.current_epoch
         metrics["epoch_end_s"] = time.time()  # wall clock at the epoch's end: steady-state throughput for benchmarks
-        rank = ray.train.get_context().get_world_rank()
+        rank = _world_rank(self.config)
         if rank == 0 and self.client is not None:
             for name, value in losses.items():
                 self.client.log_metric(self.config.mlflow_run_id, name, value, step=trainer.current_epoch)
@@ -61,13 +61,30 @@ class EpochReport(pl.Callback):
             folder.mkdir(parents=True, exist_ok=True)
             trainer.save_checkpoint(str(folder / CHECKPOINT_FILE))
             (folder / METRICS_FILE).write_text(json.dumps(metrics))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+            if self.config.trial_checkpoints:  # Tune refuses ray.train calls inside a trial
+                _report_to_tune(folder, self.config.trial_checkpoints, metrics)
+            else:
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
             return
         with tempfile.TemporaryDirectory(prefix="mlray-ckpt-") as folder:
             trainer.save_checkpoint(os.path.join(folder, CHECKPOINT_FILE))  # collective: every rank calls it
             checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
             ray.train.report(metrics, checkpoint=checkpoint)
         _maybe_crash(self.config, trainer.current_epoch)
+
+
+def _report_to_tune(folder: Path, destination: tuple[str, object], metrics: dict) -> None:
+    """A sweep trial training in its own process: copy the epoch's checkpoint where the sweep's driver reads it, and
+    report the epoch to Tune with its path (as Ray Train's Tune bridge would)."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    root, filesystem = destination
+    target = f"{root.rstrip('/')}/{folder.name}"
+    filesystem = filesystem or pafs.LocalFileSystem()
+    filesystem.create_dir(target, recursive=True)
+    pafs.copy_files(str(folder), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
+    tune.report(metrics | {"checkpoint_path": target})
 
 
 def _maybe_crash(config: LoopConfig, epoch: int) -> None:
@@ -83,6 +100,13 @@ def _maybe_crash(config: LoopConfig, epoch: int) -> None:
         # fault tests a crash after a registered checkpoint, not a race with the poll.
         time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")) + 1)
         os._exit(1)  # the process dies as a crashed worker would
+
+
+def _world_rank(config: LoopConfig) -> int:
+    """This worker's rank; a sweep trial training in its own process is the only one (and may not ask Ray Train)."""
+    import ray.train
+
+    return 0 if config.trial_checkpoints else ray.train.get_context().get_world_rank()
 
 
 def _resume_path() -> str | None:
@@ -110,7 +134,7 @@ def _batches(config: LoopConfig, split: str, shuffle: bool):
     batch = config.train.batch_size
     cuda = torch.cuda.is_available()  # Ray shows a worker only the GPUs it was given
     if config.shards is not None:  # on a GPU the whole shard moves to the device once
-        columns = read_blocks(config.shards[split][ray.train.get_context().get_world_rank()])
+        columns = read_blocks(config.shards[split][_world_rank(config)])
         device = torch.device("cuda", torch.cuda.current_device()) if cuda else None
         return MemoryBatches(columns, batch, shuffle, config.train.seed, device)
     return StreamedBatches(ray.train.get_dataset_shard(split), batch, shuffle, pin_memory=cuda)
@@ -120,11 +144,12 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     marks = _startup_marks()
-    local = config.local_checkpoints is not None  # in the calling process: its threads, no process group
+    local = config.local_checkpoints is not None  # in the calling process: no process group
     if local:  # Lightning's notices would land in the caller's output (a CLI's --json among them)
         for name in ("pytorch_lightning", "lightning_fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    if not local and not torch.cuda.is_available():  # as many intra-op threads as CPUs the worker holds
+    holds_cpus = not local or config.trial_checkpoints  # a worker, or a trial's process: it holds cpus_per_worker
+    if holds_cpus and not torch.cuda.is_available():  # as many intra-op threads as CPUs it holds
         torch.set_num_threads(max(1, round(config.train.cpus_per_worker)))
     pl.seed_everything(config.train.seed, workers=True)
     train_batches, validation_batches = _batches(config, "train", True), _batches(config, "validation", False)
@@ -143,7 +168,7 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     )
     if not local:
         trainer = prepare_trainer(trainer)
-    resume = _resume_path()
+    resume = None if config.trial_checkpoints else _resume_path()
     marks["trainer"] = time.time()
     with warnings.catch_warnings():
         if local:  # nor its deprecation notices

@@ -21,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from ray.data.dataset import MaterializedDataset
 
 from mlray import dataplane
 from mlray.errors import UserError
@@ -30,10 +29,10 @@ from mlray.registry.gate import decide
 from mlray.registry.models import Registry
 from mlray.registry.package import PackageConfig, log_package, predict_frame
 from mlray.spec import ProjectSpec
-from mlray.train.batches import memory_per_worker_mb, split_blocks
+from mlray.train.config import CHECKPOINT_FILE, Fault, LoopConfig
 from mlray.train.data import LabelEncoding, check_splits, resolve_labels, split_datasets
 from mlray.train.evaluate import champion_metrics, evaluate_frame, raw_split_rows
-from mlray.train.config import CHECKPOINT_FILE, METRICS_FILE, Fault, LoopConfig
+from mlray.train.execution import RAY_TRAIN_DEFAULTS, LocalResult, choose_execution, use_gpu, worker_inputs
 from mlray.train.loop import train_loop_per_worker
 from mlray.train.progress import EpochWatcher, Progress
 
@@ -100,14 +99,6 @@ def recent_rows(raw, spec: ProjectSpec, since: datetime):
     return raw.map_batches(keep, batch_format="pyarrow", batch_size=None)
 
 
-def use_gpu(setting) -> bool:
-    if setting == "auto":
-        import ray
-
-        return ray.cluster_resources().get("GPU", 0) >= 1
-    return bool(setting)
-
-
 def precision(setting: str, gpu: bool) -> str:
     if setting != "auto":
         return setting
@@ -159,72 +150,6 @@ def trained_epochs(registry: Registry, run_id: str) -> list[int]:
     return [m.step for m in sorted(registry.client.get_metric_history(run_id, "val_loss"), key=lambda m: m.timestamp)]
 
 
-def training_inputs(spec: ProjectSpec, prepared: Prepared) -> dict:
-    """The train and validation inputs; with train.cache_inputs (or when shards fit in memory), computed once and
-    kept in the object store (shared by every epoch, every restart after a crash, and every trial of a sweep)."""
-    wanted = ("train", "validation")
-    if spec.train.cache_inputs or shard_in_memory(spec, prepared):
-        for name in wanted:
-            if not isinstance(prepared.datasets[name], MaterializedDataset):
-                prepared.datasets[name] = prepared.datasets[name].materialize()
-    return {name: prepared.datasets[name] for name in wanted}
-
-
-def shard_in_memory(spec: ProjectSpec, prepared: Prepared) -> bool:
-    """Whether each worker's shard of training and validation inputs fits `train.shard_in_memory_mb`."""
-    rows = prepared.split_rows["train"] + prepared.split_rows["validation"]
-    size = memory_per_worker_mb(rows, spec.train.num_workers, len(prepared.fitted.numeric_names),
-                                len(prepared.fitted.cardinalities))
-    return size <= spec.train.shard_in_memory_mb
-
-
-def worker_inputs(spec: ProjectSpec, prepared: Prepared, local: bool) -> tuple[dict | None, dict | None]:
-    """(blocks per worker per split, None) when shards fit in memory or the run is local, else (None, the datasets
-    Ray Train streams)."""
-    inputs = training_inputs(spec, prepared)
-    if not (local or shard_in_memory(spec, prepared)):
-        return None, inputs
-    workers = 1 if local else spec.train.num_workers
-    return {name: split_blocks(dataset, workers) for name, dataset in inputs.items()}, None
-
-
-def execution(spec: ProjectSpec, prepared: Prepared, fault: Fault | None, callbacks: tuple) -> str:
-    """'local' (Ray Train's local mode, in this process) or 'ray' (Ray Train workers), as `train.execution` says;
-    'auto' runs small tables without a GPU locally. Fault injection and Tune trials need workers."""
-    if fault is not None or callbacks:
-        return "ray"
-    if spec.train.execution != "auto":
-        return spec.train.execution
-    small = prepared.split_rows["train"] <= LOCAL_TRAIN_ROWS
-    return "local" if small and not use_gpu(spec.train.use_gpu) else "ray"
-
-
-@dataclass
-class LocalResult:
-    """What a local run leaves, shaped like the parts of Ray Train's `Result` mlray reads."""
-
-    best_checkpoints: list  # (Checkpoint, metrics) of every epoch
-    checkpoint: object  # the last epoch's Checkpoint
-    folder: tempfile.TemporaryDirectory  # removed with this result
-
-    @classmethod
-    def read(cls, folder: tempfile.TemporaryDirectory) -> "LocalResult":
-        from ray.train import Checkpoint
-
-        epochs = sorted(Path(folder.name).glob("epoch_*"))
-        kept = [(Checkpoint.from_directory(str(path)), json.loads((path / METRICS_FILE).read_text())) for path in epochs]
-        return cls(kept, kept[-1][0] if kept else None, folder)
-
-
-# Ray Train settings mlray starts runs with unless the environment sets them: reports are collected and the end of a
-# run is noticed every half second rather than every 2 s, and no preemption-watcher actor is started (one process
-# less to boot per run; a worker lost to a preempted node is still restarted from its checkpoint).
-# Below this many training rows (and without a GPU), `train.execution: auto` trains in the calling process: starting
-# Ray Train's controller and workers (processes importing torch and Lightning) costs more than the training.
-LOCAL_TRAIN_ROWS = 100_000
-RAY_TRAIN_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-
-
 def ray_storage(platform, folder: str) -> dict:
     """Ray Train/Tune storage arguments for checkpoints under `platform.checkpoints_uri`/`folder`: shared storage
     (s3://, gs://) goes through a filesystem built with the lake's storage options (endpoint, credentials)."""
@@ -238,19 +163,24 @@ def ray_storage(platform, folder: str) -> dict:
 
 
 def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str | None, fault: Fault | None = None,
-               callbacks: tuple = ()):
-    """One Ray Train run; `callbacks` are Ray Train callbacks (a Tune trial passes its report bridge)."""
+               callbacks: tuple = (), trial_checkpoints: tuple[str, object] | None = None):
+    """One Ray Train run; `callbacks` are Ray Train callbacks (a Tune trial on workers passes its report bridge);
+    `trial_checkpoints` (folder, filesystem) makes it a Tune trial training in this process, reporting to Tune."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     gpu = use_gpu(spec.train.use_gpu)
-    local = execution(spec, prepared, fault, callbacks) == "local"
+    local = trial_checkpoints is not None or choose_execution(spec, prepared, fault, callbacks) == "local"
     shards, datasets = worker_inputs(spec, prepared, local)
     folder = tempfile.TemporaryDirectory(prefix="mlray-local-run-") if local else None
     config = LoopConfig(spec.model, spec.train, prepared.labels.task, len(prepared.labels.classes),
                         len(prepared.fitted.numeric_names), prepared.fitted.cardinalities,
                         precision(spec.train.precision, gpu), shards, folder.name if folder else None,
-                        spec.platform.tracking_uri, run_id, fault)
+                        trial_checkpoints, spec.platform.tracking_uri, run_id, fault)
+    if trial_checkpoints is not None:  # a Tune trial: Tune refuses Ray Train calls, so the loop runs as it is
+        log.info("training %s in this trial's process", run_name)
+        train_loop_per_worker(config)
+        return LocalResult.read(folder)
     if local:
         log.info("training %s in this process (Ray Train's local mode)", run_name)
         TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=0),
@@ -334,4 +264,4 @@ def train_model(spec: ProjectSpec, version: int | None = None, run_name: str | N
                                                                checkpoint_weights(best_checkpoint(result)))
     return TrainOutcome(run.info.run_id, run_name, registry.model_name, version_, status, decision.reasons,
                         metrics, slices, trained_epochs(registry, run.info.run_id), prepared.table_version,
-                        prepared.fitted.version, prepared.labels.task, execution(spec, prepared, fault, ()))
+                        prepared.fitted.version, prepared.labels.task, choose_execution(spec, prepared, fault, ()))

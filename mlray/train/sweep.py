@@ -1,7 +1,10 @@
 """`mlray tune`: a Ray Tune sweep whose trials are Ray Train runs; the best trial is registered.
 
-Each trial is a Tune function trainable that builds a `TorchTrainer` for its sampled settings and
-forwards every epoch's report to Tune (`TuneReportCallback`), so ASHA can stop weak trials early.
+Each trial is a Tune function trainable that runs Ray Train for its sampled settings and reports every
+epoch to Tune, so ASHA can stop weak trials early. A one-worker CPU trial trains in its own process
+(Ray Train's local mode: no controller or worker processes to start) and copies each epoch's
+checkpoint to the sweep's storage; a multi-worker or GPU trial builds a `TorchTrainer` whose
+reports `TuneReportCallback` forwards.
 Every trial is an MLflow child run of one parent run. The data is prepared once (validated,
 features fitted, labels settled, split) and shared by all trials. Trials are ranked by
 validation loss; the best epoch checkpoint of the best trial is evaluated, packaged, registered
@@ -27,6 +30,7 @@ from mlray.errors import UserError
 from mlray.registry.models import Registry
 from mlray.spec import ProjectSpec
 from mlray.train.config import STARTUP_PREFIX
+from mlray.train.execution import training_inputs, trials_train_in_process, use_gpu
 from mlray.train.progress import Progress
 from mlray.train.run import (
     Prepared,
@@ -39,13 +43,11 @@ from mlray.train.run import (
     ray_storage,
     register,
     trained_epochs,
-    training_inputs,
-    use_gpu,
 )
 
 log = logging.getLogger(__name__)
 METRIC, MODE = "val_loss", "min"
-TRIAL_DRIVER_CPUS = 0.1  # the trial function only waits on its TorchTrainer; the workers hold the real resources
+TRIAL_DRIVER_CPUS = 0.1  # a trial on Ray Train workers only waits on its TorchTrainer; the workers hold the CPUs
 TRIAL_TAG = "mlray.trial_id"
 
 
@@ -111,7 +113,8 @@ def concurrency(spec: ProjectSpec) -> int:
     if spec.tune.max_concurrent:
         return spec.tune.max_concurrent
     resources = ray.cluster_resources()
-    per_trial = spec.train.num_workers * spec.train.cpus_per_worker + TRIAL_DRIVER_CPUS
+    per_trial = spec.train.cpus_per_worker if trials_train_in_process(spec) else \
+        spec.train.num_workers * spec.train.cpus_per_worker + TRIAL_DRIVER_CPUS
     fits = math.floor(resources.get("CPU", 1) / per_trial)
     if use_gpu(spec.train.use_gpu):
         fits = min(fits, math.floor(resources.get("GPU", 0) / spec.train.num_workers))
@@ -129,8 +132,14 @@ def run_trial(params: dict, spec: ProjectSpec, prepared: Prepared, sweep: str, p
                                      tags=tags | {MLFLOW_PARENT_RUN_ID: parent_run_id, TRIAL_TAG: trial_id})
     for key, value in params.items():
         registry.client.log_param(run.info.run_id, key, value)
-    fit_on_ray(with_overrides(spec, params), prepared, f"{sweep}-{trial_id}", run.info.run_id,
-               callbacks=(TuneReportCallback(),))  # with callbacks, always on Ray Train workers
+    name = f"{sweep}-{trial_id}"
+    if trials_train_in_process(spec):
+        storage = ray_storage(spec.platform, "tune")
+        folder = f"{storage['storage_path'].rstrip('/')}/{sweep}/{trial_id}-checkpoints"
+        fit_on_ray(with_overrides(spec, params), prepared, name, run.info.run_id,
+                   trial_checkpoints=(folder, storage.get("storage_filesystem")))
+    else:
+        fit_on_ray(with_overrides(spec, params), prepared, name, run.info.run_id, callbacks=(TuneReportCallback(),))
     registry.client.set_terminated(run.info.run_id)
 
 
@@ -225,7 +234,7 @@ def _tune(spec: ProjectSpec, prepared: Prepared, sweep: str, parent_run_id: str,
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, sweep=sweep, parent_run_id=parent_run_id,
                              tags=tags),
-        {"CPU": TRIAL_DRIVER_CPUS})
+        {"CPU": spec.train.cpus_per_worker if trials_train_in_process(spec) else TRIAL_DRIVER_CPUS})
     tuner = tune.Tuner(
         trainable, param_space=space,
         tune_config=tune.TuneConfig(

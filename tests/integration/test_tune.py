@@ -31,8 +31,11 @@ tune:
 """
 
 
-def test_a_sweep_tracks_every_trial_and_registers_the_best(tmp_path, starter_text):
-    spec = make_project(tmp_path, starter_text, SWEEP, rows=3000)
+@pytest.mark.parametrize("execution", ["auto", "ray"])
+def test_a_sweep_tracks_every_trial_and_registers_the_best(tmp_path, starter_text, execution):
+    # auto: one-worker trials train in their own process; ray: each trial's TorchTrainer starts a worker
+    sweep = SWEEP.replace("  num_workers: 1\n", f"  num_workers: 1\n  execution: {execution}\n")
+    spec = make_project(tmp_path, starter_text, sweep, rows=3000)
     result = CliRunner().invoke(app, ["tune", "--spec", str(spec.path), "--name", "sweep-1", "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -41,6 +44,7 @@ def test_a_sweep_tracks_every_trial_and_registers_the_best(tmp_path, starter_tex
     trials = outcome["trials"]
     assert len(trials) == 3 and outcome["concurrency"] == 2
     assert all(t["status"] in ("finished", "stopped early") and 1 <= t["epochs"] <= 3 for t in trials)
+    assert all(t["training_s"] > 0 for t in trials) and outcome["sweep_s"] > max(t["training_s"] for t in trials)
     for trial in trials:  # every trial sampled inside the declared space
         assert 0.0003 <= trial["params"]["train.learning_rate"] <= 0.03
         assert trial["params"]["model.hidden"] in ([16], [32, 16])
