@@ -1,9 +1,11 @@
-"""What each Ray Train worker runs: Lightning over its Ray Data shards, a checkpoint every epoch.
+"""What each Ray Train worker runs: Lightning over its shard of the inputs, a checkpoint every epoch.
 
 Every epoch each worker reports the epoch's losses; rank 0 attaches a Lightning checkpoint
 (weights, optimiser, loop state). After a worker crash, or when a run with the same name is
 submitted again, Ray Train hands the latest checkpoint back and Lightning resumes from it,
-not from epoch 0.
+not from epoch 0. The same loop runs in the calling process (Ray Train's local mode: every
+epoch's checkpoint kept in a folder) and in a sweep trial's own process (no Ray Train calls,
+which Tune refuses there: each epoch goes to Tune with its checkpoint copied to the sweep's storage).
 
 Every report also carries the wall-clock marks of the worker's start-up (`STARTUP_PREFIX`...):
 when its process started, when torch and Lightning were imported, when its data was ready and
