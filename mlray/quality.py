@@ -55,13 +55,23 @@ def regression_metrics(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, f
     }
 
 
-def label_metrics(truth: list, predicted: list) -> dict[str, float]:
-    """Quality of predicted labels against true ones (live feedback compares labels, not scores): accuracy, and macro
-    precision and recall over every class seen in either (a class never predicted has precision 0)."""
-    classes = sorted(set(truth) | set(predicted), key=str)
+def label_metrics(truth: list, predicted: list, precision_over: set | None = None,
+                  recall_over: set | None = None) -> dict[str, float]:
+    """Quality of predicted labels against true ones (live feedback compares labels, not scores): accuracy, macro
+    precision over `precision_over` (default: the classes predicted) and macro recall over `recall_over` (default:
+    the classes seen). A class never predicted has no precision: its misses count once, in recall. NaN where no
+    class is left to average over."""
+    precision_over = set(predicted) if precision_over is None else precision_over
+    recall_over = set(truth) if recall_over is None else recall_over
     return {"accuracy": float(skm.accuracy_score(truth, predicted)),
-            "precision": float(skm.precision_score(truth, predicted, labels=classes, average="macro", zero_division=0)),
-            "recall": float(skm.recall_score(truth, predicted, labels=classes, average="macro", zero_division=0))}
+            "precision": _macro(skm.precision_score, truth, predicted, precision_over),
+            "recall": _macro(skm.recall_score, truth, predicted, recall_over)}
+
+
+def _macro(score, truth: list, predicted: list, classes: set) -> float:
+    if not classes:
+        return float("nan")
+    return float(score(truth, predicted, labels=sorted(classes, key=str), average="macro", zero_division=np.nan))
 
 
 def predicted_label_metrics(truth: list, predicted: list) -> dict[str, float]:

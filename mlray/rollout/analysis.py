@@ -10,6 +10,7 @@ spec requires labels.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -100,31 +101,55 @@ def _labelled(records: list[dict], labels: dict[tuple[str, int], str]) -> list[t
             if r.get("prediction") and (r["request_id"], r["row"]) in labels]
 
 
-def live_metrics(pairs: list[tuple]) -> dict[str, float]:
-    """Classification: accuracy, macro precision and macro recall of the predicted labels. Regression (float
-    predictions): mean absolute error. The definitions offline evaluation uses (`mlray.quality`)."""
+def live_metrics(pairs: list[tuple], precision_over: set | None = None, recall_over: set | None = None
+                 ) -> dict[str, float]:
+    """Classification: accuracy, macro precision and macro recall of the predicted labels (over the given classes,
+    default all predicted / all seen). Regression (float predictions): mean absolute error. The definitions offline
+    evaluation uses (`mlray.quality`)."""
     if any(isinstance(p, float) for p, _ in pairs):
         truth, predicted = np.array([float(t) for _, t in pairs]), np.array([float(p) for p, _ in pairs])
         return {"mae": regression_metrics(truth, predicted)["mae"]}
-    return label_metrics([str(t).lower() for _, t in pairs], [str(p).lower() for p, _ in pairs])
+    truth, predicted = _as_labels([t for _, t in pairs]), _as_labels([p for p, _ in pairs])
+    return label_metrics(truth, predicted, precision_over, recall_over)
+
+
+def _as_labels(values: list) -> list[str]:
+    return [str(v).lower() for v in values]
+
+
+def _classes_both_have(ours: list[tuple], theirs: list[tuple], side: int, min_count: int) -> set[str]:
+    """Labels found at least min_count times on `side` (0: predicted, 1: true) of both versions' pairs."""
+    def common(pairs: list[tuple]) -> set[str]:
+        return {label for label, n in Counter(_as_labels([pair[side] for pair in pairs])).items() if n >= min_count}
+    return common(ours) & common(theirs)
 
 
 def _quality_checks(champion: list[dict], challenger: list[dict], labels: dict, checks: RolloutChecks) -> list[Check]:
     """Live quality on labelled feedback, challenger against champion: a drop in accuracy, precision and recall
-    (classification), or a relative rise in mean absolute error (regression), each at most max_metric_drop."""
+    (classification), or a relative rise in mean absolute error (regression), each at most max_metric_drop. Precision
+    (recall) compares the classes both versions predicted (saw) at least min_class_labels times, so a rare class
+    met once in a small sample does not decide the step."""
     ours, theirs = _labelled(champion, labels), _labelled(challenger, labels)
     if min(len(ours), len(theirs)) < checks.min_labels:
         return [Check("live_accuracy_drop", "waiting" if checks.require_labels else "skipped", None,
                       checks.max_metric_drop,
                       f"labels: champion {len(ours)}, challenger {len(theirs)} (need {checks.min_labels} each)")]
-    before, after = live_metrics(ours), live_metrics(theirs)
-    if "mae" in before:
+    if any(isinstance(p, float) for p, _ in ours + theirs):
+        before, after = live_metrics(ours), live_metrics(theirs)
         rise = (after["mae"] - before["mae"]) / max(before["mae"], 1e-12)
         return [Check("live_mae_increase", "pass" if rise <= checks.max_metric_drop else "fail", rise,
                       checks.max_metric_drop, f"champion {before['mae']:.4g}, challenger {after['mae']:.4g}")]
+    over = {"precision_over": _classes_both_have(ours, theirs, 0, checks.min_class_labels),  # predicted
+            "recall_over": _classes_both_have(ours, theirs, 1, checks.min_class_labels)}  # met
+    before, after = live_metrics(ours, **over), live_metrics(theirs, **over)
     out = []
-    for metric in ("accuracy", "precision", "recall"):
+    for metric, classes in (("accuracy", None), ("precision", over["precision_over"]), ("recall", over["recall_over"])):
         drop = before[metric] - after[metric]
+        if classes is not None and not classes:
+            out.append(Check(f"live_{metric}_drop", "skipped", None, checks.max_metric_drop,
+                             f"no class with {checks.min_class_labels} labelled rows for both versions"))
+            continue
+        compared = f" over {', '.join(sorted(classes))}" if classes is not None else ""
         out.append(Check(f"live_{metric}_drop", "pass" if drop <= checks.max_metric_drop else "fail", drop,
-                         checks.max_metric_drop, f"champion {before[metric]:.3f}, challenger {after[metric]:.3f}"))
+                         checks.max_metric_drop, f"champion {before[metric]:.3f}, challenger {after[metric]:.3f}{compared}"))
     return out

@@ -21,6 +21,8 @@ class RolloutChecks(Section):
                                                            "how much lower than the champion's each may be (regression: "
                                                            "how much higher its mean absolute error, relative)")
     min_labels: int = Field(30, ge=1, description="labelled rows per version before live quality is compared")
+    min_class_labels: int = Field(5, ge=1, description="a class enters live precision (recall) once both versions "
+                                                       "predicted (met) it this often among their labelled rows")
     require_labels: bool = Field(False, description="a step waits for min_labels (else it may pass without them)")
 
 

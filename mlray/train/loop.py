@@ -48,8 +48,6 @@ class EpochReport(pl.Callback):
         self.marks.setdefault("first_batch", time.time())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        import ray.train
-
         losses = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics = losses | {STARTUP_PREFIX + name: at for name, at in self.marks.items()}
         metrics["epoch"] = trainer.current_epoch
@@ -58,21 +56,32 @@ class EpochReport(pl.Callback):
         if rank == 0 and self.client is not None:
             for name, value in losses.items():
                 self.client.log_metric(self.config.mlflow_run_id, name, value, step=trainer.current_epoch)
-        if self.config.local_checkpoints:  # local mode keeps only the last report: every epoch stays on disk
-            folder = Path(self.config.local_checkpoints) / f"epoch_{trainer.current_epoch:05d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(str(folder / CHECKPOINT_FILE))
-            (folder / METRICS_FILE).write_text(json.dumps(metrics))
-            if self.config.trial_checkpoints:  # Tune refuses ray.train calls inside a trial
-                _report_to_tune(folder, self.config.trial_checkpoints, metrics)
-            else:
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
-            return
+        if self.config.local_checkpoints:
+            self._report_in_process(trainer, metrics)
+        else:
+            self._report_from_worker(trainer, metrics, rank)
+            _maybe_crash(self.config, trainer.current_epoch)
+
+    def _report_from_worker(self, trainer: pl.Trainer, metrics: dict, rank: int) -> None:
+        import ray.train
+
         with tempfile.TemporaryDirectory(prefix="mlray-ckpt-") as folder:
             trainer.save_checkpoint(os.path.join(folder, CHECKPOINT_FILE))  # collective: every rank calls it
             checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
             ray.train.report(metrics, checkpoint=checkpoint)
-        _maybe_crash(self.config, trainer.current_epoch)
+
+    def _report_in_process(self, trainer: pl.Trainer, metrics: dict) -> None:
+        """Local mode keeps only the last report, so every epoch's checkpoint and metrics stay in the folder."""
+        import ray.train
+
+        folder = Path(self.config.local_checkpoints) / f"epoch_{trainer.current_epoch:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(str(folder / CHECKPOINT_FILE))
+        (folder / METRICS_FILE).write_text(json.dumps(metrics))
+        if self.config.trial_checkpoints:  # Tune refuses ray.train calls inside a trial
+            _report_to_tune(folder, self.config.trial_checkpoints, metrics)
+        else:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
 
 
 def _report_to_tune(folder: Path, destination: tuple[str, object], metrics: dict) -> None:

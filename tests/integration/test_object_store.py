@@ -69,14 +69,39 @@ def test_training_checkpoints_go_to_the_shared_storage_of_the_lake(s3_endpoint, 
     from mlray.lake.schema import arrow_schema
     from mlray.train.run import train_model
 
-    spec = s3_spec(s3_endpoint, starter_text, tmp_path, SMALL_MODEL)
+    # on Ray Train workers (a table this small would train in this process, where no run resumes)
+    spec = s3_spec(s3_endpoint, starter_text, tmp_path, SMALL_MODEL + "  execution: ray\n")
     dataplane.lake_of(spec).append("transactions", generate_transactions(1500, seed=61), batch_id="seed-61",
                                    schema=arrow_schema(spec.train_table))
     outcome = train_model(spec, run_name="on-s3")
-    assert outcome.model_version == "1"
+    assert outcome.model_version == "1" and outcome.execution == "ray"
     client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test",
                           region_name="us-east-1")
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="lake", Prefix=f"{tmp_path.name}/_checkpoints/train/on-s3/")
             .get("Contents", [])]
     assert any(key.endswith("/checkpoint.ckpt") for key in keys), keys[:10]
     assert not (Path(spec.platform.state_dir) / "checkpoints").exists()
+
+
+def test_a_sweep_keeps_its_trials_checkpoints_in_the_shared_storage_of_the_lake(s3_endpoint, starter_text, tmp_path):
+    """One-worker trials train in their own process and copy each epoch's checkpoint to S3, where the driver reads the
+    best one to register it."""
+    from projects import SMALL_MODEL
+
+    from mlray.lake.schema import arrow_schema
+    from mlray.train.sweep import tune_model
+
+    sweep = SMALL_MODEL + "tune:\n  trials: 2\n  scheduler: null\n  space:\n" \
+                          "    train.learning_rate: {choice: [0.001, 0.01]}\n"
+    spec = s3_spec(s3_endpoint, starter_text, tmp_path, sweep)
+    dataplane.lake_of(spec).append("transactions", generate_transactions(1500, seed=62), batch_id="seed-62",
+                                   schema=arrow_schema(spec.train_table))
+    outcome = tune_model(spec, sweep="s3-sweep")
+    assert outcome.model.model_version == "1" and len(outcome.trials) == 2
+    assert all(t.status == "finished" and t.training_s > 0 for t in outcome.trials)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="lake", Prefix=f"{tmp_path.name}/_checkpoints/tune/s3-sweep/")
+            .get("Contents", [])]
+    trials_with_checkpoints = {key.split("/")[4] for key in keys if key.endswith("/checkpoint.ckpt")}
+    assert len(trials_with_checkpoints) == 2, keys[:10]

@@ -68,7 +68,7 @@ def test_live_quality_sees_a_model_that_always_says_yes_and_regression_error():
 
     truths = [True] * 10 + [False] * 90
     always_yes = live_metrics([(True, str(t)) for t in truths])
-    assert always_yes == {"accuracy": 0.1, "precision": 0.05, "recall": 0.5}
+    assert always_yes == {"accuracy": 0.1, "precision": 0.1, "recall": 0.5}  # it never said no: no precision for no
     perfect = live_metrics([(t, str(t)) for t in truths])
     assert perfect == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0}
     assert live_metrics([(1.5, "1.0"), (2.0, "3.0")]) == {"mae": 0.75}
@@ -92,3 +92,29 @@ def test_the_audit_log_appends_and_reads_newest_first(tmp_path):
     entries = audit.read()
     assert [e["action"] for e in entries] == ["canary.promote", "deploy"] and entries[1]["after"] == {"weights": {"1": 1.0}}
     assert audit.read(action="deploy")[0]["reason"] == "first"
+
+
+def test_a_rare_class_met_once_in_a_small_sample_does_not_decide_the_step():
+    """30 labelled rows each, one fraud each: the champion caught its fraud, the challenger missed its own. One row
+    cannot tell the two apart, so live precision and recall compare the classes both versions predicted and met
+    min_class_labels times (here: legitimate payments) and the step passes; a sample with enough frauds is compared."""
+    from mlray.rollout.analysis import live_metrics
+
+    def logged(answers, truths, prefix):
+        rows = [{"request_id": f"{prefix}{i}", "row": 0, "prediction": json.dumps(a), "score": 0.9 if a else 0.1,
+                 "latency_ms": 5.0, "error": None} for i, a in enumerate(answers)]
+        return rows, {(f"{prefix}{i}", 0): str(t) for i, t in enumerate(truths)}
+
+    truths = [True] + [False] * 59
+    champion, labels = logged(truths, truths, "a")
+    challenger, more = logged([False] * 60, truths, "b")
+    analysis = analyze(champion, challenger, labels | more, CHECKS, 50)
+    assert analysis.verdict == "pass", analysis.to_dict()
+    assert "over false" in {c.name: c.detail for c in analysis.checks}["live_recall_drop"]
+    assert live_metrics([(False, str(t)) for t in truths]) == {"accuracy": 59 / 60, "precision": 59 / 60,
+                                                                "recall": 0.5}  # unfiltered, the miss shows
+    truths = [True] * 10 + [False] * 50  # ten frauds each: the challenger's misses are now evidence
+    champion, labels = logged(truths, truths, "a")
+    challenger, more = logged([False] * 60, truths, "b")
+    assert verdict_and_failed(champion, challenger, labels | more)[1] == [
+        "live_accuracy_drop", "live_precision_drop", "live_recall_drop"]  # its "no" answers are wrong 1 in 6
