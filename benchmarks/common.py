@@ -42,10 +42,12 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 def start_ray(num_cpus: int | None) -> None:
     """A local Ray for one benchmark run, quiet: no dashboard, no progress bars."""
-    import ray
     from ray.data import DataContext
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    from mlray.runtime import start_local_ray
+
+    start_local_ray(CACHE / "ray", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                    logging_level="ERROR")
     DataContext.get_current().enable_progress_bars = False
 
 

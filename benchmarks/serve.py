@@ -2,13 +2,19 @@
 
 One run, one model, one load generator for all three targets, every byte on 127.0.0.1:
 
-(a) mlray: `deploy` + `set_traffic` with a 90/10 canary between versions 1 and 2 (the same package
-    registered twice), API-key auth, the schema-generated validation, the inference log and metrics on:
-    POST /v1/predict through Serve's proxy → the ingress replica → a model replica (`@serve.batch`).
-(b) plain Ray Serve: one `@serve.deployment` (defaults: one replica, no batching) with a FastAPI
-    ingress that loads the same package and scores the posted row; same Serve instance and proxy,
-    route prefix /plain.
+(a) mlray with the defaults a user gets: `deploy` + `set_traffic` with a 90/10 canary between versions 1
+    and 2 (the same package registered twice), API-key auth, the schema-generated validation, the inference
+    log and metrics on: POST /v1/predict through the ingress mlray's Ray starts with (HAProxy, direct
+    ingress) → the ingress replica, which scores in process (`model_placement: auto` on a CPU machine) with
+    `@serve.batch`.
+(b) plain Ray Serve, set up as a competent user would: one `@serve.deployment` with a FastAPI ingress that
+    loads the same package and scores the posted row, with the ingress's CPUs, max_ongoing_requests and
+    autoscaling (Serve's default of 5 ongoing requests starves it under load); same Serve instance and
+    proxy, route prefix /plain. No batching: that is mlray's edge.
 (c) plain FastAPI on uvicorn, one process: the very same FastAPI handler as (b), another port.
+
+Other configurations stay available: `--placement replicas` (one deployment per version) and
+`--proxy serve` (Serve's own proxy, as on a cluster started without RAY_SERVE_ENABLE_HA_PROXY=1).
 
 The load generator is a closed loop: `concurrency` keep-alive HTTP/1.1 connections (asyncio, raw
 sockets), each sending the next request when the last one answered, for a warm-up and then a
@@ -25,7 +31,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +45,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 
 from benchmarks.common import CACHE, SMALL_TRAIN, ensure_small_model, machine, print_table, write_result
+from mlray.serve.fast_ingress import HAPROXY, free_port, haproxy_binary
 
 ROOT = Path(__file__).parents[1]
 HOME = CACHE / "serve"
@@ -52,13 +58,7 @@ TARGETS = {"mlray": "(a) mlray", "plain_serve": "(b) plain Serve", "fastapi": "(
 # --------------------------------------------------------------------------- the model
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def project(port: int, max_batch_size: int | None = None, placement: str = "replicas"):
+def project(port: int, max_batch_size: int | None = None, placement: str = "auto"):
     """The cached project's spec serving on 127.0.0.1:`port` with one API key, where the models run (and a batch
     size, when given)."""
     from mlray.serve.auth import hash_key
@@ -124,13 +124,17 @@ def uvicorn_app():
     return api
 
 
-def plain_serve_app(model_uri: str):
-    """(b): one plain Serve deployment (Serve's defaults) with the same FastAPI handler."""
+def plain_serve_app(model_uri: str, serve_spec):
+    """(b): one plain Serve deployment with the same FastAPI handler and the resources, concurrency and scaling of
+    mlray's ingress."""
     from ray import serve
+
+    from mlray.serve.ingress import ingress_scaling
 
     api = FastAPI()
 
-    @serve.deployment(name="plain", ray_actor_options={"num_cpus": 0.25})
+    @serve.deployment(name="plain", ray_actor_options={"num_cpus": serve_spec.ingress_cpus},
+                      max_ongoing_requests=serve_spec.ingress_max_ongoing, **ingress_scaling(serve_spec, True))
     @serve.ingress(api)
     class Plain:
         def __init__(self, uri: str):
@@ -330,7 +334,7 @@ def undeploy_mlray(spec) -> None:
 
 
 def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int | None, batching: bool,
-        placement: str = "replicas", haproxy: bool = False) -> dict:
+        placement: str = "auto", proxy: str = "default") -> dict:
     import ray
     from ray import serve
 
@@ -340,8 +344,9 @@ def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int 
 
     serve_port, uvicorn_port = free_port(), free_port()
     spec = project(serve_port, placement=placement)
-    if haproxy:  # Serve's HAProxy ingress and direct ingress: read by Ray's processes at start
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    if proxy == "serve":  # Serve's own proxy: mlray's Ray starts with HAProxy unless told otherwise
+        os.environ[HAPROXY] = "0"
+    ingress = "HAProxy + direct ingress" if proxy == "default" and haproxy_binary() else "Serve's proxy"
     start_ray(num_cpus)
     model_uri = ensure_models(spec)
     shutil.rmtree(dataplane.lake_of(spec).uri(spec.serve.inference_log_table), ignore_errors=True)  # a fresh log
@@ -351,7 +356,7 @@ def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int 
         started = time.perf_counter()
         deploy_canary(spec)
         deployed = time.perf_counter()
-        serve.run(plain_serve_app(model_uri), name="plain", route_prefix="/plain")
+        serve.run(plain_serve_app(model_uri, spec.serve), name="plain", route_prefix="/plain")
         plain_deployed = time.perf_counter()
         targets = {"mlray": ("/v1/predict", serve_port), "plain_serve": ("/plain/v1/predict", serve_port),
                    "fastapi": ("/v1/predict", uvicorn_port)}
@@ -393,10 +398,37 @@ def run(concurrencies: list[int], duration: float, warmup: float, num_cpus: int 
         entry["summary"] = (f"concurrency {concurrency}: {times(entry['ratio'])} plain Serve (p99 {ms(ours['p99_ms'])} vs "
                             f"{ms(plain['p99_ms'])} ms), {times(entry['ratio_fastapi'])} FastAPI")
         entries.append(entry)
-    return {"benchmark": "serve", "placement": placement, "haproxy": haproxy, "duration_s": duration,
-            "warmup_s": warmup, "ray_num_cpus": num_cpus,
+    return {"benchmark": "serve", "placement": placement, "proxy": proxy, "ingress": ingress,
+            "duration_s": duration, "warmup_s": warmup, "ray_num_cpus": num_cpus,
             "request": json.loads(body), "setup": setup, "machine": machine(),
-            "goal": "≥ 1.5× plain Serve throughput with p99 no worse; ≥ 0.5× FastAPI", "results": entries}
+            "goal": GOAL, "goals": goals(entries), "results": entries}
+
+
+GOAL = ("(a)/(b) ≥ 1× at 1 connection with p99 ≤ 1.1× plain Serve's, ≥ 1.5× at 16 and 64; (a)/(c) ≥ 1× at 16 and "
+        "64; no errors; the canary's share 10% ± 2%")
+
+
+def goals(entries: list[dict]) -> dict:
+    """Each goal with its value and verdict (met or missed)."""
+    out = {}
+
+    def goal(name: str, value: float | None, wanted: str, met: bool) -> None:
+        out[name] = {"value": value, "goal": wanted, "met": bool(value is not None and met)}
+
+    for entry in entries:
+        c, ours = entry["concurrency"], entry["mlray"]
+        if c == 1:
+            goal("plain_serve_c1", entry["ratio"], "≥ 1×", (entry["ratio"] or 0) >= 1.0)
+            goal("plain_serve_p99_c1", entry["p99_ratio"], "≤ 1.1×", (entry["p99_ratio"] or 9) <= 1.1)
+        else:
+            goal(f"plain_serve_c{c}", entry["ratio"], "≥ 1.5×", (entry["ratio"] or 0) >= 1.5)
+            goal(f"fastapi_c{c}", entry["ratio_fastapi"], "≥ 1×", (entry["ratio_fastapi"] or 0) >= 1.0)
+        errors = sum(entry[t]["errors"] for t in TARGETS if t in entry)
+        goal(f"errors_c{c}", errors, "0", errors == 0)
+        served = sum(ours["versions"].values())
+        share = ours["versions"].get("2", 0) / served if served else None
+        goal(f"canary_share_c{c}", share, "0.10 ± 0.02", share is not None and abs(share - 0.10) <= 0.02)
+    return out
 
 
 def ms(value: float | None) -> str:
@@ -439,7 +471,12 @@ def report(result: dict) -> None:
     print_table("serve: (a) mlray full path, 90/10 canary; (b) one plain Serve deployment; (c) FastAPI on uvicorn; "
                 "(a) with max_batch_size 1 (closed loop, one raw row per request)",
                 ["concurrency", "target", "req/s", "p50 ms", "p99 ms", "errors"], rows)
-    suffix = ("" if result["placement"] == "replicas" else f"-{result['placement']}") + ("-haproxy" if result["haproxy"] else "")
+    for name, goal in result["goals"].items():
+        value = goal["value"]
+        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+        print(f"{name}: {shown} (goal {goal['goal']}) {'met' if goal['met'] else 'MISSED'}", flush=True)
+    suffix = ("" if result["placement"] == "auto" else f"-{result['placement']}") + (
+        "" if result["proxy"] == "default" else f"-{result['proxy']}-proxy")
     write_result(f"serve{suffix}", result)
 
 
@@ -451,13 +488,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-cpus", type=int, default=4, help="Ray logical CPUs (more than the cores, as in the tests)")
     parser.add_argument("--no-batching", dest="batching", action="store_false",
                         help="skip the run of (a) with max_batch_size 1")
-    parser.add_argument("--placement", choices=["replicas", "ingress"], default="replicas",
-                        help="serve.model_placement of (a): one deployment per version, or inside the ingress")
-    parser.add_argument("--haproxy", action="store_true",
-                        help="Serve's HAProxy and direct ingress for (a) and (b) (RAY_SERVE_ENABLE_HA_PROXY=1)")
+    parser.add_argument("--placement", choices=["auto", "replicas", "ingress"], default="auto",
+                        help="serve.model_placement of (a) (default: the spec's default, auto)")
+    parser.add_argument("--proxy", choices=["default", "serve"], default="default",
+                        help="default: what mlray's Ray starts with (HAProxy when its binary exists); serve: Serve's "
+                             "own proxy for (a) and (b)")
     args = parser.parse_args(argv)
     result = run(args.concurrency, args.duration, args.warmup, args.num_cpus, args.batching, args.placement,
-                 args.haproxy)
+                 args.proxy)
     report(result)
     return result
 

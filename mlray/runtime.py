@@ -35,8 +35,8 @@ def connect(platform: PlatformSpec, quiet: bool = True) -> None:
                      log_to_driver=not quiet)
         else:
             log.info("starting an embedded local Ray (or joining a `ray start` cluster of this machine)")
-            context = ray.init(num_cpus=platform.num_cpus, include_dashboard=None,
-                               logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet)
+            context = start_local_ray(Path(platform.state_dir), num_cpus=platform.num_cpus, include_dashboard=None,
+                                      logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet)
             if _started_here():
                 _leave_address(platform, context.address_info["gcs_address"])
     context = DataContext.get_current()
@@ -44,6 +44,17 @@ def connect(platform: PlatformSpec, quiet: bool = True) -> None:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+
+
+def start_local_ray(state_dir: Path, **init_options):
+    """`ray.init` of a Ray on this machine whose processes start with Serve's fast ingress (`serve.fast_ingress`);
+    the tests and benchmarks start theirs with it too, so they measure what users get."""
+    import ray
+
+    from mlray.serve.fast_ingress import fast_ingress_for_new_ray
+
+    with fast_ingress_for_new_ray(state_dir / "serve"):
+        return ray.init(**init_options)
 
 
 def _started_here() -> bool:

@@ -19,14 +19,17 @@ def _clean_mlray_env(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole run, with more logical CPUs than this 2-core machine has (its RayContext)."""
+def ray_session(tmp_path_factory):
+    """One local Ray for the whole run, with more logical CPUs than this 2-core machine has (its RayContext), started
+    as mlray starts an embedded one (Serve's fast ingress included)."""
     import ray
     from ray.data import DataContext
 
+    from mlray.runtime import start_local_ray
+
     # The dashboard carries the Jobs API that `ray job submit` talks to.
-    context = ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
-                       logging_level="ERROR")
+    context = start_local_ray(tmp_path_factory.mktemp("ray-session"), num_cpus=4, include_dashboard=True,
+                              dashboard_host="127.0.0.1", log_to_driver=False, logging_level="ERROR")
     data_context = DataContext.get_current()
     data_context.enable_progress_bars = False
     data_context.print_on_execution_start = False

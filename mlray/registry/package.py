@@ -21,10 +21,10 @@ import yaml
 
 from mlray.features import FittedFeatures
 from mlray.registry.network import TabularNet
-from mlray.registry.scoring import PackageConfig, Scoring, predict_arrays, predict_frame, prediction_schema
+from mlray.registry.scoring import PackageConfig, Scoring, predict_arrays, predict_frame, prediction_records, prediction_schema
 
 __all__ = ["PackageConfig", "Scoring", "TabularPackage", "load_package", "log_package", "naive_utc", "predict_arrays",
-           "predict_frame", "prediction_schema"]
+           "predict_frame", "prediction_records", "prediction_schema"]
 
 WEIGHTS, FEATURES, CONFIG, SPEC, REFERENCE = "weights", "features", "config", "spec", "reference"
 

@@ -54,6 +54,12 @@ def predict_arrays(net: TabularNet, config: PackageConfig, fitted: FittedFeature
     return columns | {"feature_version": pa.repeat(pa.scalar(config.feature_version), len(out))}
 
 
+def prediction_records(columns: dict[str, pa.Array]) -> list[dict]:
+    """`predict_arrays`' columns as one dict of Python values per row (what a service answers), without pandas."""
+    names = list(columns)
+    return [dict(zip(names, row)) for row in zip(*(columns[name].to_pylist() for name in names))]
+
+
 def predict_frame(net: TabularNet, config: PackageConfig, fitted: FittedFeatures, rows: Any) -> pd.DataFrame:
     """Raw rows → a DataFrame of predictions (class labels as Python values), through the one feature transform."""
     columns = predict_arrays(net, config, fitted, rows)

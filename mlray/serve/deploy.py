@@ -21,6 +21,7 @@ from mlray.serve.logbook import create_tables
 from mlray.serve.model_server import Fault, ModelServer, replica_options
 from mlray.serve.pool import model_app_name
 from mlray.serve.routing import TrafficPlan
+from mlray.serve.schema import request_columns, request_schema
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,9 @@ def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: F
     if fault is None and running_apps().get(name) == "RUNNING":
         return False
     model_name, version = registry.resolve(version)
+    schema = request_schema(spec.train_table, request_columns(spec)[0])
     server = ModelServer.options(**replica_options(spec.serve, _gpus(spec))).bind(
-        spec.platform, registry.artifact_uri(model_name, version), version, spec.serve.batching, fault)
+        spec.platform, registry.artifact_uri(model_name, version), version, schema, spec.serve.batching, fault)
     log.info("starting model version %s as Serve app %s", version, name)
     serve.run(server, name=name, route_prefix=None)
     return True

@@ -8,13 +8,16 @@ so a new plan or key set applies as soon as it is committed), routes with the pl
 
 
 import asyncio
+import itertools
+import json
 import logging
+import secrets
 import time
-import uuid
+from collections.abc import Iterator
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError, RaySystemError
@@ -29,7 +32,8 @@ from mlray.serve.logbook import InferenceLog, LabelLog, create_tables, log_schem
 from mlray.serve.model_server import autoscaling_config
 from mlray.serve.pool import HandlePool, InProcessPool
 from mlray.serve.routing import TrafficPlan
-from mlray.serve.schema import Feedback, request_columns, request_model, row_model, rows_table
+from mlray.serve.schema import Feedback, request_columns, request_model, row_model
+from mlray.serve.tally import Tally
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -62,7 +66,9 @@ class Ingress:
         self.log = InferenceLog(self.lake, serve_spec.inference_log_table, log_schema(spec))
         self.labels = LabelLog(self.lake, serve_spec.labels_table)
         self.pool = InProcessPool(spec) if local else HandlePool(spec)
+        self.tally = Tally()
         self.replica = serve.get_replica_context().replica_id.unique_id
+        self.request_ids = request_ids()
         self.revision, self.plan, self.keys = -1, None, KeyRing([], environ={})
         self.owner = control.owner(spec)
         await self._apply(await self.owner.watch.remote(-1, self.replica))
@@ -107,6 +113,7 @@ class Ingress:
         while True:
             await asyncio.sleep(seconds)
             try:
+                self.tally.record()
                 await asyncio.to_thread(self._flush)
             except Exception:  # noqa: BLE001 - a failed flush keeps its rows for the next one
                 log.exception("inference log or labels flush failed")
@@ -146,44 +153,42 @@ class Ingress:
 
     @api.post("/v1/predict")
     async def predict(self, request: Request):
-        from mlray.metrics import serving
-
         self._authorize(request)
         body = await self._body(request, self.request_model)
         plan, serve_spec = self.plan, self.spec.serve
         if plan is None:
             raise HTTPException(503, "no model is deployed yet", headers={"Retry-After": "1"})
-        request_id = uuid.uuid4().hex
+        request_id = next(self.request_ids)
         sticky = request.headers.get(serve_spec.sticky_header)
         pinned = request.headers.get(serve_spec.pin_header)
         if pinned is not None and pinned not in plan.versions:
             raise HTTPException(400, f"version {pinned!r} is not served (served: {sorted(plan.versions)})")
         version = pinned or plan.pick(sticky)
         rows = body.all_rows()
-        inputs = rows_table(rows, self.spec.train_table, self.columns)
         mirror = plan.mirror() if pinned is None else None
         if mirror and mirror != version:
-            asyncio.create_task(self._shadow(mirror, inputs, request_id, sticky))
+            asyncio.create_task(self._shadow(mirror, rows, request_id, sticky))
         started = time.perf_counter()
         try:
-            predictions = await self.pool.score(version, inputs)
+            predictions = await self.pool.score(version, rows)
         except (BackPressureError, DeploymentUnavailableError):
-            serving()["requests"].inc(tags={"model_version": version, "outcome": "overloaded"})
+            self.tally.request(version, "overloaded")
             raise HTTPException(503, f"model version {version} is at capacity: retry later",
                                 headers={"Retry-After": str(serve_spec.retry_after_s)}) from None
         except Exception as exc:  # noqa: BLE001 - a model failure is a 500 with the request id, never a trace
             latency = (time.perf_counter() - started) * 1000
-            self.log.record(request_id, version, inputs, None, latency, sticky_key=sticky, error=type(exc).__name__)
-            serving()["requests"].inc(tags={"model_version": version, "outcome": "error"})
+            self.log.record(request_id, version, rows, None, latency, sticky_key=sticky, error=type(exc).__name__)
+            self.tally.request(version, "error")
             log.error("model version %s failed on request %s: %s", version, request_id, type(exc).__name__)
             return JSONResponse({"detail": "the model failed on this request", "request_id": request_id,
                                  "model_version": version}, status_code=500)
         latency = (time.perf_counter() - started) * 1000
-        self.log.record(request_id, version, inputs, predictions, latency, sticky_key=sticky)
-        self._count(version, latency, predictions)
-        return {"request_id": request_id, "model_version": version,
-                "feature_version": predictions[0].get("feature_version") if predictions else None,
-                "predictions": [self._answer(row, p) for row, p in zip(rows, predictions)]}
+        self.log.record(request_id, version, rows, predictions, latency, sticky_key=sticky)
+        self.tally.request(version, "ok", latency / 1000, [s for s in map(score_of, predictions) if s is not None])
+        answer = {"request_id": request_id, "model_version": version,
+                  "feature_version": predictions[0].get("feature_version") if predictions else None,
+                  "predictions": [self._answer(row, p) for row, p in zip(rows, predictions)]}
+        return Response(json.dumps(answer, default=str), media_type="application/json")  # no re-encoding pass
 
     def _answer(self, row: dict, prediction: dict) -> dict:
         """One row's prediction, with the row's id when the request carried one."""
@@ -193,24 +198,13 @@ class Ingress:
             answer = {id_column: row[id_column]} | answer
         return answer
 
-    def _count(self, version: str, latency_ms: float, predictions: list[dict]) -> None:
-        from mlray.metrics import serving
-
-        metrics = serving()
-        metrics["requests"].inc(tags={"model_version": version, "outcome": "ok"})
-        metrics["latency"].observe(latency_ms / 1000, tags={"model_version": version})
-        for prediction in predictions:
-            score = score_of(prediction)
-            if score is not None:
-                metrics["score"].observe(score, tags={"model_version": version})
-
-    async def _shadow(self, version: str, inputs, request_id: str, sticky: str | None) -> None:
+    async def _shadow(self, version: str, rows: list[dict], request_id: str, sticky: str | None) -> None:
         started = time.perf_counter()
         try:
-            predictions, error = await self.pool.score(version, inputs), None
+            predictions, error = await self.pool.score(version, rows), None
         except Exception as exc:  # noqa: BLE001 - a shadow's failure never reaches the caller; it is recorded
             predictions, error = None, type(exc).__name__
-        self.log.record(request_id, version, inputs, predictions, (time.perf_counter() - started) * 1000,
+        self.log.record(request_id, version, rows, predictions, (time.perf_counter() - started) * 1000,
                         shadow=True, sticky_key=sticky, error=error)
 
     @api.post("/v1/feedback")
@@ -223,6 +217,12 @@ class Ingress:
     def __del__(self):
         if hasattr(self, "labels"):  # a replica whose __init__ failed has nothing buffered
             self._flush()  # what is still buffered when the replica stops
+
+
+def request_ids() -> Iterator[str]:
+    """Unique request ids, cheaply: a random 80-bit prefix per replica and a counter (32 hex digits, like a UUID)."""
+    prefix = secrets.token_hex(10)
+    return (f"{prefix}{n:012x}" for n in itertools.count())
 
 
 def ingress_app(spec: ProjectSpec, local: bool):

@@ -46,11 +46,11 @@ def create_tables(spec: ProjectSpec, lake: Lake) -> None:
 
 @dataclass(frozen=True)
 class _Call:
-    """One scoring call as the ingress saw it: its rows (`inputs`, typed) and what the model answered."""
+    """One scoring call as the ingress saw it: its validated rows and what the model answered."""
     request_id: str
     at: datetime
     version: str
-    inputs: pa.Table
+    rows: list[dict]
     predictions: list[dict] | None
     latency_ms: float
     shadow: bool
@@ -66,11 +66,11 @@ class InferenceLog:
         self.lock = threading.Lock()
         self.pending: list[_Call] = []
 
-    def record(self, request_id: str, version: str, inputs: pa.Table, predictions: list[dict] | None,
+    def record(self, request_id: str, version: str, rows: list[dict], predictions: list[dict] | None,
                latency_ms: float, shadow: bool = False, sticky_key: str | None = None,
                error: str | None = None) -> None:
-        """Keep one call: `inputs` are its rows as `rows_table` typed them, `predictions` one per row (None: failed)."""
-        call = _Call(request_id, now(), version, inputs, predictions, latency_ms, shadow, sticky_key, error)
+        """Keep one call: its validated rows (typed at the flush), `predictions` one per row (None: failed)."""
+        call = _Call(request_id, now(), version, rows, predictions, latency_ms, shadow, sticky_key, error)
         with self.lock:
             self.pending.append(call)
 
@@ -97,13 +97,13 @@ class InferenceLog:
 
     def rows_of(self, calls: list[_Call]) -> pa.Table:
         """The log rows of `calls`: one per input row, the call's fields repeated on each."""
-        counts = [call.inputs.num_rows for call in calls]
+        counts = [len(call.rows) for call in calls]
         of_call = pa.array(np.repeat(np.arange(len(calls)), counts))
 
         def repeated(values: list, kind: pa.DataType) -> pa.Array:
             return pa.array(values, kind).take(of_call)
 
-        answers = [(call.predictions[i] if call.predictions else {}) for call in calls for i in range(call.inputs.num_rows)]
+        answers = [(call.predictions[i] if call.predictions else {}) for call in calls for i in range(len(call.rows))]
         columns = {
             "request_id": repeated([c.request_id for c in calls], pa.string()),
             "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in counts]), pa.int32()),
@@ -122,10 +122,8 @@ class InferenceLog:
         return pa.Table.from_pydict(columns, schema=self.schema)
 
     def _inputs(self, calls: list[_Call]) -> pa.StructArray:
-        """The calls' rows as the `inputs` struct."""
-        kind: pa.StructType = self.schema.field(INPUTS).type
-        rows = pa.concat_tables([call.inputs.select(kind.names).cast(pa.schema(list(kind))) for call in calls])
-        return pa.StructArray.from_arrays([rows.column(f.name).combine_chunks() for f in kind], fields=list(kind))
+        """The calls' rows as the `inputs` struct, typed in one pass."""
+        return pa.array([row for call in calls for row in call.rows], self.schema.field(INPUTS).type)
 
 
 class LabelLog:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from ray import serve
 
+from mlray.serve.schema import rows_table
 from mlray.spec import BatchingSpec, PlatformSpec
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,17 @@ class InjectedFault(RuntimeError):
 
 
 class LoadedVersion:
-    """One registered version loaded in this process: its package, and batched scoring of Arrow tables."""
+    """One registered version loaded in this process: its package, and batched scoring of validated request rows
+    (typed as Arrow with `schema` once per batch, not once per request)."""
 
-    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, fault: Fault | None = None):
+    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, schema: pa.Schema,
+                 fault: Fault | None = None):
         from mlray.registry.package import load_package
         from mlray.registry.tracking import point_at
 
         point_at(platform)
         self.package = load_package(model_uri)
-        self.version, self.fault = version, fault or Fault()
+        self.version, self.schema, self.fault = version, schema, fault or Fault()
         if self.fault:
             log.warning("model version %s runs with injected faults: %s", version, self.fault)
 
@@ -58,27 +61,26 @@ class LoadedVersion:
                 "classes": config.classes, "lineage": config.lineage,
                 "injected_fault": vars(self.fault) if self.fault else None}
 
-    async def score(self, tables: list[pa.Table]) -> list[list[dict]]:
-        """Prediction records for each table, scored as one batch."""
+    async def score(self, requests: list[list[dict]]) -> list[list[dict]]:
+        """Prediction records for each request's rows, scored as one batch."""
         from mlray.metrics import serving
-        from mlray.registry.package import predict_frame
+        from mlray.registry.scoring import predict_arrays, prediction_records
 
         if self.fault.delay_ms:
             await asyncio.sleep(self.fault.delay_ms / 1000)
         if self.fault.error_rate and random.random() < self.fault.error_rate:
             raise InjectedFault(f"injected fault in model version {self.version}")
-        rows = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+        rows = rows_table([row for request in requests for row in request], self.schema)
         serving()["batch"].observe(rows.num_rows, tags={"model_version": self.version})
-        frame = predict_frame(self.package.net, self.package.config, self.package.fitted, rows)
-        records = frame.to_dict("records")
+        records = prediction_records(predict_arrays(self.package.net, self.package.config, self.package.fitted, rows))
         out, start = [], 0
-        for table in tables:
-            out.append(records[start:start + table.num_rows])
-            start += table.num_rows
+        for request in requests:
+            out.append(records[start:start + len(request)])
+            start += len(request)
         return out
 
     def batched(self, batching: BatchingSpec):
-        """`score` one table at a time from the caller's side, batched across concurrent callers."""
+        """`score` one request's rows at a time from the caller's side, batched across concurrent callers."""
         return serve.batch(max_batch_size=batching.max_batch_size,
                            batch_wait_timeout_s=batching.batch_wait_timeout_s)(self.score)
 
@@ -87,9 +89,9 @@ class LoadedVersion:
 class ModelServer:
     """One version on its own replicas (serve.model_placement: replicas): its own resources, GPUs included."""
 
-    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, batching: BatchingSpec,
+    def __init__(self, platform: PlatformSpec, model_uri: str, version: str, schema: pa.Schema, batching: BatchingSpec,
                  fault: Fault | None = None):
-        self.model = LoadedVersion(platform, model_uri, version, fault)
+        self.model = LoadedVersion(platform, model_uri, version, schema, fault)
         self.predict.set_max_batch_size(batching.max_batch_size)
         self.predict.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
@@ -97,8 +99,8 @@ class ModelServer:
         return self.model.info()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, tables: list[pa.Table]) -> list[list[dict]]:
-        return await self.model.score(tables)
+    async def predict(self, requests: list[list[dict]]) -> list[list[dict]]:
+        return await self.model.score(requests)
 
 
 def autoscaling_config(scaling, at_least: int = 0) -> dict:

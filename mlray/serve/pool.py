@@ -18,6 +18,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 
 from mlray.serve.model_server import LoadedVersion
+from mlray.serve.schema import request_columns, request_schema
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def model_app_name(project: str, version: str) -> str:
 
 class InProcessPool:
     def __init__(self, spec: ProjectSpec):
-        self.spec = spec
+        self.spec, self.schema = spec, request_schema(spec.train_table, request_columns(spec)[0])
         self.loaded: dict[str, tuple[LoadedVersion, Any]] = {}  # version → (model, its batched scorer)
         self.retired: dict[str, float] = {}  # version → when it left the plan
 
@@ -46,7 +47,8 @@ class InProcessPool:
 
         registry = Registry(self.spec)
         for version in sorted(versions):
-            model = LoadedVersion(self.spec.platform, registry.artifact_uri(*registry.resolve(version)), version)
+            model = LoadedVersion(self.spec.platform, registry.artifact_uri(*registry.resolve(version)), version,
+                                  self.schema)
             self.loaded[version] = (model, model.batched(self.spec.serve.batching))
 
     def _prune(self, served: set[str]) -> None:
@@ -57,8 +59,8 @@ class InProcessPool:
             elif now - self.retired.setdefault(version, now) > RETIRE_S:
                 del self.loaded[version], self.retired[version]
 
-    async def score(self, version: str, inputs) -> list[dict]:
-        return await self.loaded[version][1](inputs)
+    async def score(self, version: str, rows: list[dict]) -> list[dict]:
+        return await self.loaded[version][1](rows)
 
     async def info(self, version: str) -> dict:
         return self.loaded[version][0].info()
@@ -78,14 +80,14 @@ class HandlePool:
                                                                 _check_exists=False)
         return self.handles[version]
 
-    async def score(self, version: str, inputs) -> list[dict]:
+    async def score(self, version: str, rows: list[dict]) -> list[dict]:
         """One model call. Scoring is pure, so a call whose replica died under it (a crash, a node lost, a replica
         replaced) runs once more: Serve routes it to a live or a replacement replica."""
         try:
-            return await self._handle(version).predict.remote(inputs)
+            return await self._handle(version).predict.remote(rows)
         except RayActorError as exc:
             log.warning("model version %s lost a replica mid-call (%s); calling again", version, type(exc).__name__)
-            return await self._handle(version).predict.remote(inputs)
+            return await self._handle(version).predict.remote(rows)
 
     async def info(self, version: str) -> dict:
         return await self._handle(version).info.remote()

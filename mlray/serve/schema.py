@@ -62,7 +62,12 @@ class Feedback(BaseModel):
     row: int = Field(0, ge=0, description="which row of the request this label is for")
 
 
-def rows_table(rows: list[dict], table: TableSpec, columns: list[str]) -> pa.Table:
-    """Validated rows as Arrow with the lake's types (so the transform sees what training saw)."""
-    schema = pa.schema([pa.field(c, ARROW_TYPES[table.columns[c].type]) for c in columns])
+def request_schema(table: TableSpec, columns: list[str]) -> pa.Schema:
+    """The request columns with the lake's types: validated rows become Arrow with it, so the transform sees what
+    training saw."""
+    return pa.schema([pa.field(c, ARROW_TYPES[table.columns[c].type]) for c in columns])
+
+
+def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Validated rows (dicts) as Arrow with `request_schema`'s types."""
     return pa.Table.from_pylist(rows, schema=schema)

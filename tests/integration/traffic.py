@@ -38,7 +38,7 @@ class Traffic:
         for start in range(0, rows, per_call):
             request_id = uuid.uuid4().hex
             call = inputs.slice(start, per_call)
-            self.log.record(request_id, self.version, call, answers[start:start + per_call], latency_ms=2.0)
+            self.log.record(request_id, self.version, call.to_pylist(), answers[start:start + per_call], latency_ms=2.0)
             for row in range(int(call.num_rows * labelled)):
                 self.labels.add(request_id, row, truth[start + row])
         self.labels.flush()

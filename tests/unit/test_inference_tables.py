@@ -10,7 +10,6 @@ from mlray.errors import UserError
 from mlray.lake import Lake
 from mlray.lake.inference import LABELS_SCHEMA, appended_since, dedupe_labels, flat_inputs, inference_log_schema
 from mlray.serve.logbook import InferenceLog, LabelLog, create_tables, log_schema
-from mlray.serve.schema import request_columns, rows_table
 from mlray.spec import parse_spec
 
 T0 = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
@@ -32,11 +31,10 @@ def labels(*entries) -> pa.Table:
                                  for r, i, label, s in entries], schema=LABELS_SCHEMA)
 
 
-def request(spec, *amounts) -> pa.Table:
-    """Request rows as the ingress types them: an amount each, the other inputs fixed, no id and no label."""
-    rows = [{"event_time": T0, "amount": amount, "country": "DE", "device": "pos", "customer_age": 40}
+def request(spec, *amounts) -> list[dict]:
+    """Request rows as the ingress validated them: an amount each, the other inputs fixed, no id and no label."""
+    return [{"event_time": T0, "amount": amount, "country": "DE", "device": "pos", "customer_age": 40}
             for amount in amounts]
-    return rows_table(rows, spec.train_table, request_columns(spec)[0])
 
 
 # ------------------------------------------------------------------ schemas and readers

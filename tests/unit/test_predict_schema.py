@@ -11,7 +11,7 @@ from mlray.batch.scorer import scored_rows
 from mlray.errors import UserError
 from mlray.features import fit
 from mlray.lake.synthetic import generate_transactions
-from mlray.registry.package import PackageConfig, predict_arrays, predict_frame, prediction_schema
+from mlray.registry.package import PackageConfig, predict_arrays, predict_frame, prediction_records, prediction_schema
 from mlray.registry.scoring import Scoring
 from mlray.spec import ModelSpec, parse_spec, starter_spec
 
@@ -52,12 +52,15 @@ def test_output_schema_fits_what_predict_frame_makes(task, classes, columns, pre
 
 
 @pytest.mark.parametrize("task, classes", [("binary", ["no", "yes"]), ("multiclass", [1, 2, 3]), ("regression", [])])
-def test_the_pyfunc_frame_and_the_batch_arrays_hold_the_same_predictions(task, classes):
+def test_the_pyfunc_frame_the_batch_arrays_and_the_served_records_hold_the_same_predictions(task, classes):
     net, config, fitted = package(task, classes)
     frame, arrays = predict_frame(net, config, fitted, ROWS), predict_arrays(net, config, fitted, ROWS)
     assert list(frame.columns) == list(arrays)
     for name, values in arrays.items():
         assert frame[name].tolist() == values.to_pylist(), name
+    records = prediction_records(arrays)  # what a service answers, built without pandas
+    assert records == frame.to_dict("records")
+    assert all(type(r["prediction"]) is type(f) for r, f in zip(records, frame["prediction"].tolist()))
 
 
 def test_a_scoring_sent_to_another_process_predicts_the_same():

