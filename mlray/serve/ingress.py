@@ -50,6 +50,13 @@ def ingress_scaling(serve_spec, local: bool) -> dict:
     return {"autoscaling_config": autoscaling_config(serve_spec.autoscaling, at_least=1)}
 
 
+def request_ids() -> Iterator[str]:
+    """Unique request ids, cheaply: a random 80-bit prefix per replica and a counter (32 hex digits, like a UUID).
+    Defined above `Ingress`: Serve captures what the class refers to when it is declared."""
+    prefix = secrets.token_hex(10)
+    return (f"{prefix}{n:012x}" for n in itertools.count())
+
+
 @serve.deployment(name="ingress")
 @serve.ingress(api)
 class Ingress:
@@ -188,7 +195,7 @@ class Ingress:
         answer = {"request_id": request_id, "model_version": version,
                   "feature_version": predictions[0].get("feature_version") if predictions else None,
                   "predictions": [self._answer(row, p) for row, p in zip(rows, predictions)]}
-        return Response(json.dumps(answer, default=str), media_type="application/json")  # no re-encoding pass
+        return Response(json.dumps(answer, default=str, separators=(",", ":")), media_type="application/json")
 
     def _answer(self, row: dict, prediction: dict) -> dict:
         """One row's prediction, with the row's id when the request carried one."""
@@ -217,12 +224,6 @@ class Ingress:
     def __del__(self):
         if hasattr(self, "labels"):  # a replica whose __init__ failed has nothing buffered
             self._flush()  # what is still buffered when the replica stops
-
-
-def request_ids() -> Iterator[str]:
-    """Unique request ids, cheaply: a random 80-bit prefix per replica and a counter (32 hex digits, like a UUID)."""
-    prefix = secrets.token_hex(10)
-    return (f"{prefix}{n:012x}" for n in itertools.count())
 
 
 def ingress_app(spec: ProjectSpec, local: bool):

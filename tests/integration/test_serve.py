@@ -210,3 +210,20 @@ def test_a_champion_alias_moved_by_hand_takes_all_traffic_on_the_next_deploy(ser
         registry.set_alias("champion", "1")
         deploy(spec)
     assert wait_until(lambda: post(f"{url}/v1/predict", {"row": row}).json()["model_version"] == "1")
+
+
+def test_the_service_answers_through_haproxy_listening_on_loopback_only(served):
+    """The Ray mlray starts serves through HAProxy (Serve's fast ingress); nothing of it listens beyond serve.host."""
+    import psutil
+    import ray
+
+    spec, url, _ = served
+    node = ray.get_runtime_context().get_node_id()
+    proxies = [p for p in psutil.process_iter(["name", "cmdline"])
+               if p.info["name"] == "haproxy" and any(node in arg for arg in p.info["cmdline"] or [])]
+    assert proxies, "no HAProxy serves this Ray's Serve"
+    listening = {(c.laddr.ip, c.laddr.port) for p in proxies for c in p.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN}
+    assert ("127.0.0.1", spec.serve.port) in listening
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    assert post(f"{url}/v1/predict", {"row": as_json_rows(raw_rows(spec, 1))[0]}).status_code == 200
