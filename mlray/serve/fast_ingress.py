@@ -1,16 +1,20 @@
-"""Serve's fastest ingress, on by default on a Ray that mlray starts: HAProxy in front of the ingress replicas.
+"""Serve's fastest ingress, on by default on a Ray that mlray starts: HAProxy in front of the ingress replicas, and
+Serve's throughput-optimized mode.
 
 Ray Serve's own proxy is one Python process every request crosses; with `RAY_SERVE_ENABLE_HA_PROXY=1` Ray
 runs HAProxy instead and forwards each request straight to an ingress replica's HTTP server (direct
-ingress). Ray reads these variables when its processes start, so they are set before an embedded Ray
-starts (a `ray start` cluster takes them from its start commands: see `cluster/`).
+ingress). `RAY_SERVE_THROUGHPUT_OPTIMIZED=1` runs a replica's code on its main event loop (no thread hop
+per request), buffers its access log and keeps it out of stderr (it stays in Ray's log files). Ray reads
+these variables when its processes start, so they are set before an embedded Ray starts (a `ray start`
+cluster takes them from its start commands: see `cluster/`).
 
 HAProxy's HTTP listener binds `serve.host`, as Serve's proxy would. Its two side listeners do not: Ray
 2.60 binds the stats page and the Prometheus exporter to every interface. mlray starts HAProxy through
 a small wrapper that binds those two to 127.0.0.1 (and picks free ports for them, so two Rays on one
 machine do not collide); the serving port is left as Ray wrote it.
 
-Opting out: set `RAY_SERVE_ENABLE_HA_PROXY=0` before the command that starts Ray (Serve's own proxy).
+Opting out: set `RAY_SERVE_ENABLE_HA_PROXY=0` before the command that starts Ray (Serve's own proxy and defaults;
+`RAY_SERVE_THROUGHPUT_OPTIMIZED=0` keeps HAProxy and drops the other).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
+THROUGHPUT = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
 BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"
 STATS_PORT = "RAY_SERVE_HAPROXY_STATS_PORT"
 METRICS_PORT = "RAY_SERVE_HAPROXY_METRICS_PORT"
@@ -90,7 +95,8 @@ def fast_ingress_environment(folder: Path, environ: dict[str, str] | None = None
     if not binary:
         log.warning("no HAProxy binary found: Serve uses its own proxy (slower; see the README's serving section)")
         return {}
-    wanted = {HAPROXY: "1", STATS_PORT: str(free_port()), METRICS_PORT: str(free_port()), DRAIN: LOCAL_DRAIN_S}
+    wanted = {HAPROXY: "1", THROUGHPUT: "1", STATS_PORT: str(free_port()), METRICS_PORT: str(free_port()),
+              DRAIN: LOCAL_DRAIN_S}
     if BINARY not in environ:
         wanted[BINARY] = str(write_wrapper(folder, binary))
     return {name: value for name, value in wanted.items() if name not in environ}

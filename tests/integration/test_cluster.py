@@ -20,6 +20,7 @@ from serving import wait_until
 
 from mlray.lake.synthetic import generate_transactions, write_source_file
 from mlray.registry.models import Registry
+from mlray.serve.fast_ingress import fast_ingress_environment
 from mlray.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -107,6 +108,7 @@ def local_cluster():
     temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths live under it
     port = free_port()
     env = _clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    env |= fast_ingress_environment(Path(temp) / "serve", environ=env)  # Serve's fast ingress, as cluster/ sets it
     ports = {"dashboard-port": free_port(), "dashboard-agent-listen-port": free_port(),
              "dashboard-agent-grpc-port": free_port(), "metrics-export-port": free_port(),
              "runtime-env-agent-port": free_port(), "ray-client-server-port": free_port()}

@@ -56,7 +56,8 @@ def test_the_wrapper_is_rewritten_only_when_it_changes(tmp_path):
 
 def test_the_environment_turns_haproxy_on_unless_the_caller_chose(tmp_path):
     chosen = fast.fast_ingress_environment(tmp_path, environ={fast.BINARY: "/usr/sbin/haproxy"})
-    assert chosen[fast.HAPROXY] == "1" and chosen[fast.DRAIN] == "2" and fast.BINARY not in chosen  # the caller's binary stays
+    assert chosen[fast.HAPROXY] == chosen[fast.THROUGHPUT] == "1" and chosen[fast.DRAIN] == "2"
+    assert fast.BINARY not in chosen  # the caller's binary stays
     assert int(chosen[fast.STATS_PORT]) != int(chosen[fast.METRICS_PORT])
     assert fast.fast_ingress_environment(tmp_path, environ={fast.HAPROXY: "0"}) == {}  # opted out: Serve's own proxy
     pinned = fast.fast_ingress_environment(tmp_path, environ={fast.BINARY: "/usr/sbin/haproxy", fast.STATS_PORT: "8404"})
@@ -65,7 +66,7 @@ def test_the_environment_turns_haproxy_on_unless_the_caller_chose(tmp_path):
 
 def test_the_variables_last_only_while_ray_starts(tmp_path, monkeypatch):
     monkeypatch.setenv(fast.BINARY, "/usr/sbin/haproxy")
-    for name in (fast.HAPROXY, fast.STATS_PORT, fast.METRICS_PORT, fast.DRAIN):
+    for name in (fast.HAPROXY, fast.THROUGHPUT, fast.STATS_PORT, fast.METRICS_PORT, fast.DRAIN):
         monkeypatch.delenv(name, raising=False)
     with fast.fast_ingress_for_new_ray(tmp_path) as chosen:
         assert os.environ[fast.HAPROXY] == "1" and os.environ[fast.STATS_PORT] == chosen[fast.STATS_PORT]
