@@ -60,8 +60,8 @@ def serve_until_interrupted() -> None:
 
     console.print("embedded Ray: the service runs while this command does (Ctrl-C stops it)")
     try:
-        while True:
-            time.sleep(3600)
+        while True:  # short naps: Ctrl-C may land on one of Ray's threads, and only wakes this one when it looks
+            time.sleep(0.5)
     except KeyboardInterrupt:
         console.print("stopped")
 

@@ -85,6 +85,22 @@ def test_canary_start_in_a_second_shell_joins_the_ray_that_mlray_deploy_started(
         output = serving.communicate(timeout=120)[0]
     assert "stopped" in output, output[-2000:]
     assert not (Path(spec.platform.state_dir) / "ray-address.json").exists(), "the address leaves with its Ray"
+    assert wait_until(lambda: not _left_in_session(serving.pid), timeout=30), _left_in_session(serving.pid)
+
+
+def _left_in_session(sid: int) -> list[str]:
+    """The processes still alive in a session (a command started with start_new_session, and all it started: its
+    Ray, Serve's HAProxy)."""
+    import psutil
+
+    left = []
+    for process in psutil.process_iter(["name", "status"]):
+        try:
+            if os.getsid(process.pid) == sid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(f"{process.pid} {process.info['name']}")
+        except (ProcessLookupError, PermissionError):
+            pass
+    return left
 
 
 def _health(url) -> bool:
