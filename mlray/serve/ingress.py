@@ -195,7 +195,8 @@ class Ingress:
         answer = {"request_id": request_id, "model_version": version,
                   "feature_version": predictions[0].get("feature_version") if predictions else None,
                   "predictions": [self._answer(row, p) for row, p in zip(rows, predictions)]}
-        return Response(json.dumps(answer, default=str, separators=(",", ":")), media_type="application/json")
+        encoded = json.dumps(answer, default=str, ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as Starlette
+        return Response(encoded, media_type="application/json")
 
     def _answer(self, row: dict, prediction: dict) -> dict:
         """One row's prediction, with the row's id when the request carried one."""
