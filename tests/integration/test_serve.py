@@ -137,7 +137,9 @@ def test_prometheus_metrics_are_exported_by_model_version(served):
     row = as_json_rows(raw_rows(spec, 1))[0]
     for _ in range(5):
         assert post(f"{url}/v1/predict", {"row": row}).status_code == 200
-    text = scraped_metrics("ray_mlray_requests", "ray_mlray_request_latency_s_bucket")
+    # recorded with the ingress's next flush, then exported by Ray's agent every few seconds
+    text = scraped_metrics("ray_mlray_requests", 'outcome="ok"', "ray_mlray_request_latency_s_bucket",
+                           "ray_mlray_traffic_weight", "ray_mlray_batch_rows_bucket", timeout=90)
     lines = [line for line in text.splitlines() if line.startswith("ray_mlray_requests")]
     assert any('model_version="1"' in line and 'outcome="ok"' in line for line in lines), lines[:5]
     assert "ray_mlray_traffic_weight" in text and "ray_mlray_batch_rows_bucket" in text
