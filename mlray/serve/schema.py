@@ -6,7 +6,7 @@ from typing import Any, Optional
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from mlray.lake.schema import ARROW_TYPES
+from mlray.lake.inference import inputs_type
 from mlray.spec import ProjectSpec, TableSpec
 
 PYTHON_TYPES = {"int": int, "float": float, "string": str, "bool": bool, "timestamp": datetime, "date": date}
@@ -65,7 +65,7 @@ class Feedback(BaseModel):
 def request_schema(table: TableSpec, columns: list[str]) -> pa.Schema:
     """The request columns with the lake's types: validated rows become Arrow with it, so the transform sees what
     training saw."""
-    return pa.schema([pa.field(c, ARROW_TYPES[table.columns[c].type]) for c in columns])
+    return pa.schema(list(inputs_type(table, columns)))  # the inference log's `inputs` struct, as a schema
 
 
 def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
