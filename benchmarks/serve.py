@@ -5,8 +5,8 @@ One run, one model, one load generator for all three targets, every byte on 127.
 (a) mlray with the defaults a user gets: `deploy` + `set_traffic` with a 90/10 canary between versions 1
     and 2 (the same package registered twice), API-key auth, the schema-generated validation, the inference
     log and metrics on: POST /v1/predict through the ingress mlray's Ray starts with (HAProxy, direct
-    ingress) → the ingress replica, which scores in process (`model_placement: auto` on a CPU machine) with
-    `@serve.batch`.
+    ingress, Serve's throughput-optimized mode) → the ingress replica, which scores in process
+    (`model_placement: auto` on a CPU machine) with `@serve.batch`.
 (b) plain Ray Serve, set up as a competent user would: one `@serve.deployment` with a FastAPI ingress that
     loads the same package and scores the posted row, with the ingress's CPUs, max_ongoing_requests and
     autoscaling (Serve's default of 5 ongoing requests starves it under load); same Serve instance and

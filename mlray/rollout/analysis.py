@@ -106,11 +106,16 @@ def live_metrics(pairs: list[tuple], precision_over: set | None = None, recall_o
     """Classification: accuracy, macro precision and macro recall of the predicted labels (over the given classes,
     default all predicted / all seen). Regression (float predictions): mean absolute error. The definitions offline
     evaluation uses (`mlray.quality`)."""
-    if any(isinstance(p, float) for p, _ in pairs):
+    if _regression(pairs):
         truth, predicted = np.array([float(t) for _, t in pairs]), np.array([float(p) for p, _ in pairs])
         return {"mae": regression_metrics(truth, predicted)["mae"]}
     truth, predicted = _as_labels([t for _, t in pairs]), _as_labels([p for p, _ in pairs])
     return label_metrics(truth, predicted, precision_over, recall_over)
+
+
+def _regression(pairs: list[tuple]) -> bool:
+    """Whether the predictions are numbers (regression) rather than labels."""
+    return any(isinstance(p, float) for p, _ in pairs)
 
 
 def _as_labels(values: list) -> list[str]:
@@ -134,7 +139,7 @@ def _quality_checks(champion: list[dict], challenger: list[dict], labels: dict, 
         return [Check("live_accuracy_drop", "waiting" if checks.require_labels else "skipped", None,
                       checks.max_metric_drop,
                       f"labels: champion {len(ours)}, challenger {len(theirs)} (need {checks.min_labels} each)")]
-    if any(isinstance(p, float) for p, _ in ours + theirs):
+    if _regression(ours + theirs):
         before, after = live_metrics(ours), live_metrics(theirs)
         rise = (after["mae"] - before["mae"]) / max(before["mae"], 1e-12)
         return [Check("live_mae_increase", "pass" if rise <= checks.max_metric_drop else "fail", rise,

@@ -106,6 +106,11 @@ def with_overrides(spec: ProjectSpec, params: dict[str, Any]) -> ProjectSpec:
     return copy
 
 
+def trial_cpus(spec: ProjectSpec) -> float:
+    """What a trial's own process holds: the one worker's CPUs when it trains there, else a driver's share."""
+    return spec.train.cpus_per_worker if trials_train_in_process(spec) else TRIAL_DRIVER_CPUS
+
+
 def concurrency(spec: ProjectSpec) -> int:
     """How many trials run at once: the spec's bound, else as many as the cluster's CPUs (and GPUs) fit."""
     import ray
@@ -113,8 +118,8 @@ def concurrency(spec: ProjectSpec) -> int:
     if spec.tune.max_concurrent:
         return spec.tune.max_concurrent
     resources = ray.cluster_resources()
-    per_trial = spec.train.cpus_per_worker if trials_train_in_process(spec) else \
-        spec.train.num_workers * spec.train.cpus_per_worker + TRIAL_DRIVER_CPUS
+    per_trial = trial_cpus(spec) + (0 if trials_train_in_process(spec) else
+                                    spec.train.num_workers * spec.train.cpus_per_worker)
     fits = math.floor(resources.get("CPU", 1) / per_trial)
     if use_gpu(spec.train.use_gpu):
         fits = min(fits, math.floor(resources.get("GPU", 0) / spec.train.num_workers))
@@ -234,7 +239,7 @@ def _tune(spec: ProjectSpec, prepared: Prepared, sweep: str, parent_run_id: str,
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, sweep=sweep, parent_run_id=parent_run_id,
                              tags=tags),
-        {"CPU": spec.train.cpus_per_worker if trials_train_in_process(spec) else TRIAL_DRIVER_CPUS})
+        {"CPU": trial_cpus(spec)})
     tuner = tune.Tuner(
         trainable, param_space=space,
         tune_config=tune.TuneConfig(
