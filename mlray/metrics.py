@@ -26,6 +26,12 @@ def serving() -> dict:
                                    boundaries=BATCH_BOUNDARIES, tag_keys=("model_version",)),
         "weight": metrics.Gauge("mlray_traffic_weight", "Share of traffic routed to a model version.",
                                 tag_keys=("model_version",)),
+        "log_pending": metrics.Gauge("mlray_log_rows_pending", "Rows an ingress replica holds for a table of the lake "
+                                     "(inference log, labels), not yet committed.", tag_keys=("table",)),
+        "log_dropped": metrics.Counter("mlray_log_rows_dropped", "Rows dropped unwritten: the replica's buffer was full "
+                                       "while the lake was unreachable (serve.log_buffer_rows).", tag_keys=("table",)),
+        "log_rejected": metrics.Counter("mlray_log_rows_rejected", "Records a table cannot hold, written to its "
+                                        "<table>_rejects table with their reason.", tag_keys=("table",)),
     }
 
 

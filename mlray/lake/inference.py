@@ -46,7 +46,24 @@ def inference_log_schema(table: TableSpec, columns: list[str]) -> pa.Schema:
         pa.field("score", pa.float64()),  # binary score or top-class probability; regression: the prediction
         pa.field("latency_ms", pa.float64()),
         pa.field("error", pa.string()),
+        # added later: at the end, so an older log gains them in place (`Lake.create(add_missing=True)`)
+        pa.field("key_fingerprint", pa.string()),  # which API key made the request (never the key or its hash)
+        pa.field("pinned", pa.bool_()),  # pinned to a version by the pin header: not canary traffic
     ])
+
+
+def rejects_name(table: str) -> str:
+    """Where rows that `table` cannot hold go, with their reason: `<table>_rejects`."""
+    return f"{table}_rejects"
+
+
+REJECTS_SCHEMA = pa.schema([
+    pa.field("request_id", pa.string()),
+    pa.field("row", pa.int64()),  # as sent: a row past int32 is one reason to be here
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("raw", pa.string(), nullable=False),  # the record as JSON text
+    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+])
 
 
 def appended_since(lake: Lake, name: str, version: int, columns: list[str] | None = None) -> pa.Table | None:

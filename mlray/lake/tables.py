@@ -99,10 +99,14 @@ class Lake:
 
     # ----------------------------------------------------------------- writing
 
-    def create(self, name: str, schema: pa.Schema, description: str | None = None) -> DeltaTable:
-        """Create the table with `schema` (change data feed on); an existing table must match it."""
+    def create(self, name: str, schema: pa.Schema, description: str | None = None,
+               add_missing: bool = False) -> DeltaTable:
+        """Create the table with `schema` (change data feed on); an existing table must match it. `add_missing`: an
+        existing table that lacks only nullable columns of `schema` gets them (rows written before read them as null)."""
         if self.exists(name):
             dt = self.open(name)
+            if add_missing:
+                dt = self._add_missing_columns(name, dt, schema)
             difference = schema_difference(schema, arrow_schema_of(dt))
             if difference:
                 raise UserError(f"table '{name}' exists with another schema than the spec's: {difference}")
@@ -114,6 +118,17 @@ class Lake:
             self.uri(name), schema, mode="ignore", name=name, description=description,
             configuration=CDF_CONFIG, storage_options=self.storage_options,
         )
+
+    def _add_missing_columns(self, name: str, dt: DeltaTable, schema: pa.Schema) -> DeltaTable:
+        from deltalake.schema import Field
+
+        have = set(arrow_schema_of(dt).names)
+        missing = [f for f in schema if f.name not in have and f.nullable]
+        if missing:
+            log.info("adding columns %s to table %s", ", ".join(f.name for f in missing), name)
+            dt.alter.add_columns([Field.from_arrow(f) for f in missing])
+            dt = self.open(name)
+        return dt
 
     def committed(self, name: str, batch_id: str) -> bool:
         """Whether a batch with this id has been committed to the table (Delta app transactions)."""

@@ -33,7 +33,8 @@ __all__ = ["ROLLBACK_TAG", "Rollout", "RolloutController", "command", "controlle
 log = logging.getLogger(__name__)
 ACTOR = "rollout-controller"
 # what the analysis reads of the inference log and the labels (never the logged inputs)
-LOG_COLUMNS = ["request_id", "row", "error", "latency_ms", "score", "prediction", "shadow", "model_version", "at"]
+LOG_COLUMNS = ["request_id", "row", "error", "latency_ms", "score", "prediction", "shadow", "model_version", "at",
+               "pinned"]
 LABEL_COLUMNS = ["request_id", "row", "label", "at"]
 
 
@@ -184,6 +185,8 @@ class Rollout:
         if logged is not None:
             logged = logged.filter(pc.greater_equal(logged.column("at"), since))
             for r in logged.to_pylist():
+                if r["pinned"]:  # sent to a version on purpose (the pin header): not canary traffic
+                    continue
                 if r["model_version"] == s.challenger:
                     challenger.append(r)
                 elif r["model_version"] == s.champion and not r["shadow"]:

@@ -43,10 +43,15 @@ class KeyRing:
 
     def accepts(self, authorization: str | None) -> bool:
         """Whether an `Authorization: Bearer <key>` header carries one of the keys (every key compared)."""
+        return self.match(authorization) is not None
+
+    def match(self, authorization: str | None) -> str | None:
+        """The hash of the key an `Authorization: Bearer <key>` header carries, when it is one of the keys; else None.
+        Every key is compared: the time taken does not tell which one matched."""
         if not authorization or not authorization.startswith("Bearer "):
-            return False
-        offered = hash_key(authorization.removeprefix("Bearer ").strip()).encode()
-        found = False
-        for known in self._encoded:  # no early exit: the time taken does not tell which key matched
-            found |= hmac.compare_digest(offered, known)
-        return found
+            return None
+        offered = hash_key(authorization.removeprefix("Bearer ").strip())
+        encoded, found = offered.encode(), False
+        for known in self._encoded:
+            found |= hmac.compare_digest(encoded, known)
+        return offered if found else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ STATE_TABLE = "serving_state"
 LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the replica calls again)
 ROLLBACK_TAG = "mlray.rolled_back"
 ACTIVE = ("running", "paused")
+SECRET = "request_id_secret"  # signs request ids (`mlray.serve.request_ids`); only ingress replicas are given it
 
 
 def actor_name(project: str) -> str:
@@ -63,7 +65,15 @@ class ControlPlane:
         self.doc = {"plan": None, "keys": None, "rollout": None, "rollout_revision": 0} | (doc or {})
 
     async def snapshot(self) -> dict:
-        return self.doc | {"revision": self.revision}
+        return {k: v for k, v in self.doc.items() if k != SECRET} | {"revision": self.revision}
+
+    async def request_id_secret(self) -> str:
+        """The project's secret for signing request ids: made once, kept with the state, so ids issued by any
+        replica, before or after a restart, are checked by every other."""
+        async with self.lock:
+            if not self.doc.get(SECRET):
+                await self._commit({SECRET: secrets.token_hex(32)}, [], "control-plane")
+            return self.doc[SECRET]
 
     async def watch(self, known: int, replica: str | None = None, timeout: float = LONG_POLL_S) -> dict:
         """The state once its revision differs from `known` (at once if it does), or after `timeout` as it is."""

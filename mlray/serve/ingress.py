@@ -8,12 +8,9 @@ so a new plan or key set applies as soon as it is committed), routes with the pl
 
 
 import asyncio
-import itertools
 import json
 import logging
-import secrets
 import time
-from collections.abc import Iterator
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,19 +23,22 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from mlray.registry.scores import score_of
 from mlray.serve import control
-from mlray.serve.auth import KeyRing
+from mlray.serve.auth import KeyRing, fingerprint
 from mlray.serve.limits import BodyLimit
 from mlray.serve.logbook import InferenceLog, LabelLog, create_tables, log_schema
 from mlray.serve.model_server import autoscaling_config
 from mlray.serve.pool import HandlePool, InProcessPool
+from mlray.serve.request_ids import FeedbackRefused, RequestIds
 from mlray.serve.routing import TrafficPlan
-from mlray.serve.schema import Feedback, request_columns, request_model, row_model
+from mlray.serve.schema import feedback_model, label_text, request_columns, request_model, row_model
 from mlray.serve.tally import Tally
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
 
-api = FastAPI(title="mlray", version="1", description="Predictions from the registered model versions of a project.")
+# The OpenAPI document is served by `Ingress.openapi`, behind the API key; no Swagger UI (it loads from a CDN).
+api = FastAPI(title="mlray", version="1", description="Predictions from the registered model versions of a project.",
+              openapi_url=None, docs_url=None, redoc_url=None)
 api.add_middleware(BodyLimit, limit=lambda: api.state.max_body_bytes)
 api.state.max_body_bytes = 1_048_576  # each replica sets its spec's limit
 
@@ -50,11 +50,10 @@ def ingress_scaling(serve_spec, local: bool) -> dict:
     return {"autoscaling_config": autoscaling_config(serve_spec.autoscaling, at_least=1)}
 
 
-def request_ids() -> Iterator[str]:
-    """Unique request ids, cheaply: a random 80-bit prefix per replica and a counter (32 hex digits, like a UUID).
-    Defined above `Ingress`: Serve captures what the class refers to when it is declared."""
-    prefix = secrets.token_hex(10)
-    return (f"{prefix}{n:012x}" for n in itertools.count())
+def encoded(answer: dict) -> bytes:
+    """An answer as compact JSON, as Starlette encodes it (no NaN: a ValueError). Defined above `Ingress`: Serve captures
+    what the class refers to when it is declared."""
+    return json.dumps(answer, default=str, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 @serve.deployment(name="ingress")
@@ -66,18 +65,21 @@ class Ingress:
         self.spec, serve_spec = spec, spec.serve
         api.title, api.state.max_body_bytes = f"mlray: {spec.name}", serve_spec.max_body_bytes
         self.columns, required = request_columns(spec)
-        self.request_model = request_model(row_model(spec.train_table, self.columns, required),
+        self.request_model = request_model(row_model(spec.train_table, self.columns, required,
+                                                     max_string_length=serve_spec.max_string_length),
                                            serve_spec.max_rows_per_request)
+        self.feedback_model = feedback_model(spec)
         self.lake = dataplane.lake_of(spec)
         await asyncio.to_thread(create_tables, spec, self.lake)  # another schema fails here, not at every flush
-        self.log = InferenceLog(self.lake, serve_spec.inference_log_table, log_schema(spec))
-        self.labels = LabelLog(self.lake, serve_spec.labels_table)
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        writer, bound = f"mlray-serve:{spec.name}:{self.replica}", serve_spec.log_buffer_rows
+        self.log = InferenceLog(self.lake, serve_spec.inference_log_table, log_schema(spec), writer, bound)
+        self.labels = LabelLog(self.lake, serve_spec.labels_table, writer, bound)
         self.pool = InProcessPool(spec) if local else HandlePool(spec)
         self.tally = Tally()
-        self.replica = serve.get_replica_context().replica_id.unique_id
-        self.request_ids = request_ids()
         self.revision, self.plan, self.keys = -1, None, KeyRing([], environ={})
         self.owner = control.owner(spec)
+        self.ids = RequestIds(bytes.fromhex(await self.owner.request_id_secret.remote()))
         await self._apply(await self.owner.watch.remote(-1, self.replica))
         self.tasks = [asyncio.create_task(self._follow()), asyncio.create_task(self._flush_every(serve_spec.log_flush_s))]
 
@@ -122,8 +124,21 @@ class Ingress:
             try:
                 self.tally.record()
                 await asyncio.to_thread(self._flush)
+                self._record_buffers()
             except Exception:  # noqa: BLE001 - a failed flush keeps its rows for the next one
                 log.exception("inference log or labels flush failed")
+
+    def _record_buffers(self) -> None:
+        from mlray.metrics import serving
+
+        metrics = serving()
+        for book in (self.log, self.labels):
+            stats, tags = book.stats(), {"table": book.table}
+            metrics["log_pending"].set(stats.pending, tags=tags)
+            if stats.dropped:
+                metrics["log_dropped"].inc(stats.dropped, tags=tags)
+            if stats.rejected:
+                metrics["log_rejected"].inc(stats.rejected, tags=tags)
 
     def _flush(self) -> None:
         """Append the buffered inference records and labels (one commit each, when there are any)."""
@@ -132,17 +147,28 @@ class Ingress:
 
     # ------------------------------------------------------------------ requests
 
-    def _authorize(self, request: Request) -> None:
-        if self.spec.serve.auth and not self.keys.accepts(request.headers.get("authorization")):
+    def _authorize(self, request: Request) -> str:
+        """The caller's key hash ('' when the service takes no keys); 401 without a valid key."""
+        if not self.spec.serve.auth:
+            return ""
+        key_hash = self.keys.match(request.headers.get("authorization"))
+        if key_hash is None:
             raise HTTPException(401, "a valid API key is required (Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})
+        return key_hash
 
     async def _body(self, request: Request, model):
-        """The JSON body validated against `model`; 422 names each wrong field, as FastAPI does."""
+        """The JSON body validated against `model`; 422 names each wrong field, as FastAPI does, without echoing the
+        value (a NaN has no JSON form; a long string need not come back)."""
         try:
             return model.model_validate_json(await request.body())
         except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
+            raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> dict:
+        self._authorize(request)
+        return api.openapi()
 
     @api.get("/v1/health")
     async def health(self) -> dict:
@@ -160,43 +186,43 @@ class Ingress:
 
     @api.post("/v1/predict")
     async def predict(self, request: Request):
-        self._authorize(request)
+        key_hash = self._authorize(request)
         body = await self._body(request, self.request_model)
         plan, serve_spec = self.plan, self.spec.serve
         if plan is None:
             raise HTTPException(503, "no model is deployed yet", headers={"Retry-After": "1"})
-        request_id = next(self.request_ids)
         sticky = request.headers.get(serve_spec.sticky_header)
         pinned = request.headers.get(serve_spec.pin_header)
         if pinned is not None and pinned not in plan.versions:
             raise HTTPException(400, f"version {pinned!r} is not served (served: {sorted(plan.versions)})")
         version = pinned or plan.pick(sticky)
         rows = body.all_rows()
+        call = {"request_id": self.ids.issue(len(rows), key_hash), "sticky_key": sticky, "pinned": pinned is not None,
+                "key_fingerprint": fingerprint(key_hash) if key_hash else None}
         mirror = plan.mirror() if pinned is None else None
         if mirror and mirror != version:
-            asyncio.create_task(self._shadow(mirror, rows, request_id, sticky))
+            asyncio.create_task(self._shadow(mirror, rows, call))
         started = time.perf_counter()
         try:
             predictions = await self.pool.score(version, rows)
+            answer = encoded({"request_id": call["request_id"], "model_version": version,
+                              "feature_version": predictions[0].get("feature_version") if predictions else None,
+                              "predictions": [self._answer(row, p) for row, p in zip(rows, predictions)]})
         except (BackPressureError, DeploymentUnavailableError):
             self.tally.request(version, "overloaded")
             raise HTTPException(503, f"model version {version} is at capacity: retry later",
                                 headers={"Retry-After": str(serve_spec.retry_after_s)}) from None
         except Exception as exc:  # noqa: BLE001 - a model failure is a 500 with the request id, never a trace
-            latency = (time.perf_counter() - started) * 1000
-            self.log.record(request_id, version, rows, None, latency, sticky_key=sticky, error=type(exc).__name__)
+            self.log.record(version=version, rows=rows, predictions=None, error=type(exc).__name__,
+                            latency_ms=(time.perf_counter() - started) * 1000, **call)
             self.tally.request(version, "error")
-            log.error("model version %s failed on request %s: %s", version, request_id, type(exc).__name__)
-            return JSONResponse({"detail": "the model failed on this request", "request_id": request_id,
+            log.error("model version %s failed on request %s: %s", version, call["request_id"], type(exc).__name__)
+            return JSONResponse({"detail": "the model failed on this request", "request_id": call["request_id"],
                                  "model_version": version}, status_code=500)
         latency = (time.perf_counter() - started) * 1000
-        self.log.record(request_id, version, rows, predictions, latency, sticky_key=sticky)
+        self.log.record(version=version, rows=rows, predictions=predictions, latency_ms=latency, **call)
         self.tally.request(version, "ok", latency / 1000, [s for s in map(score_of, predictions) if s is not None])
-        answer = {"request_id": request_id, "model_version": version,
-                  "feature_version": predictions[0].get("feature_version") if predictions else None,
-                  "predictions": [self._answer(row, p) for row, p in zip(rows, predictions)]}
-        encoded = json.dumps(answer, default=str, ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as Starlette
-        return Response(encoded, media_type="application/json")
+        return Response(answer, media_type="application/json")
 
     def _answer(self, row: dict, prediction: dict) -> dict:
         """One row's prediction, with the row's id when the request carried one."""
@@ -206,20 +232,26 @@ class Ingress:
             answer = {id_column: row[id_column]} | answer
         return answer
 
-    async def _shadow(self, version: str, rows: list[dict], request_id: str, sticky: str | None) -> None:
+    async def _shadow(self, version: str, rows: list[dict], call: dict) -> None:
         started = time.perf_counter()
         try:
             predictions, error = await self.pool.score(version, rows), None
         except Exception as exc:  # noqa: BLE001 - a shadow's failure never reaches the caller; it is recorded
             predictions, error = None, type(exc).__name__
-        self.log.record(request_id, version, rows, predictions, (time.perf_counter() - started) * 1000,
-                        shadow=True, sticky_key=sticky, error=error)
+        self.log.record(version=version, rows=rows, predictions=predictions, error=error, shadow=True,
+                        latency_ms=(time.perf_counter() - started) * 1000, **call)
 
     @api.post("/v1/feedback")
     async def feedback(self, request: Request) -> dict:
-        self._authorize(request)
-        body = await self._body(request, Feedback)
-        stored = self.labels.add(body.request_id, body.row, body.label)
+        """Store the true label of a row this service answered, for the key that asked: 404 for a request or row it
+        did not answer, 403 for another key's request."""
+        key_hash = self._authorize(request)
+        body = await self._body(request, self.feedback_model)
+        try:
+            self.ids.check(body.request_id, body.row, key_hash, other_keys=tuple(self.keys.hashes) if key_hash else ())
+        except FeedbackRefused as refused:
+            raise HTTPException(refused.status, refused.detail) from None
+        stored = self.labels.add(body.request_id, body.row, label_text(body.label))
         return {"request_id": body.request_id, "row": body.row, "stored": stored}
 
     def __del__(self):

@@ -1,8 +1,16 @@
 """The inference log and the feedback labels, buffered in each ingress replica and appended to Delta in one commit per
 flush (their schemas and readers: `mlray.lake.inference`).
 
-A failed flush keeps its rows for the next one. A replica refuses a label for a (request id, row) it holds or flushed
-recently; two replicas (or a restarted one) may still both take one, so readers keep the first (`dedupe_labels`).
+What an answered request leaves here reaches the lake once, or is counted:
+- a record the table cannot hold (a value its type cannot take) goes, with its reason and raw JSON, to
+  `<table>_rejects`; the rest of the flush lands;
+- each flush is one batch with a sequence number, committed with a Delta application transaction (writer id,
+  sequence): a batch whose commit landed but reported an error is not written again when it is retried;
+- a batch that cannot be written (the lake unreachable) is kept and retried, oldest first, up to
+  `serve.log_buffer_rows` rows; beyond that the oldest rows are dropped and counted, never silently.
+
+A replica refuses a label for a (request id, row) it holds or flushed recently; two replicas (or a restarted one) may
+still both take one, so readers keep the first (`dedupe_labels`).
 """
 
 from __future__ import annotations
@@ -10,15 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from mlray.lake import Lake
-from mlray.lake.inference import INPUTS, LABELS_SCHEMA, inference_log_schema
+from mlray.lake.inference import INPUTS, LABELS_SCHEMA, REJECTS_SCHEMA, inference_log_schema, rejects_name
+from mlray.lake.stream import StreamAppender
 from mlray.registry.scores import score_of
 from mlray.serve.schema import request_columns
 from mlray.spec import ProjectSpec
@@ -26,6 +37,8 @@ from mlray.spec import ProjectSpec
 log = logging.getLogger(__name__)
 
 RECENT_LABELS = 100_000  # (request id, row) keys a replica remembers, to answer a repeated label with stored=False
+DEFAULT_BUFFER_ROWS = 200_000
+REASON_CHARS = 500
 
 
 def now() -> datetime:
@@ -38,10 +51,147 @@ def log_schema(spec: ProjectSpec) -> pa.Schema:
 
 
 def create_tables(spec: ProjectSpec, lake: Lake) -> None:
-    """Create the inference log and the labels table; one with another schema (e.g. from an older mlray) is a
-    UserError naming the table and the difference."""
-    lake.create(spec.serve.inference_log_table, log_schema(spec), description=f"inference log of {spec.name}")
+    """Create the inference log and the labels table (a log from before a column was added gains it); one with another
+    schema is a UserError naming the table and the difference."""
+    lake.create(spec.serve.inference_log_table, log_schema(spec), description=f"inference log of {spec.name}",
+                add_missing=True)
     lake.create(spec.serve.labels_table, LABELS_SCHEMA, description=f"feedback labels of {spec.name}")
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Typed rows of one flush, not yet committed, with their sequence number and the records refused."""
+    sequence: int
+    data: pa.Table
+    rejects: pa.Table | None
+
+    @property
+    def rows(self) -> int:
+        return self.data.num_rows
+
+
+@dataclass
+class BufferStats:
+    pending: int  # rows buffered or in batches not yet committed
+    dropped: int  # rows dropped since the last call: the buffer was full
+    rejected: int  # records refused since the last call: the table cannot hold them
+
+
+class BufferedTable:
+    """A bounded, thread-safe buffer of records flushed to one table in one commit per flush, each record exactly once
+    or counted (dropped, rejected). Subclasses say how records become rows."""
+
+    def __init__(self, lake: Lake, table: str, schema: pa.Schema, writer: str | None = None,
+                 max_rows: int = DEFAULT_BUFFER_ROWS):
+        writer = writer or f"mlray-writer:{uuid.uuid4().hex}"
+        self.lake, self.table, self.schema, self.max_rows = lake, table, schema, max_rows
+        self.appender = StreamAppender(lake, table, schema, writer)
+        self.rejects = StreamAppender(lake, rejects_name(table), REJECTS_SCHEMA, writer)
+        self.lock = threading.Lock()
+        self.pending: deque = deque()
+        self.pending_rows = 0
+        self.unsent: deque[_Batch] = deque()  # touched by the flushing thread only
+        self.sequence = 0
+        self.dropped = self.rejected = 0  # since the last `stats()`
+
+    # ------------------------------------------------------------------ what subclasses say
+
+    def rows_of(self, items: list) -> pa.Table:
+        raise NotImplementedError
+
+    def split(self, item) -> list:
+        """`item` as its smallest parts (one per row), for finding the one that cannot be typed."""
+        return [item]
+
+    def refused(self, item, reason: str) -> dict:
+        """A rejects-table record for `item`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def size(item) -> int:
+        return 1
+
+    # ------------------------------------------------------------------ buffering
+
+    def _keep(self, item) -> None:
+        with self.lock:
+            self.pending.append(item)
+            self.pending_rows += self.size(item)
+            while self.pending_rows > self.max_rows and len(self.pending) > 1:  # the oldest go first
+                oldest = self.size(self.pending.popleft())
+                self.pending_rows -= oldest
+                self.dropped += oldest
+
+    def stats(self) -> BufferStats:
+        with self.lock:
+            stats = BufferStats(self.pending_rows + sum(b.rows for b in self.unsent), self.dropped, self.rejected)
+            self.dropped = self.rejected = 0
+        return stats
+
+    # ------------------------------------------------------------------ flushing
+
+    def flush(self) -> int:
+        """Commit what is pending as one batch, after any batch an earlier flush could not write; returns the rows
+        committed. A batch that cannot be written stays for the next flush."""
+        with self.lock:
+            items, self.pending, self.pending_rows = list(self.pending), deque(), 0
+        if items:
+            self.sequence += 1
+            self.unsent.append(self._batch(self.sequence, items))
+        self._trim()
+        written = 0
+        while self.unsent:
+            batch = self.unsent[0]
+            try:
+                written += self._write(batch)
+            except Exception:  # noqa: BLE001 - the lake may be away for a while: keep the batch, retry at the next flush
+                log.exception("could not write %d rows to %s; keeping them for the next flush", batch.rows, self.table)
+                break
+            self.unsent.popleft()
+        return written
+
+    def _batch(self, sequence: int, items: list) -> _Batch:
+        """The items typed in one pass; if that fails, part by part, the parts that cannot be typed refused."""
+        try:
+            return _Batch(sequence, self.rows_of(items), None)
+        except Exception:  # noqa: BLE001 - find the culprits below; everyone else's rows land
+            pass
+        good, bad = [], []
+        for part in (p for item in items for p in self.split(item)):
+            try:
+                good.append(self.rows_of([part]))
+            except Exception as exc:  # noqa: BLE001 - any failure to type a record is its own, named in the rejects
+                bad.append(self.refused(part, f"{type(exc).__name__}: {exc}"[:REASON_CHARS]))
+        with self.lock:
+            self.rejected += len(bad)
+        log.warning("%d record(s) for %s cannot be typed; they go to %s", len(bad), self.table, rejects_name(self.table))
+        data = pa.concat_tables(good) if good else self.schema.empty_table()
+        return _Batch(sequence, data, pa.Table.from_pylist(bad, schema=REJECTS_SCHEMA))
+
+    def _write(self, batch: _Batch) -> int:
+        if batch.rejects is not None and batch.rejects.num_rows:
+            self.lake.create(rejects_name(self.table), REJECTS_SCHEMA, description=f"records {self.table} refused")
+            self.rejects.append(batch.rejects, batch.sequence)
+        if batch.rows == 0:
+            return 0
+        return batch.rows if self.appender.append(batch.data, batch.sequence) else 0
+
+    def _trim(self) -> None:
+        """Drop the oldest unsent rows beyond `max_rows`, and say so once."""
+        over, dropped = sum(b.rows for b in self.unsent) - self.max_rows, 0
+        while over > 0 and self.unsent:
+            oldest = self.unsent[0]
+            cut = min(over, oldest.rows)
+            if cut == oldest.rows:
+                self.unsent.popleft()
+            else:
+                self.unsent[0] = replace(oldest, data=oldest.data.slice(cut))
+            over, dropped = over - cut, dropped + cut
+        with self.lock:
+            self.dropped += dropped
+        if dropped:
+            log.warning("dropped the %d oldest rows for %s: the lake has been unreachable and the buffer holds %d rows "
+                        "(serve.log_buffer_rows)", dropped, self.table, self.max_rows)
 
 
 @dataclass(frozen=True)
@@ -56,44 +206,37 @@ class _Call:
     shadow: bool
     sticky_key: str | None
     error: str | None
+    key_fingerprint: str | None = None
+    pinned: bool = False
+    first_row: int = 0  # the request row of `rows[0]` (a call split row by row keeps its rows' numbers)
 
 
-class InferenceLog:
-    """A thread-safe buffer of scoring calls, flushed to the inference log in one commit per flush."""
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)
 
-    def __init__(self, lake: Lake, table: str, schema: pa.Schema):
-        self.lake, self.table, self.schema = lake, table, schema
-        self.lock = threading.Lock()
-        self.pending: list[_Call] = []
+
+class InferenceLog(BufferedTable):
+    """The scoring calls of one replica, flushed to the inference log."""
 
     def record(self, request_id: str, version: str, rows: list[dict], predictions: list[dict] | None,
-               latency_ms: float, shadow: bool = False, sticky_key: str | None = None,
-               error: str | None = None) -> None:
+               latency_ms: float, shadow: bool = False, sticky_key: str | None = None, error: str | None = None,
+               key_fingerprint: str | None = None, pinned: bool = False) -> None:
         """Keep one call: its validated rows (typed at the flush), `predictions` one per row (None: failed)."""
-        call = _Call(request_id, now(), version, rows, predictions, latency_ms, shadow, sticky_key, error)
-        with self.lock:
-            self.pending.append(call)
+        self._keep(_Call(request_id, now(), version, rows, predictions, latency_ms, shadow, sticky_key, error,
+                         key_fingerprint, pinned))
 
-    def flush(self) -> int:
-        """Append what is pending in one commit; returns the rows written. A failed write keeps them pending."""
-        with self.lock:
-            calls, self.pending = self.pending, []
-        if not calls:
-            return 0
-        try:
-            data = self.rows_of(calls)
-        except Exception:  # noqa: BLE001 - rows that cannot be built never will be: drop them, keep serving
-            log.exception("could not build the inference log rows of %d calls; dropping them", len(calls))
-            return 0
-        try:
-            self.lake.append(self.table, data, schema=self.schema)
-        except Exception:  # noqa: BLE001 - the lake may be down for a while: keep the rows for the next flush
-            log.exception("could not write %d inference records to %s; keeping them for the next flush",
-                          data.num_rows, self.table)
-            with self.lock:
-                self.pending = calls + self.pending
-            return 0
-        return data.num_rows
+    @staticmethod
+    def size(call: _Call) -> int:
+        return len(call.rows)
+
+    def split(self, call: _Call) -> list[_Call]:
+        answers = call.predictions or [None] * len(call.rows)
+        return [replace(call, rows=[row], predictions=None if call.predictions is None else [answer],
+                        first_row=call.first_row + i) for i, (row, answer) in enumerate(zip(call.rows, answers))]
+
+    def refused(self, call: _Call, reason: str) -> dict:
+        raw = {"model_version": call.version, "inputs": call.rows, "predictions": call.predictions, "error": call.error}
+        return {"request_id": call.request_id, "row": call.first_row, "reason": reason, "raw": _json(raw), "at": call.at}
 
     def rows_of(self, calls: list[_Call]) -> pa.Table:
         """The log rows of `calls`: one per input row, the call's fields repeated on each."""
@@ -106,38 +249,36 @@ class InferenceLog:
         answers = [(call.predictions[i] if call.predictions else {}) for call in calls for i in range(len(call.rows))]
         columns = {
             "request_id": repeated([c.request_id for c in calls], pa.string()),
-            "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in counts]), pa.int32()),
+            "row": pa.array(np.concatenate([np.arange(c.first_row, c.first_row + len(c.rows)) for c in calls]),
+                            pa.int32()),
             "at": repeated([c.at for c in calls], self.schema.field("at").type),
             "model_version": repeated([c.version for c in calls], pa.string()),
             "feature_version": pa.array([a.get("feature_version") for a in answers], pa.string()),
             "shadow": repeated([c.shadow for c in calls], pa.bool_()),
             "sticky_key": repeated([c.sticky_key for c in calls], pa.string()),
-            INPUTS: self._inputs(calls),
-            "prediction": pa.array([json.dumps(a.get("prediction"), default=str) if a else None for a in answers],
-                                   pa.string()),
+            INPUTS: pa.array([row for call in calls for row in call.rows], self.schema.field(INPUTS).type),
+            "prediction": pa.array([_json(a.get("prediction")) if a else None for a in answers], pa.string()),
             "score": pa.array([score_of(a) if a else None for a in answers], pa.float64()),
             "latency_ms": repeated([c.latency_ms for c in calls], pa.float64()),
             "error": repeated([c.error for c in calls], pa.string()),
+            "key_fingerprint": repeated([c.key_fingerprint for c in calls], pa.string()),
+            "pinned": repeated([c.pinned for c in calls], pa.bool_()),
         }
         return pa.Table.from_pydict(columns, schema=self.schema)
 
-    def _inputs(self, calls: list[_Call]) -> pa.StructArray:
-        """The calls' rows as the `inputs` struct, typed in one pass."""
-        return pa.array([row for call in calls for row in call.rows], self.schema.field(INPUTS).type)
 
+class LabelLog(BufferedTable):
+    """The feedback labels of one replica, flushed to the labels table. A (request id, row) it holds or flushed
+    recently is refused, so the same feedback sent twice to a replica lands once."""
 
-class LabelLog:
-    """A thread-safe buffer of feedback labels, flushed to the labels table in one commit per flush. A (request id,
-    row) it holds or flushed recently is refused, so the same feedback sent twice to a replica lands once."""
-
-    def __init__(self, lake: Lake, table: str, remember: int = RECENT_LABELS):
-        self.lake, self.table, self.remember = lake, table, remember
-        self.lock = threading.Lock()
-        self.pending: list[tuple[str, int, str, datetime]] = []
+    def __init__(self, lake: Lake, table: str, writer: str | None = None, max_rows: int = DEFAULT_BUFFER_ROWS,
+                 remember: int = RECENT_LABELS):
+        super().__init__(lake, table, LABELS_SCHEMA, writer, max_rows)
+        self.remember = remember
         self.seen: OrderedDict[tuple[str, int], None] = OrderedDict()  # buffered or recently flushed, oldest first
 
-    def add(self, request_id: str, row: int, label) -> bool:
-        """Buffer one label (kept as text); False when this replica already has one for (request id, row)."""
+    def add(self, request_id: str, row: int, label: str) -> bool:
+        """Buffer one label, as text; False when this replica already has one for (request id, row)."""
         key = (request_id, row)
         with self.lock:
             if key in self.seen:
@@ -145,26 +286,20 @@ class LabelLog:
             self.seen[key] = None
             if len(self.seen) > self.remember:
                 self.seen.popitem(last=False)
-            self.pending.append((request_id, row, str(label), now()))
+        self._keep((request_id, row, str(label), now()))
         return True
 
-    def flush(self) -> int:
-        """Append what is pending in one commit, the first label of each key; returns the rows written. A failed
-        write keeps them pending."""
-        with self.lock:
-            batch, self.pending = self.pending, []
-        if not batch:
-            return 0
+    def rows_of(self, labels: list[tuple]) -> pa.Table:
+        """The first label of each key (a key forgotten while still pending may be here twice)."""
         first: dict[tuple[str, int], tuple] = {}
-        for label in batch:  # a key forgotten while still pending (beyond `remember` labels) may be here twice
+        for label in labels:
             first.setdefault(label[:2], label)
-        data = pa.Table.from_pylist([dict(zip(LABELS_SCHEMA.names, label)) for label in first.values()],
+        return pa.Table.from_pylist([dict(zip(LABELS_SCHEMA.names, label)) for label in first.values()],
                                     schema=LABELS_SCHEMA)
-        try:
-            self.lake.append(self.table, data, schema=LABELS_SCHEMA)
-        except Exception:  # noqa: BLE001 - the lake may be down for a while: keep the labels for the next flush
-            log.exception("could not write %d labels to %s; keeping them for the next flush", data.num_rows, self.table)
-            with self.lock:
-                self.pending = batch + self.pending
-            return 0
-        return data.num_rows
+
+    def refused(self, label: tuple, reason: str) -> dict:
+        request_id, row, text, at = label
+        in_range = isinstance(row, int) and -(2**63) <= row < 2**63
+        raw = {"request_id": request_id, "row": row if in_range else str(row), "label": text}
+        return {"request_id": str(request_id), "row": row if in_range else None, "reason": reason, "raw": _json(raw),
+                "at": at}

@@ -61,28 +61,57 @@ class LoadedVersion:
                 "classes": config.classes, "lineage": config.lineage,
                 "injected_fault": vars(self.fault) if self.fault else None}
 
-    async def score(self, requests: list[list[dict]]) -> list[list[dict]]:
-        """Prediction records for each request's rows, scored as one batch."""
+    async def score(self, requests: list[list[dict]]) -> list[list[dict] | Exception]:
+        """Prediction records for each request's rows, scored as one batch. A batch that fails to type or score is
+        scored request by request, so only the request at fault gets its error (as its result: Serve's batching would
+        give a raised error to every request of the batch)."""
         from mlray.metrics import serving
-        from mlray.registry.scoring import predict_arrays, prediction_records
 
         if self.fault.delay_ms:
             await asyncio.sleep(self.fault.delay_ms / 1000)
         if self.fault.error_rate and random.random() < self.fault.error_rate:
             raise InjectedFault(f"injected fault in model version {self.version}")
-        rows = rows_table([row for request in requests for row in request], self.schema)
-        serving()["batch"].observe(rows.num_rows, tags={"model_version": self.version})
-        records = prediction_records(predict_arrays(self.package.net, self.package.config, self.package.fitted, rows))
-        out, start = [], 0
-        for request in requests:
-            out.append(records[start:start + len(request)])
-            start += len(request)
-        return out
+        serving()["batch"].observe(sum(map(len, requests)), tags={"model_version": self.version})
+        try:
+            return _per_request(self._records([row for request in requests for row in request]), requests)
+        except Exception as exc:  # noqa: BLE001 - isolate the culprit below
+            if len(requests) == 1:
+                return [exc]
+            log.warning("a batch of %d requests to version %s failed (%s); scoring them one by one", len(requests),
+                        self.version, type(exc).__name__)
+        return [self._alone(request) for request in requests]
+
+    def _records(self, rows: list[dict]) -> list[dict]:
+        from mlray.registry.scoring import predict_arrays, prediction_records
+
+        table = rows_table(rows, self.schema)
+        return prediction_records(predict_arrays(self.package.net, self.package.config, self.package.fitted, table))
+
+    def _alone(self, request: list[dict]) -> list[dict] | Exception:
+        try:
+            return self._records(request)
+        except Exception as exc:  # noqa: BLE001 - this request's own failure, answered to it alone
+            return exc
 
     def batched(self, batching: BatchingSpec):
         """`score` one request's rows at a time from the caller's side, batched across concurrent callers."""
         return serve.batch(max_batch_size=batching.max_batch_size,
                            batch_wait_timeout_s=batching.batch_wait_timeout_s)(self.score)
+
+
+def _per_request(records: list[dict], requests: list[list[dict]]) -> list[list[dict]]:
+    out, start = [], 0
+    for request in requests:
+        out.append(records[start:start + len(request)])
+        start += len(request)
+    return out
+
+
+def raise_failed(result: list[dict] | Exception) -> list[dict]:
+    """A request's result from `LoadedVersion.score`: its records, or its own error raised."""
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 @serve.deployment(name="model")

@@ -17,7 +17,7 @@ from typing import Any
 from ray import serve
 from ray.exceptions import RayActorError
 
-from mlray.serve.model_server import LoadedVersion
+from mlray.serve.model_server import LoadedVersion, raise_failed
 from mlray.serve.schema import request_columns, request_schema
 from mlray.spec import ProjectSpec
 
@@ -60,7 +60,7 @@ class InProcessPool:
                 del self.loaded[version], self.retired[version]
 
     async def score(self, version: str, rows: list[dict]) -> list[dict]:
-        return await self.loaded[version][1](rows)
+        return raise_failed(await self.loaded[version][1](rows))
 
     async def info(self, version: str) -> dict:
         return self.loaded[version][0].info()
@@ -84,10 +84,11 @@ class HandlePool:
         """One model call. Scoring is pure, so a call whose replica died under it (a crash, a node lost, a replica
         replaced) runs once more: Serve routes it to a live or a replacement replica."""
         try:
-            return await self._handle(version).predict.remote(rows)
+            result = await self._handle(version).predict.remote(rows)
         except RayActorError as exc:
             log.warning("model version %s lost a replica mid-call (%s); calling again", version, type(exc).__name__)
-            return await self._handle(version).predict.remote(rows)
+            result = await self._handle(version).predict.remote(rows)
+        return raise_failed(result)
 
     async def info(self, version: str) -> dict:
         return await self._handle(version).info.remote()

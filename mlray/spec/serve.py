@@ -40,7 +40,8 @@ class ServeSpec(Section):
     api_keys: list[str] = Field(default_factory=list, description="'sha256:<hex>' hashes of the keys; plain keys may "
                                                                   "also come from MLRAY_API_KEYS (comma-separated)")
     max_body_bytes: int = Field(1_048_576, ge=1, description="larger bodies get 413 before they are read")
-    max_rows_per_request: int = Field(1000, ge=1)
+    max_rows_per_request: int = Field(1000, ge=1, le=1_000_000)
+    max_string_length: int = Field(1000, ge=1, description="longest string a request value (or a label) may be")
     max_queued_requests: int = Field(64, ge=1, description="per caller; beyond it requests get 503 with Retry-After")
     retry_after_s: int = Field(1, ge=1)
     model_placement: Literal["auto", "replicas", "ingress"] = Field(
@@ -61,6 +62,8 @@ class ServeSpec(Section):
     inference_log_table: str = Field("inference_log", pattern=NAME_PATTERN)
     labels_table: str = Field("labels", pattern=NAME_PATTERN)
     log_flush_s: float = Field(2.0, gt=0, description="how often the ingress appends its inference log and labels to Delta")
+    log_buffer_rows: int = Field(200_000, ge=1, description="inference-log rows (and labels) an ingress replica keeps "
+                                 "while the lake is unreachable; beyond it the oldest are dropped and counted")
 
     @field_validator("api_keys")
     @classmethod

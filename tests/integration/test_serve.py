@@ -1,5 +1,6 @@
 """Serving over real HTTP on 127.0.0.1: auth, limits, validation, routing between versions, shadow, logs."""
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +13,7 @@ from serving import KEY, as_json_rows, post, post_many, raw_rows, register_copy,
 from mlray import dataplane
 from mlray.registry.package import naive_utc
 from mlray.serve.deploy import deploy, set_traffic, undeploy_version
+from mlray.serve.request_ids import REQUEST_ID_PATTERN
 from mlray.serve.routing import TrafficPlan
 
 
@@ -21,7 +23,7 @@ def test_predict_answers_like_the_registered_model_and_logs_every_row(served):
     response = post(f"{url}/v1/predict", {"rows": as_json_rows(frame)})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model_version"] == "1" and len(body["request_id"]) == 32 and body["feature_version"]
+    assert body["model_version"] == "1" and re.fullmatch(REQUEST_ID_PATTERN, body["request_id"]) and body["feature_version"]
     expected = mlflow.pyfunc.load_model(f"models:/{spec.name}/1").predict(naive_utc(frame))
     assert [p["score"] for p in body["predictions"]] == pytest.approx(expected["score"].tolist(), abs=1e-6)
     one = post(f"{url}/v1/predict", {"row": as_json_rows(frame)[0]}).json()

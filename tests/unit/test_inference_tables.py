@@ -81,7 +81,7 @@ def test_the_inference_log_flushes_every_call_in_one_commit_with_typed_inputs(sp
     book.record("r1", "1", request(spec, 12.5, 99.0), answers, 4.0, sticky_key="user-1")
     book.record("r1", "2", request(spec, 12.5, 99.0), answers, 6.0, shadow=True)
     book.record("r2", "1", request(spec, 1.0), None, 1.0, error="RuntimeError")
-    assert book.flush() == 5 and book.pending == []
+    assert book.flush() == 5 and not book.pending and not book.unsent
     assert lake.latest_version("inference_log") == before + 1
 
     logged = lake.read("inference_log")
@@ -106,12 +106,68 @@ def test_a_failed_flush_keeps_its_rows_for_the_next_one(spec, lake, monkeypatch)
     def away(*args, **kwargs):
         raise OSError("the lake is away")
 
-    monkeypatch.setattr(lake, "append", away)
-    assert book.flush() == 0 and len(book.pending) == 1
+    monkeypatch.setattr(book.appender, "append", away)
+    assert book.flush() == 0 and len(book.unsent) == 1 and book.stats().pending == 1
     book.record("r2", "1", request(spec, 2.0), [{"score": 0.6}], 1.0)
     monkeypatch.undo()
-    assert book.flush() == 2
+    assert book.flush() == 2 and book.stats().pending == 0
     assert sorted(lake.read("inference_log").column("request_id").to_pylist()) == ["r1", "r2"]
+
+
+def test_a_flush_whose_commit_landed_but_failed_to_say_so_is_not_written_twice(spec, lake, monkeypatch):
+    create_tables(spec, lake)
+    book = InferenceLog(lake, "inference_log", log_schema(spec), writer="replica-a")
+    book.record("r1", "1", request(spec, 1.0, 2.0), [{"score": 0.5}, {"score": 0.6}], 1.0)
+    real = book.appender.append
+
+    def landed_then_failed(data, sequence):
+        real(data, sequence)
+        raise OSError("connection reset after the commit")
+
+    monkeypatch.setattr(book.appender, "append", landed_then_failed)
+    assert book.flush() == 0 and len(book.unsent) == 1  # it looks failed: kept for a retry
+    monkeypatch.undo()
+    book.record("r2", "1", request(spec, 3.0), [{"score": 0.7}], 1.0)
+    assert book.flush() == 1  # the retried batch is skipped by its transaction; only r2 is new
+    logged = lake.read("inference_log").column("request_id").to_pylist()
+    assert sorted(logged) == ["r1", "r1", "r2"]
+    assert lake.open("inference_log").transaction_version("replica-a") == 2  # one entry per writer, not per flush
+
+
+def test_a_row_the_log_cannot_type_goes_to_the_rejects_and_the_rest_of_the_flush_lands(spec, lake):
+    create_tables(spec, lake)
+    book = InferenceLog(lake, "inference_log", log_schema(spec))
+    too_big = request(spec, 5.0)[0] | {"customer_age": 2**64}  # passed no validation: the log must still hold
+    for n in range(10):
+        book.record(f"ok{n}", "1", request(spec, float(n)), [{"score": 0.1}], 1.0)
+    book.record("bad", "1", [request(spec, 4.0)[0], too_big], [{"score": 0.2}, {"score": 0.3}], 1.0)
+    assert book.flush() == 11  # ten good calls and the good row of the bad one
+    logged = lake.read("inference_log")
+    assert sorted(zip(logged.column("request_id").to_pylist(), logged.column("row").to_pylist()))[:1] == [("bad", 0)]
+    rejects = lake.read("inference_log_rejects").to_pylist()
+    assert [(r["request_id"], r["row"]) for r in rejects] == [("bad", 1)]
+    assert "ArrowInvalid" in rejects[0]["reason"] or "Overflow" in rejects[0]["reason"]
+    assert json.loads(rejects[0]["raw"])["inputs"][0]["customer_age"] == 2**64
+    assert book.stats().rejected == 1
+
+
+def test_the_buffer_is_bounded_and_drops_the_oldest_rows_counting_them(spec, lake, monkeypatch):
+    create_tables(spec, lake)
+    book = InferenceLog(lake, "inference_log", log_schema(spec), max_rows=5)
+
+    def away(*args, **kwargs):
+        raise OSError("the lake is away")
+
+    monkeypatch.setattr(book.appender, "append", away)
+    for n in range(4):
+        book.record(f"r{n}", "1", request(spec, 1.0, 2.0), [{"score": 0.5}] * 2, 1.0)  # 8 rows
+        book.flush()
+    stats = book.stats()
+    assert stats.pending == 5 and stats.dropped == 3
+    monkeypatch.undo()
+    assert book.flush() == 5
+    kept = sorted(zip(*lake.read("inference_log").select(["request_id", "row"]).to_pydict().values()))
+    assert kept == [("r1", 1), ("r2", 0), ("r2", 1), ("r3", 0), ("r3", 1)]  # the oldest three went
 
 
 def test_a_log_left_with_another_schema_stops_the_deploy_in_one_line(spec, lake):
@@ -137,6 +193,31 @@ def test_labels_are_buffered_deduplicated_and_flushed_in_one_commit(spec, lake):
     stored = {(r["request_id"], r["row"]): r["label"] for r in lake.read("labels").to_pylist()}
     assert stored == {("r1", 0): "True", ("r1", 1): "False", ("r2", 0): "True", ("r3", 0): "1.5"}
     assert book.flush() == 0 and lake.latest_version("labels") == before + 2
+
+
+def test_a_label_the_table_cannot_hold_is_rejected_and_the_other_labels_land(spec, lake):
+    create_tables(spec, lake)
+    book = LabelLog(lake, "labels")
+    for n in range(5):
+        assert book.add(f"r{n}", 0, "1")
+    assert book.add("evil", 2**31, "1")  # past int32: no validation stopped it here
+    assert book.flush() == 5
+    assert sorted(lake.read("labels").column("request_id").to_pylist()) == [f"r{n}" for n in range(5)]
+    rejects = lake.read("labels_rejects").to_pylist()
+    assert [(r["request_id"], r["row"]) for r in rejects] == [("evil", 2**31)] and "ArrowInvalid" in rejects[0]["reason"]
+
+
+def test_an_older_inference_log_gains_the_new_columns_in_place(spec, lake):
+    old = pa.schema([f for f in log_schema(spec) if f.name not in ("key_fingerprint", "pinned")])
+    lake.create("inference_log", old)
+    lake.append("inference_log", old.empty_table())
+    create_tables(spec, lake)
+    assert lake.open("inference_log").schema().to_arrow().names == log_schema(spec).names
+    book = InferenceLog(lake, "inference_log", log_schema(spec))
+    book.record("r1", "1", request(spec, 1.0), [{"score": 0.5}], 1.0, key_fingerprint="sha256:abcd…", pinned=True)
+    assert book.flush() == 1
+    row = lake.read("inference_log").to_pylist()[0]
+    assert row["key_fingerprint"] == "sha256:abcd…" and row["pinned"] is True
 
 
 def test_a_replica_remembers_a_bounded_number_of_labels_and_the_readers_keep_the_first(spec, lake):
