@@ -88,9 +88,10 @@ class BufferedTable:
         self.appender = StreamAppender(lake, table, schema, writer)
         self.rejects = StreamAppender(lake, rejects_name(table), REJECTS_SCHEMA, writer)
         self.lock = threading.Lock()
+        self.flushing = threading.Lock()  # one flush at a time (the periodic one, and the replica's last at its stop)
         self.pending: deque = deque()
         self.pending_rows = 0
-        self.unsent: deque[_Batch] = deque()  # touched by the flushing thread only
+        self.unsent: deque[_Batch] = deque()  # touched under `flushing` only
         self.sequence = 0
         self.dropped = self.rejected = 0  # since the last `stats()`
 
@@ -133,6 +134,10 @@ class BufferedTable:
     def flush(self) -> int:
         """Commit what is pending as one batch, after any batch an earlier flush could not write; returns the rows
         committed. A batch that cannot be written stays for the next flush."""
+        with self.flushing:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self.lock:
             items, self.pending, self.pending_rows = list(self.pending), deque(), 0
         if items:
