@@ -117,3 +117,25 @@ def test_the_openapi_document_needs_a_key_and_a_large_body_gets_413_from_every_c
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(urllib.request.Request(f"{url}/v1/predict", data=body, headers=headers), timeout=30)
     assert refused.value.code == 413
+
+
+def test_a_batch_that_fails_is_scored_request_by_request_so_only_the_culprit_fails(small_model):
+    """Past validation, a value can still fail the batch (here an int beyond int64 handed straight to the scorer):
+    every other request of the batch gets its answer."""
+    from mlray.registry.models import Registry
+    from mlray.serve.model_server import LoadedVersion
+    from mlray.serve.schema import request_columns, request_model, request_schema, row_model
+
+    spec = small_model[0]
+    registry = Registry(spec)
+    columns, required = request_columns(spec)
+    version = LoadedVersion(spec.platform, registry.artifact_uri(*registry.resolve("1")), "1",
+                            request_schema(spec.train_table, columns))
+    validated = request_model(row_model(spec.train_table, columns, required), 10)
+    typed = validated.model_validate({"rows": as_json_rows(raw_rows(spec, 4))}).all_rows()
+    culprit = typed[1] | {"customer_age": 2**64}
+    alone = asyncio.run(version.score([[typed[0]], [typed[2], typed[3]]]))
+    batch = asyncio.run(version.score([[typed[0]], [culprit], [typed[2], typed[3]]]))
+    assert isinstance(batch[1], OverflowError) and "too large" in str(batch[1])
+    assert batch[0] == alone[0] and batch[2] == alone[1]
+    print(f"\na batch of 3 requests with one bad value: {sum(not isinstance(r, Exception) for r in batch)}/3 answered")
