@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from mlray.blocks import reduce_blocks
 from mlray.errors import UserError
 from mlray.features.fitted import FittedBoolean, FittedCategorical, FittedFeatures, FittedNumeric, FittedTimestamp, Lineage
-from mlray.features.transform import numeric_prepare
+from mlray.features.transform import numeric_floats, numeric_prepare
 from mlray.spec import CategoricalFeature, Feature, NumericFeature
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _rounded(value: float, digits: int = 12) -> float:
 
 
 def _prepared(feature: NumericFeature, column: pa.Array) -> np.ndarray:
-    floats = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    floats = numeric_floats(column)
     prepared = numeric_prepare(floats, feature.clip, feature.log1p)
     return prepared[~np.isnan(prepared)]
 

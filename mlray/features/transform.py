@@ -55,9 +55,15 @@ def numeric_prepare(values: np.ndarray, clip, log1p: bool) -> np.ndarray:
     return values
 
 
+def numeric_floats(values: pa.Array) -> np.ndarray:
+    """A numeric column as float64 (nulls as NaN); an integer beyond 2**53 becomes its nearest float (a safe cast
+    would refuse it), in fitting and transforming alike."""
+    return pc.cast(values, pa.float64(), safe=not pa.types.is_integer(values.type)).to_numpy(zero_copy_only=False)
+
+
 def _numeric_values(feature: FittedNumeric, values: pa.Array) -> np.ndarray:
     try:
-        floats = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+        floats = numeric_floats(values)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise UserError(f"feature '{feature.name}': column '{feature.source}' is {values.type}, not numeric") from None
     prepared = numeric_prepare(floats, feature.clip, feature.log1p)

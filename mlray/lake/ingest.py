@@ -10,9 +10,10 @@ bad rows, with a reason each, into `<table>_quarantine`, keeping their raw value
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
-import json
+import itertools
 import logging
 import posixpath
 import tempfile
@@ -23,12 +24,12 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mlray.errors import UserError
-from mlray.lake.rules import bad_rows_mask, check_rows, row_reasons
+from mlray.lake.landing import PARSE_ERROR, RAW, json_object, numbered_lines, read_csv, read_json_lines
+from mlray.lake.rules import Violation, bad_rows_mask, check_rows, row_reasons
 from mlray.lake.schema import TIMESTAMP_TYPE, arrow_schema, as_text, text_schema
 from mlray.lake.tables import Lake
 from mlray.spec import TableSpec
@@ -37,8 +38,14 @@ log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl"}
-REASON, SOURCE, RAW, INGESTED_AT = "_reason", "_source", "_raw", "_ingested_at"
+REASON, SOURCE, INGESTED_AT = "_reason", "_source", "_ingested_at"
 TEXT_PREFIX = "__text__"
+INSPECT_LINES = 100  # JSON lines looked at for the file's fields
+MAX_REASON = 1000  # characters of a reason kept: it quotes the bad value, which may be huge
+OUT_OF_RANGE = {  # the shape of a number too large for its type, and what its reason says
+    "int": (r"^[+-]?\d+$", "is out of range for a 64-bit integer"),
+    "float": (r"(?i)^[+-]?inf(inity)?$", "is out of range for a 64-bit float"),
+}
 
 
 def quarantine_name(table: str) -> str:
@@ -152,20 +159,19 @@ def fingerprint(found: Found) -> str:
 
 
 def _columns_of(found: Found, fmt: str) -> list[str] | None:
-    """The file's column names (None for JSON lines, which may omit nulls); raises if unreadable."""
+    """The file's column names; raises if unreadable. For JSON lines, which may omit nulls: the fields of the first
+    object with fields among the first INSPECT_LINES lines, or None (then each line meets its own checks)."""
     if fmt == "parquet":
         with found.fs.open_input_file(found.location) as handle:
             return pq.read_schema(handle).names
-    with found.fs.open_input_stream(found.location) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle:
-        if fmt == "csv":
-            return next(csv.reader(handle), [])
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError("the first line is not a JSON object")
+    with found.fs.open_input_stream(found.location) as handle:
+        if fmt == "csv":  # the header only, decoded line by line: a bad byte further down is a row's problem
+            return next(csv.reader(line.decode("utf-8-sig") for line in io.BufferedReader(handle)), [])
+        for _, line in itertools.islice(numbered_lines(handle), INSPECT_LINES):
+            row = json_object(line)[0]
+            if row:
                 return list(row)
-    return None  # an empty file: nothing to check, nothing to land
+    return None
 
 
 def inspect(found: Found, table: TableSpec, table_name: str) -> SourceFile:
@@ -189,46 +195,19 @@ def inspect(found: Found, table: TableSpec, table_name: str) -> SourceFile:
 # --------------------------------------------------------------------------- reading and checking (Ray workers)
 
 
-def _parse_json_lines(batch: pa.Table, columns: list[str]) -> pa.Table:
-    """Lines of text → one text column per declared column, plus the raw line and any parse error."""
-    values: dict[str, list] = {name: [] for name in columns}
-    raws, errors = [], []
-    for line in batch.column("text").to_pylist():
-        if not line or not line.strip():
-            continue
-        error, row = None, {}
-        try:
-            parsed = json.loads(line)
-            if isinstance(parsed, dict):
-                row = parsed
-                extra = [k for k in parsed if k not in values]
-                error = f"unexpected fields {', '.join(extra)}" if extra else None
-            else:
-                error = "the line is not a JSON object"
-        except json.JSONDecodeError as exc:
-            error = f"the line is not valid JSON ({exc.msg})"
-        for name in columns:
-            value = row.get(name)
-            values[name].append(None if value is None else
-                                json.dumps(value) if isinstance(value, (dict, list)) else
-                                ("true" if value else "false") if isinstance(value, bool) else str(value))
-        raws.append(line if error else None)
-        errors.append(error)
-    out = {name: pa.array(vals, pa.string()) for name, vals in values.items()}
-    return pa.table({**out, RAW: pa.array(raws, pa.string()), "_parse_error": pa.array(errors, pa.string())})
-
-
 def check_batch(batch: pa.Table, table: TableSpec) -> pa.Table:
     """Typed columns, a reason per bad row, and the bad rows' raw values as text."""
+    batch = _decoded(batch, table)
     typed, violations = check_rows(batch, table)
+    violations = _range_violations(violations, batch, typed, table)
     reasons = row_reasons(violations, batch.num_rows)
     bad = bad_rows_mask(violations, batch.num_rows)
-    if "_parse_error" in batch.column_names:
-        parse_error = batch.column("_parse_error").combine_chunks()
+    if PARSE_ERROR in batch.column_names:
+        parse_error = batch.column(PARSE_ERROR).combine_chunks()
         reasons = pc.coalesce(parse_error, reasons)
         bad = pc.or_(bad, pc.is_valid(parse_error))
-    out = typed.append_column(REASON, reasons)
     any_bad = pc.any(bad).as_py()
+    out = typed.append_column(REASON, _shortened(reasons) if any_bad else reasons)
     none = pa.scalar(None, pa.string())
     for name in table.columns:  # raw values as text, kept for the bad rows only
         text = pc.if_else(bad, as_text(batch.column(name).combine_chunks()), none) if any_bad \
@@ -238,21 +217,78 @@ def check_batch(batch: pa.Table, table: TableSpec) -> pa.Table:
     return out.append_column(RAW, raw_line)
 
 
+def _decoded(batch: pa.Table, table: TableSpec) -> pa.Table:
+    """Binary columns (CSV is read as bytes) as text; a value that is not UTF-8 is shown escaped, and its row gets a
+    parse error. One vectorised cast per column; value by value only for a column that holds bad bytes."""
+    errors = batch.column(PARSE_ERROR).combine_chunks() if PARSE_ERROR in batch.column_names else None
+    for name in table.columns:
+        kind = batch.schema.field(name).type
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+            continue
+        values = batch.column(name).combine_chunks()
+        try:
+            text = pc.cast(values, pa.string())
+        except pa.ArrowInvalid:
+            text, error = _decode_each(values, name)
+            errors = error if errors is None else pc.coalesce(errors, error)
+        batch = batch.set_column(batch.column_names.index(name), name, text)
+    if errors is None:
+        return batch
+    if PARSE_ERROR in batch.column_names:
+        return batch.set_column(batch.column_names.index(PARSE_ERROR), PARSE_ERROR, errors)
+    return batch.append_column(PARSE_ERROR, errors)
+
+
+def _decode_each(values: pa.Array, name: str) -> tuple[pa.Array, pa.Array]:
+    """(the values as text, bad bytes escaped; a parse error where the bytes are not UTF-8)."""
+    texts, errors = [], []
+    for value in values.to_pylist():
+        try:
+            texts.append(None if value is None else value.decode("utf-8"))
+            errors.append(None)
+        except UnicodeDecodeError as exc:
+            texts.append(value.decode("utf-8", "backslashreplace"))
+            errors.append(f"{name}: invalid UTF-8 (byte 0x{value[exc.start]:02x} at position {exc.start})")
+    return pa.array(texts, pa.string()), pa.array(errors, pa.string())
+
+
+def _range_violations(violations: list[Violation], raw: pa.Table, typed: pa.Table, table: TableSpec) -> list[Violation]:
+    """Numbers too large for their column said as such: an integer beyond 64 bits is not 'not an integer', and a
+    float that overflows to infinity (or is written as one) does not land."""
+    out = []
+    for violation in violations:
+        kind = table.columns[violation.column].type
+        if violation.rule == "type" and kind in OUT_OF_RANGE:
+            shape = pc.match_substring_regex(pc.utf8_trim_whitespace(as_text(violation.values)), OUT_OF_RANGE[kind][0])
+            huge = pc.and_(violation.mask, pc.fill_null(shape, False))
+            if pc.any(huge).as_py():
+                out.append(Violation(violation.column, "range", OUT_OF_RANGE[kind][1], huge, violation.values))
+                violation = dataclasses.replace(violation, mask=pc.and_(violation.mask, pc.invert(huge)))
+        out.append(violation)
+    for name, col in table.columns.items():
+        infinite = pc.fill_null(pc.is_inf(typed.column(name)), False) if col.type == "float" else None
+        if infinite is not None and pc.any(infinite).as_py():
+            out.append(Violation(name, "range", OUT_OF_RANGE["float"][1], infinite, raw.column(name).combine_chunks()))
+    return [v for v in out if v.count]
+
+
+def _shortened(reasons: pa.Array) -> pa.Array:
+    """Reasons cut to MAX_REASON characters (a reason quotes the value, which may be huge)."""
+    long = pc.fill_null(pc.greater(pc.utf8_length(reasons), MAX_REASON), False)
+    cut = pc.binary_join_element_wise(pc.utf8_slice_codeunits(reasons, 0, MAX_REASON), "…", "")
+    return pc.if_else(long, cut, reasons)
+
+
 def _read(source: SourceFile, table: TableSpec):
     """The file as a Ray Dataset of checked rows (streamed, never whole in memory)."""
     import ray.data
 
-    path, fs = source.location, source.fs
-    if source.format == "csv":
-        header = _columns_of(source, "csv")
-        options = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True)
-        ds = ray.data.read_csv(path, filesystem=fs, convert_options=options)
-    elif source.format == "parquet":
-        ds = ray.data.read_parquet(path, filesystem=fs)
+    if source.format == "parquet":
+        ds = ray.data.read_parquet(source.location, filesystem=source.fs)
     else:
-        columns = list(table.columns)
-        ds = ray.data.read_text(path, filesystem=fs).map_batches(
-            _parse_json_lines, fn_kwargs={"columns": columns}, batch_format="pyarrow", batch_size=50_000)
+        read = read_csv if source.format == "csv" else read_json_lines
+        ds = ray.data.from_items([{"location": source.location}]).map_batches(
+            read, fn_kwargs={"fs": source.fs, "columns": list(table.columns)}, batch_format="pyarrow", batch_size=1)
     return ds.map_batches(check_batch, fn_kwargs={"table": table}, batch_format="pyarrow", batch_size=None)
 
 
@@ -317,11 +353,18 @@ def _ingest_file(lake: Lake, name: str, table: TableSpec, source: SourceFile, wo
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - a file that fails mid-way: say which, keep the cause
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{source.path}: cannot be ingested ({first_line[:300]}); nothing from this file was committed"
-                        ) from exc
+        raise UserError(f"{source.path}: cannot be ingested ({_what_failed(exc)[:300]}); nothing from this file was "
+                        "committed") from exc
     version = result.version if result else lake.latest_version(name)
     return FileResult(source.path, "ingested", splitter.rows_read, splitter.rows_good, splitter.rows_bad, version)
+
+
+def _what_failed(exc: BaseException) -> str:
+    """The innermost cause in one line (a Ray task error wraps the worker's exception, with a traceback)."""
+    while isinstance(inner := getattr(exc, "cause", None) or exc.__cause__, BaseException):
+        exc = inner
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def ingest(lake: Lake, name: str, table: TableSpec, source: str | Path,

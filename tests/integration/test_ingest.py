@@ -3,6 +3,7 @@
 import json
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -159,3 +160,130 @@ def test_empty_files_are_recorded_as_ingested(project, transactions, tmp_path):
     assert [(f.status, f.rows_read) for f in report.files] == [("ingested", 0)] * 3
     again = dataplane.ingest_source(project, landing)
     assert [f.status for f in again.files] == ["skipped"] * 3
+
+
+# --------------------------------------------------------------------------- hostile lines: quarantined, the rest lands
+
+
+def _json_line(row: dict, **changes) -> bytes:
+    return json.dumps({**row, **changes}, default=str).encode()
+
+
+def _hostile(row: dict) -> dict[str, tuple[bytes, str]]:
+    """Bad JSON lines (made from a good row where a value is the problem) and what their reason says."""
+    nan, inf = float("nan"), float("inf")
+    return {
+        "deep_array": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        "deep_object": (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
+        "invalid_utf8": (b'{"transaction_id": "\xff\xfe"}', "invalid UTF-8 (byte 0xff at position 20)"),
+        "lone_surrogate": (_json_line(row, customer_id="\ud800"), "invalid Unicode (an unpaired surrogate escape)"),
+        "array": (b"[1, 2]", "not a JSON object (a JSON array)"),
+        "string": (b'"x"', "not a JSON object (a JSON string)"),
+        "number": (b"3", "not a JSON object (a JSON number)"),
+        "int_beyond_int64": (_json_line(row, customer_age=2**70),
+                             "customer_age: '1180591620717411303424' is out of range for a 64-bit integer"),
+        "float_literal_overflow": (_json_line(row, amount=inf).replace(b"Infinity", b"1e400"),
+                                   "amount: 'inf' is out of range for a 64-bit float"),
+        "float_text_overflow": (_json_line(row, amount="1e400"), "amount: '1e400' is out of range for a 64-bit float"),
+        "infinity": (_json_line(row, amount=inf), "amount: 'inf' is out of range for a 64-bit float"),
+        "nan": (_json_line(row, amount=nan), "amount: 'nan' is not a number"),
+        "int_of_5000_digits": (b'{"amount": ' + b"9" * 5000 + b"}", "cannot be parsed (Exceeds the limit (4300 digits)"),
+        "huge_string": (_json_line(row, customer_age="x" * 2_000_000), "customer_age: 'xxx"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_hostile({})))
+def test_a_hostile_json_line_is_quarantined_with_its_reason_and_the_rest_lands(project, transactions, tmp_path, case):
+    good = [_json_line(row) for row in transactions.slice(0, 4).to_pylist()]
+    bad, reason = _hostile(transactions.slice(4, 1).to_pylist()[0])[case]
+    path = tmp_path / f"{case}.jsonl"
+    path.write_bytes(b"\n".join([bad, good[0], good[1], bad, good[2], good[3]]) + b"\n")  # first: the file's inspection
+
+    report = dataplane.ingest_source(project, path)
+    assert (report.rows_read, report.rows_landed, report.rows_quarantined) == (6, 4, 2)
+    lake = dataplane.lake_of(project)
+    assert lake.read("transactions").column("transaction_id").to_pylist() == transactions.column("transaction_id")[:4].to_pylist()
+    reasons = sorted(lake.read("transactions_quarantine").column("_reason").to_pylist())
+    assert all(reason in found for found in reasons), reasons[0][:300]
+    assert all(len(found) <= ingest_module.MAX_REASON + 1 for found in reasons)  # a huge value is quoted cut short
+    if reasons[0].startswith("line "):  # a line that does not parse: its number, and the line as text
+        assert [r.split(":")[0] for r in reasons] == ["line 1", "line 4"]
+        raws = lake.read("transactions_quarantine").column("_raw").to_pylist()
+        assert raws == [bad.decode("utf-8", "backslashreplace")] * 2
+
+
+def test_blank_lines_are_skipped_and_lines_split_on_newlines_only(project, transactions, tmp_path):
+    rows = transactions.slice(0, 2).to_pylist()
+    path = tmp_path / "gaps.jsonl"
+    path.write_bytes(b"\n".join([_json_line(rows[0]), b"", b"  \t\r", b"{broken",
+                                 json.dumps({**rows[1], "customer_id": "a\u2028b\x85c"}, default=str, ensure_ascii=False)
+                                 .encode()]) + b"\r\n")
+    report = dataplane.ingest_source(project, path)
+    assert (report.rows_read, report.rows_landed, report.rows_quarantined) == (3, 2, 1)
+    lake = dataplane.lake_of(project)
+    assert lake.read("transactions").column("customer_id").to_pylist()[1] == "a\u2028b\x85c"
+    assert lake.read("transactions_quarantine").column("_reason").to_pylist() == [
+        "line 4: not valid JSON (Expecting property name enclosed in double quotes)"]
+
+
+def test_a_json_file_whose_first_lines_are_all_bad_still_lands_its_good_lines(project, transactions, tmp_path):
+    path = tmp_path / "late.jsonl"
+    good = _json_line(transactions.slice(0, 1).to_pylist()[0])
+    path.write_bytes(b"\n".join([b"{}"] + [b"[1]"] * ingest_module.INSPECT_LINES + [good]) + b"\n")
+    report = dataplane.ingest_source(project, path)
+    assert (report.rows_landed, report.rows_quarantined) == (1, ingest_module.INSPECT_LINES + 1)
+    reasons = dataplane.lake_of(project).read("transactions_quarantine").column("_reason").to_pylist()
+    assert sum("not a JSON object (a JSON array)" in r for r in reasons) == ingest_module.INSPECT_LINES
+    assert sum("transaction_id: missing value" in r for r in reasons) == 1  # {} is an object, without its values
+
+
+def test_hostile_csv_rows_are_quarantined_with_their_reasons_and_the_rest_lands(project, transactions, tmp_path):
+    path = tmp_path / "day.csv"
+    pacsv.write_csv(transactions.slice(0, 6), path, pacsv.WriteOptions(quoting_style="none"))
+    header, *lines = path.read_bytes().replace(b'"', b"").splitlines()
+    first = lines[0].split(b",")
+    amount, age = header.split(b",").index(b"amount"), header.split(b",").index(b"customer_age")
+    bad = [b",".join(first[:2] + [b"cust\xff\xfe"] + first[3:]),  # customer_id
+           lines[1] + b",surplus",
+           b",".join(first[:amount] + [b"1e400"] + first[amount + 1:]),
+           b",".join(first[:age] + [b"99999999999999999999"] + first[age + 1:])]
+    path.write_bytes(b"\n".join([header, lines[0], bad[0], lines[2], bad[1], lines[3], bad[2], bad[3], *lines[4:]]) + b"\n")
+
+    report = dataplane.ingest_source(project, path)
+    assert (report.rows_read, report.rows_landed, report.rows_quarantined) == (9, 5, 4)
+    quarantine = dataplane.lake_of(project).read("transactions_quarantine")
+    assert sorted(quarantine.column("_reason").to_pylist()) == [
+        "amount: '1e400' is out of range for a 64-bit float",
+        "customer_age: '99999999999999999999' is out of range for a 64-bit integer",
+        "customer_id: invalid UTF-8 (byte 0xff at position 4)",
+        "row 5: expected 13 fields, found 14"]
+    assert "cust\\xff\\xfe" in quarantine.column("customer_id").to_pylist()  # bad bytes kept, escaped
+    assert lines[1].decode() + ",surplus" in quarantine.column("_raw").to_pylist()
+
+
+def test_a_parquet_text_column_with_bad_bytes_quarantines_those_rows_only(project, transactions, tmp_path):
+    rows = transactions.slice(0, 4)
+    ids = [v.encode() for v in rows.column("customer_id").to_pylist()]
+    ids[2] = b"\xc3\x28"
+    path = tmp_path / "day.parquet"
+    pq.write_table(rows.set_column(rows.column_names.index("customer_id"), "customer_id", pa.array(ids, pa.binary())), path)
+    report = dataplane.ingest_source(project, path)
+    assert (report.rows_landed, report.rows_quarantined) == (3, 1)
+    lake = dataplane.lake_of(project)
+    assert lake.read("transactions").column("customer_id").to_pylist() == [v.decode() for i, v in enumerate(ids) if i != 2]
+    assert lake.read("transactions_quarantine").column("_reason").to_pylist() == [
+        "customer_id: invalid UTF-8 (byte 0xc3 at position 0)"]
+
+
+def test_a_ragged_csv_row_with_bad_bytes_fails_its_file_in_one_line(project, transactions, tmp_path):
+    """The one hostile row Arrow's CSV reader cannot hand over (it decodes a skipped row's text): the file fails,
+    saying which and why."""
+    path = tmp_path / "day.csv"
+    pacsv.write_csv(transactions.slice(0, 3), path, pacsv.WriteOptions(quoting_style="none"))
+    header, *lines = path.read_bytes().replace(b'"', b"").splitlines()
+    path.write_bytes(b"\n".join([header, lines[0], lines[1] + b",\xff", lines[2]]) + b"\n")
+    with pytest.raises(UserError, match=r"day.csv: cannot be ingested \(CSV parse error: Row #3: Expected 13 columns, "
+                                        r"got 14: .*\); nothing from this file was committed") as failed:
+        dataplane.ingest_source(project, path)
+    assert "\n" not in str(failed.value)
+    assert dataplane.lake_of(project).read("transactions").num_rows == 0

@@ -119,3 +119,13 @@ def test_fit_refuses_empty_and_all_null_columns(features, data):
     nulls = data.set_column(1, "rooms", pa.nulls(6, pa.int64()))
     with pytest.raises(UserError, match="feature 'rooms': column 'rooms' has no values"):
         fit(nulls, features)
+
+
+def test_an_integer_beyond_2_53_is_a_number_in_fitting_and_in_transforming(features, data):
+    """Arrow's safe cast refuses an int64 that a float64 cannot hold exactly; a numeric feature takes its nearest
+    float instead (a served request with one got a 500 until then)."""
+    huge = data.set_column(data.schema.get_field_index("rooms"), "rooms", pa.array([1, 2, 3, 5, 2**53 + 1, 2**62 + 7]))
+    fitted = fit(huge, features)
+    out = transform(huge.slice(4, 2), fitted)
+    assert np.isfinite(out["numeric"]).all()
+    assert transform(huge.slice(0, 1), fitted)["numeric"][0, 1] < out["numeric"][0, 1] < out["numeric"][1, 1]
