@@ -27,6 +27,7 @@ from mlray.serve.auth import KeyRing, fingerprint
 from mlray.serve.limits import BodyLimit
 from mlray.serve.logbook import InferenceLog, LabelLog, create_tables, log_schema
 from mlray.serve.model_server import autoscaling_config
+from mlray.serve.openapi import with_request_bodies
 from mlray.serve.pool import HandlePool, InProcessPool
 from mlray.serve.request_ids import FeedbackRefused, RequestIds
 from mlray.serve.routing import TrafficPlan
@@ -69,6 +70,7 @@ class Ingress:
                                                      max_string_length=serve_spec.max_string_length),
                                            serve_spec.max_rows_per_request)
         self.feedback_model = feedback_model(spec)
+        self.document = with_request_bodies(api.openapi(), self.request_model, self.feedback_model)
         self.lake = dataplane.lake_of(spec)
         await asyncio.to_thread(create_tables, spec, self.lake)  # another schema fails here, not at every flush
         self.replica = serve.get_replica_context().replica_id.unique_id
@@ -168,7 +170,7 @@ class Ingress:
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request) -> dict:
         self._authorize(request)
-        return api.openapi()
+        return self.document
 
     @api.get("/v1/health")
     async def health(self) -> dict:
