@@ -6,6 +6,9 @@ import json
 from typing import Callable
 
 
+DRAIN_FACTOR = 16
+
+
 class BodyLimit:
     """413 for a Content-Length above `limit` (bytes, or a function giving them), or once a chunked body grows past it."""
 
@@ -21,7 +24,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._refuse(send)
+            await self._refuse(send)
+            return await self._drain(receive, int(length))
         seen, started = 0, False
 
         async def counted_receive():
@@ -43,6 +47,14 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await self._refuse(send)
+
+    async def _drain(self, receive, length: int) -> None:
+        """Read and drop a refused body of up to DRAIN_FACTOR times the limit: a client that sends the whole body
+        before it reads the answer (urllib, requests) then gets the 413 instead of a reset connection."""
+        if length > DRAIN_FACTOR * self.limit:
+            return
+        while (message := await receive())["type"] == "http.request" and message.get("more_body", False):
+            pass
 
     async def _refuse(self, send) -> None:
         body = json.dumps({"detail": f"request body is larger than {self.limit} bytes"}).encode()

@@ -88,6 +88,34 @@ def test_canary_start_in_a_second_shell_joins_the_ray_that_mlray_deploy_started(
     assert wait_until(lambda: not _left_in_session(serving.pid), timeout=30), _left_in_session(serving.pid)
 
 
+def test_serves_own_proxy_answers_413_to_a_large_body_from_every_client(tmp_path, starter_text, small_model):
+    """A user who opts out of HAProxy (RAY_SERVE_ENABLE_HA_PROXY=0) gets Serve's own proxy: a body over max_body_bytes
+    sent whole, without `Expect: 100-continue` (requests, urllib), still gets its 413."""
+    import urllib.error
+    import urllib.request
+
+    spec_file = _project(tmp_path, starter_text, small_model, "")
+    spec = load_spec(spec_file)
+    url = f"http://127.0.0.1:{spec.serve.port}"
+    serving = subprocess.Popen([str(BIN / "mlray"), "deploy", "--spec", str(spec_file)],
+                               env=_clean_env(MLRAY_API_KEYS=KEY, RAY_SERVE_ENABLE_HA_PROXY="0"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert wait_until(lambda: _health(url), timeout=180), "mlray deploy serves through Serve's proxy"
+        assert not any("haproxy" in name for name in _left_in_session(serving.pid))
+        body = b'{"rows": [' + b",".join([b'{"amount": 1.0}'] * 200_000) + b"]}"
+        assert len(body) > spec.serve.max_body_bytes
+        headers = {"content-type": "application/json", "Authorization": f"Bearer {KEY}"}
+        by_requests = requests.post(f"{url}/v1/predict", data=body, headers=headers, timeout=30).status_code
+        with pytest.raises(urllib.error.HTTPError) as by_urllib:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/v1/predict", data=body, headers=headers), timeout=30)
+        print(f"\nServe's own proxy, a {len(body):,}-byte body: requests {by_requests}, urllib {by_urllib.value.code}")
+        assert by_requests == 413 and by_urllib.value.code == 413
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.communicate(timeout=120)
+
+
 def _left_in_session(sid: int) -> list[str]:
     """The processes still alive in a session (a command started with start_new_session, and all it started: its
     Ray, Serve's HAProxy)."""
