@@ -4,11 +4,14 @@ the inference log exactly once. Each test prints what it counted."""
 import time
 from collections import Counter
 
+import pytest
 import requests
+from helpers import Background
 from serving import KEY, as_json_rows, raw_rows, wait_until
 
-from helpers import Background
 from mlray import dataplane
+
+pytestmark = pytest.mark.slow
 
 
 class AnsweredLoad(Background):
