@@ -23,6 +23,7 @@ scores; trained once, cached under benchmarks/.cache/drift):
    (one Delta commit per label with an application transaction, as `append_label` did) and after (`LabelLog`).
 
     python -m benchmarks.drift --window-rows 1000 10000 --windows 7
+    python -m benchmarks.drift --only writes        # one part (results/drift-writes.json; Ray only to train)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from mlray.lake.inference import LABELS_SCHEMA
 from mlray.lake.schema import arrow_schema
 from mlray.lake.synthetic import RISKY_CATEGORIES, RISKY_COUNTRIES, Shift, generate_transactions
 from mlray.serve.logbook import InferenceLog, LabelLog, create_tables, log_schema
+from mlray.serve.schema import label_text
 from mlray.spec import ProjectSpec, load_spec, starter_spec
 
 HOME = CACHE / "drift"
@@ -189,10 +191,10 @@ class Traffic:
         inputs, truth, answers = scored(self.spec, self.package, rows, seed, shift, self.schema)
         for start in range(0, rows, PER_CALL):
             request_id = uuid.uuid4().hex
-            call = inputs.slice(start, PER_CALL)
+            call = inputs.slice(start, PER_CALL).to_pylist()  # the ingress's validated rows: one dict each
             self.log.record(request_id, self.version, call, answers[start:start + PER_CALL], latency_ms=2.0)
-            for row in range(int(call.num_rows * labelled)):
-                self.labels.add(request_id, row, truth[start + row])
+            for row in range(int(len(call) * labelled)):
+                self.labels.add(request_id, row, label_text(truth[start + row]))
         self.labels.flush()
         assert self.log.flush() == rows
         return inputs, np.array([a["score"] for a in answers], dtype=float)
@@ -354,7 +356,7 @@ def _incident(entry: dict) -> str:
 
 def append_label(lake: Lake, table: str, request_id: str, row: int, label) -> bool:
     """What the feedback endpoint did before `LabelLog`: one Delta commit per label, with its application transaction."""
-    data = pa.Table.from_pylist([{"request_id": request_id, "row": row, "label": str(label),
+    data = pa.Table.from_pylist([{"request_id": request_id, "row": row, "label": label,
                                   "at": datetime.now(timezone.utc)}], schema=LABELS_SCHEMA)
     return lake.append(table, data, batch_id=f"feedback:{request_id}:{row}", schema=LABELS_SCHEMA).committed
 
@@ -366,7 +368,8 @@ def writes(spec: ProjectSpec, version: str, package, rows: int, labels_before: i
     shutil.rmtree(root, ignore_errors=True)
     lake, schema = Lake(str(root)), log_schema(spec)
     inputs, truth, answers = scored(spec, package, rows, 30_000, Shift(), arrow_schema(spec.train_table))
-    calls = [(uuid.uuid4().hex, inputs.slice(s, PER_CALL), answers[s:s + PER_CALL]) for s in range(0, rows, PER_CALL)]
+    calls = [(uuid.uuid4().hex, inputs.slice(s, PER_CALL).to_pylist(), answers[s:s + PER_CALL])
+             for s in range(0, rows, PER_CALL)]  # as the ingress has them: validated rows and answers, dicts
     per_flush = FLUSH_ROWS // PER_CALL
     flushes = [calls[i:i + per_flush] for i in range(0, len(calls), per_flush)]
     for name, kind in (("log_mlray", schema), ("log_plain", schema), ("labels_mlray", LABELS_SCHEMA),
@@ -380,9 +383,10 @@ def writes(spec: ProjectSpec, version: str, package, rows: int, labels_before: i
         started = time.perf_counter()
         for request_id, call, answer in flush:
             builder.record(request_id, version, call, answer, latency_ms=2.0)
-        plain_log.append(builder.rows_of(builder.pending))
+        plain_log.append(builder.rows_of(list(builder.pending)))
         build_s += time.perf_counter() - started
-        builder.pending = []
+        builder.pending.clear()
+        builder.pending_rows = 0
     log = InferenceLog(lake, "log_mlray", schema)
     started = time.perf_counter()
     for flush in flushes:
@@ -395,11 +399,11 @@ def writes(spec: ProjectSpec, version: str, package, rows: int, labels_before: i
         write_deltalake(lake.uri("log_plain"), table, mode="append")
     plain_log_s = time.perf_counter() - started
 
-    keys = [(request_id, row, truth[i * PER_CALL + row]) for i, (request_id, call, _) in enumerate(calls)
-            for row in range(call.num_rows)]
+    keys = [(request_id, row, label_text(truth[i * PER_CALL + row])) for i, (request_id, call, _) in enumerate(calls)
+            for row in range(len(call))]  # the label as the feedback endpoint passes it: its text
     label_flushes = [keys[i:i + FLUSH_ROWS] for i in range(0, len(keys), FLUSH_ROWS)]
     now = datetime.now(timezone.utc)
-    plain_labels = [pa.Table.from_pylist([{"request_id": r, "row": i, "label": str(v), "at": now} for r, i, v in chunk],
+    plain_labels = [pa.Table.from_pylist([{"request_id": r, "row": i, "label": v, "at": now} for r, i, v in chunk],
                                          schema=LABELS_SCHEMA) for chunk in label_flushes]
     labels = LabelLog(lake, "labels_mlray")
     started = time.perf_counter()
@@ -447,30 +451,35 @@ def writes(spec: ProjectSpec, version: str, package, rows: int, labels_before: i
 
 # ---------------------------------------------------------------------- the run
 
+PARTS = ("check", "delay", "writes")
+
+
 def run(window_rows: list[int], windows: int, before: int, after: int, rows: int, labels_before: int,
-        num_cpus: int | None) -> dict:
+        num_cpus: int | None, parts: tuple[str, ...] = PARTS) -> dict:
     import ray
 
     from mlray.registry.models import Registry
     from mlray.registry.package import load_package
 
     started = time.perf_counter()
-    start_ray(num_cpus)
     spec = project()
+    if parts != ("writes",) or Registry(spec).version_of("champion") is None:  # the writes need no Ray once trained
+        start_ray(num_cpus)
     version = ensure_champion(spec)
     package = load_package(Registry(spec).uri(version))
     ready = time.perf_counter()
     results = []
     try:
-        for size in window_rows:
+        for size in window_rows if "check" in parts else []:
             results.append(check_latency(spec, version, package, size, windows))
-        for name in SHIFTS:
+        for name in SHIFTS if "delay" in parts else []:
             results.append(delay(spec, version, package, name, before, after))
-        results.extend(writes(spec, version, package, rows, labels_before))
+        if "writes" in parts:
+            results.extend(writes(spec, version, package, rows, labels_before))
     finally:
         ray.shutdown()
         shutil.rmtree(HOME / "lakes", ignore_errors=True)
-    return {"benchmark": "drift", "ray_num_cpus": num_cpus, "model_version": version, "machine": machine(),
+    return {"benchmark": "drift", "parts": list(parts), "ray_num_cpus": num_cpus, "model_version": version, "machine": machine(),
             "features": "20 monitored input columns: the starter spec's 9 and 11 derived ones declared in the "
                         "benchmark's spec (a real train table and champion, not a hand-made Reference)",
             "setup_s": ready - started, "seconds": time.perf_counter() - started,
@@ -480,21 +489,30 @@ def run(window_rows: list[int], windows: int, before: int, after: int, rows: int
 
 
 def report(result: dict) -> None:
-    entries = result["results"]
-    print_table("drift check per window: Detectors.check inside the DriftMonitor actor (drift_reports.seconds) vs "
-                "Alibi TabularDrift + KSDrift called directly (medians, ms)",
-                ["rows", "cols", "actor check", "in process", "Alibi direct", "actor/direct", "actor step"],
-                [[f"{e['window_rows']:,}", str(e["features"]), f"{e['actor_check_ms']:.1f}",
-                  f"{e['in_process_check_ms']:.1f}", f"{e['direct_alibi_ms']:.1f}", f"{e['ratio']:.2f}×",
-                  f"{e['actor_step_ms']:.0f}"] for e in entries if e["part"] == "check"])
-    print_table(f"detection delay, in shifted windows of {DELAY_WINDOW:,} rows (1 = the first shifted window)",
-                ["shift", "drift verdict", "score drift", "quality drop", "incident after",
-                 "false alarms before (verdict / quality / incident)"],
-                [[e["shift"], _window(e["drift_verdict_in_window"]), _window(e["score_drift_in_window"]),
-                  _window(e["quality_drop_in_window"]),
-                  "held back" if e["incidents_before"] else _window(e["incident_after_window"]),
-                  f"{e['false_alarms_before']} / {e['false_quality_alarms_before']} / {e['incidents_before']} of "
-                  f"{e['windows_before']}"] for e in entries if e["part"] == "delay"])
+    entries, parts = result["results"], result.get("parts", PARTS)
+    if "check" in parts:
+        print_table("drift check per window: Detectors.check inside the DriftMonitor actor (drift_reports.seconds) vs "
+                    "Alibi TabularDrift + KSDrift called directly (medians, ms)",
+                    ["rows", "cols", "actor check", "in process", "Alibi direct", "actor/direct", "actor step"],
+                    [[f"{e['window_rows']:,}", str(e["features"]), f"{e['actor_check_ms']:.1f}",
+                      f"{e['in_process_check_ms']:.1f}", f"{e['direct_alibi_ms']:.1f}", f"{e['ratio']:.2f}×",
+                      f"{e['actor_step_ms']:.0f}"] for e in entries if e["part"] == "check"])
+    if "delay" in parts:
+        print_table(f"detection delay, in shifted windows of {DELAY_WINDOW:,} rows (1 = the first shifted window)",
+                    ["shift", "drift verdict", "score drift", "quality drop", "incident after",
+                     "false alarms before (verdict / quality / incident)"],
+                    [[e["shift"], _window(e["drift_verdict_in_window"]), _window(e["score_drift_in_window"]),
+                      _window(e["quality_drop_in_window"]),
+                      "held back" if e["incidents_before"] else _window(e["incident_after_window"]),
+                      f"{e['false_alarms_before']} / {e['false_quality_alarms_before']} / {e['incidents_before']} of "
+                      f"{e['windows_before']}"] for e in entries if e["part"] == "delay"])
+    if "writes" in parts:
+        _report_writes(entries)
+    print(f"total {result['seconds']:.0f} s (set-up {result['setup_s']:.0f} s)")
+    write_result("drift" if tuple(parts) == PARTS else "-".join(["drift", *parts]), result)
+
+
+def _report_writes(entries: list[dict]) -> None:
     rows = [[e["part"], f"{e['rows']:,}", f"{e['mlray_rows_per_s']:,.0f}", f"{e['reference_rows_per_s']:,.0f}",
              f"{e['ratio']:.2f}×"] for e in entries if e["part"] in ("inference_log", "labels")]
     rows += [["labels: one commit each → LabelLog", f"{e['before_labels']:,} → {e['after_labels']:,}",
@@ -502,8 +520,6 @@ def report(result: dict) -> None:
              for e in entries if e["part"] == "labels_before_after"]
     print_table(f"writes (rows/s; flushes of {FLUSH_ROWS:,}): mlray vs write_deltalake per flush; labels after vs before",
                 ["what", "rows", "mlray", "reference", "ratio"], rows)
-    print(f"total {result['seconds']:.0f} s (set-up {result['setup_s']:.0f} s)")
-    write_result("drift", result)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -515,8 +531,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", type=int, default=50_000, help="rows (and labels) written in the write part")
     parser.add_argument("--labels-before", type=int, default=300, help="labels written one commit each")
     parser.add_argument("--num-cpus", type=int, default=4, help="Ray logical CPUs")
+    parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts (default: all three); the "
+                        "result goes to results/drift-<parts>.json")
     args = parser.parse_args(argv)
-    result = run(args.window_rows, args.windows, args.before, args.after, args.rows, args.labels_before, args.num_cpus)
+    parts = tuple(p for p in PARTS if p in (args.only or PARTS))
+    result = run(args.window_rows, args.windows, args.before, args.after, args.rows, args.labels_before, args.num_cpus,
+                 parts)
     report(result)
     return result
 

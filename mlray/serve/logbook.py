@@ -116,12 +116,16 @@ class BufferedTable:
 
     def _keep(self, item) -> None:
         with self.lock:
-            self.pending.append(item)
-            self.pending_rows += self.size(item)
-            while self.pending_rows > self.max_rows and len(self.pending) > 1:  # the oldest go first
-                oldest = self.size(self.pending.popleft())
-                self.pending_rows -= oldest
-                self.dropped += oldest
+            self._keep_locked(item)
+
+    def _keep_locked(self, item) -> None:
+        """`_keep`, the caller holding `lock`."""
+        self.pending.append(item)
+        self.pending_rows += self.size(item)
+        while self.pending_rows > self.max_rows and len(self.pending) > 1:  # the oldest go first
+            oldest = self.size(self.pending.popleft())
+            self.pending_rows -= oldest
+            self.dropped += oldest
 
     def stats(self) -> BufferStats:
         with self.lock:
@@ -216,8 +220,31 @@ class _Call:
     first_row: int = 0  # the request row of `rows[0]` (a call split row by row keeps its rows' numbers)
 
 
+_ENCODE = json.JSONEncoder(default=str).encode  # json.dumps(value, default=str) without building an encoder per call
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str)
+    """`json.dumps(value, default=str)`; the usual predictions (a bool, none) without the encoder."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    return _ENCODE(value)
+
+
+def _structs(rows: list, kind: pa.StructType) -> pa.Array:
+    """`pa.array(rows, kind)`, built field by field when every row is a dict (several times faster, the same array);
+    if that fails, the whole-row conversion raises its own error, as it always did."""
+    if all(type(row) is dict for row in rows):
+        fields = list(kind)
+        try:
+            return pa.StructArray.from_arrays([pa.array([row.get(name) for row in rows], field.type)
+                                               for name, field in zip(kind.names, fields)], fields=fields)
+        except Exception:  # noqa: BLE001 - the conversion below names the culprit the way the rejects expect
+            pass
+    return pa.array(rows, kind)
 
 
 class InferenceLog(BufferedTable):
@@ -261,7 +288,7 @@ class InferenceLog(BufferedTable):
             "feature_version": pa.array([a.get("feature_version") for a in answers], pa.string()),
             "shadow": repeated([c.shadow for c in calls], pa.bool_()),
             "sticky_key": repeated([c.sticky_key for c in calls], pa.string()),
-            INPUTS: pa.array([row for call in calls for row in call.rows], self.schema.field(INPUTS).type),
+            INPUTS: _structs([row for call in calls for row in call.rows], self.schema.field(INPUTS).type),
             "prediction": pa.array([_json(a.get("prediction")) if a else None for a in answers], pa.string()),
             "score": pa.array([score_of(a) if a else None for a in answers], pa.float64()),
             "latency_ms": repeated([c.latency_ms for c in calls], pa.float64()),
@@ -285,13 +312,13 @@ class LabelLog(BufferedTable):
     def add(self, request_id: str, row: int, label: str) -> bool:
         """Buffer one label, as text; False when this replica already has one for (request id, row)."""
         key = (request_id, row)
-        with self.lock:
+        with self.lock:  # one lock for the check and the buffer: a label costs microseconds, and there are many
             if key in self.seen:
                 return False
             self.seen[key] = None
             if len(self.seen) > self.remember:
                 self.seen.popitem(last=False)
-        self._keep((request_id, row, str(label), now()))
+            self._keep_locked((request_id, row, str(label), now()))
         return True
 
     def rows_of(self, labels: list[tuple]) -> pa.Table:
@@ -299,8 +326,14 @@ class LabelLog(BufferedTable):
         first: dict[tuple[str, int], tuple] = {}
         for label in labels:
             first.setdefault(label[:2], label)
-        return pa.Table.from_pylist([dict(zip(LABELS_SCHEMA.names, label)) for label in first.values()],
-                                    schema=LABELS_SCHEMA)
+        kept = list(first.values())
+        if kept:
+            try:  # column by column: several times faster than from_pylist, the same table
+                return pa.Table.from_arrays([pa.array(column, field.type) for column, field in
+                                             zip(zip(*kept), LABELS_SCHEMA)], schema=LABELS_SCHEMA)
+            except Exception:  # noqa: BLE001 - from_pylist below raises the error the rejects name, as it always did
+                pass
+        return pa.Table.from_pylist([dict(zip(LABELS_SCHEMA.names, label)) for label in kept], schema=LABELS_SCHEMA)
 
     def refused(self, label: tuple, reason: str) -> dict:
         request_id, row, text, at = label
