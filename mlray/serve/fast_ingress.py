@@ -37,6 +37,10 @@ METRICS_PORT = "RAY_SERVE_HAPROXY_METRICS_PORT"
 # default, for HAProxies on other nodes. The one HAProxy of a Ray on one machine learns within a tenth of a second.
 DRAIN = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 LOCAL_DRAIN_S = "2"
+# HAProxy replays a request on another replica when its connection failed, or when the replica closed it before any
+# answer (killed, or crashed mid-request). Every route is safe to replay: scoring is pure, a label is deduplicated.
+RETRY_ON, RETRIES = "RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES"
+REPLAYED = "conn-failure empty-response"
 WRAPPER_NAME = "haproxy-loopback"
 
 # HAProxy reads the config Ray wrote (`-f FILE`); its stats and Prometheus listeners move to loopback, the rest
@@ -96,7 +100,7 @@ def fast_ingress_environment(folder: Path, environ: dict[str, str] | None = None
         log.warning("no HAProxy binary found: Serve uses its own proxy (slower; see the README's serving section)")
         return {}
     wanted = {HAPROXY: "1", THROUGHPUT: "1", STATS_PORT: str(free_port()), METRICS_PORT: str(free_port()),
-              DRAIN: LOCAL_DRAIN_S}
+              DRAIN: LOCAL_DRAIN_S, RETRY_ON: REPLAYED, RETRIES: "3"}
     if BINARY not in environ:
         wanted[BINARY] = str(write_wrapper(folder, binary))
     return {name: value for name, value in wanted.items() if name not in environ}

@@ -114,6 +114,24 @@ def test_every_ray_start_has_token_auth_and_the_dashboard_stays_local(path):
     assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
 
 
+def _fast_ingress() -> dict[str, str]:
+    """What mlray sets for the Ray it starts and a cluster's nodes must set too (ports and the binary are per machine)."""
+    from mlray.serve import fast_ingress as fast
+
+    return {fast.HAPROXY: "1", fast.THROUGHPUT: "1", fast.RETRY_ON: fast.REPLAYED, fast.RETRIES: "3"}
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=_ids(LAUNCHER))
+def test_every_ray_start_turns_the_fast_ingress_and_its_retries_on(path):
+    import shlex
+
+    config = _documents(path)[0]
+    for kind in ("head_start_ray_commands", "worker_start_ray_commands"):
+        for cmd in (c for c in config[kind] if "ray start" in c):
+            assignments = dict(word.split("=", 1) for word in shlex.split(cmd.split("ray start")[0]) if "=" in word)
+            assert {k: assignments.get(k) for k in _fast_ingress()} == _fast_ingress(), f"{kind}: {cmd}"
+
+
 @pytest.mark.parametrize("path", LAUNCHER, ids=_ids(LAUNCHER))
 def test_launcher_file_mounts_copy_paths_of_this_repository(path):
     """`ray up` runs from the repository root: a relative source is a path in it (home paths are the user's own)."""
@@ -211,6 +229,16 @@ def test_kuberay_token_auth_is_on_in_every_ray_container(name, doc):
         for container in pod["containers"]:
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
             assert env.get("RAY_AUTH_MODE") == "token", f"{group}/{container['name']}"
+
+
+@pytest.mark.parametrize("name,doc", _kuberay(), ids=[n for n, _ in _kuberay()])
+def test_kuberay_nodes_with_the_fast_ingress_also_replay_requests_of_a_dead_replica(name, doc):
+    cluster = _ray_cluster(doc)
+    for group, pod in _pod_specs(cluster):
+        for container in pod["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            if "RAY_SERVE_ENABLE_HA_PROXY" in env:
+                assert {k: env.get(k) for k in _fast_ingress()} == _fast_ingress(), f"{group}/{container['name']}"
 
 
 def _mounted(pod: dict, path: str) -> bool:
