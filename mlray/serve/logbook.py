@@ -129,7 +129,8 @@ class BufferedTable:
 
     def stats(self) -> BufferStats:
         with self.lock:
-            stats = BufferStats(self.pending_rows + sum(b.rows for b in self.unsent), self.dropped, self.rejected)
+            unsent = list(self.unsent)  # a copy made at once (under the GIL): a flush may be popping from it
+            stats = BufferStats(self.pending_rows + sum(b.rows for b in unsent), self.dropped, self.rejected)
             self.dropped = self.rejected = 0
         return stats
 
