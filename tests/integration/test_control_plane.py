@@ -6,7 +6,7 @@ import time
 
 import pytest
 import ray
-from serving import KEY, as_json_rows, post, post_many, raw_rows, register_copy, serving, wait_until
+from serving import KEY, SteadyLoad, as_json_rows, post, post_many, raw_rows, register_copy, serving, wait_until
 
 from mlray.registry.models import Registry
 from mlray.rollout.controller import command
@@ -111,11 +111,14 @@ def test_the_owner_comes_back_with_the_same_state_after_it_is_killed(two_ingress
     before = control.call(spec, "snapshot")
     name = control.actor_name(spec.name)
 
-    ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=False)  # a crash: Ray restarts it
-    assert wait_until(lambda: _snapshot_or_none(spec) == before, timeout=30)
-    ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=True)  # gone for good: found again
-    assert control.call(spec, "snapshot") == before  # read back from the lake by a new actor
-    assert post(f"{url}/v1/predict", {"row": row}).status_code == 200
+    with SteadyLoad(url, row) as load:  # serving goes on with the last plan while its owner is away
+        ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=False)  # a crash: Ray restarts it
+        assert wait_until(lambda: _snapshot_or_none(spec) == before, timeout=30)
+        ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=True)  # gone for good: found again
+        assert control.call(spec, "snapshot") == before  # read back from the lake by a new actor
+    print(f"\ncontrol plane killed twice under load: {sum(c != 200 for c in load.codes)} of {len(load.codes)} "
+          f"requests failed")
+    assert load.codes and set(load.codes) == {200}
 
     set_traffic(spec, TrafficPlan.only("1"))  # the ingress replicas follow the new owner
     assert _answering(url, row) == {"1"}
