@@ -37,9 +37,12 @@ def test_demo_closes_the_loop_and_leaves_a_promoted_retrained_champion(tmp_path)
     assert lake.read(f"{spec.data.train_table}_quarantine").num_rows > 0
     assert lake.latest_version(spec.data.train_table) == 4  # three landing files, then the upstream drift
 
-    # the monitor: calm windows passed, then drifted ones opened exactly one incident, which ended promoted
+    # the monitor: calm windows passed (no input column drifted; the score test alone may fire on a calm window now and
+    # then, as seasonality in 300 rows: p = 0.0026 in one CI run), then drifted ones opened exactly one incident, which
+    # ended promoted
     reports = read_reports(lake)
-    assert [r["verdict"] for r in reversed(reports)][:2] == ["ok", "ok"]
+    calm = list(reversed(reports))[:2]
+    assert calm[0]["verdict"] == "ok" and [r["drifted"] for r in calm] == [[], []], calm
     assert any(r["verdict"] == "drift" for r in reports)
     (incident,) = Incidents(lake).all()
     assert incident["cause"] == "drift" and incident["status"] == "promoted", incident
