@@ -31,7 +31,7 @@ from mlray.lake import Lake
 from mlray.lake.inference import INPUTS, LABELS_SCHEMA, REJECTS_SCHEMA, inference_log_schema, rejects_name
 from mlray.lake.stream import StreamAppender
 from mlray.registry.scores import score_of
-from mlray.serve.schema import request_columns
+from mlray.serve.schema import INT64_MAX, INT64_MIN, request_columns
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ class LabelLog(BufferedTable):
 
     def refused(self, label: tuple, reason: str) -> dict:
         request_id, row, text, at = label
-        in_range = isinstance(row, int) and -(2**63) <= row < 2**63
+        in_range = isinstance(row, int) and INT64_MIN <= row <= INT64_MAX
         raw = {"request_id": request_id, "row": row if in_range else str(row), "label": text}
         return {"request_id": str(request_id), "row": row if in_range else None, "reason": reason, "raw": _json(raw),
                 "at": at}
