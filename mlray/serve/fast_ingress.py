@@ -41,6 +41,9 @@ LOCAL_DRAIN_S = "2"
 # answer (killed, or crashed mid-request). Every route is safe to replay: scoring is pure, a label is deduplicated.
 RETRY_ON, RETRIES = "RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES"
 REPLAYED = "conn-failure empty-response"
+# Serve's controller checks each proxy (with HAProxy: the actor that runs it and whether HAProxy lives) every 10 s and
+# replaces it after three failed checks: a dead HAProxy meant about 25 s without an answer. Every 2 s: about 7 s.
+PROXY_CHECK, PROXY_CHECK_S = "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S", "2"
 WRAPPER_NAME = "haproxy-loopback"
 
 # HAProxy reads the config Ray wrote (`-f FILE`); its stats and Prometheus listeners move to loopback, the rest
@@ -100,7 +103,7 @@ def fast_ingress_environment(folder: Path, environ: dict[str, str] | None = None
         log.warning("no HAProxy binary found: Serve uses its own proxy (slower; see the README's serving section)")
         return {}
     wanted = {HAPROXY: "1", THROUGHPUT: "1", STATS_PORT: str(free_port()), METRICS_PORT: str(free_port()),
-              DRAIN: LOCAL_DRAIN_S, RETRY_ON: REPLAYED, RETRIES: "3"}
+              DRAIN: LOCAL_DRAIN_S, RETRY_ON: REPLAYED, RETRIES: "3", PROXY_CHECK: PROXY_CHECK_S}
     if BINARY not in environ:
         wanted[BINARY] = str(write_wrapper(folder, binary))
     return {name: value for name, value in wanted.items() if name not in environ}

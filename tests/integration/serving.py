@@ -1,6 +1,8 @@
 """Helpers for the tests that talk to the service over real HTTP on 127.0.0.1."""
 
 import json
+import time
+from collections import Counter
 
 import mlflow
 import requests
@@ -113,3 +115,58 @@ class SteadyLoad(Background):
             self.codes.append(post(f"{self.url}/v1/predict", {"row": self.row}, **self.headers).status_code)
         except requests.RequestException as exc:
             self.codes.append(type(exc).__name__)
+
+
+class AnsweredLoad(Background):
+    """One request after another from a thread; the request id and time of every 200 kept, every other outcome
+    counted with its time."""
+
+    def __init__(self, url: str, row: dict):
+        super().__init__(0.0)
+        self.url, self.row = url, row
+        self.answered: list[str] = []
+        self.answered_at: dict[str, float] = {}
+        self.failed: Counter = Counter()
+        self.failed_at: list[float] = []
+        self.errors: list[str] = []  # what the client library said of each failed request
+        self.session = requests.Session()
+
+    def run_once(self):
+        try:
+            response = self.session.post(f"{self.url}/v1/predict", json={"row": self.row},
+                                         headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        except requests.RequestException as exc:
+            self._failed(type(exc).__name__)
+            self.errors.append(str(exc)[:200])
+            return
+        if response.status_code == 200:
+            self.answered.append(response.json()["request_id"])
+            self.answered_at[self.answered[-1]] = time.time()
+        else:
+            self._failed(response.status_code)
+
+    def _failed(self, outcome) -> None:
+        self.failed[outcome] += 1
+        self.failed_at.append(time.time())
+
+
+def longest_silence(loads: list[AnsweredLoad], since: float) -> float:
+    """The longest time after `since` in which none of `loads` got an answer (seconds): what clients saw of an
+    outage."""
+    times = sorted([since] + [t for load in loads for t in load.answered_at.values() if t >= since])
+    return max(b - a for a, b in zip(times, times[1:])) if len(times) > 1 else float("inf")
+
+
+def logged_counts(spec, ids: set[str]) -> Counter:
+    """How often each of `ids` is in the inference log."""
+    column = dataplane.lake_of(spec).read(spec.serve.inference_log_table, columns=["request_id"]).column("request_id")
+    return Counter(i for i in column.to_pylist() if i in ids)
+
+
+def ingress_replicas(app: str) -> list:
+    """Handles on the live ingress replicas of Serve application `app`."""
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith(f"SERVE_REPLICA::{app}#ingress#")]
+    return [ray.get_actor(name, namespace="serve") for name in names]

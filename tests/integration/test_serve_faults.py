@@ -5,45 +5,9 @@ import time
 from collections import Counter
 
 import pytest
-import requests
-from helpers import Background
-from serving import KEY, as_json_rows, raw_rows, wait_until
-
-from mlray import dataplane
+from serving import AnsweredLoad, as_json_rows, ingress_replicas, logged_counts, raw_rows, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-class AnsweredLoad(Background):
-    """One request after another from a thread; the request id of every 200 kept, every other outcome counted."""
-
-    def __init__(self, url: str, row: dict):
-        super().__init__(0.0)
-        self.url, self.row = url, row
-        self.answered: list[str] = []
-        self.answered_at: dict[str, float] = {}
-        self.failed: Counter = Counter()
-        self.errors: list[str] = []  # what the client library said of each failed request
-        self.session = requests.Session()
-
-    def run_once(self):
-        try:
-            response = self.session.post(f"{self.url}/v1/predict", json={"row": self.row},
-                                         headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
-        except requests.RequestException as exc:
-            self.failed[type(exc).__name__] += 1
-            self.errors.append(str(exc)[:200])
-            return
-        if response.status_code == 200:
-            self.answered.append(response.json()["request_id"])
-            self.answered_at[self.answered[-1]] = time.time()
-        else:
-            self.failed[response.status_code] += 1
-
-
-def _logged(spec, ids: set[str]) -> Counter:
-    column = dataplane.lake_of(spec).read(spec.serve.inference_log_table, columns=["request_id"]).column("request_id")
-    return Counter(i for i in column.to_pylist() if i in ids)
 
 
 def test_replicas_replaced_under_load_flush_before_they_stop_and_nothing_answered_is_lost(served):
@@ -71,20 +35,12 @@ def test_replicas_replaced_under_load_flush_before_they_stop_and_nothing_answere
         run(spec.serve.ingress_replicas, spec.serve.log_flush_s)  # as the fixture deployed it
     answered = set(load.answered)
     assert len(answered) == len(load.answered) > 50
-    assert wait_until(lambda: set(_logged(spec, answered)) == answered, timeout=30), "every answered request is logged"
-    logged = _logged(spec, answered)
+    assert wait_until(lambda: set(logged_counts(spec, answered)) == answered, timeout=30), "every answered request is logged"
+    logged = logged_counts(spec, answered)
     print(f"\ningress 1 → 2 → 1 replicas under load: {len(answered)} answered 200, {sum(logged.values())} logged "
           f"({len(answered - set(logged))} missing, {sum(n - 1 for n in logged.values())} twice); "
           f"other outcomes: {dict(load.failed)}")
     assert all(n == 1 for n in logged.values())
-
-
-def _ingress_replicas(app: str) -> list:
-    import ray
-
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith(f"SERVE_REPLICA::{app}#ingress#")]
-    return [ray.get_actor(name, namespace="serve") for name in names]
 
 
 def test_a_killed_ingress_replica_loses_at_most_what_it_had_not_flushed(served):
@@ -96,15 +52,15 @@ def test_a_killed_ingress_replica_loses_at_most_what_it_had_not_flushed(served):
     row = as_json_rows(raw_rows(spec, 1))[0]
     with AnsweredLoad(url, row) as load:
         time.sleep(3)
-        [replica] = _ingress_replicas(spec.name)
+        [replica] = ingress_replicas(spec.name)
         killed_at = time.time()
         ray.kill(replica, no_restart=False)
         assert wait_until(lambda: len(load.answered) > 0 and time.time() - load.answered_at[load.answered[-1]] < 0.5
                           and load.answered_at[load.answered[-1]] > killed_at + 1, timeout=60)
         time.sleep(2)
     answered = set(load.answered)
-    wait_until(lambda: len(answered - set(_logged(spec, answered))) == 0, timeout=10)
-    lost = answered - set(_logged(spec, answered))
+    wait_until(lambda: len(answered - set(logged_counts(spec, answered))) == 0, timeout=10)
+    lost = answered - set(logged_counts(spec, answered))
     window = spec.serve.log_flush_s + 1.0
     print(f"\ningress replica killed under load: {len(answered)} answered 200, {len(lost)} lost with the replica's "
           f"unflushed buffer (flush every {spec.serve.log_flush_s} s); other outcomes: {dict(load.failed)}")
@@ -131,12 +87,12 @@ def test_one_of_two_ingress_replicas_killed_under_load_fails_almost_no_request(s
 
     run(2)
     try:
-        assert wait_until(lambda: len(_ingress_replicas(spec.name)) == 2, timeout=60)
+        assert wait_until(lambda: len(ingress_replicas(spec.name)) == 2, timeout=60)
         loads = [AnsweredLoad(url, row) for _ in range(8)]
         for load in loads:
             load.__enter__()
         time.sleep(3)
-        victim = _ingress_replicas(spec.name)[0]
+        victim = ingress_replicas(spec.name)[0]
         ray.kill(victim, no_restart=False)
         time.sleep(25)  # Serve replaces it meanwhile; the share counts the traffic of the whole while
         for load in loads:

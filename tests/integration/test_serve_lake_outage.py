@@ -5,8 +5,7 @@ module's deployment may be up."""
 import time
 
 import pytest
-from serving import KEY, as_json_rows, raw_rows, wait_until
-from test_serve_faults import AnsweredLoad, _logged
+from serving import KEY, AnsweredLoad, as_json_rows, logged_counts, raw_rows, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -69,10 +68,10 @@ def test_the_lake_unreachable_for_60_s_under_load_serving_goes_on_and_the_log_ca
             back = time.monotonic()
             time.sleep(2)
         answered = set(load.answered)
-        assert wait_until(lambda: set(_logged(spec, answered)) == answered, timeout=180, every=2), \
-            f"{len(answered - set(_logged(spec, answered)))} answered requests never reached the log"
+        assert wait_until(lambda: set(logged_counts(spec, answered)) == answered, timeout=180, every=2), \
+            f"{len(answered - set(logged_counts(spec, answered)))} answered requests never reached the log"
         caught_up = time.monotonic() - back
-        logged = _logged(spec, answered)
+        logged = logged_counts(spec, answered)
         print(f"\nthe lake unreachable 60 s under load: {during} requests answered meanwhile, "
               f"{sum(load.failed.values())} failed {dict(load.failed)}; ingress RSS {before_rss / 2**20:.0f} MiB before, "
               f"{after_rss / 2**20:.0f} MiB after 60 s; the log caught up {caught_up:.0f} s after the lake came back: "

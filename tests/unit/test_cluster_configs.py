@@ -118,7 +118,8 @@ def _fast_ingress() -> dict[str, str]:
     """What mlray sets for the Ray it starts and a cluster's nodes must set too (ports and the binary are per machine)."""
     from mlray.serve import fast_ingress as fast
 
-    return {fast.HAPROXY: "1", fast.THROUGHPUT: "1", fast.RETRY_ON: fast.REPLAYED, fast.RETRIES: "3"}
+    return {fast.HAPROXY: "1", fast.THROUGHPUT: "1", fast.RETRY_ON: fast.REPLAYED, fast.RETRIES: "3",
+            fast.PROXY_CHECK: fast.PROXY_CHECK_S}
 
 
 @pytest.mark.parametrize("path", LAUNCHER, ids=_ids(LAUNCHER))

@@ -58,6 +58,7 @@ def test_the_environment_turns_haproxy_on_unless_the_caller_chose(tmp_path):
     chosen = fast.fast_ingress_environment(tmp_path, environ={fast.BINARY: "/usr/sbin/haproxy"})
     assert chosen[fast.HAPROXY] == chosen[fast.THROUGHPUT] == "1" and chosen[fast.DRAIN] == "2"
     assert chosen[fast.RETRY_ON] == "conn-failure empty-response" and chosen[fast.RETRIES] == "3"
+    assert chosen[fast.PROXY_CHECK] == "2"  # a dead HAProxy replaced in seconds, not half a minute
     assert fast.BINARY not in chosen  # the caller's binary stays
     assert int(chosen[fast.STATS_PORT]) != int(chosen[fast.METRICS_PORT])
     assert fast.fast_ingress_environment(tmp_path, environ={fast.HAPROXY: "0"}) == {}  # opted out: Serve's own proxy
