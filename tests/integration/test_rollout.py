@@ -3,12 +3,13 @@
 
 import json
 import time
+from collections import Counter
 from dataclasses import replace
 
 import mlflow
 import pytest
 import ray
-from serving import SteadyLoad, as_json_rows, labels_of, post, raw_rows, register_copy, scraped_metrics
+from serving import SteadyLoad, as_json_rows, labels_of, post, raw_rows, register_copy, scraped_metrics, wait_until
 from typer.testing import CliRunner
 
 from mlray.audit import AuditLog
@@ -182,3 +183,42 @@ def test_a_model_replica_that_dies_mid_request_is_replaced_without_a_failed_requ
         time.sleep(2)  # traffic on the replacement
     assert any(a.actor_id != victim.actor_id for a in replicas()), "Serve started a replacement"
     assert len(load.codes) >= 3 and set(load.codes) == {200}, load.codes
+
+
+@pytest.mark.slow
+def test_the_rollout_controller_killed_mid_rollout_again_and_again_promotes_once_and_fails_no_request(served):
+    """The controller killed (Ray restarts it) six times at random moments of a rollout under load, its ticks
+    included: it keeps no state, so each restart goes on from the control plane's; every step passes once, the
+    challenger is promoted once, and no request fails."""
+    import random
+
+    from mlray.rollout.controller import controller_name
+    from mlray.serve import control
+    from mlray.serve.deploy import rollback_to_previous
+
+    base, url, _ = served
+    spec = with_rollout(base)
+    challenger = register_copy(spec)
+    rng, kills = random.Random(18), 0
+    with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
+        command(spec, "start", challenger, actor="user:test")
+        while kills < 6 and control.call(spec, "snapshot")["rollout"]["status"] == "running":
+            time.sleep(rng.uniform(0.3, 2.5))
+            ray.kill(ray.get_actor(controller_name(spec.name), namespace=control.NAMESPACE), no_restart=False)
+            kills += 1
+        assert wait_until(lambda: control.call(spec, "snapshot")["rollout"]["status"] != "running", timeout=120)
+        time.sleep(1.5)
+    state = control.call(spec, "snapshot")["rollout"]
+    target = f"{spec.name} v{challenger}"
+    audited = Counter(e["action"] for e in AuditLog(spec.platform).read() if e["target"] == target)
+    print(f"\nrollout controller killed {kills} times mid-rollout under load: {state['status']}, "
+          f"{len(state['history'])} analyses, audit {dict(audited)}, {sum(c != 200 for c in load.codes)} of "
+          f"{len(load.codes)} requests failed")
+    try:
+        assert state["status"] == "promoted" and Registry(spec).version_of("champion") == challenger
+        assert Registry(spec).version_of("previous") == "1"
+        assert [h["step"] for h in state["history"] if h["verdict"] == "pass"] == [0, 1, 2]
+        assert audited["canary.promote"] == 1 and audited["canary.step"] == 2 and audited["canary.start"] == 1
+        assert len(load.codes) > 20 and set(load.codes) == {200}
+    finally:
+        rollback_to_previous(spec, actor="user:test")  # version 1 is the champion again for the tests after
