@@ -121,19 +121,21 @@ class AnsweredLoad(Background):
     """One request after another from a thread; the request id and time of every 200 kept, every other outcome
     counted with its time."""
 
-    def __init__(self, url: str, row: dict):
-        super().__init__(0.0)
-        self.url, self.row = url, row
+    def __init__(self, url: str, row: dict, pause: float = 0.0, rows: list[dict] | None = None):
+        super().__init__(pause)
+        self.url, self.rows = url, rows or [row]
         self.answered: list[str] = []
         self.answered_at: dict[str, float] = {}
+        self.latency: list[tuple[float, float]] = []  # (when answered, seconds) of every 200
         self.failed: Counter = Counter()
         self.failed_at: list[float] = []
         self.errors: list[str] = []  # what the client library said of each failed request
         self.session = requests.Session()
 
     def run_once(self):
+        row, sent = self.rows[len(self.answered) % len(self.rows)], time.time()
         try:
-            response = self.session.post(f"{self.url}/v1/predict", json={"row": self.row},
+            response = self.session.post(f"{self.url}/v1/predict", json={"row": row},
                                          headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
         except requests.RequestException as exc:
             self._failed(type(exc).__name__)
@@ -141,7 +143,8 @@ class AnsweredLoad(Background):
             return
         if response.status_code == 200:
             self.answered.append(response.json()["request_id"])
-            self.answered_at[self.answered[-1]] = time.time()
+            self.answered_at[self.answered[-1]] = now = time.time()
+            self.latency.append((now, now - sent))
         else:
             self._failed(response.status_code)
 
@@ -158,9 +161,10 @@ def longest_silence(loads: list[AnsweredLoad], since: float) -> float:
 
 
 def logged_counts(spec, ids: set[str]) -> Counter:
-    """How often each of `ids` is in the inference log."""
-    column = dataplane.lake_of(spec).read(spec.serve.inference_log_table, columns=["request_id"]).column("request_id")
-    return Counter(i for i in column.to_pylist() if i in ids)
+    """How often each of `ids` is in the inference log as answered (a shadow version's rows left out)."""
+    logged = dataplane.lake_of(spec).read(spec.serve.inference_log_table, columns=["request_id", "shadow"])
+    return Counter(i for i, shadow in zip(logged.column("request_id").to_pylist(), logged.column("shadow").to_pylist())
+                   if i in ids and not shadow)
 
 
 def ingress_replicas(app: str) -> list:

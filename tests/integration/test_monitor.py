@@ -137,6 +137,8 @@ def test_a_killed_monitor_resumes_from_its_checkpoint_and_submits_no_second_job(
         reports = sorted(read_reports(lake), key=lambda r: r["seq"])
         assert [r["seq"] for r in reports] == list(range(6)) and sum(r["rows"] for r in reports) == sent
         assert all(a["end"] == b["start"] for a, b in zip(reports, reports[1:])), "windows must chain"
+        print(f"\nmonitor killed twice mid-stream: windows {[r['seq'] for r in reports]}, "
+              f"{sum(r['rows'] for r in reports)} of {sent} rows checked, each once")
         assert "mlray_drift_p_value" in scraped_metrics("mlray_drift_p_value", "mlray_drift_windows")
         incidents = Incidents(lake)
         assert wait_until(lambda: [i["status"] for i in incidents.all()] == ["failed"], timeout=120, every=1), \
