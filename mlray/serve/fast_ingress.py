@@ -42,7 +42,7 @@ LOCAL_DRAIN_S = "2"
 RETRY_ON, RETRIES = "RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES"
 REPLAYED = "conn-failure empty-response"
 # Serve's controller checks each proxy (with HAProxy: the actor that runs it and whether HAProxy lives) every 10 s and
-# replaces it after three failed checks: a dead HAProxy meant about 25 s without an answer. Every 2 s: about 7 s.
+# replaces it after three failed checks: a dead HAProxy meant about 25 s without an answer. Every 2 s: about 10 s.
 PROXY_CHECK, PROXY_CHECK_S = "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S", "2"
 WRAPPER_NAME = "haproxy-loopback"
 
