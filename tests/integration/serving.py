@@ -174,3 +174,10 @@ def ingress_replicas(app: str) -> list:
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
              if a["name"].startswith(f"SERVE_REPLICA::{app}#ingress#")]
     return [ray.get_actor(name, namespace="serve") for name in names]
+
+
+def haproxies() -> list:
+    """The HAProxy processes on this machine (the one Serve runs in front of the ingress replicas)."""
+    import psutil
+
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"]

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 
 import psutil
 import pytest
-from serving import AnsweredLoad, as_json_rows, logged_counts, raw_rows, register_copy, wait_until
+from serving import AnsweredLoad, as_json_rows, haproxies, logged_counts, raw_rows, register_copy, wait_until
 
 pytestmark = pytest.mark.slow
 SOAK_S, WARM_UP_S, CANARY_AT_S = 600, 60, 120
@@ -38,7 +38,7 @@ def _processes(app: str) -> dict[str, psutil.Process]:
               for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
               if a.class_name.startswith(MLRAY_ACTORS) and (not a.class_name.startswith("ServeReplica:")
                                                             or a.class_name.startswith(f"ServeReplica:{app}"))}
-    return actors | {f"haproxy {p.pid}": p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"}
+    return actors | {f"haproxy {p.pid}": p for p in haproxies()}
 
 
 def _rss(processes: dict[str, psutil.Process]) -> dict[str, int]:

@@ -8,16 +8,11 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 
-import psutil
 import pytest
-from serving import AnsweredLoad, as_json_rows, ingress_replicas, longest_silence, post, raw_rows, wait_until
+from serving import AnsweredLoad, as_json_rows, haproxies, ingress_replicas, longest_silence, post, raw_rows, wait_until
 
 pytestmark = pytest.mark.slow
 CLIENTS = 4
-
-
-def _haproxies() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"]
 
 
 def _controller():
@@ -41,7 +36,7 @@ def _kill_controller() -> None:
 
 
 def _kill_haproxy() -> None:
-    for process in _haproxies():
+    for process in haproxies():
         os.kill(process.pid, signal.SIGKILL)
 
 
@@ -65,7 +60,7 @@ def _as_configured(spec, url) -> str:
     try:
         status = serve.status()
         application = status.applications[spec.name]
-        found = {"proxies": sorted(_named(s) for s in status.proxies.values()), "haproxy": len(_haproxies()),
+        found = {"proxies": sorted(_named(s) for s in status.proxies.values()), "haproxy": len(haproxies()),
                  "application": _named(application.status),
                  "ingress": {_named(state): n for state, n in application.deployments["ingress"].replica_states.items()},
                  "ingress actors": len(ingress_replicas(spec.name))}
@@ -94,7 +89,7 @@ KILLS = {"Serve's controller": _kill_controller, "the HAProxy process": _kill_ha
 def test_serve_machinery_killed_under_load_traffic_comes_back_and_nothing_is_left_half_configured(served, victim):
     spec, url, _ = served
     assert (wrong := _until_whole(spec, url, timeout=120)) == "", f"Serve as configured before the kill: {wrong}"
-    before = {"haproxy": {p.pid for p in _haproxies()}, "proxies": _proxy_actors()}
+    before = {"haproxy": {p.pid for p in haproxies()}, "proxies": _proxy_actors()}
     loads = [AnsweredLoad(url, as_json_rows(raw_rows(spec, 1))[0]) for _ in range(CLIENTS)]
     with ExitStack() as stack:
         for load in loads:
@@ -111,7 +106,7 @@ def test_serve_machinery_killed_under_load_traffic_comes_back_and_nothing_is_lef
     silence = longest_silence(loads, killed_at)
     print(f"\n{victim} killed under load ({CLIENTS} clients): {sum(failed.values())} of {total} requests failed "
           f"{dict(failed)}; longest time without an answer {silence:.1f} s; Serve whole again after "
-          f"{whole_after:.1f} s (HAProxy {sorted(before['haproxy'])} -> {sorted(p.pid for p in _haproxies())})")
+          f"{whole_after:.1f} s (HAProxy {sorted(before['haproxy'])} -> {sorted(p.pid for p in haproxies())})")
     assert all(t < stopped_at - 5 for load in loads for t in load.failed_at), "no request fails once Serve is whole"
     if victim == "Serve's controller":  # the data path does not go through it
         assert not failed and silence < 2.0
