@@ -24,6 +24,8 @@ from mlray.lake.tables import Lake
 
 log = logging.getLogger(__name__)
 
+SERVING_STATE = "serving_state"  # the control plane's document: the serving plan, keys, rollout (one writer)
+
 STATE_SCHEMA = pa.schema([
     pa.field("revision", pa.int64(), nullable=False),
     pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),

@@ -18,6 +18,7 @@ from mlray.runtime import NAMESPACE
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
+BACKOFF_CAP_S = 60.0
 
 
 def actor_name(project: str) -> str:
@@ -33,14 +34,22 @@ class DriftMonitor:
         self.timer = asyncio.get_event_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
+        """A step every period; after failures in a row (the lake or MLflow down) the wait doubles, up to
+        BACKOFF_CAP_S, so an outage is not met with a storm of calls. Windows wait: none is skipped."""
+        failures = 0
         while True:
             try:
                 await self.call("step")
+                failures = 0
             except StateConflict:  # another monitor wrote the state: the next step reads it afresh
                 pass
-            except Exception:  # noqa: BLE001 - the timer must outlive a bad step (e.g. a registry that is down)
-                log.exception("monitor step failed")
-            await asyncio.sleep(self.period)
+            except Exception as exc:  # noqa: BLE001 - the timer must outlive a bad step (e.g. a registry that is down)
+                failures += 1
+                if failures == 1:
+                    log.exception("monitor step failed")
+                else:
+                    log.warning("monitor step failed again (%d in a row): %s", failures, f"{type(exc).__name__}: {exc}"[:200])
+            await asyncio.sleep(min(max(self.period, BACKOFF_CAP_S), self.period * 2 ** failures))
 
     async def call(self, method: str, *args, **kwargs):
         """Run one `Monitor` method, one at a time."""

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from mlray.audit import AuditLog
 from mlray.lake import Lake
 from mlray.lake.inference import LABELS_SCHEMA, appended_since, dedupe_labels, flat_inputs
-from mlray.lake.state import StateConflict, StateTable
+from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.monitor import jobs
 from mlray.monitor.alerts import alert
 from mlray.monitor.detectors import Detectors
@@ -48,18 +48,27 @@ def _now() -> datetime:
 
 
 class Monitor:
-    def __init__(self, spec: ProjectSpec, jobs_address: str | None = None):
-        from mlray.registry.models import Registry
+    """Constructed without I/O (a restart while the lake or MLflow is down succeeds); the checkpoint is read by the
+    first `step` or `status`."""
 
+    def __init__(self, spec: ProjectSpec, jobs_address: str | None = None):
         self.spec, self.rules = spec, spec.monitor
         self.lake = Lake.from_platform(spec.platform)
         self.table = StateTable(self.lake, STATE_TABLE)
         self.incidents, self.audit = Incidents(self.lake), AuditLog(spec.platform)
-        self.registry = Registry(spec)
+        self._registry = None
         self.jobs_address, self._jobs = jobs_address, None
         self.detectors: Detectors | None = None
         self.champion: str | None = None
-        self._load()
+        self.state: dict | None = None
+
+    @property
+    def registry(self):
+        from mlray.registry.models import Registry
+
+        if self._registry is None:
+            self._registry = Registry(self.spec)
+        return self._registry
 
     # ------------------------------------------------------------------ state
 
@@ -105,6 +114,8 @@ class Monitor:
 
     def step(self) -> dict:
         """One poll: labels, complete windows, retraining jobs, upkeep. Returns what happened."""
+        if self.state is None:
+            self._load()
         self.champion = None  # asked of the registry once per step, when a window closes
         labelled = self._labels()
         reports = self._windows()
@@ -116,6 +127,8 @@ class Monitor:
         return {"labels": labelled, "windows": [_summary(r) for r in reports], "seq": self.state["seq"]}
 
     def status(self) -> dict:
+        if self.state is None:
+            self._load()
         champion = self.state["champion"]
         reference = self.detectors.reference if self.detectors else None
         quality = self._live_quality(reference) if reference else {}
@@ -193,7 +206,7 @@ class Monitor:
 
     def _reference(self):
         """The detectors of the serving champion: built when it changes, else reused."""
-        champion = self.champion = self.champion or self.registry.version_of("champion")
+        champion = self.champion = self.champion or self._serving_champion()
         if champion is None:
             raise RuntimeError(f"model '{self.spec.name}' has no champion to compare traffic with")
         if self.detectors is None or self.detectors.reference.version != champion:
@@ -201,6 +214,12 @@ class Monitor:
             self.detectors = Detectors(load_reference(self.spec, champion), self.rules)
             self.state["champion"] = champion
         return self.detectors.reference
+
+    def _serving_champion(self) -> str | None:
+        """The champion the control plane serves (its committed plan: no registry call, so windows are checked while
+        MLflow is down); the registry's alias while nothing is served."""
+        plan = (StateTable(self.lake, SERVING_STATE).read()[1] or {}).get("plan")
+        return plan["champion"] if plan else self.registry.version_of("champion")
 
     def _publish(self, report: dict) -> None:
         from mlray.metrics import monitor

@@ -6,7 +6,11 @@ champion/challenger/previous aliases, and it writes the audit entry of every cha
 `StateTable` under the lake root, written with a compare-and-swap, so a restart on any node finds
 it. Ingress replicas long-poll it (`watch`): a change reaches them as soon as it is committed.
 
-Callers pass it what it needs (keys included): it never reads its own environment.
+Callers pass it what it needs (keys included): it never reads its own environment. Its constructor does no I/O:
+a restart while the lake is unreachable succeeds, and the state is read at the first call.
+
+With every plan it keeps where each served version's package lives (`packages`, resolved in the registry when a
+version first enters the plan), so an ingress replica started while MLflow is down still loads its models.
 """
 
 from __future__ import annotations
@@ -21,14 +25,13 @@ import ray
 
 from mlray.audit import AuditLog
 from mlray.errors import UserError
-from mlray.lake.state import StateConflict, StateTable
+from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.runtime import NAMESPACE
 from mlray.serve.auth import fingerprint
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
-STATE_TABLE = "serving_state"
 LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the replica calls again)
 ROLLBACK_TAG = "mlray.rolled_back"
 ACTIVE = ("running", "paused")
@@ -50,21 +53,30 @@ class ControlPlane:
 
         self.spec = spec
         self.audit = AuditLog(spec.platform)
-        self.table = StateTable(Lake.from_platform(spec.platform), STATE_TABLE)
-        self.revision, self.doc = 0, {}
-        self._reload()
-        self.lock = asyncio.Lock()  # one change at a time
+        self.table = StateTable(Lake.from_platform(spec.platform), SERVING_STATE)
+        self.revision, self.doc, self.loaded = 0, {}, False
+        self.lock, self.loading = asyncio.Lock(), asyncio.Lock()  # one change at a time; one first read
         self.changed = asyncio.Event()  # replaced after every change: watchers wait on the one they saw
         self.replicas: dict[str, dict] = {}  # ingress replica → the revision it has applied, and when it said so
-        log.info("control plane of %s at revision %d", spec.name, self.revision)
 
     # ------------------------------------------------------------------ reading
 
     def _reload(self) -> None:
         self.revision, doc = self.table.read()
-        self.doc = {"plan": None, "keys": None, "rollout": None, "rollout_revision": 0} | (doc or {})
+        self.doc = {"plan": None, "keys": None, "rollout": None, "rollout_revision": 0, "packages": {}} | (doc or {})
+        if not self.loaded:
+            log.info("control plane of %s at revision %d", self.spec.name, self.revision)
+        self.loaded = True
+
+    async def _ready(self) -> None:
+        """The state, read once (the first call after a start waits for the lake; the constructor does not)."""
+        if not self.loaded:
+            async with self.loading:
+                if not self.loaded:
+                    await asyncio.to_thread(self._reload)
 
     async def snapshot(self) -> dict:
+        await self._ready()
         return {k: v for k, v in self.doc.items() if k != SECRET} | {"revision": self.revision}
 
     async def request_id_secret(self) -> str:
@@ -77,6 +89,7 @@ class ControlPlane:
 
     async def watch(self, known: int, replica: str | None = None, timeout: float = LONG_POLL_S) -> dict:
         """The state once its revision differs from `known` (at once if it does), or after `timeout` as it is."""
+        await self._ready()
         if replica is not None:
             self.replicas[replica] = {"revision": known, "seen": time.time()}
         if self.revision == known:
@@ -104,7 +117,10 @@ class ControlPlane:
     # ------------------------------------------------------------------ changing
 
     async def _commit(self, change: dict, audit: list[dict], writer: str) -> dict:
-        """Write `doc | change` as the next revision, then the audit entries, then wake the watchers."""
+        """Write `doc | change` as the next revision, then the audit entries, then wake the watchers. A new plan
+        carries where each of its versions' packages lives."""
+        if change.get("plan") is not None:
+            change = change | {"packages": await self._packages(change["plan"])}
         doc = self.doc | change
         try:
             self.revision = await asyncio.to_thread(self.table.write, doc, self.revision, writer)
@@ -131,6 +147,7 @@ class ControlPlane:
     async def set_plan(self, plan: dict, actor: str, action: str, reason: str, overrides_rollout: bool = True) -> dict:
         """Set the traffic plan. `overrides_rollout`: a running rollout stops (a person took the wheel)."""
         TrafficPlan.from_dict(plan)  # refuse a plan that does not add up
+        await self._ready()
         async with self.lock:
             change, audit = self._ended_rollout(f"{action} by {actor}: {reason}", actor) if overrides_rollout else ({}, [])
             audit.append({"action": action, "target": self.spec.name, "reason": reason, "before": self.doc["plan"],
@@ -139,6 +156,7 @@ class ControlPlane:
 
     async def set_keys(self, hashes: list[str], actor: str) -> dict:
         """Replace the accepted key hashes; the change is audited by fingerprint (never the hash or the key)."""
+        await self._ready()
         async with self.lock:
             before, after = set(self.doc["keys"] or []), set(hashes)
             if self.doc["keys"] is not None and before == after:
@@ -152,6 +170,7 @@ class ControlPlane:
     async def set_alias(self, alias: str, version: str, actor: str) -> dict:
         """Point an alias at a version; a new champion keeps the old one as previous and stops a running rollout.
         An unknown alias is refused by `Registry.set_alias`."""
+        await self._ready()
         async with self.lock:
             registry = await self._registry()
             before = await asyncio.to_thread(registry.version_of, alias)
@@ -166,6 +185,7 @@ class ControlPlane:
     async def rollback_to_previous(self, actor: str) -> dict:
         """`previous` becomes champion with all traffic, the champion becomes previous; a running rollout stops.
         The caller has made sure `previous` is served."""
+        await self._ready()
         async with self.lock:
             registry = await self._registry()
             previous, champion = await asyncio.gather(asyncio.to_thread(registry.version_of, "previous"),
@@ -184,6 +204,7 @@ class ControlPlane:
                              audit: list[dict] = (), promote: str | None = None, tag: tuple[str, str] | None = None) -> dict:
         """The rollout controller's one way to act: its new state (and plan, and the promotion or the rollback tag),
         only if the rollout is still at `expected` (`rollout_revision`); else StateConflict."""
+        await self._ready()
         async with self.lock:
             if self.doc["rollout_revision"] != expected:
                 raise StateConflict(f"the rollout changed since revision {expected} (now "
@@ -202,6 +223,16 @@ class ControlPlane:
                 change["plan"] = plan
             entries = [{"actor": actor} | entry for entry in audit]
             return await self._commit(change, entries, actor)
+
+    async def _packages(self, plan: dict) -> dict[str, str]:
+        """{version: package URI} for the versions `plan` serves; the registry is asked only for new ones."""
+        known, served = self.doc.get("packages") or {}, TrafficPlan.from_dict(plan).versions
+        missing = sorted(served - set(known))
+        if missing:
+            registry = await self._registry()
+            for version in missing:
+                known = known | {version: await asyncio.to_thread(registry.artifact_uri, registry.model_name, version)}
+        return {version: known[version] for version in sorted(served)}
 
     async def _registry(self):
         from mlray.registry.models import Registry

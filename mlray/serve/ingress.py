@@ -51,6 +51,11 @@ def ingress_scaling(serve_spec, local: bool) -> dict:
     return {"autoscaling_config": autoscaling_config(serve_spec.autoscaling, at_least=1)}
 
 
+def backoff(failures: int) -> float:
+    """Seconds to wait after `failures` failures in a row: 1 s, doubling, at most 30 s."""
+    return min(30.0, 2.0 ** max(0, failures - 1))
+
+
 def encoded(answer: dict) -> bytes:
     """An answer as compact JSON, as Starlette encodes it (no NaN: a ValueError). Defined above `Ingress`: Serve captures
     what the class refers to when it is declared."""
@@ -71,15 +76,14 @@ class Ingress:
                                            serve_spec.max_rows_per_request)
         self.feedback_model = feedback_model(spec)
         self.document = with_request_bodies(api.openapi(), self.request_model, self.feedback_model)
-        self.lake = dataplane.lake_of(spec)
-        await asyncio.to_thread(create_tables, spec, self.lake)  # another schema fails here, not at every flush
+        self.lake, self.tables_ready = dataplane.lake_of(spec), False  # the first flush makes sure of the tables
         self.replica = serve.get_replica_context().replica_id.unique_id
         writer, bound = f"mlray-serve:{spec.name}:{self.replica}", serve_spec.log_buffer_rows
         self.log = InferenceLog(self.lake, serve_spec.inference_log_table, log_schema(spec), writer, bound)
         self.labels = LabelLog(self.lake, serve_spec.labels_table, writer, bound)
         self.pool = InProcessPool(spec) if local else HandlePool(spec)
         self.tally = Tally()
-        self.revision, self.plan, self.keys = -1, None, KeyRing([], environ={})
+        self.revision, self.plan, self.packages, self.keys = -1, None, {}, KeyRing([], environ={})
         self.owner = control.owner(spec)
         self.ids = RequestIds(bytes.fromhex(await self.owner.request_id_secret.remote()))
         await self._apply(await self.owner.watch.remote(-1, self.replica))
@@ -88,25 +92,27 @@ class Ingress:
     # ------------------------------------------------------------------ following the control plane
 
     async def _follow(self) -> None:
-        """Long-poll the control plane; when it is gone (restarting, or killed), find or start it again."""
+        """Long-poll the control plane; when it is gone (restarting, or killed), find or start it again. Failures
+        are retried with a backoff (1 s doubling to 30 s), so an outage is not met with a storm of calls."""
+        failures = 0
         while True:
             try:
                 if self.owner is None:
                     self.owner = await asyncio.to_thread(control.owner, self.spec)
                 state = await self.owner.watch.remote(self.revision, self.replica)
+                if state["revision"] == self.revision:  # a quiet long poll: unload what retired meanwhile
+                    await self.pool.prepare(self.plan.versions if self.plan else frozenset(), self.packages)
+                else:
+                    await self._apply(state)
+                failures = 0
             except (RayActorError, ActorUnavailableError, RaySystemError) as exc:
                 log.warning("lost the control plane of %s (%s); finding it again", self.spec.name, type(exc).__name__)
-                self.owner = None
-                await asyncio.sleep(1.0)
-                continue
-            if state["revision"] == self.revision:  # a quiet long poll: unload what retired meanwhile
-                await self.pool.prepare(self.plan.versions if self.plan else frozenset())
-                continue
-            try:
-                await self._apply(state)
+                self.owner, failures = None, failures + 1
+                await asyncio.sleep(backoff(failures))
             except Exception:  # noqa: BLE001 - e.g. a version that fails to load: keep serving the last plan, retry
-                log.exception("could not apply revision %d of the control plane", state["revision"])
-                await asyncio.sleep(1.0)
+                failures += 1
+                log.exception("could not apply the control plane's revision (attempt %d)", failures)
+                await asyncio.sleep(backoff(failures))
 
     async def _apply(self, state: dict) -> None:
         """Take a new state: keys at once; a plan once the versions it names are ready (no request waits on a load)."""
@@ -115,8 +121,9 @@ class Ingress:
         if state["keys"] is not None:
             self.keys = KeyRing(state["keys"], environ={})
         plan = TrafficPlan.from_dict(state["plan"]) if state["plan"] else None
-        await self.pool.prepare(plan.versions if plan else frozenset())
-        self.plan, self.revision = plan, state["revision"]
+        packages = state.get("packages") or {}
+        await self.pool.prepare(plan.versions if plan else frozenset(), packages)
+        self.plan, self.packages, self.revision = plan, packages, state["revision"]
         for version, weight in (plan.weights.items() if plan else ()):
             serving()["weight"].set(weight, tags={"model_version": version})
 
@@ -143,7 +150,11 @@ class Ingress:
                 metrics["log_rejected"].inc(stats.rejected, tags=tags)
 
     def _flush(self) -> None:
-        """Append the buffered inference records and labels (one commit each, when there are any)."""
+        """Append the buffered inference records and labels (one commit each, when there are any). The first flush
+        makes sure of the tables (not the constructor: a replica must start while the lake is unreachable)."""
+        if not self.tables_ready:
+            create_tables(self.spec, self.lake)
+            self.tables_ready = True
         self.log.flush()
         self.labels.flush()
 

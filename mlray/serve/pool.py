@@ -35,21 +35,27 @@ class InProcessPool:
         self.loaded: dict[str, tuple[LoadedVersion, Any]] = {}  # version → (model, its batched scorer)
         self.retired: dict[str, float] = {}  # version → when it left the plan
 
-    async def prepare(self, versions: set[str]) -> None:
-        """Load what `versions` needs and this replica lacks; unload what left the plan RETIRE_S ago."""
+    async def prepare(self, versions: set[str], packages: dict[str, str]) -> None:
+        """Load what `versions` needs and this replica lacks, from where `packages` says each lives; unload what left
+        the plan RETIRE_S ago."""
         self._prune(versions)
         missing = versions - set(self.loaded)
         if missing:
-            await asyncio.to_thread(self._load, missing)
+            await asyncio.to_thread(self._load, missing, packages)
 
-    def _load(self, versions: set[str]) -> None:
+    def _load(self, versions: set[str], packages: dict[str, str]) -> None:
+        """Straight from the artifact store: no registry call, so a replica starts while MLflow is down. A state
+        written before the control plane kept `packages` is resolved in the registry."""
+        for version in sorted(versions):
+            model = LoadedVersion(self.spec.platform, packages.get(version) or self._resolve(version), version,
+                                  self.schema)
+            self.loaded[version] = (model, model.batched(self.spec.serve.batching))
+
+    def _resolve(self, version: str) -> str:
         from mlray.registry.models import Registry
 
         registry = Registry(self.spec)
-        for version in sorted(versions):
-            model = LoadedVersion(self.spec.platform, registry.artifact_uri(*registry.resolve(version)), version,
-                                  self.schema)
-            self.loaded[version] = (model, model.batched(self.spec.serve.batching))
+        return registry.artifact_uri(*registry.resolve(version))
 
     def _prune(self, served: set[str]) -> None:
         now = time.monotonic()
@@ -71,7 +77,7 @@ class HandlePool:
         self.spec = spec
         self.handles: dict[str, Any] = {}
 
-    async def prepare(self, versions: set[str]) -> None:
+    async def prepare(self, versions: set[str], packages: dict[str, str]) -> None:
         """Nothing to load: `mlray deploy` started each version's application before the plan named it."""
 
     def _handle(self, version: str):

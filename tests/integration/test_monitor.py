@@ -56,13 +56,20 @@ def fresh(champion, tmp_path):
     return spec
 
 
+def watching(spec) -> Monitor:
+    """A monitor in this process with its checkpoint written: it watches the traffic sent from now on."""
+    monitor = Monitor(spec)
+    monitor.status()
+    return monitor
+
+
 def verdicts(spec):
     return [r["verdict"] for r in sorted(read_reports(dataplane.lake_of(spec)), key=lambda r: r["seq"])]
 
 
 def test_in_distribution_traffic_rarely_alarms_while_upkeep_compacts_the_log(fresh):
     tidy = fresh.model_copy(update={"monitor": fresh.monitor.model_copy(update={"compact_every": timedelta(0)})})
-    monitor, traffic = Monitor(tidy), Traffic(tidy)
+    monitor, traffic = watching(tidy), Traffic(tidy)
     lake = dataplane.lake_of(tidy)
     sent = 0
     for batch in range(8):
@@ -79,7 +86,7 @@ def test_in_distribution_traffic_rarely_alarms_while_upkeep_compacts_the_log(fre
 
 @pytest.mark.parametrize("shift, within", [(Shift(covariate=1.0), 2), (Shift(prior=3.0), 3)])
 def test_a_shift_is_detected_within_a_few_windows(fresh, shift, within):
-    monitor, traffic = Monitor(fresh), Traffic(fresh)
+    monitor, traffic = watching(fresh), Traffic(fresh)
     traffic.send(3 * WINDOW, seed=200)
     monitor.step()
     assert verdicts(fresh) == ["ok"] * 3
@@ -94,7 +101,7 @@ def test_a_shift_is_detected_within_a_few_windows(fresh, shift, within):
 
 
 def test_a_concept_shift_shows_in_live_quality_not_in_the_inputs(fresh):
-    monitor, traffic = Monitor(fresh), Traffic(fresh)
+    monitor, traffic = watching(fresh), Traffic(fresh)
     traffic.send(3 * WINDOW, seed=300, labelled=1.0)
     monitor.step()
     before = read_reports(dataplane.lake_of(fresh))[0]
@@ -143,7 +150,7 @@ def test_a_killed_monitor_resumes_from_its_checkpoint_and_submits_no_second_job(
         incidents = Incidents(lake)
         assert wait_until(lambda: [i["status"] for i in incidents.all()] == ["failed"], timeout=120, every=1), \
             incidents.all()
-        assert len(jobs_of(Monitor(spec).state["epoch"])) == 1
+        assert len(jobs_of(Monitor(spec).status()["epoch"])) == 1
     finally:
         actor.stop(spec)
 
@@ -174,7 +181,7 @@ def test_the_cli_reports_drift_and_approving_an_incident_submits_its_job(fresh, 
     env = {"MLRAY_PLATFORM__LAKE_ROOT": fresh.platform.lake_root}
     retrain = fresh.monitor.retrain.model_copy(update={"source": "/nonexistent/landing"})  # its job fails at once
     spec = fresh.model_copy(update={"monitor": fresh.monitor.model_copy(update={"retrain": retrain})})
-    monitor, traffic = Monitor(spec), Traffic(spec)
+    monitor, traffic = watching(spec), Traffic(spec)
     traffic.send(2 * WINDOW, seed=500)
     traffic.send(3 * WINDOW, seed=501, shift=Shift(covariate=1.0))
     monitor.step()
