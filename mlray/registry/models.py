@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
 from mlray.errors import UserError
 from mlray.registry.gate import GateDecision
-from mlray.registry.tracking import configure
+from mlray.registry.tracking import experiment_id, tracking_client
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -18,9 +19,15 @@ REJECTED_TAG = "mlray.rejected"
 
 
 class Registry:
+    """Made without asking the store anything (a long-lived actor makes one while MLflow is down); calls ask it."""
+
     def __init__(self, spec: ProjectSpec):
-        self.model_name = spec.name
-        self.client, self.experiment_id = configure(spec.platform, spec.name)
+        self.model_name, self.platform = spec.name, spec.platform
+        self.client = tracking_client(spec.platform)
+
+    @cached_property
+    def experiment_id(self) -> str:
+        return experiment_id(self.client, self.platform, self.model_name)
 
     def run_for(self, run_name: str) -> str | None:
         """An unfinished run with this name (a re-submission resumes it), else None."""

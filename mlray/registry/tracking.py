@@ -10,22 +10,25 @@ from mlflow.tracking import MlflowClient
 from mlray.spec import PlatformSpec
 
 
-def configure(platform: PlatformSpec, experiment: str) -> tuple[MlflowClient, str]:
-    """Point MLflow at the platform's store; return a client and the experiment id.
-
-    With the embedded store, artifacts live under <state_dir>/mlflow/artifacts (not ./mlruns)."""
+def tracking_client(platform: PlatformSpec) -> MlflowClient:
+    """A client of the platform's store, this process's MLflow pointed there too; asks the store nothing yet."""
     uri = platform.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     point_at(platform)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, platform: PlatformSpec, experiment: str) -> str:
+    """The experiment's id, created if missing. With the embedded store, artifacts live under
+    <state_dir>/mlflow/artifacts (not ./mlruns)."""
     found = client.get_experiment_by_name(experiment)
     if found is not None:
-        return client, found.experiment_id
+        return found.experiment_id
     location = None
     if "://" not in platform.state_dir:
         location = (Path(platform.state_dir) / "mlflow" / "artifacts" / experiment).resolve().as_uri()
-    return client, client.create_experiment(experiment, artifact_location=location)
+    return client.create_experiment(experiment, artifact_location=location)
 
 
 def point_at(platform: PlatformSpec) -> None:

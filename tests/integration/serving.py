@@ -171,9 +171,7 @@ def ingress_replicas(app: str) -> list:
     """Handles on the live ingress replicas of Serve application `app`."""
     import ray
 
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith(f"SERVE_REPLICA::{app}#ingress#")]
-    return [ray.get_actor(name, namespace="serve") for name in names]
+    return [ray.get_actor(name, namespace="serve") for name in replica_names(app)]
 
 
 def haproxies() -> list:
@@ -181,3 +179,18 @@ def haproxies() -> list:
     import psutil
 
     return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"]
+
+
+def replica_names(app: str) -> list[str]:
+    """The actor names of the live ingress replicas of Serve application `app`."""
+    import ray
+
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith(f"SERVE_REPLICA::{app}#ingress#"))
+
+
+def ingress_running(app: str) -> int:
+    """How many ingress replicas of `app` Serve reports RUNNING (constructed and healthy)."""
+    from ray import serve
+
+    return serve.status().applications[app].deployments["ingress"].replica_states.get("RUNNING", 0)

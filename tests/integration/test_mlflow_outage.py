@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from serving import KEY, AnsweredLoad, as_json_rows, logged_counts, raw_rows, wait_until
+from serving import KEY, AnsweredLoad, as_json_rows, ingress_running, logged_counts, raw_rows, replica_names, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -101,19 +101,6 @@ def register_on(registry, small_model) -> None:
     client.create_registered_model(registry.model_name)
     client.create_model_version(registry.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
     registry.set_alias("champion", "1")
-
-
-def replica_names(app: str) -> list[str]:
-    import ray
-
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["name"].startswith(f"SERVE_REPLICA::{app}#ingress#"))
-
-
-def ingress_running(app: str) -> int:
-    from ray import serve
-
-    return serve.status().applications[app].deployments["ingress"].replica_states.get("RUNNING", 0)
 
 
 def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_hammers_it(

@@ -1,0 +1,118 @@
+"""Drivers of the node-lost test, run as their own processes on a second Ray cluster of two nodes on this machine
+(the test's own process is joined to the suite's Ray). Each prints one JSON line.
+
+    python node_lost_driver.py setup   SPEC GCS_ADDRESS PACKAGE   on the worker node: serve the project, start its monitor
+    python node_lost_driver.py observe SPEC GCS_ADDRESS RAYLET_PID ROWS  on the head: load (ROWS: a JSON file of request
+                                                                        rows), kill the worker node, watch it heal
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+import ray
+from helpers import wait_until
+from serving import AnsweredLoad, ingress_running, logged_counts, longest_silence
+
+from mlray import dataplane
+from mlray.monitor import actor
+from mlray.monitor.reports import read_reports
+from mlray.serve import control
+from mlray.spec import load_spec
+
+WORKER_IP = "127.0.0.2"
+
+
+def placement(spec) -> dict[str, str]:
+    """The node (its IP) each of mlray's long-lived pieces runs on."""
+    from ray.util.state import list_actors, list_nodes
+
+    ips = {n.node_id: n.node_ip for n in list_nodes()}
+    wanted = {"ControlPlane": "control plane", "DriftMonitor": "monitor", f"ServeReplica:{spec.name}:ingress": "ingress"}
+    found: dict[str, str] = {}
+    for a in list_actors(filters=[("state", "=", "ALIVE")]):
+        if a.class_name in wanted:
+            key = wanted[a.class_name]
+            found[key] = ",".join(sorted(filter(None, [found.get(key), ips.get(a.node_id)])))
+    return found
+
+
+def setup(spec, package: str) -> dict:
+    from ray import serve
+
+    from mlray.registry.models import Registry
+    from mlray.serve.auth import KeyRing
+    from mlray.serve.deploy import deploy
+    from mlray.serve.routing import TrafficPlan
+
+    registry = Registry(spec)
+    registry.client.create_registered_model(spec.name)
+    registry.client.create_model_version(spec.name, package)
+    registry.set_alias("champion", "1")
+    # One proxy, on the head: two nodes of one machine cannot both listen on the serving port.
+    serve.start(proxy_location="HeadOnly", http_options={"host": spec.serve.host, "port": spec.serve.port})
+    deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve))
+    actor.start(spec)
+    wait_until(lambda: ingress_running(spec.name) == 2, timeout=60)
+    return {"placement": placement(spec)}
+
+
+def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
+    url = f"http://{spec.serve.host}:{spec.serve.port}"
+    lake = dataplane.lake_of(spec)
+    before = control.call(spec, "snapshot")
+    with AnsweredLoad(url, rows[0], rows=rows) as load, AnsweredLoad(url, rows[0], rows=rows[100:]) as other:
+        wait_until(lambda: len(read_reports(lake)) >= 1, timeout=90, every=1)
+        time.sleep(3)
+        windows_before, placed = len(read_reports(lake)), placement(spec)
+        os.killpg(os.getpgid(raylet_pid), signal.SIGKILL)  # the worker node: its raylet and everything it started
+        killed = time.time()
+        healed = wait_until(lambda: ingress_running(spec.name) == 2 and _alive(spec), timeout=120, every=0.5)
+        healed_in = time.time() - killed if healed else None
+        reported = wait_until(lambda: len(read_reports(lake)) > windows_before + 1, timeout=120, every=1)
+        time.sleep(3)
+    after = control.call(spec, "snapshot")
+    answered = set(load.answered) | set(other.answered)
+    answered_at = load.answered_at | other.answered_at
+    kept = {i for i in answered if not killed - 1.5 <= answered_at[i] <= killed + 0.5}  # what the lost replica buffered
+    wait_until(lambda: kept <= set(logged_counts(spec, answered)), timeout=60, every=2)
+    logged = logged_counts(spec, answered)
+    reports = sorted(read_reports(lake), key=lambda r: r["seq"])
+    return {"placed": placed, "placement_after": placement(spec), "healed_in": healed_in,
+            "monitor_reported": bool(reported), "answered": len(answered),
+            "failed": {str(k): v for k, v in (load.failed + other.failed).items()},
+            "silence": longest_silence([load, other], killed), "kept": len(kept),
+            "kept_logged": len(kept & set(logged)), "logged_twice": sum(n > 1 for n in logged.values()),
+            "lost_buffered": len(answered - kept - set(logged)),
+            "same_state": {k: before[k] == after[k] for k in ("plan", "keys", "revision", "packages")},
+            "windows_chain": all(a["end"] == b["start"] for a, b in zip(reports, reports[1:]))
+            and [r["seq"] for r in reports] == list(range(len(reports)))}
+
+
+def _alive(spec) -> bool:
+    """The control plane and the monitor answer (restarted on the head by Ray)."""
+    try:
+        control.call(spec, "snapshot", attempts=1)
+        return actor.status(spec) is not None
+    except Exception:  # noqa: BLE001 - not back yet
+        return False
+
+
+def main() -> None:
+    mode, spec_path, address, extra, *rest = sys.argv[1:]
+    ray.init(address=address, _node_ip_address=WORKER_IP if mode == "setup" else "127.0.0.1", namespace="mlray",
+             logging_level="ERROR", log_to_driver=False)
+    spec = load_spec(spec_path)
+    if mode == "setup":
+        result = setup(spec, extra)
+    else:
+        with open(rest[0]) as rows:
+            result = observe(spec, int(extra), json.load(rows))
+    print(json.dumps(result, default=str), flush=True)
+    os._exit(0)  # skip native destructors at exit (deltalake's runtime can abort a finished process there)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""A node lost under load. A second Ray cluster of two nodes on this machine, both on loopback, each with its own temp
+dir and ports: `ray start --head` on 127.0.0.1 and `ray start --address` on 127.0.0.2. The project is deployed from a
+driver on the worker node, so the control plane, the monitor and an ingress replica run there; the worker node is then
+killed (its raylet's process group) while requests flow. The drivers run as their own processes
+(`node_lost_driver.py`): this one is joined to the suite's Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import free_port
+from serving import KEY, as_json_rows, raw_rows
+
+pytestmark = pytest.mark.slow
+DRIVER = Path(__file__).with_name("node_lost_driver.py")
+MONITOR = """
+monitor:
+  window_rows: 300
+  min_window_rows: 50
+  poll_interval: 1s
+  retrain: {mode: approval}
+"""
+
+
+def ray_start(folder: Path, environ: dict, *args: str) -> subprocess.Popen:
+    """`ray start` of one node, in a session of its own (its raylet's process group is the node's alone)."""
+    ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--temp-dir", str(folder), "--num-cpus", "2",
+               "--disable-usage-stats", *args, *[x for port in ports for x in (port, str(free_port()))]]
+    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def raylet_of(temp_dir: Path) -> psutil.Process:
+    return next(p for p in psutil.process_iter(["name", "cmdline"])
+                if p.info["name"] == "raylet" and any(str(temp_dir) in a for a in p.info["cmdline"] or []))
+
+
+def drive(environ: dict, *args: str, timeout: float = 400) -> dict:
+    done = subprocess.run([sys.executable, str(DRIVER), *args], env=environ, capture_output=True, text=True,
+                          timeout=timeout, cwd=DRIVER.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_worker_node_lost_under_load_its_actors_come_back_on_the_head(small_model, starter_text, tmp_path):
+    from mlray.registry.models import Registry
+    from mlray.serve.auth import hash_key
+    from mlray.serve.fast_ingress import fast_ingress_environment
+    from mlray.spec import load_spec
+
+    text = (starter_text.replace("name: card-fraud", "name: node-lost", 1).replace("min_rows: 1000", "min_rows: 10")
+            .replace("\ntrain: {}", "")
+            + f"serve:\n  port: {free_port()}\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(KEY)}']\n"
+            + "  autoscaling: {min_replicas: 2, max_replicas: 2}\n" + MONITOR)
+    (tmp_path / "mlray.yaml").write_text(text)
+    load_spec(tmp_path / "mlray.yaml")  # a spec the drivers can load
+    small = Registry(small_model[0])
+    package = small.artifact_uri(small.model_name, "1")
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(as_json_rows(raw_rows(small_model[0], 200))))
+
+    gcs = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLRAY_"))}
+    environ |= fast_ingress_environment(tmp_path / "haproxy", environ) | {
+        "PYTHONPATH": os.pathsep.join([str(DRIVER.parent), str(DRIVER.parents[1])])}
+    head, worker = tmp_path / "head", tmp_path / "worker"
+    try:
+        ray_start(head, environ, "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+                  "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()),
+                  "--ray-client-server-port", str(free_port()))
+        ray_start(worker, environ, "--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.2")
+        address = f"127.0.0.1:{gcs}"
+        placed = drive(environ, "setup", str(tmp_path / "mlray.yaml"), address, package)["placement"]
+        assert {"control plane": "127.0.0.2", "monitor": "127.0.0.2"}.items() <= placed.items(), placed
+        assert "127.0.0.2" in placed["ingress"], placed
+        seen = drive(environ, "observe", str(tmp_path / "mlray.yaml"), address, str(raylet_of(worker).pid), str(rows))
+        failed = sum(seen["failed"].values())
+        print(f"\nthe worker node lost under load (2 clients; it held {seen['placed']}): {failed} of "
+              f"{seen['answered'] + failed} requests failed {seen['failed']}; longest time without an answer "
+              f"{seen['silence']:.1f} s; all back on the head ({seen['placement_after']}) {seen['healed_in']:.1f} s "
+              f"after the kill; state the same {seen['same_state']}; windows chain: {seen['windows_chain']}; "
+              f"{seen['kept_logged']} of {seen['kept']} answers logged, {seen['lost_buffered']} lost in the lost "
+              "replica's buffer")
+        assert seen["healed_in"] is not None and seen["monitor_reported"] and seen["windows_chain"]
+        assert set(seen["placement_after"].values()) == {"127.0.0.1"}
+        assert all(seen["same_state"].values()) and seen["logged_twice"] == 0
+        assert seen["kept_logged"] == seen["kept"]
+        assert failed <= 0.01 * (seen["answered"] + failed)
+    finally:
+        for temp_dir in (worker, head):  # each node's processes are its raylet's process group
+            try:
+                os.killpg(os.getpgid(raylet_of(temp_dir).pid), signal.SIGKILL)
+            except (StopIteration, ProcessLookupError):
+                pass
+        for process in psutil.process_iter(["cmdline"]):  # and anything left that runs out of this test's folder
+            if str(tmp_path) in " ".join(process.info["cmdline"] or []):
+                process.kill()
