@@ -1,9 +1,10 @@
 """Drivers of the node-lost test, run as their own processes on a second Ray cluster of two nodes on this machine
 (the test's own process is joined to the suite's Ray). Each prints one JSON line.
 
-    python node_lost_driver.py setup   SPEC GCS_ADDRESS PACKAGE   on the worker node: serve the project, start its monitor
-    python node_lost_driver.py observe SPEC GCS_ADDRESS RAYLET_PID ROWS  on the head: load (ROWS: a JSON file of request
-                                                                        rows), kill the worker node, watch it heal
+    RAY_ADDRESS=HEAD:PORT python node_lost_driver.py setup SPEC PACKAGE
+        on the worker node: serve the project, start its monitor
+    RAY_ADDRESS=HEAD:PORT python node_lost_driver.py observe SPEC RAYLET_PID ROWS
+        on the head: load (ROWS: a JSON file of request rows), kill the worker node, watch it heal
 """
 
 import json
@@ -26,13 +27,14 @@ WORKER_IP = "127.0.0.2"
 
 
 def placement(spec) -> dict[str, str]:
-    """The node (its IP) each of mlray's long-lived pieces runs on."""
+    """The node ('head' or 'worker') each of mlray's long-lived pieces runs on."""
     from ray.util.state import list_actors, list_nodes
 
-    ips = {n.node_id: n.node_ip for n in list_nodes()}
+    nodes = list_nodes(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)  # a lost node is missing
+    ips = {n.node_id: "worker" if n.node_ip == WORKER_IP else "head" for n in nodes}
     wanted = {"ControlPlane": "control plane", "DriftMonitor": "monitor", f"ServeReplica:{spec.name}:ingress": "ingress"}
     found: dict[str, str] = {}
-    for a in list_actors(filters=[("state", "=", "ALIVE")]):
+    for a in list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False):
         if a.class_name in wanted:
             key = wanted[a.class_name]
             found[key] = ",".join(sorted(filter(None, [found.get(key), ips.get(a.node_id)])))
@@ -47,6 +49,7 @@ def setup(spec, package: str) -> dict:
     from mlray.serve.deploy import deploy
     from mlray.serve.routing import TrafficPlan
 
+    on_this_node(spec)  # the worker's, whose loss the test is about
     registry = Registry(spec)
     registry.client.create_registered_model(spec.name)
     registry.client.create_model_version(spec.name, package)
@@ -57,6 +60,30 @@ def setup(spec, package: str) -> dict:
     actor.start(spec)
     wait_until(lambda: ingress_running(spec.name) == 2, timeout=60)
     return {"placement": placement(spec)}
+
+
+def on_this_node(spec) -> None:
+    """Start the control plane and the monitor on this driver's node, as mlray would start them (mlray then finds them
+    by name). Ray places an actor that needs no CPU on either node, so one placed on the head is started again."""
+    from mlray.runtime import NAMESPACE
+
+    here = ray.get_runtime_context().get_node_id()
+    for kind, name, args in ((control.ControlPlane, control.actor_name(spec.name), (spec,)),
+                             (actor.DriftMonitor, actor.actor_name(spec.name), (spec, None))):
+        for _ in range(12):
+            handle = kind.options(name=name, namespace=NAMESPACE, lifetime="detached").remote(*args)
+            ray.get(handle.__ray_ready__.remote())
+            if _node_of(name) == here:
+                break
+            ray.kill(handle, no_restart=True)
+            wait_until(lambda: _node_of(name) is None, timeout=30, every=0.2)
+
+
+def _node_of(name: str) -> str | None:
+    from ray.util.state import list_actors
+
+    found = list_actors(filters=[("name", "=", name), ("state", "=", "ALIVE")], raise_on_missing_output=False)
+    return found[0].node_id if found else None
 
 
 def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
@@ -101,8 +128,8 @@ def _alive(spec) -> bool:
 
 
 def main() -> None:
-    mode, spec_path, address, extra, *rest = sys.argv[1:]
-    ray.init(address=address, _node_ip_address=WORKER_IP if mode == "setup" else "127.0.0.1", namespace="mlray",
+    mode, spec_path, extra, *rest = sys.argv[1:]
+    ray.init(_node_ip_address=WORKER_IP if mode == "setup" else "127.0.0.1", namespace="mlray",
              logging_level="ERROR", log_to_driver=False)
     spec = load_spec(spec_path)
     if mode == "setup":
