@@ -94,7 +94,7 @@ def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
         wait_until(lambda: len(read_reports(lake)) >= 1, timeout=90, every=1)
         time.sleep(3)
         windows_before, placed = len(read_reports(lake)), placement(spec)
-        os.killpg(os.getpgid(raylet_pid), signal.SIGKILL)  # the worker node: its raylet and everything it started
+        lose_node(raylet_pid)
         killed = time.time()
         healed = wait_until(lambda: ingress_running(spec.name) == 2 and _alive(spec), timeout=120, every=0.5)
         healed_in = time.time() - killed if healed else None
@@ -116,6 +116,21 @@ def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
             "same_state": {k: before[k] == after[k] for k in ("plan", "keys", "revision", "packages")},
             "windows_chain": all(a["end"] == b["start"] for a, b in zip(reports, reports[1:]))
             and [r["seq"] for r in reports] == list(range(len(reports)))}
+
+
+def lose_node(raylet_pid: int) -> None:
+    """The node gone at once: its raylet's process group, and every process the raylet started (Ray's workers run in
+    process groups of their own)."""
+    import psutil
+
+    raylet = psutil.Process(raylet_pid)
+    doomed = [raylet, *raylet.children(recursive=True)]
+    os.killpg(os.getpgid(raylet_pid), signal.SIGKILL)
+    for process in doomed:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _alive(spec) -> bool:
