@@ -7,7 +7,6 @@ their own processes (`node_lost_driver.py`): this one is joined to the suite's R
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -99,10 +98,12 @@ def test_the_worker_node_lost_under_load_its_actors_come_back_on_the_head(small_
         assert seen["kept_logged"] == seen["kept"]
         assert failed <= 0.01 * (seen["answered"] + failed)
     finally:
-        for temp_dir in (worker, head):  # each node's processes are its raylet's process group
+        from node_lost_driver import lose_node
+
+        for temp_dir in (worker, head):  # each node's processes: its raylet's process group and what the raylet started
             try:
-                os.killpg(os.getpgid(raylet_of(temp_dir).pid), signal.SIGKILL)
-            except (StopIteration, ProcessLookupError):
+                lose_node(raylet_of(temp_dir).pid)
+            except StopIteration:  # gone already
                 pass
         for process in psutil.process_iter(["cmdline"]):  # and anything left that runs out of this test's folders
             if any(str(folder) in " ".join(process.info["cmdline"] or []) for folder in (short, tmp_path)):
