@@ -194,3 +194,22 @@ def ingress_running(app: str) -> int:
     from ray import serve
 
     return serve.status().applications[app].deployments["ingress"].replica_states.get("RUNNING", 0)
+
+
+def watched_project(folder, starter_text: str, name: str, tracking_uri: str | None = None):
+    """The starter project as `name` in `folder`: served by two in-process ingress replicas on a free port (API key
+    KEY, a flush every 0.5 s) and watched by a monitor with windows of 300 rows, polled every second, retraining only
+    on approval. Its spec file's path."""
+    from helpers import free_port
+
+    from mlray.serve.auth import hash_key
+
+    text = starter_text.replace("name: card-fraud", f"name: {name}", 1).replace("min_rows: 1000", "min_rows: 10")
+    if tracking_uri:
+        text = text.replace("mlflow_tracking_uri: null", f"mlflow_tracking_uri: {tracking_uri}")
+    text = (text.replace("\ntrain: {}", "")
+            + f"serve:\n  port: {free_port()}\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(KEY)}']\n"
+            + "  autoscaling: {min_replicas: 2, max_replicas: 2}\n"
+            + "monitor:\n  window_rows: 300\n  min_window_rows: 50\n  poll_interval: 1s\n  retrain: {mode: approval}\n")
+    (folder / "mlray.yaml").write_text(text)
+    return folder / "mlray.yaml"

@@ -14,18 +14,18 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from serving import KEY, AnsweredLoad, as_json_rows, ingress_running, logged_counts, raw_rows, replica_names, wait_until
+from serving import (
+    AnsweredLoad,
+    as_json_rows,
+    ingress_running,
+    logged_counts,
+    raw_rows,
+    replica_names,
+    wait_until,
+    watched_project,
+)
 
 pytestmark = pytest.mark.slow
-
-MONITOR = """
-monitor:
-  window_rows: 300
-  min_window_rows: 50
-  poll_interval: 1s
-  retrain: {mode: approval}
-"""
-
 
 class CountingProxy:
     """A TCP forwarder on 127.0.0.1 in front of the MLflow server, keeping the time of every connection opened through
@@ -114,7 +114,7 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
     from mlray.monitor.reports import read_reports
     from mlray.registry.models import Registry
     from mlray.serve import control
-    from mlray.serve.auth import KeyRing, hash_key
+    from mlray.serve.auth import KeyRing
     from mlray.serve.deploy import deploy
     from mlray.serve.routing import TrafficPlan
     from mlray.spec import load_spec
@@ -123,13 +123,8 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
     proxy = CountingProxy(port)
     log = (tmp_path / "mlflow-server.log").open("w")
     server = mlflow_server(tmp_path, port, log)
-    text = (starter_text.replace("name: card-fraud", "name: mlflow-outage", 1).replace("min_rows: 1000", "min_rows: 10")
-            .replace("mlflow_tracking_uri: null", f"mlflow_tracking_uri: http://127.0.0.1:{proxy.port}")
-            .replace("\ntrain: {}", "")
-            + f"serve:\n  port: {free_port()}\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(KEY)}']\n"
-            + "  autoscaling: {min_replicas: 2, max_replicas: 2}\n" + MONITOR)
-    (tmp_path / "mlray.yaml").write_text(text)
-    spec = load_spec(tmp_path / "mlray.yaml")
+    spec_file = watched_project(tmp_path, starter_text, "mlflow-outage", f"http://127.0.0.1:{proxy.port}")
+    spec = load_spec(spec_file)
     register_on(Registry(spec), small_model)
     url = deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve)).url
     lake = dataplane.lake_of(spec)

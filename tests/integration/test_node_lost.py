@@ -15,19 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import free_port
-from serving import KEY, as_json_rows, raw_rows
+from serving import as_json_rows, raw_rows, watched_project
 
 pytestmark = pytest.mark.slow
 DRIVER = Path(__file__).with_name("node_lost_driver.py")
-MONITOR = """
-monitor:
-  window_rows: 300
-  min_window_rows: 50
-  poll_interval: 1s
-  retrain: {mode: approval}
-"""
-
-
 def ray_start(folder: Path, environ: dict, *args: str) -> subprocess.Popen:
     """`ray start` of one node, in a session of its own (its raylet's process group is the node's alone)."""
     ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
@@ -53,16 +44,11 @@ def drive(environ: dict, address: str, *args: str, timeout: float = 400) -> dict
 
 def test_the_worker_node_lost_under_load_its_actors_come_back_on_the_head(small_model, starter_text, tmp_path):
     from mlray.registry.models import Registry
-    from mlray.serve.auth import hash_key
     from mlray.serve.fast_ingress import fast_ingress_environment
     from mlray.spec import load_spec
 
-    text = (starter_text.replace("name: card-fraud", "name: node-lost", 1).replace("min_rows: 1000", "min_rows: 10")
-            .replace("\ntrain: {}", "")
-            + f"serve:\n  port: {free_port()}\n  log_flush_s: 0.5\n  api_keys: ['{hash_key(KEY)}']\n"
-            + "  autoscaling: {min_replicas: 2, max_replicas: 2}\n" + MONITOR)
-    (tmp_path / "mlray.yaml").write_text(text)
-    load_spec(tmp_path / "mlray.yaml")  # a spec the drivers can load
+    spec_file = watched_project(tmp_path, starter_text, "node-lost")
+    load_spec(spec_file)  # a spec the drivers can load
     small = Registry(small_model[0])
     package = small.artifact_uri(small.model_name, "1")
     rows = tmp_path / "rows.json"
@@ -81,9 +67,9 @@ def test_the_worker_node_lost_under_load_its_actors_come_back_on_the_head(small_
                   "--ray-client-server-port", str(free_port()))
         ray_start(worker, environ, "--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.2")
         address = f"127.0.0.1:{gcs}"
-        placed = drive(environ, address, "setup", str(tmp_path / "mlray.yaml"), package)["placement"]
+        placed = drive(environ, address, "setup", str(spec_file), package)["placement"]
         assert placed["control plane"] == placed["monitor"] == "worker" and "worker" in placed["ingress"], placed
-        seen = drive(environ, address, "observe", str(tmp_path / "mlray.yaml"), str(raylet_of(worker).pid),
+        seen = drive(environ, address, "observe", str(spec_file), str(raylet_of(worker).pid),
                      str(rows))
         failed = sum(seen["failed"].values())
         print(f"\nthe worker node lost under load (2 clients; it held {seen['placed']}): {failed} of "
