@@ -116,7 +116,7 @@ class Monitor:
         """One poll: labels, complete windows, retraining jobs, upkeep. Returns what happened."""
         if self.state is None:
             self._load()
-        self.champion = None  # asked of the registry once per step, when a window closes
+        self.champion = None  # read from the serving plan once per step, when a window closes
         labelled = self._labels()
         reports = self._windows()
         if labelled and not reports:
