@@ -22,6 +22,7 @@ demo: setup
 	$(BIN)/mlray demo --dir mlray-demo
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests
 
 test-fast: setup

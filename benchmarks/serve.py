@@ -45,7 +45,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 
 from benchmarks.common import CACHE, SMALL_TRAIN, ensure_small_model, machine, print_table, write_result
-from mlray.serve.fast_ingress import HAPROXY, free_port, haproxy_binary
+from mlray.fast_ingress import HAPROXY, free_port, haproxy_binary
 
 ROOT = Path(__file__).parents[1]
 HOME = CACHE / "serve"

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from mlray.fast_ingress import fast_ingress_for_new_ray
 from mlray.spec import PlatformSpec
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,9 @@ def connect(platform: PlatformSpec, quiet: bool = True) -> None:
 
 
 def start_local_ray(state_dir: Path, **init_options):
-    """`ray.init` of a Ray on this machine whose processes start with Serve's fast ingress (`serve.fast_ingress`);
+    """`ray.init` of a Ray on this machine whose processes start with Serve's fast ingress (`mlray.fast_ingress`);
     the tests and benchmarks start theirs with it too, so they measure what users get."""
     import ray
-
-    from mlray.serve.fast_ingress import fast_ingress_for_new_ray
 
     with fast_ingress_for_new_ray(state_dir / "serve"):
         return ray.init(**init_options)

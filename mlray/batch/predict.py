@@ -25,7 +25,8 @@ from mlray import dataplane
 from mlray.batch.scorer import Scorer, score_batch
 from mlray.errors import UserError
 from mlray.lake import Lake
-from mlray.lake.tables import AppendResult, arrow_schema_of, row_count, schema_difference
+from mlray.lake.io import schema_difference
+from mlray.lake.tables import AppendResult, arrow_schema_of, row_count
 from mlray.registry.models import Registry
 from mlray.registry.package import PackageConfig, load_package, prediction_schema
 from mlray.registry.scoring import Scoring

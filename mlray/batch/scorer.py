@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from mlray.lake.tables import conform
+from mlray.lake.io import conform
 from mlray.registry.scoring import Scoring
 
 

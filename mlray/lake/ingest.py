@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mlray.errors import UserError
+from mlray.lake.io import filesystem_of
 from mlray.lake.landing import PARSE_ERROR, RAW, json_object, numbered_lines, read_csv, read_json_lines
 from mlray.lake.rules import Violation, bad_rows_mask, check_rows, row_reasons
 from mlray.lake.schema import TIMESTAMP_TYPE, arrow_schema, as_text, text_schema
@@ -123,8 +124,6 @@ def _shown(source: str, base: str, location: str) -> str:
 
 def discover(source: str | Path, storage_options: dict[str, str] | None = None) -> list[Found]:
     """The files to ingest: the file itself, or every supported file in a landing folder (sorted)."""
-    from mlray.lake.tables import filesystem_of
-
     source = str(source)
     fs, base = filesystem_of(source, storage_options)
     try:

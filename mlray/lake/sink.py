@@ -27,7 +27,7 @@ from deltalake.transaction import AddAction
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink, WriteResult
 
-from mlray.lake.tables import conform, filesystem_of
+from mlray.lake.io import conform, filesystem_of
 
 log = logging.getLogger(__name__)
 

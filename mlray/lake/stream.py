@@ -13,7 +13,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-from mlray.lake.tables import APPEND_TRIES, Lake, conform
+from mlray.lake.io import conform
+from mlray.lake.tables import APPEND_TRIES, Lake
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from mlray.errors import UserError
+from mlray.lake.io import conform, filesystem_of, is_remote, schema_difference
 from mlray.spec import NAME_PATTERN, PlatformSpec
 
 log = logging.getLogger(__name__)
@@ -49,23 +50,6 @@ class TableInfo:
     last_commit: datetime | None
 
 
-def schema_difference(expected: pa.Schema, actual: pa.Schema, compare_types: bool = True) -> str | None:
-    """'missing columns a, b; unexpected columns c; x is string (expected int64)', or None if they match."""
-    want = {f.name: f.type for f in expected}
-    have = {f.name: f.type for f in actual}
-    missing = [n for n in want if n not in have]
-    extra = [n for n in have if n not in want]
-    changed = [f"{n} is {have[n]} (expected {want[n]})" for n in want
-               if compare_types and n in have and have[n] != want[n]]
-    parts = ([f"missing columns {', '.join(missing)}"] if missing else []) + \
-            ([f"unexpected columns {', '.join(extra)}"] if extra else []) + changed
-    return "; ".join(parts) or None
-
-
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
 def arrow_schema_of(dt: DeltaTable) -> pa.Schema:
     return pa.schema(dt.schema().to_arrow())
 
@@ -80,7 +64,7 @@ class Lake:
     """The Delta tables of one project."""
 
     def __init__(self, root: str, storage_options: dict[str, str] | None = None):
-        self.root = root if _is_remote(root) else str(Path(root.removeprefix("file://")).resolve())
+        self.root = root if is_remote(root) else str(Path(root.removeprefix("file://")).resolve())
         self.storage_options = dict(storage_options or {}) or None
 
     @classmethod
@@ -111,7 +95,7 @@ class Lake:
             if difference:
                 raise UserError(f"table '{name}' exists with another schema than the spec's: {difference}")
             return dt
-        if not _is_remote(self.root):
+        if not is_remote(self.root):
             Path(self.root).mkdir(parents=True, exist_ok=True)
         log.info("creating Delta table %s", self.uri(name))
         return DeltaTable.create(
@@ -197,7 +181,7 @@ class Lake:
         Workers write Parquet files; the driver commits them all in one Delta transaction carrying
         the batch id, so a batch already committed is skipped (before the dataset runs) and a retried
         job commits once. The table's schema is enforced, as in `append`."""
-        from mlray.lake.sink import TransactionalDeltaSink
+        from mlray.lake.sink import TransactionalDeltaSink  # Ray Data: heavy, imported only to write a dataset
 
         if not self.exists(name):
             if schema is None:
@@ -329,26 +313,6 @@ class Lake:
         return tables
 
 
-def filesystem_of(uri: str, storage_options: dict[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it for a local path or a URI; S3 takes deltalake's storage options
-    (AWS_ENDPOINT_URL, keys, region), so both read the same bucket the same way."""
-    if uri.startswith(("s3://", "s3a://")) and storage_options:
-        options = {k.upper(): v for k, v in storage_options.items()}
-        endpoint = options.get("AWS_ENDPOINT_URL") or options.get("AWS_ENDPOINT")
-        fs = pafs.S3FileSystem(
-            access_key=options.get("AWS_ACCESS_KEY_ID"), secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
-            session_token=options.get("AWS_SESSION_TOKEN"), region=options.get("AWS_REGION"),
-            endpoint_override=endpoint, scheme="http" if (endpoint or "").startswith("http://") else "https",
-        )
-        return fs, uri.split("://", 1)[1]
-    if not _is_remote(uri):
-        return pafs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).resolve())
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserError(f"{uri}: cannot open this location ({str(exc).splitlines()[0]})") from None
-
-
 class _RowCounter:
     def __init__(self):
         self.rows = 0
@@ -359,17 +323,6 @@ def _plain_types(table: pa.Table) -> pa.Table:
     """string_view (what delta-rs hands back in places) → string, so schemas compare equal."""
     fields = [pa.field(f.name, pa.string(), f.nullable) if pa.types.is_string_view(f.type) else f for f in table.schema]
     return table.cast(pa.schema(fields))
-
-
-def conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
-    """`table` with the table's columns, in its order, cast to its types; a mismatch is a UserError."""
-    difference = schema_difference(schema, table.schema, compare_types=False)
-    if difference:
-        raise UserError(f"data for table '{name}' does not match its columns: {difference}")
-    try:
-        return table.select(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-        raise UserError(f"table '{name}': data does not fit the table's schema: {exc}") from None
 
 
 def _conformed_reader(data, schema: pa.Schema, name: str, counter: _RowCounter) -> pa.RecordBatchReader:

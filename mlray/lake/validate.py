@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlray.blocks import reduce_blocks
+from mlray.lake.io import schema_difference
 from mlray.lake.rules import check_rows
 from mlray.lake.schema import arrow_schema, stable_hash
-from mlray.lake.tables import Lake, arrow_schema_of, schema_difference
+from mlray.lake.tables import Lake, arrow_schema_of
 from mlray.spec import TableSpec, format_duration
 
 log = logging.getLogger(__name__)

@@ -107,3 +107,16 @@ def split_datasets(dataset, fitted: FittedFeatures, labels: LabelEncoding, spec:
     return {name: dataset.map_batches(model_inputs, batch_format="pyarrow", fn_kwargs={
         "fitted": fitted, "labels": labels, "id_column": id_column, "split": spec.train.split, "keep": index})
         for index, name in enumerate(SPLITS)}
+
+
+@dataclass
+class Prepared:
+    """A pinned, validated snapshot with its features, labels and split datasets."""
+
+    table_version: int
+    table_uri: str
+    fitted: FittedFeatures
+    labels: LabelEncoding
+    datasets: dict
+    raw: object  # the snapshot as a Ray Dataset, raw columns
+    split_rows: dict[str, int]  # rows per split (labelled or not)

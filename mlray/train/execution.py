@@ -13,16 +13,13 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ray.data.dataset import MaterializedDataset
 
 from mlray.spec import ProjectSpec
 from mlray.train.batches import memory_per_worker_mb, split_blocks
 from mlray.train.config import METRICS_FILE, Fault
-
-if TYPE_CHECKING:
-    from mlray.train.run import Prepared
+from mlray.train.data import Prepared
 
 LOCAL_TRAIN_ROWS = 100_000  # `train.execution: auto` trains up to this many training rows in the calling process
 # Ray Train settings mlray starts runs with unless the environment sets them: reports are collected and the end of a
@@ -39,7 +36,7 @@ def use_gpu(setting) -> bool:
     return bool(setting)
 
 
-def training_inputs(spec: ProjectSpec, prepared: "Prepared") -> dict:
+def training_inputs(spec: ProjectSpec, prepared: Prepared) -> dict:
     """The train and validation inputs; with train.cache_inputs (or when shards fit in memory), computed once and
     kept in the object store (shared by every epoch, every restart after a crash, and every trial of a sweep)."""
     wanted = ("train", "validation")
@@ -50,7 +47,7 @@ def training_inputs(spec: ProjectSpec, prepared: "Prepared") -> dict:
     return {name: prepared.datasets[name] for name in wanted}
 
 
-def shard_in_memory(spec: ProjectSpec, prepared: "Prepared") -> bool:
+def shard_in_memory(spec: ProjectSpec, prepared: Prepared) -> bool:
     """Whether each worker's shard of training and validation inputs fits `train.shard_in_memory_mb`."""
     rows = prepared.split_rows["train"] + prepared.split_rows["validation"]
     size = memory_per_worker_mb(rows, spec.train.num_workers, len(prepared.fitted.numeric_names),
@@ -58,7 +55,7 @@ def shard_in_memory(spec: ProjectSpec, prepared: "Prepared") -> bool:
     return size <= spec.train.shard_in_memory_mb
 
 
-def worker_inputs(spec: ProjectSpec, prepared: "Prepared", local: bool) -> tuple[dict | None, dict | None]:
+def worker_inputs(spec: ProjectSpec, prepared: Prepared, local: bool) -> tuple[dict | None, dict | None]:
     """(blocks per worker per split, None) when shards fit in memory or the run is local, else (None, the datasets
     Ray Train streams)."""
     inputs = training_inputs(spec, prepared)
@@ -74,7 +71,7 @@ def trials_train_in_process(spec: ProjectSpec) -> bool:
     return spec.train.num_workers == 1 and spec.train.execution != "ray" and not use_gpu(spec.train.use_gpu)
 
 
-def choose_execution(spec: ProjectSpec, prepared: "Prepared", fault: Fault | None, callbacks: tuple) -> str:
+def choose_execution(spec: ProjectSpec, prepared: Prepared, fault: Fault | None, callbacks: tuple) -> str:
     """'local' (Ray Train's local mode, in this process) or 'ray' (Ray Train workers), as `train.execution` says;
     'auto' runs small tables without a GPU locally. Fault injection and Ray Train callbacks need workers."""
     if fault is not None or callbacks:

@@ -24,13 +24,12 @@ import torch
 
 from mlray import dataplane
 from mlray.errors import UserError
-from mlray.features import FittedFeatures
 from mlray.registry.gate import decide
 from mlray.registry.models import Registry
 from mlray.registry.package import PackageConfig, log_package, predict_frame
 from mlray.spec import ProjectSpec
 from mlray.train.config import CHECKPOINT_FILE, Fault, LoopConfig
-from mlray.train.data import LabelEncoding, check_splits, resolve_labels, split_datasets
+from mlray.train.data import Prepared, check_splits, resolve_labels, split_datasets
 from mlray.train.evaluate import champion_metrics, evaluate_frame, raw_split_rows
 from mlray.train.execution import RAY_TRAIN_DEFAULTS, LocalResult, choose_execution, use_gpu, worker_inputs
 from mlray.train.loop import train_loop_per_worker
@@ -38,19 +37,6 @@ from mlray.train.progress import EpochWatcher, Progress
 
 log = logging.getLogger(__name__)
 REFERENCE_ROWS = 1000
-
-
-@dataclass
-class Prepared:
-    """A pinned, validated snapshot with its features, labels and split datasets."""
-
-    table_version: int
-    table_uri: str
-    fitted: FittedFeatures
-    labels: LabelEncoding
-    datasets: dict
-    raw: object  # the snapshot as a Ray Dataset, raw columns
-    split_rows: dict[str, int]  # rows per split (labelled or not)
 
 
 @dataclass

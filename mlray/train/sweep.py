@@ -30,10 +30,10 @@ from mlray.errors import UserError
 from mlray.registry.models import Registry
 from mlray.spec import ProjectSpec
 from mlray.train.config import STARTUP_PREFIX
+from mlray.train.data import Prepared
 from mlray.train.execution import training_inputs, trials_train_in_process, use_gpu
 from mlray.train.progress import Progress
 from mlray.train.run import (
-    Prepared,
     TrainOutcome,
     checkpoint_weights,
     fit_on_ray,

@@ -18,9 +18,9 @@ import requests
 from helpers import TRAINED, free_port
 from serving import wait_until
 
+from mlray.fast_ingress import fast_ingress_environment
 from mlray.lake.synthetic import generate_transactions, write_source_file
 from mlray.registry.models import Registry
-from mlray.serve.fast_ingress import fast_ingress_environment
 from mlray.spec import load_spec
 
 pytestmark = pytest.mark.slow

@@ -43,8 +43,8 @@ def drive(environ: dict, address: str, *args: str, timeout: float = 400) -> dict
 
 
 def test_the_worker_node_lost_under_load_its_actors_come_back_on_the_head(small_model, starter_text, tmp_path):
+    from mlray.fast_ingress import fast_ingress_environment
     from mlray.registry.models import Registry
-    from mlray.serve.fast_ingress import fast_ingress_environment
     from mlray.spec import load_spec
 
     spec_file = watched_project(tmp_path, starter_text, "node-lost")

@@ -116,7 +116,7 @@ def test_every_ray_start_has_token_auth_and_the_dashboard_stays_local(path):
 
 def _fast_ingress() -> dict[str, str]:
     """What mlray sets for the Ray it starts and a cluster's nodes must set too (ports and the binary are per machine)."""
-    from mlray.serve import fast_ingress as fast
+    from mlray import fast_ingress as fast
 
     return {fast.HAPROXY: "1", fast.THROUGHPUT: "1", fast.RETRY_ON: fast.REPLAYED, fast.RETRIES: "3",
             fast.PROXY_CHECK: fast.PROXY_CHECK_S}

@@ -5,7 +5,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from mlray.serve import fast_ingress as fast
+from mlray import fast_ingress as fast
 
 # The shape of the config Ray 2.60 writes (haproxy_templates.py): the serving frontend binds serve.host, the
 # Prometheus exporter and the stats page bind every interface.
