@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 
 from mlray import dataplane
 from mlray.audit import AuditLog
+from mlray.control.state import IncidentStatus
 from mlray.entrypoint import CHECK_FAILED, DONE, exit_with, job_parser, run_job
 from mlray.monitor.alerts import alert
 from mlray.monitor.incidents import Incidents
@@ -49,7 +50,7 @@ class Retraining:
 
     def _manual_incident(self) -> str:
         incident_id = f"manual-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
-        self.incidents.record(incident_id, "open", "user", cause="manual", detail="submitted by hand")
+        self.incidents.record(incident_id, IncidentStatus.OPEN, "user", cause="manual", detail="submitted by hand")
         return incident_id
 
     def event(self, status: str, detail: str, **fields) -> None:
@@ -62,7 +63,7 @@ class Retraining:
             return self._run()
         except Exception as exc:
             detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            self.event("failed", detail)
+            self.event(IncidentStatus.FAILED, detail)
             alert(self.spec.name, "job_failed", f"incident {self.incident_id}: {detail}",
                   {"incident_id": self.incident_id, "job_id": self.job_id}, self.spec.monitor.alert_webhook)
             raise
@@ -71,7 +72,7 @@ class Retraining:
         from mlray.train.run import train_model
 
         retrain = self.spec.monitor.retrain
-        self.event("running", f"Ray job {self.job_id}")
+        self.event(IncidentStatus.RUNNING, f"Ray job {self.job_id}")
         landed = 0
         if retrain.source:
             landed = dataplane.ingest_source(self.spec, retrain.source).rows_landed
@@ -81,16 +82,17 @@ class Retraining:
         summary = {"incident_id": self.incident_id, "rows_landed": landed, "table_version": outcome.table_version,
                    "version": outcome.model_version, "decision": outcome.decision, "metrics": outcome.metrics}
         if outcome.decision == "rejected":
-            self.event("rejected", f"v{outcome.model_version} failed the gate: {'; '.join(outcome.reasons)}",
+            self.event(IncidentStatus.REJECTED, f"v{outcome.model_version} failed the gate: {'; '.join(outcome.reasons)}",
                        challenger=outcome.model_version)
             alert(self.spec.name, "retrain_rejected", f"incident {self.incident_id}: the retrained model was rejected",
                   summary, self.spec.monitor.alert_webhook)
-            return summary | {"outcome": "rejected"}
-        self.event("retrained", f"v{outcome.model_version} registered as {outcome.decision} (table v"
+            return summary | {"outcome": IncidentStatus.REJECTED}
+        self.event(IncidentStatus.RETRAINED, f"v{outcome.model_version} registered as {outcome.decision} (table v"
                                 f"{outcome.table_version})", challenger=outcome.model_version)
         if outcome.decision == "champion":  # there was no champion: nothing to roll out against
-            self.event("promoted", f"v{outcome.model_version} is the first champion", challenger=outcome.model_version)
-            return summary | {"outcome": "promoted"}
+            self.event(IncidentStatus.PROMOTED, f"v{outcome.model_version} is the first champion",
+                       challenger=outcome.model_version)
+            return summary | {"outcome": IncidentStatus.PROMOTED}
         return summary | {"outcome": self._roll_out(outcome.model_version)}
 
     def _roll_out(self, version: str) -> str:
@@ -101,8 +103,8 @@ class Retraining:
         timeout = self.spec.monitor.retrain.rollout_timeout
         state = wait_for_verdict(self.spec, version, timeout.total_seconds(), ROLLOUT_POLL_S)
         if state is None:
-            self.event("unfinished", f"v{version}: the rollout had not ended after {timeout}", challenger=version)
-            return "unfinished"
+            self.event(IncidentStatus.UNFINISHED, f"v{version}: the rollout had not ended after {timeout}", challenger=version)
+            return IncidentStatus.UNFINISHED
         self.event(state["status"], f"v{version}: rollout {state['status']} ({state['reason']})", challenger=version)
         return state["status"]
 
@@ -114,7 +116,7 @@ def load_job_spec(path: str | None) -> ProjectSpec:
 
 def retrain(spec: ProjectSpec, args) -> tuple[dict, int]:
     summary = Retraining(spec, args.incident).run()
-    return summary, CHECK_FAILED if summary["outcome"] == "unfinished" else DONE
+    return summary, CHECK_FAILED if summary["outcome"] == IncidentStatus.UNFINISHED else DONE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,10 @@ from mlray import dataplane
 from mlray.cli.common import command, console, count_progress, table
 from mlray.cli.features import render as render_features
 from mlray.cli.serve import serve_until_interrupted
+from mlray.control.state import INCIDENT_CLOSED, IncidentStatus
 from mlray.demo.project import (
     CALM_TIMEOUT_S,
     DRIFT,
-    INCIDENT_ENDED,
     LOOP_TIMEOUT_S,
     Sizes,
     fresh_folder,
@@ -127,7 +127,7 @@ def _drift(spec: ProjectSpec, url: str, key: str, sizes: Sizes) -> dict:
             for event in events[seen:]:
                 console.print(f"incident {found[0]['incident_id']}: [bold]{event['status']}[/] — {event['detail']}")
             seen = len(events)
-            if found and found[0]["status"] in INCIDENT_ENDED:
+            if found and found[0]["status"] in INCIDENT_CLOSED:
                 _wait_for_version(drifted, found[0].get("challenger"), status)
                 return found[0]
             status.update(f"{drifted.sent} drifted requests sent; answered by {dict(drifted.versions)}")
@@ -200,7 +200,7 @@ def demo(
         _calm_traffic(spec, url, key)
         incident = _drift(spec, url, key, sizes)
         _summary(spec, workdir, url, key, incident)
-        if incident["status"] != "promoted":
+        if incident["status"] != IncidentStatus.PROMOTED:
             raise LoopDidNotClose(f"the retrained model was not promoted ({incident['status']}): see "
                                   f"`mlray incidents show {incident['incident_id']}`")
         if keep_serving:

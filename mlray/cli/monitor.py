@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mlray.cli.common import JsonOption, SpecOption, command, console, print_json, spec_and_ray, table
+from mlray.control.state import IncidentStatus
 
 monitor_app = typer.Typer(help="The drift monitor (a Ray actor per project).", no_args_is_help=True)
 drift_app = typer.Typer(help="Drift reports of the monitored windows.", no_args_is_help=True)
@@ -165,10 +166,10 @@ def approve(incident_id: Annotated[str, typer.Argument(help="The incident waitin
 
     spec, incidents = _incidents(spec_path)
     incident = incidents.get(incident_id)
-    if incident["status"] != "awaiting_approval":
+    if incident["status"] != IncidentStatus.AWAITING_APPROVAL:
         raise UserError(f"incident {incident_id} is {incident['status']}, not awaiting approval")
     actor = default_actor()
-    incidents.record(incident_id, "approved", actor, detail=f"approved by {actor}")
+    incidents.record(incident_id, IncidentStatus.APPROVED, actor, detail=f"approved by {actor}")
     AuditLog(spec.platform).append("incident.approve", spec.name, f"incident {incident_id}", actor=actor)
     if as_json:
         print_json(incidents.get(incident_id))

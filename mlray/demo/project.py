@@ -15,7 +15,6 @@ from mlray.spec import ProjectSpec, load_spec, starter_spec
 MARKER = ".mlray-demo"  # a folder holding it was made by the demo, so a new run may start it afresh
 KEY_FILE = "api-key"
 DRIFT = Shift(covariate=1.0)  # bigger amounts, more online and foreign, newer accounts
-INCIDENT_ENDED = ("promoted", "rolled_back", "rejected", "failed", "unfinished")
 CALM_TIMEOUT_S = 300  # for the monitor's first two windows
 LOOP_TIMEOUT_S = 600  # from the drift's onset to the incident's outcome
 

@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from mlray.control.state import INCIDENT_CLOSED
 from mlray.errors import UserError
 from mlray.lake import Lake
 
 TABLE = "incidents"
-CLOSED = ("promoted", "rolled_back", "stopped", "rejected", "failed", "unfinished")
 SCHEMA = pa.schema([
     pa.field("incident_id", pa.string(), nullable=False),
     pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
@@ -78,4 +78,4 @@ class Incidents:
 
     def open(self) -> list[dict]:
         """Incidents not yet closed, oldest first."""
-        return [i for i in reversed(self.all()) if i["status"] not in CLOSED]
+        return [i for i in reversed(self.all()) if i["status"] not in INCIDENT_CLOSED]

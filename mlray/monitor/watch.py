@@ -20,13 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlray.audit import AuditLog
+from mlray.control.state import INCIDENT_CLOSED, INCIDENT_FOLLOWED, IncidentStatus
 from mlray.lake import Lake
 from mlray.lake.inference import LABELS_SCHEMA, appended_since, dedupe_labels, flat_inputs
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.monitor import jobs
 from mlray.monitor.alerts import alert
 from mlray.monitor.detectors import Detectors
-from mlray.monitor.incidents import CLOSED, Incidents
+from mlray.monitor.incidents import Incidents
 from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import decide, window_drifted
 from mlray.monitor.reference import load_reference
@@ -40,7 +41,6 @@ ACTOR = "monitor"
 HISTORY = 50  # windows kept in the state (the policy looks at the last n)
 PENDING_LABELS = 10_000  # labels waiting for their logged prediction
 PENDING_FOR = timedelta(hours=1)
-FOLLOWED = ("submitted", "running", "retrained")
 
 
 def _now() -> datetime:
@@ -295,7 +295,7 @@ class Monitor:
         retrain, history = self.rules.retrain, self.state["history"]
         drop = history[-1]["quality_drop"] if history else None
         incidents = self.incidents.all()
-        open_ids = [i["incident_id"] for i in incidents if i["status"] not in CLOSED]
+        open_ids = [i["incident_id"] for i in incidents if i["status"] not in INCIDENT_CLOSED]
         incident_id = f"{self.state['epoch']}-{key}"
         if any(i["incident_id"] == incident_id for i in incidents):
             self._advance(incident_id)  # this very trigger was acted on before a restart: finish what it started
@@ -306,7 +306,7 @@ class Monitor:
             if why:
                 log.info("retraining held back: %s", why)
             return None
-        self.incidents.record(incident_id, "open", ACTOR, cause=trigger.cause, detail=trigger.detail,
+        self.incidents.record(incident_id, IncidentStatus.OPEN, ACTOR, cause=trigger.cause, detail=trigger.detail,
                               evidence=trigger.evidence, windows=trigger.evidence.get("windows", []))
         self.audit.append("incident.open", f"{self.spec.name}", trigger.detail, after={"incident": incident_id,
                           "cause": trigger.cause}, actor=f"monitor:{self.spec.name}")
@@ -316,7 +316,7 @@ class Monitor:
         alert(self.spec.name, "incident", f"incident {incident_id} ({trigger.cause}): {trigger.detail}",
               {"incident_id": incident_id, **trigger.evidence}, self.rules.alert_webhook)
         if retrain.mode == "approval":
-            self.incidents.record(incident_id, "awaiting_approval", ACTOR,
+            self.incidents.record(incident_id, IncidentStatus.AWAITING_APPROVAL, ACTOR,
                                   detail=f"approve with `mlray incidents approve {incident_id}`")
             return incident_id
         self._submit(incident_id)
@@ -324,12 +324,12 @@ class Monitor:
 
     def _advance(self, incident_id: str) -> None:
         incident = self.incidents.get(incident_id)
-        if incident["status"] in ("open", "approved"):
+        if incident["status"] in (IncidentStatus.OPEN, IncidentStatus.APPROVED):
             self._submit(incident_id)
 
     def _submit(self, incident_id: str) -> str:
         sid, submitted = jobs.submit_retrain(self.jobs(), self.spec, incident_id)
-        if self.incidents.record(incident_id, "submitted", ACTOR, job_id=sid, detail=f"Ray job {sid}"):
+        if self.incidents.record(incident_id, IncidentStatus.SUBMITTED, ACTOR, job_id=sid, detail=f"Ray job {sid}"):
             self.audit.append("retrain.submit", self.spec.name, f"incident {incident_id}", after={"job_id": sid},
                               actor=f"monitor:{self.spec.name}")
         log.info("retraining job %s for incident %s (%s)", sid, incident_id, "submitted" if submitted else "existed")
@@ -340,21 +340,21 @@ class Monitor:
         job that ended without its outcome as failed (an alert, never a second job)."""
         for incident in self.incidents.open():
             status, iid = incident["status"], incident["incident_id"]
-            if status == "approved" or (status == "open" and self.rules.retrain.mode == "auto"):
+            if status == IncidentStatus.APPROVED or (status == IncidentStatus.OPEN and self.rules.retrain.mode == "auto"):
                 self._submit(iid)
-            elif status in FOLLOWED and incident.get("job_id"):
+            elif status in INCIDENT_FOLLOWED and incident.get("job_id"):
                 job = jobs.job_status(self.jobs(), incident["job_id"])
                 if job in ("FAILED", "STOPPED", None) or (job == "SUCCEEDED" and self._still_open(iid)):
                     self._job_failed(incident, job)
 
     def _still_open(self, incident_id: str) -> bool:
-        return self.incidents.get(incident_id)["status"] not in CLOSED
+        return self.incidents.get(incident_id)["status"] not in INCIDENT_CLOSED
 
     def _job_failed(self, incident: dict, job: str | None) -> None:
         detail = f"retraining job {incident['job_id']} " + ({None: "is unknown to the Jobs API",
                                                             "SUCCEEDED": "ended without an outcome"}.get(job)
                                                            or f"ended {job}")
-        self.incidents.record(incident["incident_id"], "failed", ACTOR, detail=detail)
+        self.incidents.record(incident["incident_id"], IncidentStatus.FAILED, ACTOR, detail=detail)
         self.audit.append("retrain.failed", self.spec.name, detail, actor=f"monitor:{self.spec.name}")
         alert(self.spec.name, "job_failed", f"incident {incident['incident_id']}: {detail}",
               {"incident_id": incident["incident_id"]}, self.rules.alert_webhook)

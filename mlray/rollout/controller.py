@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutStatus
 from mlray.errors import UserError
 from mlray.lake.inference import appended_since, dedupe_labels
 from mlray.lake.state import StateConflict
@@ -42,7 +43,7 @@ LABEL_COLUMNS = ["request_id", "row", "label", "at"]
 class RolloutState:
     champion: str
     challenger: str
-    status: str = "running"  # running | paused | promoted | rolled_back | stopped (by a change made by hand)
+    status: str = RolloutStatus.RUNNING
     step: int = 0
     step_started: str = ""
     started: str = ""  # when the rollout began: the champion's baseline once it gets no live traffic (100% steps)
@@ -99,11 +100,11 @@ class Rollout:
 
         s, gauges = self.state, rollout()
         tags = {"model": self.spec.name, "challenger": s.challenger}
-        active = s.status in ("running", "paused")
+        active = s.status in ROLLOUT_ACTIVE
         step = self.rules.steps[s.step] if active else None
         gauges["step"].set(s.step + 1 if active else 0, tags=tags)
         gauges["weight"].set(float(step) / 100 if active and step != "shadow" else
-                             (1.0 if s.status == "promoted" else 0.0), tags=tags)
+                             (1.0 if s.status == RolloutStatus.PROMOTED else 0.0), tags=tags)
         gauges["failures"].set(s.failures, tags=tags)
 
     def status(self) -> dict | None:
@@ -147,7 +148,7 @@ class Rollout:
         _, challenger = registry.resolve(challenger)
         if champion is None or champion == challenger:
             raise UserError(f"a canary needs a champion and another version (champion {champion}, challenger {challenger})")
-        if self.state is not None and self.state.status in ("running", "paused"):
+        if self.state is not None and self.state.status in ROLLOUT_ACTIVE:
             raise UserError(f"a rollout of v{self.state.challenger} is {self.state.status}: promote or roll it back first")
         now, rules = _now(), RolloutSpec.model_validate(rules) if rules else self.spec.rollout
         self.state = RolloutState(champion, challenger, step_started=now.isoformat(), started=now.isoformat(),
@@ -200,7 +201,7 @@ class Rollout:
         """Analyse the current step once its interval is over (or at once with `force`); act on the verdict."""
         self._load()
         s = self.state
-        if s is None or s.status != "running":
+        if s is None or s.status != RolloutStatus.RUNNING:
             return self._view()
         rollout = self.rules
         started = datetime.fromisoformat(s.step_started)
@@ -242,7 +243,7 @@ class Rollout:
         from mlray.serve.routing import TrafficPlan
 
         s = self.state
-        s.status, s.reason = "promoted", reason
+        s.status, s.reason = RolloutStatus.PROMOTED, reason
         plan = TrafficPlan(s.challenger, {s.challenger: 1.0}, step="promoted")
         audit = [self._entry("canary.promote", reason, plan)]
         if requested_by:
@@ -255,7 +256,7 @@ class Rollout:
         from mlray.serve.routing import TrafficPlan
 
         s = self.state
-        s.status, s.reason = "rolled_back", reason
+        s.status, s.reason = RolloutStatus.ROLLED_BACK, reason
         plan = TrafficPlan(s.champion, {s.champion: 1.0, s.challenger: 0.0}, step="rolled back")
         audit = [*audit, self._entry("canary.rollback", reason, plan)]
         if requested_by:
@@ -273,19 +274,19 @@ class Rollout:
 
     def pause(self, actor: str) -> dict:
         s = self._active()
-        s.status = "paused"
+        s.status = RolloutStatus.PAUSED
         self._save(audit=[self._entry("canary.pause", "manual", actor=actor)])
         return self._view()
 
     def resume(self, actor: str) -> dict:
         s = self._active()
-        s.status, s.step_started = "running", _now().isoformat()
+        s.status, s.step_started = RolloutStatus.RUNNING, _now().isoformat()
         self._save(audit=[self._entry("canary.resume", "manual", actor=actor)])
         return self._view()
 
     def _active(self) -> RolloutState:
         self._load()
-        if self.state is None or self.state.status not in ("running", "paused"):
+        if self.state is None or self.state.status not in ROLLOUT_ACTIVE:
             raise UserError("no rollout is in progress (start one with `mlray canary start`)")
         return self.state
 
@@ -341,9 +342,6 @@ def command(spec: ProjectSpec, method: str, *args, **kwargs):
     return ray.get(controller(spec).call.remote(method, *args, **kwargs))
 
 
-ENDED = ("promoted", "rolled_back", "stopped")
-
-
 def wait_for_verdict(spec: ProjectSpec, version: str, timeout_s: float, poll_s: float = 2.0) -> dict | None:
     """Follow the rollout of `version` until it ends (its state returned) or `timeout_s` passes (None)."""
     import time
@@ -351,7 +349,7 @@ def wait_for_verdict(spec: ProjectSpec, version: str, timeout_s: float, poll_s: 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = command(spec, "status")
-        if state and state["challenger"] == version and state["status"] in ENDED:
+        if state and state["challenger"] == version and state["status"] in ROLLOUT_ENDED:
             return state
         time.sleep(poll_s)
     return None

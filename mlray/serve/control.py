@@ -24,6 +24,7 @@ from typing import Any
 import ray
 
 from mlray.audit import AuditLog
+from mlray.control.state import ROLLOUT_ACTIVE, RolloutStatus
 from mlray.errors import UserError
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.runtime import NAMESPACE
@@ -34,7 +35,6 @@ from mlray.spec import ProjectSpec
 log = logging.getLogger(__name__)
 LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the replica calls again)
 ROLLBACK_TAG = "mlray.rolled_back"
-ACTIVE = ("running", "paused")
 SECRET = "request_id_secret"  # signs request ids (`mlray.serve.request_ids`); only ingress replicas are given it
 
 
@@ -43,7 +43,7 @@ def actor_name(project: str) -> str:
 
 
 def _active(rollout: dict | None) -> bool:
-    return rollout is not None and rollout.get("status") in ACTIVE
+    return rollout is not None and rollout.get("status") in ROLLOUT_ACTIVE
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -139,7 +139,7 @@ class ControlPlane:
         rollout = self.doc["rollout"]
         if not _active(rollout):
             return {}, []
-        stopped = rollout | {"status": "stopped", "reason": why}
+        stopped = rollout | {"status": RolloutStatus.STOPPED, "reason": why}
         entry = {"action": "canary.stop", "target": f"{self.spec.name} v{rollout['challenger']}", "reason": why,
                  "actor": actor}
         return {"rollout": stopped, "rollout_revision": self.revision + 1}, [entry]
