@@ -20,7 +20,7 @@ from mlray.lake import Lake
 from mlray.lake.inference import appended_since
 from mlray.spec import MonitorSpec
 
-LOG_COLUMNS = ["request_id", "row", "at", "model_version", "shadow", "inputs", "prediction", "score", "error"]
+WINDOW_LOG_COLUMNS = ["request_id", "row", "at", "model_version", "shadow", "inputs", "prediction", "score", "error"]
 ORDER = [("_commit_version", "ascending"), ("request_id", "ascending"), ("row", "ascending")]
 
 
@@ -36,7 +36,7 @@ class Cursor:
 def read_from(lake: Lake, table: str, cursor: Cursor) -> pa.Table | None:
     """The served rows from `cursor` on, in the fixed order, with `_commit_version` and `_offset` (the row's place
     in its commit); None when the log does not exist yet."""
-    rows = appended_since(lake, table, cursor.version - 1, LOG_COLUMNS)
+    rows = appended_since(lake, table, cursor.version - 1, WINDOW_LOG_COLUMNS)
     if rows is None:
         return None
     rows = rows.filter(pc.invert(rows.column("shadow"))).sort_by(ORDER)

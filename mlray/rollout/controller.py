@@ -34,7 +34,7 @@ __all__ = ["ROLLBACK_TAG", "Rollout", "RolloutController", "command", "controlle
 log = logging.getLogger(__name__)
 ACTOR = "rollout-controller"
 # what the analysis reads of the inference log and the labels (never the logged inputs)
-LOG_COLUMNS = ["request_id", "row", "error", "latency_ms", "score", "prediction", "shadow", "model_version", "at",
+ANALYSED_LOG_COLUMNS = ["request_id", "row", "error", "latency_ms", "score", "prediction", "shadow", "model_version", "at",
                "pinned"]
 LABEL_COLUMNS = ["request_id", "row", "label", "at"]
 
@@ -182,7 +182,7 @@ class Rollout:
     def _records(self, since: datetime) -> tuple[list[dict], list[dict], dict]:
         serve_spec, s = self.spec.serve, self.state
         champion, challenger = [], []
-        logged = self._appended(serve_spec.inference_log_table, s.log_version, LOG_COLUMNS)
+        logged = self._appended(serve_spec.inference_log_table, s.log_version, ANALYSED_LOG_COLUMNS)
         if logged is not None:
             logged = logged.filter(pc.greater_equal(logged.column("at"), since))
             for r in logged.to_pylist():
