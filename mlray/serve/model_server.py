@@ -121,15 +121,14 @@ class ModelServer:
     def __init__(self, platform: PlatformSpec, model_uri: str, version: str, schema: pa.Schema, batching: BatchingSpec,
                  fault: Fault | None = None):
         self.model = LoadedVersion(platform, model_uri, version, schema, fault)
-        self.predict.set_max_batch_size(batching.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self.scorer = self.model.batched(batching)  # the spec's batching, as in the ingress
 
     def info(self) -> dict:
         return self.model.info()
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, requests: list[list[dict]]) -> list[list[dict]]:
-        return await self.model.score(requests)
+    async def predict(self, rows: list[dict]) -> list[dict] | Exception:
+        """One request's prediction records (or its own error), scored in a batch with concurrent requests."""
+        return await self.scorer(rows)
 
 
 def autoscaling_config(scaling, at_least: int = 0) -> dict:
