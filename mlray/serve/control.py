@@ -25,7 +25,6 @@ import ray
 
 from mlray.audit import AuditLog
 from mlray.control.state import ROLLOUT_ACTIVE, RolloutStatus
-from mlray.errors import UserError
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.runtime import NAMESPACE
 from mlray.serve.auth import fingerprint
@@ -182,21 +181,23 @@ class ControlPlane:
                           "before": before, "after": version, "actor": actor})
             return await self._commit(change, audit, actor)
 
-    async def rollback_to_previous(self, actor: str) -> dict:
-        """`previous` becomes champion with all traffic, the champion becomes previous; a running rollout stops.
-        The caller has made sure `previous` is served."""
+    async def rollback_to(self, version: str, actor: str) -> dict:
+        """`version` (what the caller read as `previous`) becomes champion with all traffic, the champion it replaces
+        becomes previous; a running rollout stops. The caller has made sure `version` is served. Naming the target makes
+        a retry harmless: once `version` is champion and takes all traffic, a second call changes nothing (a swap of
+        champion and previous would undo the first)."""
         await self._ready()
         async with self.lock:
             registry = await self._registry()
-            previous, champion = await asyncio.gather(asyncio.to_thread(registry.version_of, "previous"),
-                                                      asyncio.to_thread(registry.version_of, "champion"))
-            if previous is None:
-                raise UserError(f"model '{self.spec.name}' has no previous version to roll back to")
-            change, audit = self._ended_rollout(f"champion rolled back to v{previous} by {actor}", actor)
-            await asyncio.to_thread(registry.promote, previous)  # champion ↔ previous
-            plan = TrafficPlan(previous, {previous: 1.0}, step="rolled back").to_dict()
+            champion = await asyncio.to_thread(registry.version_of, "champion")
+            plan = TrafficPlan(version, {version: 1.0}, step="rolled back").to_dict()
+            if champion == version and self.doc["plan"] == plan:
+                return await self.snapshot()
+            change, audit = self._ended_rollout(f"champion rolled back to v{version} by {actor}", actor)
+            if champion != version:
+                await asyncio.to_thread(registry.promote, version)  # the old champion becomes previous
             audit.append({"action": "rollback", "target": f"{self.spec.name} v{champion}",
-                          "reason": f"champion back to v{previous}", "before": self.doc["plan"], "after": plan,
+                          "reason": f"champion back to v{version}", "before": self.doc["plan"], "after": plan,
                           "actor": actor})
             return await self._commit(change | {"plan": plan}, audit, actor)
 
@@ -248,8 +249,8 @@ def owner(spec: ProjectSpec):
 
 def call(spec: ProjectSpec, method: str, *args, attempts: int = 3, **kwargs):
     """Call the owner and wait; an owner that died under the call is found (or started) again and called again.
-    That is safe: setting a plan, keys or an alias twice changes nothing more, and a rollout change that had
-    landed is refused the second time by its revision check."""
+    That is safe: setting a plan, keys or an alias twice changes nothing more, a rollback names its target (done
+    once, it is a no-op), and a rollout change that had landed is refused the second time by its revision check."""
     from ray.exceptions import ActorDiedError, ActorUnavailableError
 
     for attempt in range(attempts):

@@ -170,7 +170,7 @@ def rollback_to_previous(spec: ProjectSpec, actor: str) -> TrafficPlan:
         raise UserError(f"model '{spec.name}' has no previous version to roll back to")
     start_serve(spec)
     ensure_version(spec, registry, previous)
-    state = control.call(spec, "rollback_to_previous", actor)
+    state = control.call(spec, "rollback_to", previous, actor)  # names its target: a retried call changes nothing more
     settle(spec, state["revision"])
     return TrafficPlan.from_dict(state["plan"])
 
