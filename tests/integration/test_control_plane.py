@@ -102,6 +102,10 @@ def test_a_rollback_by_hand_during_a_rollout_is_not_undone_by_its_next_step(two_
     assert registry.version_of("champion") == "1" and registry.version_of("previous") == other
     assert control.call(spec, "snapshot")["plan"]["weights"] == {"1": 1.0}
     assert _answering(url, row) == {"1"}
+    revision = control.call(spec, "snapshot")["revision"]
+    control.call(spec, "rollback_to", "1", "user:test")  # the same call again, as `control.call` retries one whose owner died
+    assert registry.version_of("champion") == "1" and registry.version_of("previous") == other  # not swapped back
+    assert control.call(spec, "snapshot")["revision"] == revision
 
 
 def test_the_owner_comes_back_with_the_same_state_after_it_is_killed(two_ingress_replicas):
