@@ -294,6 +294,7 @@ def delay(spec: ProjectSpec, version: str, package, name: str, before: int, afte
 
     watched = fresh(spec, f"delay-{name}", window_rows=DELAY_WINDOW)
     monitor, traffic = Monitor(watched), Traffic(watched, version, package)
+    monitor.status()  # writes its checkpoint: it watches the traffic sent from here on
     labelled = 0.5 if name == "concept" else 0.0
     started = time.perf_counter()
     for w in range(before + after):
