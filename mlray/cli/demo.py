@@ -128,7 +128,8 @@ def _drift(spec: ProjectSpec, url: str, key: str, sizes: Sizes) -> dict:
                 console.print(f"incident {found[0]['incident_id']}: [bold]{event['status']}[/] — {event['detail']}")
             seen = len(events)
             if found and found[0]["status"] in INCIDENT_CLOSED:
-                _wait_for_version(drifted, found[0].get("challenger"), status)
+                if found[0]["status"] == IncidentStatus.PROMOTED:  # until the new champion answers
+                    _wait_for_version(drifted, found[0].get("challenger"), status)
                 return found[0]
             status.update(f"{drifted.sent} drifted requests sent; answered by {dict(drifted.versions)}")
             _check_traffic(drifted)

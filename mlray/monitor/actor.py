@@ -49,7 +49,7 @@ class DriftMonitor:
                     log.exception("monitor step failed")
                 else:
                     log.warning("monitor step failed again (%d in a row): %s", failures, f"{type(exc).__name__}: {exc}"[:200])
-            await asyncio.sleep(min(max(self.period, BACKOFF_CAP_S), self.period * 2 ** failures))
+            await asyncio.sleep(min(max(self.period, BACKOFF_CAP_S), self.period * 2 ** min(failures, 16)))
 
     async def call(self, method: str, *args, **kwargs):
         """Run one `Monitor` method, one at a time."""

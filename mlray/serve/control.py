@@ -81,6 +81,7 @@ class ControlPlane:
     async def request_id_secret(self) -> str:
         """The project's secret for signing request ids: made once, kept with the state, so ids issued by any
         replica, before or after a restart, are checked by every other."""
+        await self._ready()
         async with self.lock:
             if not self.doc.get(SECRET):
                 await self._commit({SECRET: secrets.token_hex(32)}, [], "control-plane")
@@ -118,7 +119,7 @@ class ControlPlane:
     async def _commit(self, change: dict, audit: list[dict], writer: str) -> dict:
         """Write `doc | change` as the next revision, then the audit entries, then wake the watchers. A new plan
         carries where each of its versions' packages lives."""
-        if change.get("plan") is not None:
+        if change.get("plan") is not None and "packages" not in change:
             change = change | {"packages": await self._packages(change["plan"])}
         doc = self.doc | change
         try:
@@ -194,12 +195,13 @@ class ControlPlane:
             if champion == version and self.doc["plan"] == plan:
                 return await self.snapshot()
             change, audit = self._ended_rollout(f"champion rolled back to v{version} by {actor}", actor)
+            packages = await self._packages(plan)  # before the alias moves: a registry that fails here moves nothing
             if champion != version:
                 await asyncio.to_thread(registry.promote, version)  # the old champion becomes previous
             audit.append({"action": "rollback", "target": f"{self.spec.name} v{champion}",
                           "reason": f"champion back to v{version}", "before": self.doc["plan"], "after": plan,
                           "actor": actor})
-            return await self._commit(change | {"plan": plan}, audit, actor)
+            return await self._commit(change | {"plan": plan, "packages": packages}, audit, actor)
 
     async def update_rollout(self, expected: int, rollout: dict, actor: str, plan: dict | None = None,
                              audit: list[dict] = (), promote: str | None = None, tag: tuple[str, str] | None = None) -> dict:
@@ -210,8 +212,9 @@ class ControlPlane:
             if self.doc["rollout_revision"] != expected:
                 raise StateConflict(f"the rollout changed since revision {expected} (now "
                                     f"{self.doc['rollout_revision']}, {(self.doc['rollout'] or {}).get('status')})")
-            if plan is not None:
-                TrafficPlan.from_dict(plan)
+            change: dict[str, Any] = {"rollout": rollout, "rollout_revision": self.revision + 1}
+            if plan is not None:  # its packages first: a registry that fails here moves no alias
+                change |= {"plan": plan, "packages": await self._packages(plan)}
             if promote is not None or tag is not None:
                 registry = await self._registry()
                 if promote is not None:
@@ -219,9 +222,6 @@ class ControlPlane:
                 if tag is not None:
                     await asyncio.to_thread(registry.client.set_model_version_tag, registry.model_name, tag[0],
                                             ROLLBACK_TAG, tag[1])
-            change: dict[str, Any] = {"rollout": rollout, "rollout_revision": self.revision + 1}
-            if plan is not None:
-                change["plan"] = plan
             entries = [{"actor": actor} | entry for entry in audit]
             return await self._commit(change, entries, actor)
 

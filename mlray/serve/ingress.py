@@ -53,7 +53,7 @@ def ingress_scaling(serve_spec, local: bool) -> dict:
 
 def backoff(failures: int) -> float:
     """Seconds to wait after `failures` failures in a row: 1 s, doubling, at most 30 s."""
-    return min(30.0, 2.0 ** max(0, failures - 1))
+    return min(30.0, 2.0 ** min(max(0, failures - 1), 5))  # the exponent capped: no overflow, however long it fails
 
 
 def encoded(answer: dict) -> bytes:

@@ -44,3 +44,4 @@ def test_the_registry_constructs_without_mlflow(cut_off):
 
 def test_retries_back_off_from_1_s_doubling_to_30_s():
     assert [backoff(n) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff(5000) == 30.0  # a replica failing for days still waits 30 s, with no overflow
