@@ -12,6 +12,7 @@ import logging
 
 import ray
 
+from mlray.control.retry import backoff
 from mlray.lake.state import StateConflict
 from mlray.monitor.watch import Monitor
 from mlray.runtime import NAMESPACE
@@ -49,7 +50,7 @@ class DriftMonitor:
                     log.exception("monitor step failed")
                 else:
                     log.warning("monitor step failed again (%d in a row): %s", failures, f"{type(exc).__name__}: {exc}"[:200])
-            await asyncio.sleep(min(max(self.period, BACKOFF_CAP_S), self.period * 2 ** min(failures, 16)))
+            await asyncio.sleep(backoff(failures, first=self.period, cap=max(self.period, BACKOFF_CAP_S)))
 
     async def call(self, method: str, *args, **kwargs):
         """Run one `Monitor` method, one at a time."""

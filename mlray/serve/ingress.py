@@ -21,6 +21,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RaySystemError
 from ray.serve.config import BackpressureConfig
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from mlray.control.retry import backoff
 from mlray.registry.scores import score_of
 from mlray.serve import control
 from mlray.serve.auth import KeyRing, fingerprint
@@ -49,11 +50,6 @@ def ingress_scaling(serve_spec, local: bool) -> dict:
     if not local:
         return {"num_replicas": serve_spec.ingress_replicas}
     return {"autoscaling_config": autoscaling_config(serve_spec.autoscaling, at_least=1)}
-
-
-def backoff(failures: int) -> float:
-    """Seconds to wait after `failures` failures in a row: 1 s, doubling, at most 30 s."""
-    return min(30.0, 2.0 ** min(max(0, failures - 1), 5))  # the exponent capped: no overflow, however long it fails
 
 
 def encoded(answer: dict) -> bytes:

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from mlray.control.retry import backoff
 from mlray.monitor.watch import Monitor
 from mlray.registry.models import Registry
-from mlray.serve.ingress import backoff
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens on loopback
 
