@@ -1,6 +1,7 @@
 """Ten minutes of steady traffic with everything running: a canary rollout from start to promotion, the drift monitor
-and its log upkeep. Nothing fails with a 5xx, latency does not creep, memory does not grow, and every answered
-request is in the inference log once. Memory is compared with its value after a minute of warm-up in which every
+and its log upkeep. Nothing fails with a 5xx, memory does not grow, and every answered request is in the inference
+log once. Latency is printed, first minute against last, but not asserted: on a shared 2-core machine a timing
+threshold measures the neighbours (speed lives in benchmarks/). Memory is compared with its value after a minute of warm-up in which every
 path was taken once (a version deployed and promoted: the control plane imports MLflow at its first alias move)."""
 
 import time
@@ -112,7 +113,6 @@ def test_ten_minutes_of_traffic_with_a_rollout_the_monitor_and_upkeep_no_5xx_no_
         assert not [code for code in failed if isinstance(code, int) and code >= 500]
         assert sum(failed.values()) <= 0.001 * (len(answered) + sum(failed.values()))
         assert rollout["status"] == "promoted" and Registry(spec).version_of("champion") == challenger
-        assert last <= 1.5 * first
         assert all(n == 1 for n in logged.values())
         assert all(0.8 <= g <= 1.2 for g in growth.values()), growth
     finally:
