@@ -75,7 +75,7 @@ def ensure_small_model(spec, home: Path) -> str:
     from mlray.lake.schema import arrow_schema
     from mlray.lake.synthetic import generate_transactions
     from mlray.registry.models import Registry
-    from mlray.train.run import train_model
+    from mlray.training import train as train_and_admit
 
     version = Registry(spec).version_of("champion")
     if version is not None:
@@ -83,4 +83,4 @@ def ensure_small_model(spec, home: Path) -> str:
     dataplane.lake_of(spec).append(spec.data.train_table, generate_transactions(SMALL_TRAIN_ROWS, seed=0),
                                    batch_id="train", schema=arrow_schema(spec.train_table))
     print(f"training a small model on {SMALL_TRAIN_ROWS:,} rows (once; cached in {home})", flush=True)
-    return train_model(spec).model_version
+    return train_and_admit(spec).model_version

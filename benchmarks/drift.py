@@ -147,7 +147,7 @@ def widen(table: pa.Table, seed: int, schema: pa.Schema) -> pa.Table:
 def ensure_champion(spec: ProjectSpec) -> str:
     """The champion of the benchmark's project: trained once on TRAIN_ROWS rows, then cached in HOME."""
     from mlray.registry.models import Registry
-    from mlray.train.run import train_model
+    from mlray.training import train as train_and_admit
 
     version = Registry(spec).version_of("champion")
     if version is not None:
@@ -157,7 +157,7 @@ def ensure_champion(spec: ProjectSpec) -> str:
     lake.append(spec.data.train_table, widen(generate_transactions(TRAIN_ROWS, seed=5), 5, schema), batch_id="train",
                 schema=schema)
     print(f"training a small model on {TRAIN_ROWS:,} rows, 20 monitored columns (once; cached in {HOME})", flush=True)
-    outcome = train_model(spec)
+    outcome = train_and_admit(spec)
     assert outcome.decision == "champion", outcome
     return outcome.model_version
 
@@ -288,7 +288,7 @@ SHIFTS = {"covariate": Shift(covariate=1.0), "prior": Shift(prior=1.0), "concept
 
 
 def delay(spec: ProjectSpec, version: str, package, name: str, before: int, after: int) -> dict:
-    from mlray.monitor.incidents import Incidents
+    from mlray.incidents import Incidents
     from mlray.monitor.reports import read_reports
     from mlray.monitor.watch import Monitor
 

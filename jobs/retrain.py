@@ -1,10 +1,10 @@
-"""Retrain: land new files, train, gate, register, roll out and record the outcome in the incident.
+"""Retrain: land new files, train, gate, register, and start the rollout, which records its outcome in the incident.
 
     ray job submit --working-dir . -- python jobs/retrain.py --spec mlray.yaml [--incident ID]
 
-The drift monitor submits the same code (`python -m mlray.retrain`) with the incident it opened.
-Exit codes: 0 an outcome was reached (promoted, rolled back or rejected), 1 the rollout did not finish in time,
-2 user error.
+The drift monitor submits the same code (`python -m mlray.retrain`) with the incident it opened. The job ends once
+the challenger's rollout has started; the rollout controller closes the incident (promoted, rolled back, stopped).
+Exit codes: 0 done (rollout started, first champion, or rejected by the gate), 2 user error.
 """
 
 from mlray.entrypoint import exit_with

@@ -12,9 +12,9 @@ from mlray.entrypoint import CHECK_FAILED, DONE, exit_with, job_parser, run_job
 
 
 def train(spec, args):
-    from mlray.train.run import train_model
+    from mlray.training import train as train_and_admit
 
-    outcome = train_model(spec, args.version, args.run_name)
+    outcome = train_and_admit(spec, version=args.version, run_name=args.run_name)
     return outcome.__dict__, CHECK_FAILED if outcome.decision == "rejected" else DONE
 
 

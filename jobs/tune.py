@@ -12,9 +12,9 @@ from mlray.entrypoint import CHECK_FAILED, DONE, exit_with, job_parser, run_job
 
 
 def tune(spec, args):
-    from mlray.train.sweep import tune_model
+    from mlray.training import tune as tune_and_admit
 
-    outcome = tune_model(spec, args.version, args.name)
+    outcome = tune_and_admit(spec, version=args.version, sweep=args.name)
     return asdict(outcome), CHECK_FAILED if outcome.model.decision == "rejected" else DONE
 
 

@@ -4,10 +4,12 @@
 
 It lands new files from `monitor.retrain.source` (exactly once), trains on the latest validated snapshot (only the
 last `monitor.retrain.window` of event time, when set), lets the gate compare the new version with the champion on
-the same held-out rows, registers it with a lineage tag naming the incident, starts the progressive rollout, and
-follows it to its verdict. Every step is an event of the incident and an entry of the audit log.
-Exit codes: 0 an outcome was reached (promoted, rolled back or rejected), 1 the rollout did not finish in time,
-2 a user error.
+the same held-out rows, registers it with a lineage tag naming the incident, and starts the progressive rollout with
+the incident's id. The job ends there: the rollout owns the incident from then on, and its controller records the
+verdict (promoted, rolled back, or stopped by hand) on the incident when it comes. Every step is an event of the
+incident and an entry of the audit log.
+Exit codes: 0 done (the challenger's rollout started, it became the first champion, or the gate rejected it),
+2 a user error (a failure ends the incident `failed` and the job with an error).
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ from datetime import datetime, timezone
 from mlray import dataplane
 from mlray.audit import AuditLog
 from mlray.control.state import IncidentStatus
-from mlray.entrypoint import CHECK_FAILED, DONE, exit_with, job_parser, run_job
+from mlray.entrypoint import DONE, exit_with, job_parser, run_job
+from mlray.incidents import Incidents
 from mlray.monitor.alerts import alert
-from mlray.monitor.incidents import Incidents
 from mlray.monitor.jobs import SPEC_DOC_ENV
 from mlray.spec import ProjectSpec, load_spec
 
 log = logging.getLogger(__name__)
-ROLLOUT_POLL_S = 2.0
 
 
 def spec_from_environment() -> ProjectSpec | None:
@@ -69,7 +70,7 @@ class Retraining:
             raise
 
     def _run(self) -> dict:
-        from mlray.train.run import train_model
+        from mlray.training import train as train_and_admit
 
         retrain = self.spec.monitor.retrain
         self.event(IncidentStatus.RUNNING, f"Ray job {self.job_id}")
@@ -77,7 +78,7 @@ class Retraining:
         if retrain.source:
             landed = dataplane.ingest_source(self.spec, retrain.source).rows_landed
         since = datetime.now(timezone.utc) - retrain.window if retrain.window else None
-        outcome = train_model(self.spec, run_name=f"{self.spec.name}-retrain-{self.incident_id}", since=since,
+        outcome = train_and_admit(self.spec, self.actor, run_name=f"{self.spec.name}-retrain-{self.incident_id}", since=since,
                               tags={"mlray.incident": self.incident_id})
         summary = {"incident_id": self.incident_id, "rows_landed": landed, "table_version": outcome.table_version,
                    "version": outcome.model_version, "decision": outcome.decision, "metrics": outcome.metrics}
@@ -96,17 +97,16 @@ class Retraining:
         return summary | {"outcome": self._roll_out(outcome.model_version)}
 
     def _roll_out(self, version: str) -> str:
-        """Start the progressive rollout of `version` and follow it to its verdict (or to `rollout_timeout`)."""
-        from mlray.rollout.controller import command, wait_for_verdict
+        """Start the progressive rollout of `version` for this incident, and end: the rollout owns the incident now
+        (its controller records the verdict on it). The incident stays `retrained` until then."""
+        from mlray.rollout.controller import command
 
-        command(self.spec, "start", version, actor=self.actor)
-        timeout = self.spec.monitor.retrain.rollout_timeout
-        state = wait_for_verdict(self.spec, version, timeout.total_seconds(), ROLLOUT_POLL_S)
-        if state is None:
-            self.event(IncidentStatus.UNFINISHED, f"v{version}: the rollout had not ended after {timeout}", challenger=version)
-            return IncidentStatus.UNFINISHED
-        self.event(state["status"], f"v{version}: rollout {state['status']} ({state['reason']})", challenger=version)
-        return state["status"]
+        state = command(self.spec, "start", version, actor=self.actor, incident=self.incident_id)
+        steps = state["steps"] if state else []
+        self.audit.append("retrain.rollout", self.spec.name, f"incident {self.incident_id}: the rollout of v{version} "
+                          f"started ({len(steps)} steps); its controller records the verdict on the incident",
+                          after={"challenger": version, "steps": steps}, actor=self.actor)
+        return IncidentStatus.RETRAINED
 
 
 def load_job_spec(path: str | None) -> ProjectSpec:
@@ -115,8 +115,7 @@ def load_job_spec(path: str | None) -> ProjectSpec:
 
 
 def retrain(spec: ProjectSpec, args) -> tuple[dict, int]:
-    summary = Retraining(spec, args.incident).run()
-    return summary, CHECK_FAILED if summary["outcome"] == IncidentStatus.UNFINISHED else DONE
+    return Retraining(spec, args.incident).run(), DONE
 
 
 def main(argv: list[str] | None = None) -> int:

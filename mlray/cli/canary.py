@@ -114,10 +114,13 @@ def _print_state(state: dict) -> None:
     step = steps[state["step"]] if state["step"] < len(steps) else "-"
     console.print(f"v{state['challenger']} against champion v{state['champion']}: {state['status']}, "
                   f"step {state['step'] + 1}/{len(steps)} ({step}), failures {state['failures']}"
-                  + (f" — {state['reason']}" if state["reason"] else ""))
+                  + (f" — {state['reason']}" if state["reason"] else "")
+                  + (f" (answers incident {state['incident']})" if state.get("incident") else ""))
     if state["history"]:
         last = state["history"][-1]
         console.print(table(f"last analysis ({last['verdict']}, {last['challenger_requests']} challenger rows)",
                             ["check", "status", "value", "threshold", "detail"],
                             [[c["name"], c["status"], "" if c["value"] is None else f"{c['value']:.4g}",
                               f"{c['threshold']:g}", c["detail"]] for c in last["checks"]]))
+        for note in last.get("evidence") or []:  # a check past its threshold that other evidence outranked
+            console.print(f"noted: {note}")

@@ -60,19 +60,18 @@ def _data_plane(spec: ProjectSpec, folder: Path, rows: int) -> None:
 
 
 def _models(spec: ProjectSpec) -> None:
-    from mlray.train.run import train_model
-    from mlray.train.sweep import tune_model
+    from mlray import training
 
     _step(4, "train on Ray Train, tracked in MLflow, registered through the gate")
     with count_progress("epochs") as progress:
-        first = train_model(spec, progress=progress)
+        first = training.train(spec, progress=progress)
     where = "in this process, Ray Train's local mode" if first.execution == "local" else "on Ray Train workers"
     console.print(f"version {first.model_version}: {first.decision}; test ROC AUC "
                   f"{first.metrics.get('roc_auc', float('nan')):.3f} (table v{first.table_version}; trained {where})")
 
     _step(5, f"a Ray Tune sweep of {spec.tune.trials} trials, each a Ray Train run")
     with count_progress("trials") as progress:
-        sweep = tune_model(spec, progress=progress)
+        sweep = training.tune(spec, progress=progress)
     console.print(f"best trial {sweep.best_trial} → version {sweep.model.model_version}: {sweep.model.decision}"
                   + (f" ({'; '.join(sweep.model.reasons)})" if sweep.model.reasons else ""))
 
@@ -112,7 +111,7 @@ def _calm_traffic(spec: ProjectSpec, url: str, key: str) -> None:
 
 
 def _drift(spec: ProjectSpec, url: str, key: str, sizes: Sizes) -> dict:
-    from mlray.monitor.incidents import Incidents
+    from mlray.incidents import Incidents
 
     _step(8, "the world moves: new files land upstream and the traffic drifts")
     path = land_drifted_files(spec, sizes.drifted_rows)

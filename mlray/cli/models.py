@@ -60,13 +60,8 @@ def alias_cmd(alias: Annotated[str, typer.Argument(help="champion, challenger or
     running rollout; `mlray deploy` then sends it all traffic). Audited."""
     from mlray.audit import default_actor
     from mlray.cli.common import spec_and_ray
-    from mlray.registry.models import ALIASES
     from mlray.serve import control
 
-    if alias not in ALIASES:
-        raise UserError(f"alias {alias!r} is not one of {', '.join(ALIASES)}")
-    registry = _registry(spec_path)
-    if not any(v["version"] == version for v in registry.versions()):
-        raise UserError(f"model {registry.model_name!r} has no version {version!r}")
-    control.call(spec_and_ray(spec_path), "set_alias", alias, version, default_actor())
-    console.print(f"{registry.model_name}@{alias} → version {version}")
+    spec = spec_and_ray(spec_path)
+    control.client(spec).set_alias(alias, version, default_actor())  # refuses an unknown alias or version
+    console.print(f"{spec.name}@{alias} → version {version}")

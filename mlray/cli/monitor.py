@@ -119,7 +119,7 @@ def _pictures(spec, lake, reports: list[dict], chosen: dict, folder: Path) -> li
 def _incidents(spec_path):
     """The spec and its project's incidents table."""
     from mlray import dataplane
-    from mlray.monitor.incidents import Incidents
+    from mlray.incidents import Incidents
     from mlray.spec import load_spec
 
     spec = load_spec(spec_path)

@@ -79,8 +79,8 @@ def status(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
     apps = {name: app for name, app in serve.status().applications.items()
             if name == spec.name or name.startswith(f"{spec.name}-model-")}
     states = {name: [getattr(app.status, "value", str(app.status)), app.message] for name, app in sorted(apps.items())}
-    state = control.call(spec, "snapshot")
-    replicas = control.call(spec, "replica_revisions")
+    state = control.client(spec).snapshot()
+    replicas = control.client(spec).replica_revisions()
     if as_json:
         print_json({"applications": {n: {"status": s, "message": m} for n, (s, m) in states.items()},
                     "plan": state["plan"], "revision": state["revision"], "replicas": replicas})

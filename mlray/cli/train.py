@@ -17,11 +17,11 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train the spec's model on Ray Train, evaluate it on the held-out split, register it, apply the gate."""
-    from mlray.train.run import train_model
+    from mlray.training import train as train_and_admit
 
     spec = spec_and_ray(spec_path)
     with count_progress(f"epochs on {spec.train.num_workers} Ray Train workers", enabled=not as_json) as progress:
-        outcome = train_model(spec, version, run_name, progress=progress)
+        outcome = train_and_admit(spec, version=version, run_name=run_name, progress=progress)
     if as_json:
         print_json(outcome.__dict__)
         return

@@ -20,12 +20,13 @@ def tune(
 ) -> None:
     """Sweep the spec's tune.space with Ray Tune (ASHA), each trial a Ray Train run; register the best trial."""
     from mlray.spec import load_spec
-    from mlray.train.sweep import search_space, tune_model
+    from mlray.train.sweep import search_space
+    from mlray.training import tune as tune_and_admit
 
     search_space(load_spec(spec_path))  # a wrong or empty search space fails before Ray starts
     spec = spec_and_ray(spec_path)
     with count_progress("trials", enabled=not as_json) as progress:
-        outcome = tune_model(spec, version, name, progress)
+        outcome = tune_and_admit(spec, version=version, sweep=name, progress=progress)
     if as_json:
         print_json(asdict(outcome))
         return

@@ -1,9 +1,12 @@
-"""The statuses of a rollout and of an incident, each defined once. They are `StrEnum`s: a member equals, hashes and
-serialises as its string, so the state tables keep the documents they always held."""
+"""The loops' typed state, each piece defined once: the statuses of a rollout and of an incident, the aliases and the
+control plane's serving document. Statuses are `StrEnum`s: a member equals, hashes and serialises as its string, so
+the state tables keep the documents they always held."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
 
 
 class RolloutStatus(StrEnum):
@@ -24,15 +27,68 @@ class IncidentStatus(StrEnum):
     APPROVED = "approved"
     SUBMITTED = "submitted"  # its retraining job
     RUNNING = "running"
-    RETRAINED = "retrained"  # a challenger registered; its rollout runs
+    RETRAINED = "retrained"  # a challenger registered; its rollout runs and records the outcome when it ends
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
     STOPPED = "stopped"
     REJECTED = "rejected"  # by the gate
     FAILED = "failed"
-    UNFINISHED = "unfinished"  # the rollout had not ended within retrain.rollout_timeout
+    # no longer written: the retraining job used to stop following a rollout after retrain.rollout_timeout; now the
+    # rollout records its own outcome. Kept so incidents tables written before still read (as closed).
+    UNFINISHED = "unfinished"
 
 
 INCIDENT_CLOSED = frozenset({IncidentStatus.PROMOTED, IncidentStatus.ROLLED_BACK, IncidentStatus.STOPPED,
                              IncidentStatus.REJECTED, IncidentStatus.FAILED, IncidentStatus.UNFINISHED})
-INCIDENT_FOLLOWED = frozenset({IncidentStatus.SUBMITTED, IncidentStatus.RUNNING, IncidentStatus.RETRAINED})  # a job runs
+# a job runs (submitted, running), or has started the rollout that will close the incident (retrained)
+INCIDENT_FOLLOWED = frozenset({IncidentStatus.SUBMITTED, IncidentStatus.RUNNING, IncidentStatus.RETRAINED})
+
+
+ALIAS_NAMES = ("champion", "challenger", "previous")
+
+
+class Aliases(BaseModel):
+    """Who is champion, challenger and previous: the control plane's record, which MLflow's aliases project."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    champion: str | None = None
+    challenger: str | None = None
+    previous: str | None = None
+
+    def promoted(self, version: str) -> Aliases:
+        """`version` becomes champion; the champion it replaces becomes previous; it is no longer challenger."""
+        if version == self.champion:
+            return self
+        return Aliases(champion=version, challenger=None if self.challenger == version else self.challenger,
+                       previous=self.champion or self.previous)
+
+    def admitted(self, version: str) -> Aliases:
+        """A version that passed the gate: champion when there is none yet, else challenger."""
+        if self.champion is None:
+            return self.promoted(version)
+        return self if version == self.champion else self.model_copy(update={"challenger": version})
+
+    def moved(self, alias: str, version: str) -> Aliases:
+        """`alias` set to `version` by hand (a new champion keeps the old one as previous)."""
+        return self.promoted(version) if alias == "champion" else self.model_copy(update={alias: version})
+
+    def role_of(self, version: str) -> str | None:
+        return next((name for name in ALIAS_NAMES if getattr(self, name) == version), None)
+
+
+class ServingState(BaseModel):
+    """The control plane's document (the `serving_state` table): what is served, by which keys, which rollout runs,
+    where each served version's package lives, and who is champion. Every field has a default, so a document written
+    by an older mlray reads; a field this mlray does not know is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    plan: dict | None = None  # a `TrafficPlan` as a dict
+    keys: list[str] | None = None  # accepted API-key hashes; None: never set
+    rollout: dict | None = None
+    rollout_revision: int = 0  # the revision at which the rollout last changed (its compare-and-swap)
+    packages: dict[str, str] = {}  # served version → its package's artifact URI
+    aliases: Aliases | None = None  # None: not yet taken over from the registry (a document from before)
+    request_id_secret: str | None = None
+
+    def document(self) -> dict:
+        return self.model_dump(mode="json")

@@ -122,7 +122,7 @@ def stop_service(spec: ProjectSpec) -> None:
     for app in running_apps():
         if app == spec.name or app.startswith(f"{spec.name}-model-"):
             serve.delete(app)
-    for name in (actor_name(spec.name), controller_name(spec.name)):
+    for name in (actor_name(spec), controller_name(spec.name)):
         try:
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         except ValueError:  # not running

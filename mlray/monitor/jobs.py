@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from mlray.errors import UserError
-from mlray.monitor.incidents import submission_id
+from mlray.incidents import submission_id
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)

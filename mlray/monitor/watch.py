@@ -21,13 +21,13 @@ import pyarrow.compute as pc
 
 from mlray.audit import AuditLog
 from mlray.control.state import INCIDENT_CLOSED, INCIDENT_FOLLOWED, IncidentStatus
+from mlray.incidents import Incidents, record_rollout_outcome
 from mlray.lake import Lake
 from mlray.lake.inference import LABELS_SCHEMA, appended_since, dedupe_labels, flat_inputs
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.monitor import jobs
 from mlray.monitor.alerts import alert
 from mlray.monitor.detectors import Detectors
-from mlray.monitor.incidents import Incidents
 from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import decide, window_drifted
 from mlray.monitor.reference import load_reference
@@ -337,18 +337,35 @@ class Monitor:
 
     def _follow_incidents(self) -> None:
         """Submit approved incidents (and open ones whose submission failed, e.g. with the Jobs API down); record a
-        job that ended without its outcome as failed (an alert, never a second job)."""
+        job that ended without its outcome as failed (an alert, never a second job). A `retrained` incident whose
+        job started its challenger's rollout belongs to that rollout: its controller records the verdict, however
+        long the rollout runs, so the job's end (it ends once the rollout started) is no failure."""
         for incident in self.incidents.open():
             status, iid = incident["status"], incident["incident_id"]
             if status == IncidentStatus.APPROVED or (status == IncidentStatus.OPEN and self.rules.retrain.mode == "auto"):
                 self._submit(iid)
             elif status in INCIDENT_FOLLOWED and incident.get("job_id"):
+                # the job's status first: a job that ended had committed its rollout's start before, so the rollout
+                # read after it names the incident
                 job = jobs.job_status(self.jobs(), incident["job_id"])
                 if job in ("FAILED", "STOPPED", None) or (job == "SUCCEEDED" and self._still_open(iid)):
+                    if status == IncidentStatus.RETRAINED and self._rollout_owns(iid):
+                        continue
                     self._job_failed(incident, job)
 
     def _still_open(self, incident_id: str) -> bool:
         return self.incidents.get(incident_id)["status"] not in INCIDENT_CLOSED
+
+    def _rollout_owns(self, incident_id: str) -> bool:
+        """Whether the control plane's rollout answers this incident (its job started it). One that has ended has
+        its outcome recorded here too, in case its controller did not (it was down): the write is idempotent by
+        incident and status, so the controller's own write and this one land once."""
+        rollout = (StateTable(self.lake, SERVING_STATE).read()[1] or {}).get("rollout")
+        if not rollout or rollout.get("incident") != incident_id:
+            return False
+        record_rollout_outcome(self.incidents, rollout, ACTOR,
+                               lambda entry: self.audit.append(target=self.spec.name, **entry))
+        return True
 
     def _job_failed(self, incident: dict, job: str | None) -> None:
         detail = f"retraining job {incident['job_id']} " + ({None: "is unknown to the Jobs API",

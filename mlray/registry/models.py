@@ -8,13 +8,13 @@ from functools import cached_property
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from mlray.control.state import ALIAS_NAMES as ALIASES
 from mlray.errors import UserError
 from mlray.registry.gate import GateDecision
 from mlray.registry.tracking import experiment_id, tracking_client
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
-ALIASES = ("champion", "challenger", "previous")
 REJECTED_TAG = "mlray.rejected"
 
 
@@ -88,30 +88,34 @@ class Registry:
         metrics = self.client.get_run(run_id).data.metrics if run_id else {}
         return {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
 
-    def set_alias(self, alias: str, version: str) -> None:
-        if alias not in ALIASES:
-            raise UserError(f"alias {alias!r} is not one of {', '.join(ALIASES)}")
-        self.client.set_registered_model_alias(self.model_name, alias, version)
+    def project_aliases(self, aliases: dict[str, str | None]) -> list[str]:
+        """Make the registry's aliases `aliases` (None: the alias is removed); the changes it made, as 'alias: a → b'.
 
-    def promote(self, version: str) -> None:
-        """`version` becomes champion; the old champion becomes previous."""
-        old = self.version_of("champion")
-        if old is not None and old != version:
-            self.client.set_registered_model_alias(self.model_name, "previous", old)
-        self.client.set_registered_model_alias(self.model_name, "champion", version)
-        if self.version_of("challenger") == version:
-            self.client.delete_registered_model_alias(self.model_name, "challenger")
+        Only the control plane calls this: its state is the record, MLflow's aliases are the projection."""
+        changes = []
+        for alias, wanted in aliases.items():
+            if alias not in ALIASES:
+                raise UserError(f"alias {alias!r} is not one of {', '.join(ALIASES)}")
+            current = self.version_of(alias)
+            if current == wanted:
+                continue
+            if wanted is None:
+                self.client.delete_registered_model_alias(self.model_name, alias)
+            else:
+                self.client.set_registered_model_alias(self.model_name, alias, wanted)
+            changes.append(f"{alias}: {current} → {wanted}")
+        return changes
 
-    def record_decision(self, version: str, decision: GateDecision, has_champion: bool) -> str:
-        """Apply the gate: challenger (or champion when there is none yet), or tagged rejected with the reason."""
+    def tag_version(self, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.model_name, version, key, value)
+
+    def record_decision(self, version: str, decision: GateDecision) -> str:
+        """The gate's decision on a version: 'passed', or 'rejected' and tagged with the reason. Making a passed
+        version champion or challenger is the control plane's move (`ControlPlane.admit`)."""
         if not decision.passed:
-            self.client.set_model_version_tag(self.model_name, version, REJECTED_TAG, decision.summary)
+            self.tag_version(version, REJECTED_TAG, decision.summary)
             return "rejected"
-        if not has_champion:
-            self.promote(version)
-            return "champion"
-        self.set_alias("challenger", version)
-        return "challenger"
+        return "passed"
 
     def versions(self) -> list[dict]:
         aliases_of: dict[str, list[str]] = {}

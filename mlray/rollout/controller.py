@@ -8,6 +8,12 @@ promotes: the `champion` alias moves, the old champion becomes `previous`. Every
 the audit log. The controller owns no state: the rollout's state, the plan and the aliases belong to the
 control plane (`mlray.serve.control`), which takes each of its changes only if the rollout is still
 where the controller saw it. So a person's rollback in between wins, and a restarted controller goes on.
+
+A rollout started for an incident (the retraining job passes its id, which the rollout's state keeps) owns that
+incident's outcome: once the rollout ends, promoted, rolled back, or stopped by a change made by hand (seen when the
+controller reloads the state), the controller records the end on the incident (`mlray.incidents`), once per
+incident and status, and again on a later tick if the write failed or the controller restarted in between. The
+analysis knows the incident too: a challenger retrained because the world moved may score unlike the champion.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import ray
 
 from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutStatus
 from mlray.errors import UserError
+from mlray.incidents import Incidents, record_rollout_outcome
 from mlray.lake.inference import appended_since, dedupe_labels
 from mlray.lake.state import StateConflict
 from mlray.rollout.analysis import analyze
@@ -54,6 +61,7 @@ class RolloutState:
     labels_version: int = -1
     history: list[dict] = field(default_factory=list)  # one entry per analysis
     rules: dict = field(default_factory=dict)  # the spec's rollout section it started with (a restart keeps it)
+    incident: str | None = None  # the incident the challenger answers (its retraining job started the rollout)
 
 
 def _now() -> datetime:
@@ -70,12 +78,14 @@ class Rollout:
         self.lake = dataplane.lake_of(spec)
         self.state: RolloutState | None = None
         self.revision = 0  # the control plane's rollout revision this state was read at
+        self.incidents = Incidents(self.lake)
+        self.recorded: set[tuple[str, str]] = set()  # (incident, status) outcomes this process has recorded
 
     # ------------------------------------------------------------------ state
 
     def _load(self) -> None:
         """The rollout as the control plane has it now."""
-        snapshot = control.call(self.spec, "snapshot")
+        snapshot = control.client(self.spec).snapshot()
         self.state = RolloutState(**snapshot["rollout"]) if snapshot["rollout"] else None
         self.revision = snapshot["rollout_revision"]
 
@@ -88,9 +98,9 @@ class Rollout:
 
             check_served(self.spec, plan)
         target = f"{self.spec.name} v{self.state.challenger}"
-        snapshot = control.call(self.spec, "update_rollout", self.revision, asdict(self.state), self.actor,
-                                plan=None if plan is None else plan.to_dict(),
-                                audit=[{"target": target} | entry for entry in audit], promote=promote, tag=tag)
+        snapshot = control.client(self.spec).update_rollout(
+            self.revision, asdict(self.state), self.actor, plan=None if plan is None else plan.to_dict(),
+            audit=[{"target": target} | entry for entry in audit], promote=promote, tag=tag)
         self.revision = snapshot["rollout_revision"]
         self._publish()
 
@@ -137,15 +147,16 @@ class Rollout:
         return {"action": action, "reason": reason, "after": None if plan is None else plan.to_dict()} | (
             {"actor": actor} if actor else {})
 
-    def start(self, challenger: str, actor: str | None = None, rules: dict | None = None) -> dict:
+    def start(self, challenger: str, actor: str | None = None, rules: dict | None = None,
+              incident: str | None = None) -> dict:
         """Begin rolling `challenger` out under `rules` (a rollout section; default the spec's). It is served already:
-        `command` deploys it at weight 0 first."""
+        `command` deploys it at weight 0 first. `incident`: the incident it answers; the rollout records its outcome
+        there."""
         from mlray.registry.models import Registry
 
         self._load()
-        registry = Registry(self.spec)
-        champion = registry.version_of("champion")
-        _, challenger = registry.resolve(challenger)
+        champion = control.client(self.spec).aliases()["champion"]
+        _, challenger = Registry(self.spec).resolve(challenger)
         if champion is None or champion == challenger:
             raise UserError(f"a canary needs a champion and another version (champion {champion}, challenger {challenger})")
         if self.state is not None and self.state.status in ROLLOUT_ACTIVE:
@@ -155,9 +166,10 @@ class Rollout:
                                   log_version=self._version_before(self.spec.serve.inference_log_table,
                                                                    now - rules.interval),
                                   labels_version=self._version_before(self.spec.serve.labels_table, now),
-                                  rules=rules.model_dump(mode="json"))
+                                  rules=rules.model_dump(mode="json"), incident=incident)
         plan = self._plan_for(0)
-        audit = [self._entry("canary.start", f"step 1/{len(rules.steps)}", plan)]
+        answers = f"; answers incident {incident}" if incident else ""
+        audit = [self._entry("canary.start", f"step 1/{len(rules.steps)}{answers}", plan)]
         if actor:
             audit.append(self._entry("canary.start.requested", "manual", actor=actor))
         self._save(plan, audit)
@@ -201,6 +213,8 @@ class Rollout:
         """Analyse the current step once its interval is over (or at once with `force`); act on the verdict."""
         self._load()
         s = self.state
+        if s is not None and s.status in ROLLOUT_ENDED:
+            self._record_outcome()  # e.g. stopped by hand, or a decision whose incident write failed
         if s is None or s.status != RolloutStatus.RUNNING:
             return self._view()
         rollout = self.rules
@@ -210,11 +224,12 @@ class Rollout:
         champion, challenger, labels = self._records(started)
         if len(champion) < rollout.min_requests:  # e.g. a 100% step: the baseline is the champion's recent traffic
             champion = self._records(datetime.fromisoformat(s.started or s.step_started) - rollout.interval)[0]
-        analysis = analyze(champion, challenger, labels, rollout.checks, rollout.min_requests)
+        analysis = analyze(champion, challenger, labels, rollout.checks, rollout.min_requests, s.incident)
         s.history.append({"step": s.step, "at": _now().isoformat(), **analysis.to_dict()})
         if analysis.verdict == "fail":
             s.failures += 1
-            reasons = "; ".join(f"{c.name} {c.value:.4g} > {c.threshold:g}" for c in analysis.failed)
+            reasons = "; ".join(f"{c.name} {c.value:.4g} > {c.threshold:g}"
+                                + (f" ({c.detail})" if c.decided_by else "") for c in analysis.failed)
             failed = self._entry("canary.check_failed",
                                  f"step {s.step + 1}: {reasons} ({s.failures}/{rollout.failure_limit})")
             if s.failures >= rollout.failure_limit:
@@ -222,20 +237,22 @@ class Rollout:
             s.step_started = _now().isoformat()  # the step runs again on fresh traffic
             self._save(audit=[failed])
         elif analysis.verdict == "pass":
-            self._advance()
+            self._advance(analysis.notes)
         else:
             self._save()
         return self._view()
 
-    def _advance(self) -> None:
+    def _advance(self, notes: list[str] = ()) -> None:
+        """The step passed; `notes`: the checks past their threshold that other evidence outranked (for the audit)."""
         s, steps = self.state, self.rules.steps
+        noted = "".join(f"; {note}" for note in notes)
         if s.step + 1 >= len(steps):
-            self._promote("every step passed")
+            self._promote(f"every step passed{noted}")
             return
         s.step += 1
         s.step_started = _now().isoformat()
         plan = self._plan_for(s.step)
-        self._save(plan, [self._entry("canary.step", f"step {s.step + 1}/{len(steps)}: {steps[s.step]}", plan)])
+        self._save(plan, [self._entry("canary.step", f"step {s.step + 1}/{len(steps)}: {steps[s.step]}{noted}", plan)])
 
     # ------------------------------------------------------------------ decisions
 
@@ -250,6 +267,7 @@ class Rollout:
             audit.append(self._entry("canary.promote.requested", reason, actor=requested_by))
         # the champion alias moves; the old champion becomes previous
         self._save(plan, audit, promote=s.challenger)
+        self._record_outcome(requested_by)
         return self._view()
 
     def _roll_back(self, reason: str, audit: list[dict] = (), requested_by: str | None = None) -> dict:
@@ -262,7 +280,26 @@ class Rollout:
         if requested_by:
             audit.append(self._entry("canary.rollback.requested", reason, actor=requested_by))
         self._save(plan, audit, tag=(s.challenger, reason))
+        self._record_outcome(requested_by)
         return self._view()
+
+    def _record_outcome(self, requested_by: str | None = None) -> None:
+        """Record the ended rollout's outcome on the incident it answers (if any), once per process; a failed write
+        is logged and retried by the next tick (the decision itself is committed already)."""
+        s = self.state
+        if not s.incident or (s.incident, s.status) in self.recorded:
+            return
+        try:
+            record_rollout_outcome(self.incidents, asdict(s), requested_by or self.actor, self._audit)
+        except Exception:  # noqa: BLE001 - the lake may be down: the next tick retries
+            log.exception("recording the outcome of the rollout of v%s on incident %s failed", s.challenger, s.incident)
+            return
+        self.recorded.add((s.incident, s.status))
+
+    def _audit(self, entry: dict) -> None:
+        from mlray.audit import AuditLog
+
+        AuditLog(self.spec.platform).append(target=self.spec.name, **entry)
 
     def promote(self, reason: str, actor: str | None = None) -> dict:
         self._active()
@@ -333,7 +370,8 @@ def controller(spec: ProjectSpec):
 
 def command(spec: ProjectSpec, method: str, *args, **kwargs):
     """Run a controller method through the actor (what the CLI does); a UserError comes back as itself.
-    `start` serves the challenger first (at weight 0, from this process) and takes this spec's rollout section."""
+    `start` serves the challenger first (at weight 0, from this process) and takes this spec's rollout section (and
+    an optional `incident=` id: the rollout then records its outcome on that incident)."""
     if method == "start":
         from mlray.serve.deploy import deploy
 
@@ -343,7 +381,8 @@ def command(spec: ProjectSpec, method: str, *args, **kwargs):
 
 
 def wait_for_verdict(spec: ProjectSpec, version: str, timeout_s: float, poll_s: float = 2.0) -> dict | None:
-    """Follow the rollout of `version` until it ends (its state returned) or `timeout_s` passes (None)."""
+    """Follow the rollout of `version` until it ends (its state returned) or `timeout_s` passes (None): what
+    `jobs/canary.py --wait` does. The retraining job does not wait: the rollout records its own outcome."""
     import time
 
     deadline = time.monotonic() + timeout_s

@@ -1,13 +1,16 @@
-"""The control plane: one owner per project of who serves what.
+"""The control plane: one owner per project of who serves what, and who is champion.
 
-`ControlPlane` is a named, detached Ray actor that restarts by itself. It alone writes the serving
-plan, the accepted API-key hashes, the rollout's state and (after registration) the
-champion/challenger/previous aliases, and it writes the audit entry of every change. Its state is a
-`StateTable` under the lake root, written with a compare-and-swap, so a restart on any node finds
-it. Ingress replicas long-poll it (`watch`): a change reaches them as soon as it is committed.
+`ServingControl` holds the logic in plain Python, talking to its state store, audit trail and model registry through
+the small ports of `mlray.control.ports` (unit tests give it in-memory fakes); `ControlPlane` is it as a named,
+detached Ray actor that restarts by itself. It alone writes the serving plan, the accepted API-key hashes, the
+rollout's state and the champion/challenger/previous aliases, and it writes the audit entry of every change. Its
+state (`ServingState`) is a `StateTable` under the lake root, written with a compare-and-swap, so a restart on any
+node finds it. Ingress replicas long-poll it (`watch`): a change reaches them as soon as it is committed.
 
-Callers pass it what it needs (keys included): it never reads its own environment. Its constructor does no I/O:
-a restart while the lake is unreachable succeeds, and the state is read at the first call.
+The aliases' record is the state; MLflow's aliases are its projection, written after the commit and repaired
+whenever they disagree (at start, and at every change after a projection failed), so a crash between the two
+writes heals by itself. Callers pass it what it needs (keys included): it never reads its own environment. Its
+constructor does no I/O: a restart while the lake is unreachable succeeds, and the state is read at the first call.
 
 With every plan it keeps where each served version's package lives (`packages`, resolved in the registry when a
 version first enters the plan), so an ingress replica started while MLflow is down still loads its models.
@@ -16,15 +19,19 @@ version first enters the plan), so an ingress replica started while MLflow is do
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 import ray
+from pydantic import ValidationError
 
 from mlray.audit import AuditLog
-from mlray.control.state import ROLLOUT_ACTIVE, RolloutStatus
+from mlray.control.ports import AuditSink, ModelRegistry, StateStore
+from mlray.control.state import ALIAS_NAMES, ROLLOUT_ACTIVE, Aliases, RolloutStatus, ServingState
+from mlray.errors import UserError
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.runtime import NAMESPACE
 from mlray.serve.auth import fingerprint
@@ -34,26 +41,51 @@ from mlray.spec import ProjectSpec
 log = logging.getLogger(__name__)
 LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the replica calls again)
 ROLLBACK_TAG = "mlray.rolled_back"
-SECRET = "request_id_secret"  # signs request ids (`mlray.serve.request_ids`); only ingress replicas are given it
 
 
-def actor_name(project: str) -> str:
-    return f"{project}-control"
+def actor_name(spec: ProjectSpec) -> str:
+    """`<project>-control-<digest of the lake root>`: the state lives under the lake root, so two projects of one name
+    with lakes of their own (a test session, two teams on one cluster) each get their own owner."""
+    return f"{spec.name}-control-{hashlib.sha256(spec.platform.lake_uri.encode()).hexdigest()[:8]}"
 
 
 def _active(rollout: dict | None) -> bool:
     return rollout is not None and rollout.get("status") in ROLLOUT_ACTIVE
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
-class ControlPlane:
-    def __init__(self, spec: ProjectSpec):
+def _registry_of(spec: ProjectSpec) -> Callable[[], ModelRegistry]:
+    def make() -> ModelRegistry:
+        from mlray.registry.models import Registry
+
+        return Registry(spec)
+
+    return make
+
+
+def read_state(revision: int, document: dict | None) -> ServingState:
+    """The serving state from its table's document; one written by a newer mlray is refused in one line."""
+    try:
+        return ServingState.model_validate(document or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"{SERVING_STATE} revision {revision} is not a document this mlray reads: "
+                        f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+class ServingControl:
+    """The control plane's state and transitions; every change holds `lock`, commits, audits, then wakes watchers."""
+
+    def __init__(self, spec: ProjectSpec, store: StateStore | None = None, audit: AuditSink | None = None,
+                 registry: Callable[[], ModelRegistry] | None = None):
         from mlray.lake import Lake
 
         self.spec = spec
-        self.audit = AuditLog(spec.platform)
-        self.table = StateTable(Lake.from_platform(spec.platform), SERVING_STATE)
-        self.revision, self.doc, self.loaded = 0, {}, False
+        self.audit = audit or AuditLog(spec.platform)
+        self.table = store or StateTable(Lake.from_platform(spec.platform), SERVING_STATE)
+        self.make_registry = registry or _registry_of(spec)
+        self.revision, self.state, self.loaded = 0, ServingState(), False
+        self.projected = False  # whether the registry's aliases are known to match the state's
+        self.projecting: asyncio.Task | None = None
         self.lock, self.loading = asyncio.Lock(), asyncio.Lock()  # one change at a time; one first read
         self.changed = asyncio.Event()  # replaced after every change: watchers wait on the one they saw
         self.replicas: dict[str, dict] = {}  # ingress replica → the revision it has applied, and when it said so
@@ -61,31 +93,33 @@ class ControlPlane:
     # ------------------------------------------------------------------ reading
 
     def _reload(self) -> None:
-        self.revision, doc = self.table.read()
-        self.doc = {"plan": None, "keys": None, "rollout": None, "rollout_revision": 0, "packages": {}} | (doc or {})
+        self.revision, document = self.table.read()
+        self.state = read_state(self.revision, document)
         if not self.loaded:
             log.info("control plane of %s at revision %d", self.spec.name, self.revision)
         self.loaded = True
 
     async def _ready(self) -> None:
-        """The state, read once (the first call after a start waits for the lake; the constructor does not)."""
+        """The state, read once (the first call after a start waits for the lake; the constructor does not); then
+        the registry's aliases are repaired in the background (a registry that is down delays nothing)."""
         if not self.loaded:
             async with self.loading:
                 if not self.loaded:
                     await asyncio.to_thread(self._reload)
+                    self.projecting = asyncio.create_task(self._project())
 
     async def snapshot(self) -> dict:
         await self._ready()
-        return {k: v for k, v in self.doc.items() if k != SECRET} | {"revision": self.revision}
+        return self.state.model_dump(mode="json", exclude={"request_id_secret"}) | {"revision": self.revision}
 
     async def request_id_secret(self) -> str:
         """The project's secret for signing request ids: made once, kept with the state, so ids issued by any
         replica, before or after a restart, are checked by every other."""
         await self._ready()
         async with self.lock:
-            if not self.doc.get(SECRET):
-                await self._commit({SECRET: secrets.token_hex(32)}, [], "control-plane")
-            return self.doc[SECRET]
+            if not self.state.request_id_secret:
+                await self._commit({"request_id_secret": secrets.token_hex(32)}, [], "control-plane")
+            return self.state.request_id_secret
 
     async def watch(self, known: int, replica: str | None = None, timeout: float = LONG_POLL_S) -> dict:
         """The state once its revision differs from `known` (at once if it does), or after `timeout` as it is."""
@@ -114,29 +148,66 @@ class ControlPlane:
             await asyncio.sleep(0.02)
         return False
 
+    async def aliases(self) -> dict[str, str | None]:
+        """Who is champion, challenger and previous, as the control plane has it."""
+        await self._ready()
+        async with self.lock:
+            if self.state.aliases is None:
+                await self._commit({"aliases": await self._aliases()}, [], "control-plane")
+            return self.state.aliases.model_dump()
+
     # ------------------------------------------------------------------ changing
 
     async def _commit(self, change: dict, audit: list[dict], writer: str) -> dict:
-        """Write `doc | change` as the next revision, then the audit entries, then wake the watchers. A new plan
-        carries where each of its versions' packages lives."""
+        """Write the state with `change` as the next revision, then the audit entries, then wake the watchers, then
+        project the aliases. A new plan carries where each of its versions' packages lives."""
         if change.get("plan") is not None and "packages" not in change:
             change = change | {"packages": await self._packages(change["plan"])}
-        doc = self.doc | change
+        state = self.state.model_copy(update=change)
         try:
-            self.revision = await asyncio.to_thread(self.table.write, doc, self.revision, writer)
+            self.revision = await asyncio.to_thread(self.table.write, state.document(), self.revision, writer)
         except StateConflict:  # someone else wrote the table: take theirs, and let the caller decide again
             await asyncio.to_thread(self._reload)
             raise
-        self.doc = doc
+        self.state = state
         for entry in audit:
             await asyncio.to_thread(self.audit.append, **entry)
         self.changed.set()
         self.changed = asyncio.Event()
+        if "aliases" in change or not self.projected:
+            await self._project()
         return await self.snapshot()
+
+    async def _project(self) -> None:
+        """Make the registry's aliases the state's. The state is committed already: a registry that fails here is
+        logged and repaired at the next change (or the next start)."""
+        if self.state.aliases is None:
+            self.projected = True
+            return
+        try:
+            registry = await self._registry()
+            changes = await asyncio.to_thread(registry.project_aliases, self.state.aliases.model_dump())
+        except Exception as exc:  # noqa: BLE001 - MLflow down or refusing: the record stands, the projection waits
+            self.projected = False
+            log.warning("the registry's aliases of %s lag the control plane (%s: %s); repaired at the next change",
+                        self.spec.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return
+        self.projected = True
+        if changes:
+            log.info("registry aliases of %s set to the control plane's: %s", self.spec.name, "; ".join(changes))
+
+    async def _aliases(self) -> Aliases:
+        """The state's aliases; a document from before the control plane kept them takes the registry's once."""
+        if self.state.aliases is not None:
+            return self.state.aliases
+        registry = await self._registry()
+        found = {name: await asyncio.to_thread(registry.version_of, name) for name in ALIAS_NAMES}
+        log.info("control plane of %s takes the registry's aliases as its record: %s", self.spec.name, found)
+        return Aliases(**found)
 
     def _ended_rollout(self, why: str, actor: str) -> tuple[dict, list[dict]]:
         """A change made by hand while a rollout runs stops it (its controller's next step would undo the change)."""
-        rollout = self.doc["rollout"]
+        rollout = self.state.rollout
         if not _active(rollout):
             return {}, []
         stopped = rollout | {"status": RolloutStatus.STOPPED, "reason": why}
@@ -150,7 +221,7 @@ class ControlPlane:
         await self._ready()
         async with self.lock:
             change, audit = self._ended_rollout(f"{action} by {actor}: {reason}", actor) if overrides_rollout else ({}, [])
-            audit.append({"action": action, "target": self.spec.name, "reason": reason, "before": self.doc["plan"],
+            audit.append({"action": action, "target": self.spec.name, "reason": reason, "before": self.state.plan,
                           "after": plan, "actor": actor})
             return await self._commit(change | {"plan": plan}, audit, actor)
 
@@ -158,8 +229,8 @@ class ControlPlane:
         """Replace the accepted key hashes; the change is audited by fingerprint (never the hash or the key)."""
         await self._ready()
         async with self.lock:
-            before, after = set(self.doc["keys"] or []), set(hashes)
-            if self.doc["keys"] is not None and before == after:
+            before, after = set(self.state.keys or []), set(hashes)
+            if self.state.keys is not None and before == after:
                 return await self.snapshot()
             entry = {"action": "keys.change", "target": self.spec.name,
                      "reason": f"{len(after - before)} key(s) added, {len(before - after)} revoked",
@@ -167,20 +238,37 @@ class ControlPlane:
                      "actor": actor}
             return await self._commit({"keys": sorted(after)}, [entry], actor)
 
+    async def admit(self, version: str, actor: str) -> str:
+        """A version that passed the gate joins: champion when there is none yet, else challenger. Its role."""
+        await self._ready()
+        async with self.lock:
+            before = await self._aliases()
+            after = before.admitted(version)
+            if after != before or self.state.aliases is None:
+                role = after.role_of(version)
+                entry = {"action": "alias", "target": f"{self.spec.name}@{role}", "actor": actor,
+                         "reason": f"v{version} passed the gate", "before": before.model_dump(), "after": after.model_dump()}
+                await self._commit({"aliases": after}, [entry], actor)
+            return after.role_of(version)
+
     async def set_alias(self, alias: str, version: str, actor: str) -> dict:
-        """Point an alias at a version; a new champion keeps the old one as previous and stops a running rollout.
-        An unknown alias is refused by `Registry.set_alias`."""
+        """Point an alias at a version by hand; a new champion keeps the old one as previous and stops a running
+        rollout. Setting it where it is changes nothing."""
+        if alias not in ALIAS_NAMES:
+            raise UserError(f"alias {alias!r} is not one of {', '.join(ALIAS_NAMES)}")
         await self._ready()
         async with self.lock:
             registry = await self._registry()
-            before = await asyncio.to_thread(registry.version_of, alias)
+            _, version = await asyncio.to_thread(registry.resolve, version)  # a version that exists
+            before = await self._aliases()
+            if getattr(before, alias) == version and self.state.aliases is not None:
+                return await self.snapshot()
             change, audit = self._ended_rollout(f"champion set to v{version} by {actor}", actor) \
-                if alias == "champion" and before != version else ({}, [])
-            move = registry.promote if alias == "champion" else (lambda v: registry.set_alias(alias, v))
-            await asyncio.to_thread(move, version)
-            audit.append({"action": "alias", "target": f"{self.spec.name}@{alias}", "reason": f"v{before} → v{version}",
-                          "before": before, "after": version, "actor": actor})
-            return await self._commit(change, audit, actor)
+                if alias == "champion" else ({}, [])
+            audit.append({"action": "alias", "target": f"{self.spec.name}@{alias}",
+                          "reason": f"v{getattr(before, alias)} → v{version}", "before": getattr(before, alias),
+                          "after": version, "actor": actor})
+            return await self._commit(change | {"aliases": before.moved(alias, version)}, audit, actor)
 
     async def rollback_to(self, version: str, actor: str) -> dict:
         """`version` (what the caller read as `previous`) becomes champion with all traffic, the champion it replaces
@@ -189,19 +277,15 @@ class ControlPlane:
         champion and previous would undo the first)."""
         await self._ready()
         async with self.lock:
-            registry = await self._registry()
-            champion = await asyncio.to_thread(registry.version_of, "champion")
+            aliases = await self._aliases()
             plan = TrafficPlan(version, {version: 1.0}, step="rolled back").to_dict()
-            if champion == version and self.doc["plan"] == plan:
+            if aliases.champion == version and self.state.plan == plan:
                 return await self.snapshot()
             change, audit = self._ended_rollout(f"champion rolled back to v{version} by {actor}", actor)
-            packages = await self._packages(plan)  # before the alias moves: a registry that fails here moves nothing
-            if champion != version:
-                await asyncio.to_thread(registry.promote, version)  # the old champion becomes previous
-            audit.append({"action": "rollback", "target": f"{self.spec.name} v{champion}",
-                          "reason": f"champion back to v{version}", "before": self.doc["plan"], "after": plan,
+            audit.append({"action": "rollback", "target": f"{self.spec.name} v{aliases.champion}",
+                          "reason": f"champion back to v{version}", "before": self.state.plan, "after": plan,
                           "actor": actor})
-            return await self._commit(change | {"plan": plan, "packages": packages}, audit, actor)
+            return await self._commit(change | {"plan": plan, "aliases": aliases.promoted(version)}, audit, actor)
 
     async def update_rollout(self, expected: int, rollout: dict, actor: str, plan: dict | None = None,
                              audit: list[dict] = (), promote: str | None = None, tag: tuple[str, str] | None = None) -> dict:
@@ -209,25 +293,23 @@ class ControlPlane:
         only if the rollout is still at `expected` (`rollout_revision`); else StateConflict."""
         await self._ready()
         async with self.lock:
-            if self.doc["rollout_revision"] != expected:
+            if self.state.rollout_revision != expected:
                 raise StateConflict(f"the rollout changed since revision {expected} (now "
-                                    f"{self.doc['rollout_revision']}, {(self.doc['rollout'] or {}).get('status')})")
+                                    f"{self.state.rollout_revision}, {(self.state.rollout or {}).get('status')})")
             change: dict[str, Any] = {"rollout": rollout, "rollout_revision": self.revision + 1}
-            if plan is not None:  # its packages first: a registry that fails here moves no alias
+            if plan is not None:  # its packages before anything is written: a registry that fails here changes nothing
                 change |= {"plan": plan, "packages": await self._packages(plan)}
-            if promote is not None or tag is not None:
+            if promote is not None:
+                change |= {"aliases": (await self._aliases()).promoted(promote)}
+            if tag is not None:  # a tag on the version, not a fact the control plane owns; setting it twice is harmless
                 registry = await self._registry()
-                if promote is not None:
-                    await asyncio.to_thread(registry.promote, promote)
-                if tag is not None:
-                    await asyncio.to_thread(registry.client.set_model_version_tag, registry.model_name, tag[0],
-                                            ROLLBACK_TAG, tag[1])
+                await asyncio.to_thread(registry.tag_version, tag[0], ROLLBACK_TAG, tag[1])
             entries = [{"actor": actor} | entry for entry in audit]
             return await self._commit(change, entries, actor)
 
     async def _packages(self, plan: dict) -> dict[str, str]:
         """{version: package URI} for the versions `plan` serves; the registry is asked only for new ones."""
-        known, served = self.doc.get("packages") or {}, TrafficPlan.from_dict(plan).versions
+        known, served = self.state.packages, TrafficPlan.from_dict(plan).versions
         missing = sorted(served - set(known))
         if missing:
             registry = await self._registry()
@@ -235,29 +317,73 @@ class ControlPlane:
                 known = known | {version: await asyncio.to_thread(registry.artifact_uri, registry.model_name, version)}
         return {version: known[version] for version in sorted(served)}
 
-    async def _registry(self):
-        from mlray.registry.models import Registry
+    async def _registry(self) -> ModelRegistry:
+        return await asyncio.to_thread(self.make_registry)
 
-        return await asyncio.to_thread(Registry, self.spec)
+
+ControlPlane = ray.remote(num_cpus=0, max_restarts=-1)(ServingControl)
 
 
 def owner(spec: ProjectSpec):
     """The project's control-plane actor: found if it runs, else started (detached; it restarts by itself)."""
-    return ControlPlane.options(name=actor_name(spec.name), namespace=NAMESPACE, lifetime="detached",
+    return ControlPlane.options(name=actor_name(spec), namespace=NAMESPACE, lifetime="detached",
                                 get_if_exists=True).remote(spec)
 
 
-def call(spec: ProjectSpec, method: str, *args, attempts: int = 3, **kwargs):
-    """Call the owner and wait; an owner that died under the call is found (or started) again and called again.
-    That is safe: setting a plan, keys or an alias twice changes nothing more, a rollback names its target (done
-    once, it is a no-op), and a rollout change that had landed is refused the second time by its revision check."""
-    from ray.exceptions import ActorDiedError, ActorUnavailableError
+def client(spec: ProjectSpec, attempts: int = 3) -> ControlPlaneClient:
+    return ControlPlaneClient(spec, attempts)
 
-    for attempt in range(attempts):
-        try:
-            return ray.get(getattr(owner(spec), method).remote(*args, **kwargs))
-        except (ActorDiedError, ActorUnavailableError):
-            if attempt == attempts - 1:
-                raise
-            log.warning("the control plane of %s was unavailable; calling again", spec.name)
-            time.sleep(1.0 + attempt)
+
+class ControlPlaneClient:
+    """The project's control plane, called and waited for. An owner that died under a call is found (or started)
+    again and called again. That is safe: setting a plan, keys or an alias twice changes nothing more, admitting a
+    version twice gives it the same role, a rollback names its target (done once, it is a no-op), and a rollout
+    change that had landed is refused the second time by its revision check."""
+
+    def __init__(self, spec: ProjectSpec, attempts: int = 3):
+        self.spec, self.attempts = spec, attempts
+
+    def snapshot(self) -> dict:
+        return self._call(ServingControl.snapshot)
+
+    def aliases(self) -> dict[str, str | None]:
+        return self._call(ServingControl.aliases)
+
+    def replica_revisions(self) -> dict[str, int]:
+        return self._call(ServingControl.replica_revisions)
+
+    def settled(self, revision: int, timeout: float = 30.0) -> bool:
+        return self._call(ServingControl.settled, revision, timeout)
+
+    def set_plan(self, plan: dict, actor: str, action: str, reason: str, overrides_rollout: bool = True) -> dict:
+        return self._call(ServingControl.set_plan, plan, actor, action, reason, overrides_rollout)
+
+    def set_keys(self, hashes: list[str], actor: str) -> dict:
+        return self._call(ServingControl.set_keys, hashes, actor)
+
+    def admit(self, version: str, actor: str) -> str:
+        return self._call(ServingControl.admit, version, actor)
+
+    def set_alias(self, alias: str, version: str, actor: str) -> dict:
+        return self._call(ServingControl.set_alias, alias, version, actor)
+
+    def rollback_to(self, version: str, actor: str) -> dict:
+        return self._call(ServingControl.rollback_to, version, actor)
+
+    def update_rollout(self, expected: int, rollout: dict, actor: str, plan: dict | None = None,
+                       audit: list[dict] = (), promote: str | None = None, tag: tuple[str, str] | None = None) -> dict:
+        return self._call(ServingControl.update_rollout, expected, rollout, actor, plan, list(audit), promote, tag)
+
+    def _call(self, method: Callable, *args):
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+        for attempt in range(self.attempts):
+            try:
+                return ray.get(getattr(owner(self.spec), method.__name__).remote(*args))
+            except UserError as exc:  # the caller's mistake, refused by the owner: its one line, not the actor's trace
+                raise (getattr(exc, "cause", None) or exc) from None
+            except (ActorDiedError, ActorUnavailableError):
+                if attempt == self.attempts - 1:
+                    raise
+                log.warning("the control plane of %s was unavailable; calling again", self.spec.name)
+                time.sleep(1.0 + attempt)

@@ -92,13 +92,13 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
 
     actor = actor or default_actor()
     registry = Registry(spec)
-    state = control.call(spec, "snapshot")
+    state = control.client(spec).snapshot()
     if spec.serve.auth and state["keys"] is None and not (keys and len(keys)):
         raise UserError("serve.auth is on but there are no API keys: set serve.api_keys (hashes) or MLRAY_API_KEYS")
     create_tables(spec, Lake.from_platform(spec.platform))  # a log left with another schema stops here, in one line
     live = TrafficPlan.from_dict(state["plan"]) if state["plan"] else None
     if plan is None:
-        champion = registry.version_of("champion")
+        champion = control.client(spec).aliases()["champion"]
         if champion is None:
             raise UserError(f"model '{spec.name}' has no champion to serve: train one first (`mlray train`)")
         # keep the live plan (a rollout in progress keeps its weights), unless the champion alias moved
@@ -116,8 +116,8 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     if fault is not None:
         reason += f"; faults in {', '.join(extra)}: {vars(fault) if fault else 'none'}"
     if keys is not None and len(keys):
-        control.call(spec, "set_keys", keys.hashes, actor)
-    state = control.call(spec, "set_plan", plan.to_dict(), actor, "deploy", reason,
+        control.client(spec).set_keys(keys.hashes, actor)
+    state = control.client(spec).set_plan(plan.to_dict(), actor, "deploy", reason,
                          overrides_rollout=_reroutes(live, plan))
     if running_apps().get(spec.name) != "RUNNING":
         serve.run(ingress_app(spec, local=placement(spec) == "ingress"), name=spec.name, route_prefix="/")
@@ -153,31 +153,31 @@ def set_traffic(spec: ProjectSpec, plan: TrafficPlan, actor: str | None = None, 
                 reason: str = "weights set by hand") -> TrafficPlan:
     """Change the weights (and shadow) live; a running rollout stops. Every version in the plan must be served."""
     check_served(spec, plan)
-    settle(spec, control.call(spec, "set_plan", plan.to_dict(), actor or default_actor(), action, reason)["revision"])
+    settle(spec, control.client(spec).set_plan(plan.to_dict(), actor or default_actor(), action, reason)["revision"])
     return plan
 
 
 def current_plan(spec: ProjectSpec) -> dict | None:
-    return control.call(spec, "snapshot")["plan"]
+    return control.client(spec).snapshot()["plan"]
 
 
 def rollback_to_previous(spec: ProjectSpec, actor: str) -> TrafficPlan:
     """`previous` becomes champion again (served, all traffic), the champion it replaces becomes `previous`;
     a rollout in progress stops."""
     registry = Registry(spec)
-    previous = registry.version_of("previous")
+    previous = control.client(spec).aliases()["previous"]
     if previous is None:
         raise UserError(f"model '{spec.name}' has no previous version to roll back to")
     start_serve(spec)
     ensure_version(spec, registry, previous)
-    state = control.call(spec, "rollback_to", previous, actor)  # names its target: a retried call changes nothing more
+    state = control.client(spec).rollback_to(previous, actor)  # names its target: a retried call changes nothing more
     settle(spec, state["revision"])
     return TrafficPlan.from_dict(state["plan"])
 
 
 def settle(spec: ProjectSpec, revision: int) -> None:
     """Return once every live ingress replica applies `revision`: a caller's change is in effect when it returns."""
-    if not control.call(spec, "settled", revision):
+    if not control.client(spec).settled(revision):
         log.warning("an ingress replica of %s has not applied revision %d after 30 s", spec.name, revision)
 
 
@@ -191,7 +191,7 @@ def undeploy_version(spec: ProjectSpec, version: str, actor: str | None = None) 
         if plan.weights.get(version, 0.0) > 0 or plan.shadow == version or plan.champion == version:
             raise UserError(f"version {version} still takes traffic ({plan.to_dict()}): move its weight away first")
         weights = {v: w for v, w in plan.weights.items() if v != version}
-        state = control.call(spec, "set_plan", TrafficPlan(plan.champion, weights, plan.shadow, plan.shadow_fraction,
+        state = control.client(spec).set_plan(TrafficPlan(plan.champion, weights, plan.shadow, plan.shadow_fraction,
                                                            plan.step).to_dict(),
                              actor or default_actor(), "undeploy", f"v{version} no longer served", overrides_rollout=False)
         settle(spec, state["revision"])  # every ingress replica stops routing to it before it goes

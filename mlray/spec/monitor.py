@@ -35,8 +35,10 @@ class RetrainSpec(Section):
     source: str | None = Field(None, description="a landing folder (or s3:// URI) the job ingests first "
                                                  "(each file once)")
     window: Duration | None = Field(None, description="train only on rows whose event time is this recent (None: all)")
-    rollout_timeout: Duration = Field(timedelta(hours=2), description="how long the job follows the challenger's "
-                                                                      "rollout before it reports it unfinished")
+    # deprecated: accepted (the section forbids unknown keys, so removing it would break specs that set it) and ignored
+    rollout_timeout: Duration = Field(timedelta(hours=2), deprecated=True,
+                                      description="deprecated and ignored: the retraining job no longer follows the "
+                                                  "rollout; the rollout records its outcome on the incident itself")
 
     @field_validator("schedule", "cooldown", "window", "rollout_timeout", mode="before")
     @classmethod

@@ -45,7 +45,7 @@ class TrainOutcome:
     run_name: str
     model_name: str
     model_version: str | None
-    decision: str  # 'champion', 'challenger' or 'rejected'
+    decision: str  # 'passed' or 'rejected' by the gate; 'champion' or 'challenger' once the control plane admits it
     reasons: list[str]
     metrics: dict[str, float]
     slices: dict
@@ -221,7 +221,7 @@ def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: di
     champion = champion_metrics(registry, test, prepared.labels, spec)
     decision = decide(prepared.labels.task, metrics, spec.train.gate, champion)
     version = str(info.registered_model_version)
-    status = registry.record_decision(version, decision, has_champion=champion is not None)
+    status = registry.record_decision(version, decision)
     return version, status, decision, metrics, slices
 
 

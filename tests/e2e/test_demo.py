@@ -20,8 +20,8 @@ def test_demo_closes_the_loop_and_leaves_a_promoted_retrained_champion(tmp_path)
     from ray import serve
 
     from mlray.audit import AuditLog
+    from mlray.incidents import Incidents
     from mlray.monitor import jobs
-    from mlray.monitor.incidents import Incidents
     from mlray.monitor.reports import read_reports
     from mlray.registry.models import Registry
 

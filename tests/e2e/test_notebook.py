@@ -26,7 +26,7 @@ def test_quickstart_notebook_closes_the_loop(tmp_path, ray_session):
     from mlray import dataplane
     from mlray.audit import AuditLog
     from mlray.demo.project import stop_service
-    from mlray.monitor.incidents import Incidents
+    from mlray.incidents import Incidents
     from mlray.monitor.reports import read_reports
     from mlray.registry.models import Registry
     from mlray.serve.deploy import running_apps

@@ -39,7 +39,7 @@ def small_model(ray_session, tmp_path_factory):
 
     from mlray.serve.auth import hash_key
     from mlray.spec import starter_spec
-    from mlray.train.run import train_model
+    from mlray.training import train as train_and_admit
 
     port = free_port()
     serve_section = (f"serve:\n  port: {port}\n  model_placement: replicas\n  log_flush_s: 0.5\n"
@@ -49,7 +49,7 @@ def small_model(ray_session, tmp_path_factory):
             patch.delenv(key)
         spec = make_project(tmp_path_factory.mktemp("small-model"), starter_spec(), SMALL_MODEL + serve_section,
                             rows=3000)
-        return spec, train_model(spec)
+        return spec, train_and_admit(spec)
 
 
 @pytest.fixture(scope="module")

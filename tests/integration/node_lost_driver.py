@@ -53,7 +53,7 @@ def setup(spec, package: str) -> dict:
     registry = Registry(spec)
     registry.client.create_registered_model(spec.name)
     registry.client.create_model_version(spec.name, package)
-    registry.set_alias("champion", "1")
+    control.client(spec).admit("1", "user:test")
     # One proxy, on the head: two nodes of one machine cannot both listen on the serving port.
     serve.start(proxy_location="HeadOnly", http_options={"host": spec.serve.host, "port": spec.serve.port})
     deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve))
@@ -68,7 +68,7 @@ def on_this_node(spec) -> None:
     from mlray.runtime import NAMESPACE
 
     here = ray.get_runtime_context().get_node_id()
-    for kind, name, args in ((control.ControlPlane, control.actor_name(spec.name), (spec,)),
+    for kind, name, args in ((control.ControlPlane, control.actor_name(spec), (spec,)),
                              (actor.DriftMonitor, actor.actor_name(spec.name), (spec, None))):
         for _ in range(12):
             handle = kind.options(name=name, namespace=NAMESPACE, lifetime="detached").remote(*args)
@@ -89,7 +89,7 @@ def _node_of(name: str) -> str | None:
 def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
     url = f"http://{spec.serve.host}:{spec.serve.port}"
     lake = dataplane.lake_of(spec)
-    before = control.call(spec, "snapshot")
+    before = control.client(spec).snapshot()
     with AnsweredLoad(url, rows[0], rows=rows) as load, AnsweredLoad(url, rows[0], rows=rows[100:]) as other:
         wait_until(lambda: len(read_reports(lake)) >= 1, timeout=90, every=1)
         time.sleep(3)
@@ -100,7 +100,7 @@ def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
         healed_in = time.time() - killed if healed else None
         reported = wait_until(lambda: len(read_reports(lake)) > windows_before + 1, timeout=120, every=1)
         time.sleep(3)
-    after = control.call(spec, "snapshot")
+    after = control.client(spec).snapshot()
     answered = set(load.answered) | set(other.answered)
     answered_at = load.answered_at | other.answered_at
     kept = {i for i in answered if not killed - 1.5 <= answered_at[i] <= killed + 0.5}  # what the lost replica buffered
@@ -136,7 +136,7 @@ def lose_node(raylet_pid: int) -> None:
 def _alive(spec) -> bool:
     """The control plane and the monitor answer (restarted on the head by Ray)."""
     try:
-        control.call(spec, "snapshot", attempts=1)
+        control.client(spec, attempts=1).snapshot()
         return actor.status(spec) is not None
     except Exception:  # noqa: BLE001 - not back yet
         return False

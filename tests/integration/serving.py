@@ -19,19 +19,19 @@ def serving(spec):
     import ray
     from ray import serve
 
-    from mlray.registry.models import Registry
+    from mlray.serve import control
     from mlray.serve.auth import KeyRing
     from mlray.serve.control import NAMESPACE, actor_name
     from mlray.serve.deploy import deploy
     from mlray.serve.routing import TrafficPlan
 
-    Registry(spec).set_alias("champion", "1")  # whatever a module before left behind
+    control.client(spec).set_alias("champion", "1", "user:test")  # whatever a module before left behind
     twin = register_copy(spec)
     try:
         yield spec, deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve)).url, twin
     finally:
         serve.shutdown()  # first: a live ingress would start its project's control plane again
-        for name in (actor_name(spec.name), f"{spec.name}-rollout-controller"):
+        for name in (actor_name(spec), f"{spec.name}-rollout-controller"):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE))
             except ValueError:  # never started

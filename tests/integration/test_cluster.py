@@ -36,6 +36,8 @@ def _project(folder: Path, starter_text: str, small_model, platform: str) -> Pat
             + f"serve:\n  port: {free_port()}\n  log_flush_s: 0.5\n"
             "rollout:\n  steps: [shadow, 50]\n  interval: 10m\n")
     (folder / "mlray.yaml").write_text(text)
+    from mlray.serve import control
+
     spec = load_spec(folder / "mlray.yaml")
     small = Registry(small_model[0])
     package = small.artifact_uri(small.model_name, "1")
@@ -43,7 +45,7 @@ def _project(folder: Path, starter_text: str, small_model, platform: str) -> Pat
     registry.client.create_registered_model(spec.name)
     for _ in range(2):
         registry.client.create_model_version(spec.name, package)
-    registry.set_alias("champion", "1")
+    control.client(spec).admit("1", "user:test")  # recorded in the lake's serving state, which the cluster reads
     return folder / "mlray.yaml"
 
 
@@ -180,7 +182,7 @@ import sys, ray
 from ray.util.state import list_actors
 ray.init(address=sys.argv[1], logging_level="ERROR")
 victims = [a for a in list_actors(address=sys.argv[1], filters=[("state", "=", "ALIVE")], limit=10_000)
-           if a.name in ("fleet-control", "fleet-rollout-controller") or a.class_name.startswith("ServeReplica:fleet:")]
+           if a.name.startswith(("fleet-control-", "fleet-rollout-controller")) or a.class_name.startswith("ServeReplica:fleet:")]
 for actor in victims:
     ray.kill(ray.get_actor(actor.name, namespace=actor.ray_namespace), no_restart=True)
 print(sorted(a.class_name for a in victims))

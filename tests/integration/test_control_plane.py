@@ -34,12 +34,12 @@ def test_a_change_reaches_every_ingress_replica_within_a_second(two_ingress_repl
     spec, url, twin = two_ingress_replicas
     deploy(spec, versions=[twin])
     row = as_json_rows(raw_rows(spec, 1))[0]
-    assert wait_until(lambda: len(control.call(spec, "replica_revisions")) == 2), "both replicas follow the owner"
+    assert wait_until(lambda: len(control.client(spec).replica_revisions()) == 2), "both replicas follow the owner"
     delays = []
     for plan in (TrafficPlan(twin, {twin: 1.0, "1": 0.0}), TrafficPlan.only("1")):
         started = time.perf_counter()
-        revision = control.call(spec, "set_plan", plan.to_dict(), "user:test", "traffic", "push test")["revision"]
-        while min(control.call(spec, "replica_revisions").values()) < revision:
+        revision = control.client(spec).set_plan(plan.to_dict(), "user:test", "traffic", "push test")["revision"]
+        while min(control.client(spec).replica_revisions().values()) < revision:
             assert time.perf_counter() - started < 5, "a replica never applied the change"
             time.sleep(0.005)
         delays.append(time.perf_counter() - started)
@@ -59,7 +59,7 @@ def test_serve_status_tells_the_revision_each_ingress_replica_has_applied(two_in
     status = json.loads(result.stdout)
     assert status["applications"][spec.name]["status"] == "RUNNING"
     assert len(status["replicas"]) == 2 and set(status["replicas"].values()) == {status["revision"]}
-    assert status["plan"] == control.call(spec, "snapshot")["plan"]
+    assert status["plan"] == control.client(spec).snapshot()["plan"]
 
 
 def test_keys_given_by_the_deploying_shell_survive_a_canary_started_elsewhere(two_ingress_replicas, monkeypatch):
@@ -76,7 +76,7 @@ def test_keys_given_by_the_deploying_shell_survive_a_canary_started_elsewhere(tw
         assert command(slow, "start", twin, actor="user:test")["status"] == "running"
         assert post(f"{url}/v1/predict", {"row": row}, key=ENV_KEY).status_code == 200
         assert post(f"{url}/v1/predict", {"row": row}, key=KEY).status_code == 200
-        assert sorted(control.call(spec, "snapshot")["keys"]) == sorted([hash_key(KEY), hash_key(ENV_KEY)])
+        assert sorted(control.client(spec).snapshot()["keys"]) == sorted([hash_key(KEY), hash_key(ENV_KEY)])
     finally:
         command(slow, "rollback", "test over", actor="user:test")
         deploy(spec, keys=KeyRing.for_serving(spec.serve))
@@ -86,7 +86,7 @@ def test_a_rollback_by_hand_during_a_rollout_is_not_undone_by_its_next_step(two_
     spec, url, twin = two_ingress_replicas
     registry = Registry(spec)
     other = register_copy(spec)
-    control.call(spec, "set_alias", "champion", other, "user:test")  # champion other, previous 1
+    control.client(spec).set_alias("champion", other, "user:test")  # champion other, previous 1
     deploy(spec)
     quick = spec.model_copy(update={"rollout": RolloutSpec(
         steps=[50, 100], interval="2s", min_requests=1, checks=RolloutChecks(max_p99_latency_ratio=50,
@@ -100,37 +100,37 @@ def test_a_rollback_by_hand_during_a_rollout_is_not_undone_by_its_next_step(two_
     state = command(quick, "status")
     assert state["status"] == "stopped" and "rolled back" in state["reason"], state
     assert registry.version_of("champion") == "1" and registry.version_of("previous") == other
-    assert control.call(spec, "snapshot")["plan"]["weights"] == {"1": 1.0}
+    assert control.client(spec).snapshot()["plan"]["weights"] == {"1": 1.0}
     assert _answering(url, row) == {"1"}
-    revision = control.call(spec, "snapshot")["revision"]
-    control.call(spec, "rollback_to", "1", "user:test")  # the same call again, as `control.call` retries one whose owner died
+    revision = control.client(spec).snapshot()["revision"]
+    control.client(spec).rollback_to("1", "user:test")  # the same call again, as `control.call` retries one whose owner died
     assert registry.version_of("champion") == "1" and registry.version_of("previous") == other  # not swapped back
-    assert control.call(spec, "snapshot")["revision"] == revision
+    assert control.client(spec).snapshot()["revision"] == revision
 
 
 def test_the_owner_comes_back_with_the_same_state_after_it_is_killed(two_ingress_replicas):
     spec, url, twin = two_ingress_replicas
     row = as_json_rows(raw_rows(spec, 1))[0]
     set_traffic(spec, TrafficPlan("1", {"1": 0.5, twin: 0.5}))
-    before = control.call(spec, "snapshot")
-    name = control.actor_name(spec.name)
+    before = control.client(spec).snapshot()
+    name = control.actor_name(spec)
 
     with SteadyLoad(url, row) as load:  # serving goes on with the last plan while its owner is away
         ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=False)  # a crash: Ray restarts it
         assert wait_until(lambda: _snapshot_or_none(spec) == before, timeout=30)
         ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=True)  # gone for good: found again
-        assert control.call(spec, "snapshot") == before  # read back from the lake by a new actor
+        assert control.client(spec).snapshot() == before  # read back from the lake by a new actor
     print(f"\ncontrol plane killed twice under load: {sum(c != 200 for c in load.codes)} of {len(load.codes)} "
           f"requests failed")
     assert load.codes and set(load.codes) == {200}
 
     set_traffic(spec, TrafficPlan.only("1"))  # the ingress replicas follow the new owner
     assert _answering(url, row) == {"1"}
-    assert len(control.call(spec, "replica_revisions")) == 2
+    assert len(control.client(spec).replica_revisions()) == 2
 
 
 def _snapshot_or_none(spec):
     try:
-        return control.call(spec, "snapshot", attempts=1)
+        return control.client(spec, attempts=1).snapshot()
     except ray.exceptions.RayActorError:
         return None

@@ -88,10 +88,12 @@ def stop(server: subprocess.Popen) -> None:
         server.wait()
 
 
-def register_on(registry, small_model) -> None:
-    """The run's small model uploaded to `registry`'s server as version 1 of the project, champion."""
+def register_on(spec, small_model) -> None:
+    """The run's small model uploaded to `spec`'s MLflow server as version 1 of the project, admitted as champion."""
     from mlray.registry.models import Registry
+    from mlray.serve import control
 
+    registry = Registry(spec)
     small = Registry(small_model[0])
     package = urlparse(small.artifact_uri(small.model_name, "1")).path
     client = registry.client
@@ -100,7 +102,7 @@ def register_on(registry, small_model) -> None:
     client.set_terminated(run.info.run_id)
     client.create_registered_model(registry.model_name)
     client.create_model_version(registry.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
-    registry.set_alias("champion", "1")
+    control.client(spec).admit("1", "user:test")
 
 
 def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_hammers_it(
@@ -112,7 +114,6 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
     from mlray import dataplane
     from mlray.monitor import actor
     from mlray.monitor.reports import read_reports
-    from mlray.registry.models import Registry
     from mlray.serve import control
     from mlray.serve.auth import KeyRing
     from mlray.serve.deploy import deploy
@@ -125,7 +126,7 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
     server = mlflow_server(tmp_path, port, log)
     spec_file = watched_project(tmp_path, starter_text, "mlflow-outage", f"http://127.0.0.1:{proxy.port}")
     spec = load_spec(spec_file)
-    register_on(Registry(spec), small_model)
+    register_on(spec, small_model)
     url = deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve)).url
     lake = dataplane.lake_of(spec)
     rows = as_json_rows(raw_rows(small_model[0], 300))
@@ -180,6 +181,6 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
     finally:
         actor.stop(spec)
         serve.shutdown()  # all of Serve: the next module's Serve listens on its own port
-        ray.kill(ray.get_actor(control.actor_name(spec.name), namespace=control.NAMESPACE))
+        ray.kill(ray.get_actor(control.actor_name(spec), namespace=control.NAMESPACE))
         stop(server)
         log.close()

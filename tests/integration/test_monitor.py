@@ -13,9 +13,9 @@ from serving import scraped_metrics, wait_until
 from traffic import Traffic
 
 from mlray import dataplane
+from mlray.incidents import Incidents, submission_id
 from mlray.lake.synthetic import Shift
 from mlray.monitor import actor, jobs
-from mlray.monitor.incidents import Incidents, submission_id
 from mlray.monitor.reports import read_reports
 from mlray.monitor.watch import Monitor
 from mlray.spec import starter_spec
@@ -38,10 +38,10 @@ monitor:
 def champion(ray_session, tmp_path_factory):
     """A champion trained on 20,000 transactions (its reference sample: 1,000 of them), good enough for its scores to
     tell fraud apart (a prior shift moves them)."""
-    from mlray.train.run import train_model
+    from mlray.training import train as train_and_admit
 
     spec = make_project(tmp_path_factory.mktemp("monitored"), starter_spec("monitored"), TRAINED + MONITOR, rows=20000, seed=5)
-    assert train_model(spec).decision == "champion"
+    assert train_and_admit(spec).decision == "champion"
     return spec
 
 

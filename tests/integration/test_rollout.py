@@ -202,13 +202,13 @@ def test_the_rollout_controller_killed_mid_rollout_again_and_again_promotes_once
     rng, kills = random.Random(18), 0
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
         command(spec, "start", challenger, actor="user:test")
-        while kills < 6 and control.call(spec, "snapshot")["rollout"]["status"] == "running":
+        while kills < 6 and control.client(spec).snapshot()["rollout"]["status"] == "running":
             time.sleep(rng.uniform(0.3, 2.5))
             ray.kill(ray.get_actor(controller_name(spec.name), namespace=control.NAMESPACE), no_restart=False)
             kills += 1
-        assert wait_until(lambda: control.call(spec, "snapshot")["rollout"]["status"] != "running", timeout=120)
+        assert wait_until(lambda: control.client(spec).snapshot()["rollout"]["status"] != "running", timeout=120)
         time.sleep(1.5)
-    state = control.call(spec, "snapshot")["rollout"]
+    state = control.client(spec).snapshot()["rollout"]
     target = f"{spec.name} v{challenger}"
     audited = Counter(e["action"] for e in AuditLog(spec.platform).read() if e["target"] == target)
     print(f"\nrollout controller killed {kills} times mid-rollout under load: {state['status']}, "

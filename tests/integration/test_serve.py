@@ -201,17 +201,16 @@ def test_an_overloaded_version_answers_503_with_retry_after_and_no_request_fails
 
 
 def test_a_champion_alias_moved_by_hand_takes_all_traffic_on_the_next_deploy(served):
-    from mlray.registry.models import Registry
+    from mlray.serve import control
 
     spec, url, twin = served
-    registry = Registry(spec)
     row = as_json_rows(raw_rows(spec, 1))[0]
     try:
-        registry.set_alias("champion", twin)
+        control.client(spec).set_alias("champion", twin, "user:test")
         assert deploy(spec).plan.weights == {twin: 1.0}
         assert wait_until(lambda: post(f"{url}/v1/predict", {"row": row}).json()["model_version"] == twin)
     finally:
-        registry.set_alias("champion", "1")
+        control.client(spec).set_alias("champion", "1", "user:test")
         deploy(spec)
     assert wait_until(lambda: post(f"{url}/v1/predict", {"row": row}).json()["model_version"] == "1")
 

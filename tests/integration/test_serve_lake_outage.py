@@ -52,7 +52,7 @@ def test_the_lake_unreachable_for_60_s_under_load_serving_goes_on_and_the_log_ca
     registry = Registry(spec)
     registry.client.create_registered_model(spec.name)
     registry.client.create_model_version(spec.name, package)
-    registry.set_alias("champion", "1")
+    control.client(spec).admit("1", "user:test")
     url = deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve)).url
     row = as_json_rows(raw_rows(small_model[0], 1))[0]
     lake = _moto_server(s3_endpoint)
@@ -98,4 +98,4 @@ def test_the_lake_unreachable_for_60_s_under_load_serving_goes_on_and_the_log_ca
         assert max(after_rss) < 1.2 * max(before_rss)
     finally:
         serve.shutdown()  # all of Serve: the next module's Serve listens on its own port
-        ray.kill(ray.get_actor(control.actor_name(spec.name), namespace=control.NAMESPACE))
+        ray.kill(ray.get_actor(control.actor_name(spec), namespace=control.NAMESPACE))

@@ -1,7 +1,8 @@
 """Ten minutes of steady traffic with everything running: a canary rollout from start to promotion, the drift monitor
 and its log upkeep. Nothing fails with a 5xx, memory does not grow, and every answered request is in the inference
 log once. Latency is printed, first minute against last, but not asserted: on a shared 2-core machine a timing
-threshold measures the neighbours (speed lives in benchmarks/). Memory is compared with its value after a minute of warm-up in which every
+threshold measures the neighbours (speed lives in benchmarks/).
+Memory is compared with its value after a minute of warm-up in which every
 path was taken once (a version deployed and promoted: the control plane imports MLflow at its first alias move)."""
 
 import time
@@ -90,7 +91,7 @@ def test_ten_minutes_of_traffic_with_a_rollout_the_monitor_and_upkeep_no_5xx_no_
             end = _rss(processes)
             time.sleep(5)
             ended = time.time()
-        rollout = control.call(spec, "snapshot")["rollout"]
+        rollout = control.client(spec).snapshot()["rollout"]
         windows = len(read_reports(dataplane.lake_of(spec)))
     finally:
         actor.stop(spec)
@@ -117,4 +118,4 @@ def test_ten_minutes_of_traffic_with_a_rollout_the_monitor_and_upkeep_no_5xx_no_
         assert all(0.8 <= g <= 1.2 for g in growth.values()), growth
     finally:
         rollback_to_previous(spec, actor="user:soak")
-        Registry(spec).set_alias("champion", "1")  # for the modules after (each deploys its own plan)
+        control.client(spec).set_alias("champion", "1", "user:test")  # for the modules after (each deploys its own plan)

@@ -12,6 +12,7 @@ from ray.train import TrainingFailedError
 from typer.testing import CliRunner
 
 from mlray import dataplane
+from mlray.audit import AuditLog
 from mlray.cli import app
 from mlray.errors import UserError
 from mlray.registry.models import REJECTED_TAG, Registry
@@ -19,6 +20,7 @@ from mlray.registry.package import naive_utc
 from mlray.spec import load_spec
 from mlray.train.config import Fault
 from mlray.train.run import train_model
+from mlray.training import train as train_and_admit
 
 
 @pytest.mark.parametrize("execution", ["local", "ray"])
@@ -26,9 +28,11 @@ def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, 
     # enough rows and steps for a model that learns (fraud is 1.6% of rows): its ROC AUC has a floor below, whether
     # the loop ran in this process (Ray Train's local mode) or on a Ray Train worker holding its shard in memory
     spec = make_project(tmp_path, starter_text, TRAIN + f"  learning_rate: 0.005\n  execution: {execution}\n", rows=20000)
-    outcome = train_model(spec)
+    outcome = train_and_admit(spec)
     assert outcome.execution == execution
     assert outcome.decision == "champion" and outcome.model_version == "1"
+    admitted = AuditLog(spec.platform).read(action="alias")  # the control plane moved the alias, audited
+    assert [(e["target"], e["reason"]) for e in admitted] == [("card-fraud@champion", "v1 passed the gate")]
     assert outcome.epochs == [0, 1, 2] and outcome.task == "binary"
     assert outcome.metrics["roc_auc"] >= 0.75, outcome.metrics  # it learned: chance is 0.5
     assert 0.0 <= outcome.metrics["ece"] <= 0.2
@@ -47,7 +51,7 @@ def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, 
     shown = json.loads(runner.invoke(app, ["models", "show", "champion", "--spec", str(spec.path), "--json"]).stdout)
     assert shown["feature_version"] == outcome.feature_version and "test_roc_auc" in shown["metrics"]
     missing = runner.invoke(app, ["models", "alias", "challenger", "7", "--spec", str(spec.path)])
-    assert missing.exit_code == 2 and "no version '7'" in missing.stderr
+    assert missing.exit_code == 2 and missing.stderr.startswith("error: model '7' not found in the registry")
 
     evaluated = runner.invoke(app, ["evaluate", "champion", "--spec", str(spec.path), "--json"])
     assert evaluated.exit_code == 0, evaluated.output

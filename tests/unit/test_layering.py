@@ -16,6 +16,9 @@ NEVER = {
     "mlray.serve": {"mlray.train", "mlray.rollout", "mlray.monitor"},
     "mlray.monitor": {"mlray.train", "mlray.rollout"},
     "mlray.fast_ingress": {"mlray."},
+    # beside mlray/audit.py: the monitor, the retraining job and the rollout controller all write it
+    "mlray.incidents": {"mlray.features", "mlray.registry", "mlray.train", "mlray.batch", "mlray.serve", "mlray.rollout",
+                        "mlray.monitor", "mlray.runtime", "mlray.demo", "mlray.retrain", "mlray.dataplane"},
     "mlray.control": {"mlray.lake", "mlray.features", "mlray.registry", "mlray.train", "mlray.batch", "mlray.serve",
                       "mlray.rollout", "mlray.monitor", "mlray.audit", "mlray.runtime", "mlray.demo", "mlray.retrain",
                       "mlray.dataplane"},

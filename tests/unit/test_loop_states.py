@@ -6,8 +6,8 @@ from mlray.control.state import INCIDENT_CLOSED, INCIDENT_FOLLOWED, ROLLOUT_ACTI
 
 
 def test_every_way_a_rollout_ends_closes_the_incident_it_answers():
-    """The retraining job records the rollout's end as its incident's status: each end must close the incident (the
-    demo once waited until its timeout on a rollout stopped by hand)."""
+    """The rollout controller records the rollout's end as its incident's status: each end must close the incident
+    (the demo once waited until its timeout on a rollout stopped by hand)."""
     assert {IncidentStatus(status) for status in ROLLOUT_ENDED} <= INCIDENT_CLOSED
 
 

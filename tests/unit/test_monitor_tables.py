@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 from mlray.errors import UserError
+from mlray.incidents import Incidents
 from mlray.lake import Lake
 from mlray.lake.inference import inference_log_schema
-from mlray.monitor.incidents import Incidents
 from mlray.monitor.reports import read_reports, write_report
 from mlray.monitor.windows import Cursor, cursor_after, read_from
 from mlray.spec import parse_spec, starter_spec

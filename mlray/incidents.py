@@ -1,20 +1,28 @@
 """Incidents: why a retraining started and how it ended, as an append-only Delta table (`incidents`).
 
 Each row is one event of one incident: opened (with its cause, evidence and windows), waiting for approval,
-approved, job submitted, challenger registered, and the outcome: promoted, rolled back, stopped by hand, rejected
-by the gate, failed, or unfinished (the rollout outlasted the job's wait). The monitor, the retraining job and a
-person (`mlray incidents approve`) each append their own events, so writers never conflict; an event carries an
-id, so a retried write lands once. An incident's state is its events folded in order.
+approved, job submitted, challenger registered (its rollout started), and the outcome: rejected by the gate or
+failed (written by the job or the monitor), or promoted, rolled back or stopped by hand (written by the rollout
+controller, which owns the incident once the job has started its challenger's rollout: the incident's id travels in
+the rollout's state). The monitor, the retraining job, the rollout controller and a person (`mlray incidents
+approve`) each append their own events, so writers never conflict; an event carries an id (incident and status), so
+a retried write, or the same outcome recorded by two writers, lands once. An incident's state is its events folded
+in order. Tables written before the controller owned the outcome may hold `unfinished` (the job stopped following a
+long rollout), which still reads as closed.
+
+The module sits beside `mlray.audit` (it imports spec, lake and control only), so the monitor, the retraining job
+and the rollout controller all write it.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import Callable
 
 import pyarrow as pa
 
-from mlray.control.state import INCIDENT_CLOSED
+from mlray.control.state import INCIDENT_CLOSED, ROLLOUT_ENDED, IncidentStatus
 from mlray.errors import UserError
 from mlray.lake import Lake
 
@@ -79,3 +87,23 @@ class Incidents:
     def open(self) -> list[dict]:
         """Incidents not yet closed, oldest first."""
         return [i for i in reversed(self.all()) if i["status"] not in INCIDENT_CLOSED]
+
+
+def record_rollout_outcome(incidents: Incidents, rollout: dict | None, actor: str,
+                           audit: Callable[[dict], object] | None = None) -> bool:
+    """Record how a rollout that answers an incident ended (promoted, rolled back, stopped by hand) as the incident's
+    outcome, and, when this call recorded it, hand `audit` the entry `retrain.<status>` (action, reason, after, actor).
+    `rollout`: the rollout's state as the control plane holds it (status, challenger, reason, incident). Idempotent by
+    (incident, status), so the controller after its decision, a restarted controller and the monitor may each call it.
+    True when this call recorded it; False when the rollout answers no incident, has not ended, or its outcome was
+    recorded already."""
+    if not rollout or not rollout.get("incident") or rollout.get("status") not in ROLLOUT_ENDED:
+        return False
+    challenger, status = rollout.get("challenger"), IncidentStatus(rollout["status"])
+    how = f"v{challenger}: rollout {status} ({rollout.get('reason') or 'no reason given'})"
+    if not incidents.record(rollout["incident"], status, actor, challenger=challenger, detail=how):
+        return False
+    if audit is not None:
+        audit({"action": f"retrain.{status}", "actor": actor, "reason": f"incident {rollout['incident']}: {how}",
+               "after": {"challenger": challenger}})
+    return True
