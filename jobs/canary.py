@@ -17,21 +17,23 @@ ACTIONS = ("start", "status", "pause", "resume", "promote", "rollback")
 def canary(spec, args):
     from mlray.audit import default_actor
     from mlray.registry.models import Registry
-    from mlray.rollout.controller import command, wait_for_verdict
+    from mlray.rollout import controller
 
+    rollout = controller.client(spec)
     if args.action == "start":
-        state = command(spec, "start", args.version, actor=default_actor())
+        state = rollout.start(args.version, actor=default_actor())
     elif args.action == "status":
-        state = command(spec, "status")
+        state = rollout.status()
     elif args.action in ("promote", "rollback"):
-        state = command(spec, args.action, args.reason or f"{args.action} by job", actor=default_actor())
+        change = rollout.promote if args.action == "promote" else rollout.rollback
+        state = change(args.reason or f"{args.action} by job", actor=default_actor())
     else:
-        state = command(spec, args.action, actor=default_actor())
+        state = (rollout.pause if args.action == "pause" else rollout.resume)(actor=default_actor())
     if args.wait is None or state is None:
         return {"rollout": state}, DONE
     version = state["challenger"] if args.action != "start" else Registry(spec).resolve(args.version)[1]
-    ended = wait_for_verdict(spec, version, args.wait)
-    return {"rollout": ended or command(spec, "status")}, DONE if ended and ended["status"] == "promoted" else CHECK_FAILED
+    ended = rollout.wait_for_verdict(version, args.wait)
+    return {"rollout": ended or rollout.status()}, DONE if ended and ended["status"] == "promoted" else CHECK_FAILED
 
 
 def main(argv=None) -> int:

@@ -99,9 +99,9 @@ class Retraining:
     def _roll_out(self, version: str) -> str:
         """Start the progressive rollout of `version` for this incident, and end: the rollout owns the incident now
         (its controller records the verdict on it). The incident stays `retrained` until then."""
-        from mlray.rollout.controller import command
+        from mlray.rollout import controller
 
-        state = command(self.spec, "start", version, actor=self.actor, incident=self.incident_id)
+        state = controller.client(self.spec).start(version, actor=self.actor, incident=self.incident_id)
         steps = state["steps"] if state else []
         self.audit.append("retrain.rollout", self.spec.name, f"incident {self.incident_id}: the rollout of v{version} "
                           f"started ({len(steps)} steps); its controller records the verdict on the incident",

@@ -12,12 +12,14 @@ app = typer.Typer(help="Progressive rollout of a challenger (the controller runs
 
 
 def _run(spec_path, method: str, *args, as_json: bool = False):
+    """Call the controller's `method` with `args` (and, for a change, this user as the actor); print the state."""
     from mlray.audit import default_actor
-    from mlray.rollout.controller import command as controller_command
+    from mlray.rollout import controller
 
-    spec = spec_and_ray(spec_path)
-    kwargs = {"actor": default_actor()} if method in ("pause", "resume", "start", "promote", "rollback") else {}
-    state = controller_command(spec, method, *args, **kwargs)
+    rollout = controller.client(spec_and_ray(spec_path))
+    changes = {"start": rollout.start, "promote": rollout.promote, "rollback": rollout.rollback,
+               "pause": rollout.pause, "resume": rollout.resume}
+    state = changes[method](*args, actor=default_actor()) if method in changes else rollout.status()
     if as_json:
         print_json(state)
     elif state is None:

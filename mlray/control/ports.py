@@ -36,3 +36,24 @@ class ModelRegistry(Protocol):
         """Make the registry's aliases these (None: no such alias); what it had to change."""
 
     def tag_version(self, version: str, key: str, value: str) -> None: ...
+
+
+class ServingView(Protocol):
+    """What a loop that watches serving needs to know of the control plane's state: who is champion (the version
+    whose traffic the plan sends first) and the rollout, as last committed or pushed."""
+
+    def champion(self) -> str | None: ...
+
+    def rollout(self) -> dict | None: ...
+
+
+class JobSubmitter(Protocol):
+    """Where the monitor submits an incident's retraining job and asks how it went (`mlray.monitor.jobs.RayJobs`: the
+    Ray Jobs API)."""
+
+    def submit(self, incident_id: str) -> tuple[str, bool]:
+        """(submission id, whether this call submitted it): the id derives from the incident, so a second call names
+        the job the first submitted."""
+
+    def status(self, submission_id: str) -> str | None:
+        """'PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'STOPPED', ..., or None when there is no such job."""

@@ -7,13 +7,11 @@ Jobs API address included.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import ray
 
-from mlray.control.retry import backoff
-from mlray.lake.state import StateConflict
+from mlray.actors import TimedShell, detached
 from mlray.monitor.watch import Monitor
 from mlray.runtime import NAMESPACE
 from mlray.spec import ProjectSpec
@@ -27,35 +25,21 @@ def actor_name(project: str) -> str:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)  # long-lived: never waits for a free CPU to start
-class DriftMonitor:
+class DriftMonitor(TimedShell):
+    """`Monitor` stepped every poll interval; after failures in a row (the lake or MLflow down) the wait doubles up to
+    BACKOFF_CAP_S. Windows wait: none is skipped."""
+
+    tick = "step"
+
     def __init__(self, spec: ProjectSpec, jobs_address: str | None):
-        self.monitor = Monitor(spec, jobs_address)
-        self.period = spec.monitor.poll_interval.total_seconds()
-        self.lock = asyncio.Lock()  # the timer and commands never interleave
-        self.timer = asyncio.get_event_loop().create_task(self._loop())
+        self.poll_s = spec.monitor.poll_interval.total_seconds()
+        super().__init__(Monitor(spec, jobs_address))
 
-    async def _loop(self) -> None:
-        """A step every period; after failures in a row (the lake or MLflow down) the wait doubles, up to
-        BACKOFF_CAP_S, so an outage is not met with a storm of calls. Windows wait: none is skipped."""
-        failures = 0
-        while True:
-            try:
-                await self.call("step")
-                failures = 0
-            except StateConflict:  # another monitor wrote the state: the next step reads it afresh
-                pass
-            except Exception as exc:  # noqa: BLE001 - the timer must outlive a bad step (e.g. a registry that is down)
-                failures += 1
-                if failures == 1:
-                    log.exception("monitor step failed")
-                else:
-                    log.warning("monitor step failed again (%d in a row): %s", failures, f"{type(exc).__name__}: {exc}"[:200])
-            await asyncio.sleep(backoff(failures, first=self.period, cap=max(self.period, BACKOFF_CAP_S)))
+    def period(self) -> float:
+        return self.poll_s
 
-    async def call(self, method: str, *args, **kwargs):
-        """Run one `Monitor` method, one at a time."""
-        async with self.lock:
-            return await asyncio.to_thread(getattr(self.monitor, method), *args, **kwargs)
+    def backoff_cap(self) -> float:
+        return BACKOFF_CAP_S
 
 
 def start(spec: ProjectSpec):
@@ -68,8 +52,7 @@ def start(spec: ProjectSpec):
         address = jobs_address()
     except UserError:  # no Jobs API here: the monitor asks again when it has a job to submit, and says so then
         address = None
-    handle = DriftMonitor.options(name=actor_name(spec.name), namespace=NAMESPACE, lifetime="detached",
-                                  get_if_exists=True).remote(spec, address)
+    handle = detached(DriftMonitor, actor_name(spec.name), spec, address)
     ray.get(handle.call.remote("status"))
     return handle
 

@@ -18,7 +18,6 @@ analysis knows the incident too: a challenger retrained because the world moved 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -27,17 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from mlray.actors import TimedShell, detached
 from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutStatus
 from mlray.errors import UserError
 from mlray.incidents import Incidents, record_rollout_outcome
 from mlray.lake.inference import appended_since, dedupe_labels
-from mlray.lake.state import StateConflict
 from mlray.rollout.analysis import analyze
 from mlray.serve import control
-from mlray.serve.control import NAMESPACE, ROLLBACK_TAG
+from mlray.serve.control import ROLLBACK_TAG
 from mlray.spec import ProjectSpec, RolloutSpec
 
-__all__ = ["ROLLBACK_TAG", "Rollout", "RolloutController", "command", "controller"]
+__all__ = ["ROLLBACK_TAG", "Rollout", "RolloutClient", "RolloutController", "client", "controller"]
 log = logging.getLogger(__name__)
 ACTOR = "rollout-controller"
 # what the analysis reads of the inference log and the labels (never the logged inputs)
@@ -329,33 +328,15 @@ class Rollout:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
-class RolloutController:
+class RolloutController(TimedShell):
     """The actor: `Rollout` plus a timer that analyses each step when its interval is over. It keeps no state of its
     own, so after a crash it restarts (on any node) and goes on from what the control plane holds."""
 
     def __init__(self, spec: ProjectSpec):
-        self.rollout = Rollout(spec)
-        self.lock = asyncio.Lock()  # the timer and commands never interleave
-        self.timer = asyncio.get_event_loop().create_task(self._loop())
+        super().__init__(Rollout(spec))
 
-    @property
     def period(self) -> float:
-        return max(0.5, min(self.rollout.rules.interval.total_seconds() / 4, 5.0))
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.period)
-            try:
-                await self.call("tick")
-            except StateConflict as exc:  # changed by hand meanwhile: the next tick reads it afresh
-                log.info("the rollout changed during a tick: %s", exc)
-            except Exception:  # noqa: BLE001 - the timer must outlive a bad tick
-                log.exception("rollout tick failed")
-
-    async def call(self, method: str, *args, **kwargs):
-        """Run one `Rollout` method, one at a time."""
-        async with self.lock:
-            return await asyncio.to_thread(getattr(self.rollout, method), *args, **kwargs)
+        return max(0.5, min(self.target.rules.interval.total_seconds() / 4, 5.0))
 
 
 def controller_name(project: str) -> str:
@@ -364,31 +345,61 @@ def controller_name(project: str) -> str:
 
 def controller(spec: ProjectSpec):
     """The project's controller actor (started, detached, when it is not running)."""
-    return RolloutController.options(name=controller_name(spec.name), namespace=NAMESPACE, lifetime="detached",
-                                     get_if_exists=True).remote(spec)
+    return detached(RolloutController, controller_name(spec.name), spec)
 
 
-def command(spec: ProjectSpec, method: str, *args, **kwargs):
-    """Run a controller method through the actor (what the CLI does); a UserError comes back as itself.
-    `start` serves the challenger first (at weight 0, from this process) and takes this spec's rollout section (and
-    an optional `incident=` id: the rollout then records its outcome on that incident)."""
-    if method == "start":
+class RolloutClient:
+    """The project's rollout controller, called and waited for (what the CLI, the jobs and the retraining job use);
+    a `UserError` comes back as itself."""
+
+    def __init__(self, spec: ProjectSpec):
+        self.spec = spec
+
+    def start(self, challenger: str, actor: str | None = None, incident: str | None = None) -> dict:
+        """Serve `challenger` (at weight 0, from this process) and start its rollout under this spec's rollout
+        section; `incident`: the incident it answers (the rollout records its outcome there)."""
         from mlray.serve.deploy import deploy
 
-        deploy(spec, versions=[args[0]], actor=kwargs.get("actor"))
-        kwargs["rules"] = spec.rollout.model_dump(mode="json")
-    return ray.get(controller(spec).call.remote(method, *args, **kwargs))
+        deploy(self.spec, versions=[challenger], actor=actor)
+        return self._call(Rollout.start, challenger, actor, self.spec.rollout.model_dump(mode="json"), incident)
+
+    def status(self) -> dict | None:
+        return self._call(Rollout.status)
+
+    def tick(self, force: bool = False) -> dict | None:
+        return self._call(Rollout.tick, force)
+
+    def promote(self, reason: str, actor: str | None = None) -> dict:
+        return self._call(Rollout.promote, reason, actor)
+
+    def rollback(self, reason: str, actor: str | None = None) -> dict:
+        return self._call(Rollout.rollback, reason, actor)
+
+    def pause(self, actor: str) -> dict:
+        return self._call(Rollout.pause, actor)
+
+    def resume(self, actor: str) -> dict:
+        return self._call(Rollout.resume, actor)
+
+    def wait_for_verdict(self, version: str, timeout_s: float, poll_s: float = 2.0) -> dict | None:
+        """Follow the rollout of `version` until it ends (its state returned) or `timeout_s` passes (None): what
+        `jobs/canary.py --wait` does. The retraining job does not wait: the rollout records its own outcome."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.status()
+            if state and state["challenger"] == version and state["status"] in ROLLOUT_ENDED:
+                return state
+            time.sleep(poll_s)
+        return None
+
+    def _call(self, method, *args):
+        try:
+            return ray.get(controller(self.spec).call.remote(method.__name__, *args))
+        except UserError as exc:  # refused by the controller: its one line, not the actor's traceback
+            raise (getattr(exc, "cause", None) or exc) from None
 
 
-def wait_for_verdict(spec: ProjectSpec, version: str, timeout_s: float, poll_s: float = 2.0) -> dict | None:
-    """Follow the rollout of `version` until it ends (its state returned) or `timeout_s` passes (None): what
-    `jobs/canary.py --wait` does. The retraining job does not wait: the rollout records its own outcome."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = command(spec, "status")
-        if state and state["challenger"] == version and state["status"] in ROLLOUT_ENDED:
-            return state
-        time.sleep(poll_s)
-    return None
+def client(spec: ProjectSpec) -> RolloutClient:
+    return RolloutClient(spec)

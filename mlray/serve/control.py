@@ -28,12 +28,12 @@ from typing import Any, Callable
 import ray
 from pydantic import ValidationError
 
+from mlray.actors import detached
 from mlray.audit import AuditLog
 from mlray.control.ports import AuditSink, ModelRegistry, StateStore
 from mlray.control.state import ALIAS_NAMES, ROLLOUT_ACTIVE, Aliases, RolloutStatus, ServingState
 from mlray.errors import UserError
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
-from mlray.runtime import NAMESPACE
 from mlray.serve.auth import fingerprint
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import ProjectSpec
@@ -326,8 +326,7 @@ ControlPlane = ray.remote(num_cpus=0, max_restarts=-1)(ServingControl)
 
 def owner(spec: ProjectSpec):
     """The project's control-plane actor: found if it runs, else started (detached; it restarts by itself)."""
-    return ControlPlane.options(name=actor_name(spec), namespace=NAMESPACE, lifetime="detached",
-                                get_if_exists=True).remote(spec)
+    return detached(ControlPlane, actor_name(spec), spec)
 
 
 def client(spec: ProjectSpec, attempts: int = 3) -> ControlPlaneClient:

@@ -19,9 +19,10 @@ def serving(spec):
     import ray
     from ray import serve
 
+    from mlray.runtime import NAMESPACE
     from mlray.serve import control
     from mlray.serve.auth import KeyRing
-    from mlray.serve.control import NAMESPACE, actor_name
+    from mlray.serve.control import actor_name
     from mlray.serve.deploy import deploy
     from mlray.serve.routing import TrafficPlan
 

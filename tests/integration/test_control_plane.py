@@ -9,7 +9,8 @@ import ray
 from serving import KEY, SteadyLoad, as_json_rows, post, post_many, raw_rows, register_copy, serving, wait_until
 
 from mlray.registry.models import Registry
-from mlray.rollout.controller import command
+from mlray.rollout.controller import client as rollout_client
+from mlray.runtime import NAMESPACE
 from mlray.serve import control
 from mlray.serve.auth import KeyRing, hash_key
 from mlray.serve.deploy import deploy, rollback_to_previous, set_traffic
@@ -73,12 +74,12 @@ def test_keys_given_by_the_deploying_shell_survive_a_canary_started_elsewhere(tw
     assert post(f"{url}/v1/predict", {"row": row}, key=ENV_KEY).status_code == 200
     slow = spec.model_copy(update={"rollout": RolloutSpec(steps=[50, 100], interval="10m")})
     try:
-        assert command(slow, "start", twin, actor="user:test")["status"] == "running"
+        assert rollout_client(slow).start(twin, actor="user:test")["status"] == "running"
         assert post(f"{url}/v1/predict", {"row": row}, key=ENV_KEY).status_code == 200
         assert post(f"{url}/v1/predict", {"row": row}, key=KEY).status_code == 200
         assert sorted(control.client(spec).snapshot()["keys"]) == sorted([hash_key(KEY), hash_key(ENV_KEY)])
     finally:
-        command(slow, "rollback", "test over", actor="user:test")
+        rollout_client(slow).rollback("test over", actor="user:test")
         deploy(spec, keys=KeyRing.for_serving(spec.serve))
 
 
@@ -92,12 +93,12 @@ def test_a_rollback_by_hand_during_a_rollout_is_not_undone_by_its_next_step(two_
         steps=[50, 100], interval="2s", min_requests=1, checks=RolloutChecks(max_p99_latency_ratio=50,
                                                                              max_divergence=1.0))})
     row = as_json_rows(raw_rows(spec, 1))[0]
-    command(quick, "start", twin, actor="user:test")
+    rollout_client(quick).start(twin, actor="user:test")
     rollback_to_previous(spec, "user:test")  # what `mlray rollback` does
     for _ in range(8):  # four intervals of traffic: a live controller would have stepped or promoted by now
         post_many(f"{url}/v1/predict", {"row": row}, [{}] * 10)
         time.sleep(1)
-    state = command(quick, "status")
+    state = rollout_client(quick).status()
     assert state["status"] == "stopped" and "rolled back" in state["reason"], state
     assert registry.version_of("champion") == "1" and registry.version_of("previous") == other
     assert control.client(spec).snapshot()["plan"]["weights"] == {"1": 1.0}
@@ -116,9 +117,9 @@ def test_the_owner_comes_back_with_the_same_state_after_it_is_killed(two_ingress
     name = control.actor_name(spec)
 
     with SteadyLoad(url, row) as load:  # serving goes on with the last plan while its owner is away
-        ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=False)  # a crash: Ray restarts it
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=False)  # a crash: Ray restarts it
         assert wait_until(lambda: _snapshot_or_none(spec) == before, timeout=30)
-        ray.kill(ray.get_actor(name, namespace=control.NAMESPACE), no_restart=True)  # gone for good: found again
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)  # gone for good: found again
         assert control.client(spec).snapshot() == before  # read back from the lake by a new actor
     print(f"\ncontrol plane killed twice under load: {sum(c != 200 for c in load.codes)} of {len(load.codes)} "
           f"requests failed")

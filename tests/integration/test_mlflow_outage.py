@@ -114,6 +114,7 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
     from mlray import dataplane
     from mlray.monitor import actor
     from mlray.monitor.reports import read_reports
+    from mlray.runtime import NAMESPACE
     from mlray.serve import control
     from mlray.serve.auth import KeyRing
     from mlray.serve.deploy import deploy
@@ -181,6 +182,6 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
     finally:
         actor.stop(spec)
         serve.shutdown()  # all of Serve: the next module's Serve listens on its own port
-        ray.kill(ray.get_actor(control.actor_name(spec), namespace=control.NAMESPACE))
+        ray.kill(ray.get_actor(control.actor_name(spec), namespace=NAMESPACE))
         stop(server)
         log.close()

@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 from mlray.audit import AuditLog
 from mlray.cli import app
 from mlray.registry.models import Registry
-from mlray.rollout.controller import ROLLBACK_TAG, command
+from mlray.rollout.controller import ROLLBACK_TAG
+from mlray.rollout.controller import client as rollout_client
+from mlray.runtime import NAMESPACE
 from mlray.serve.deploy import deploy
 from mlray.serve.model_server import Fault
 from mlray.spec import RolloutChecks, RolloutSpec
@@ -30,11 +32,11 @@ def with_rollout(spec, checks=None, **rollout):
 
 def until_decided(spec, timeout=120, during=None):
     """Poll the rollout until it is promoted or rolled back; `during()` runs between polls (traffic, feedback)."""
-    state = command(spec, "status")
+    state = rollout_client(spec).status()
     deadline = time.time() + timeout
     while state["status"] == "running" and time.time() < deadline:
         (during or (lambda: time.sleep(1)))()
-        state = command(spec, "status")
+        state = rollout_client(spec).status()
     return state
 
 
@@ -54,7 +56,7 @@ def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_
     spec = with_rollout(base)
     registry = Registry(spec)
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
-        command(spec, "start", twin, actor="user:test")
+        rollout_client(spec).start(twin, actor="user:test")
         state = until_decided(spec)
         time.sleep(1.5)  # requests after the promotion reach the new champion
     assert state["status"] == "promoted", state["history"][-2:]
@@ -82,8 +84,8 @@ def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_
 def test_a_rollout_stopped_by_hand_sends_all_traffic_back_and_tags_the_reason(served):
     spec, url, twin = served
     spec = with_rollout(spec, interval="1m")
-    assert command(spec, "start", twin, actor="user:test")["status"] == "running"
-    state = command(spec, "rollback", "looks wrong", actor="user:test")
+    assert rollout_client(spec).start(twin, actor="user:test")["status"] == "running"
+    state = rollout_client(spec).rollback("looks wrong", actor="user:test")
     assert state["status"] == "rolled_back"
     assert Registry(spec).client.get_model_version(spec.name, twin).tags[ROLLBACK_TAG] == "looks wrong"
     assert post(f"{url}/v1/predict", {"row": as_json_rows(raw_rows(spec, 1))[0]}).status_code == 200
@@ -97,7 +99,7 @@ def _roll_out_faulty(served, fault, pause, **rollout):
     faulty = register_copy(spec)
     deploy(spec, versions=[faulty], fault=fault)
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0], pause=pause) as load:
-        command(spec, "start", faulty, actor="user:test")
+        rollout_client(spec).start(faulty, actor="user:test")
         state = until_decided(spec)
     return spec, faulty, state, load.codes
 
@@ -149,7 +151,7 @@ def test_a_less_accurate_challenger_is_rolled_back_on_labelled_feedback(served):
         for i, label in enumerate(labels[start:start + 10]):
             post(f"{url}/v1/feedback", {"request_id": body["request_id"], "row": i, "label": label})
 
-    command(spec, "start", worse, actor="user:test")
+    rollout_client(spec).start(worse, actor="user:test")
     state = until_decided(spec, during=labelled_traffic)
     rolled_back_for(spec, worse, "live_accuracy_drop", state)
     failed = {c["name"] for c in state["history"][-1]["checks"] if c["status"] == "fail"}
@@ -201,10 +203,10 @@ def test_the_rollout_controller_killed_mid_rollout_again_and_again_promotes_once
     challenger = register_copy(spec)
     rng, kills = random.Random(18), 0
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
-        command(spec, "start", challenger, actor="user:test")
+        rollout_client(spec).start(challenger, actor="user:test")
         while kills < 6 and control.client(spec).snapshot()["rollout"]["status"] == "running":
             time.sleep(rng.uniform(0.3, 2.5))
-            ray.kill(ray.get_actor(controller_name(spec.name), namespace=control.NAMESPACE), no_restart=False)
+            ray.kill(ray.get_actor(controller_name(spec.name), namespace=NAMESPACE), no_restart=False)
             kills += 1
         assert wait_until(lambda: control.client(spec).snapshot()["rollout"]["status"] != "running", timeout=120)
         time.sleep(1.5)

@@ -10,7 +10,7 @@ from serving import KEY, SteadyLoad, as_json_rows, post, post_many, raw_rows, se
 
 from mlray.registry.models import Registry
 from mlray.registry.package import naive_utc
-from mlray.rollout.controller import command
+from mlray.rollout.controller import client as rollout_client
 from mlray.serve.deploy import running_apps, set_traffic
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import RolloutChecks, RolloutSpec
@@ -53,11 +53,11 @@ def test_a_rollout_promotes_with_versions_loaded_in_the_ingress_without_a_failed
         steps=["shadow", 50, 100], interval="2s", min_requests=5,
         checks=RolloutChecks(max_p99_latency_ratio=20, max_divergence=1.0))})
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
-        state = command(spec, "start", twin, actor="user:test")
+        state = rollout_client(spec).start(twin, actor="user:test")
         deadline = time.time() + 120
         while state["status"] == "running" and time.time() < deadline:
             time.sleep(1)
-            state = command(spec, "status")
+            state = rollout_client(spec).status()
         time.sleep(1.5)
     assert state["status"] == "promoted", state["history"][-2:]
     assert Registry(spec).version_of("champion") == twin

@@ -39,6 +39,7 @@ def test_the_lake_unreachable_for_60_s_under_load_serving_goes_on_and_the_log_ca
     from test_object_store import s3_spec
 
     from mlray.registry.models import Registry
+    from mlray.runtime import NAMESPACE
     from mlray.serve import control
     from mlray.serve.auth import KeyRing, hash_key
     from mlray.serve.deploy import deploy
@@ -98,4 +99,4 @@ def test_the_lake_unreachable_for_60_s_under_load_serving_goes_on_and_the_log_ca
         assert max(after_rss) < 1.2 * max(before_rss)
     finally:
         serve.shutdown()  # all of Serve: the next module's Serve listens on its own port
-        ray.kill(ray.get_actor(control.actor_name(spec), namespace=control.NAMESPACE))
+        ray.kill(ray.get_actor(control.actor_name(spec), namespace=NAMESPACE))

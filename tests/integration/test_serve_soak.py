@@ -64,7 +64,7 @@ def test_ten_minutes_of_traffic_with_a_rollout_the_monitor_and_upkeep_no_5xx_no_
     from mlray.monitor import actor
     from mlray.monitor.reports import read_reports
     from mlray.registry.models import Registry
-    from mlray.rollout.controller import command
+    from mlray.rollout.controller import client as rollout_client
     from mlray.serve import control
     from mlray.serve.deploy import rollback_to_previous
 
@@ -80,13 +80,13 @@ def test_ten_minutes_of_traffic_with_a_rollout_the_monitor_and_upkeep_no_5xx_no_
             for load in loads:
                 stack.enter_context(load)
             # warm-up: every path taken once (a version deployed, started and promoted at once, the aliases moved)
-            command(spec, "start", warm_up_version, actor="user:soak")
-            command(spec, "promote", "warm-up", actor="user:soak")
+            rollout_client(spec).start(warm_up_version, actor="user:soak")
+            rollout_client(spec).promote("warm-up", actor="user:soak")
             time.sleep(max(0.0, began + WARM_UP_S - time.time()))
             processes = _processes(spec.name)
             warm = _rss(processes)
             time.sleep(CANARY_AT_S - WARM_UP_S)
-            command(spec, "start", challenger, actor="user:soak")
+            rollout_client(spec).start(challenger, actor="user:soak")
             time.sleep(SOAK_S - CANARY_AT_S - 5)
             end = _rss(processes)
             time.sleep(5)

@@ -1,0 +1,66 @@
+"""The one shell of mlray's timed actors and the one factory of its detached, named actors.
+
+A timed actor (the rollout controller, the drift monitor) is a plain object that knows its loop (`Rollout`,
+`Monitor`) wrapped in `TimedShell`: a timer calls the object's tick every period, commands run the object's methods,
+and the two never interleave. After failures in a row (the lake or MLflow down) the wait doubles up to a cap, so an
+outage is not met with a storm of calls; a `StateConflict` (someone else changed the state meanwhile) is no failure:
+the next tick reads the state afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from mlray.control.retry import backoff
+from mlray.lake.state import StateConflict
+from mlray.runtime import NAMESPACE
+
+log = logging.getLogger(__name__)
+
+
+def detached(actor_class, name: str, *args) -> Any:
+    """The named actor in mlray's namespace: found if it runs, else started, detached (it outlives its caller and,
+    declared with `max_restarts=-1`, restarts by itself)."""
+    return actor_class.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(*args)
+
+
+class TimedShell:
+    """`target` run by a timer (`tick` every `period()` seconds) and by commands (`call`), one at a time."""
+
+    tick = "tick"  # the target's method the timer calls
+
+    def __init__(self, target: Any):
+        self.target = target
+        self.lock = asyncio.Lock()
+        self.timer = asyncio.get_event_loop().create_task(self._loop())
+
+    def period(self) -> float:
+        raise NotImplementedError
+
+    def backoff_cap(self) -> float:
+        """The longest wait between ticks after failures in a row."""
+        return self.period()
+
+    async def _loop(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(backoff(failures, first=self.period(), cap=max(self.period(), self.backoff_cap())))
+            try:
+                await self.call(self.tick)
+                failures = 0
+            except StateConflict as exc:
+                log.info("%s: the state changed during a tick: %s", type(self.target).__name__, exc)
+            except Exception as exc:  # noqa: BLE001 - the timer must outlive a bad tick
+                failures += 1
+                if failures == 1:
+                    log.exception("%s tick failed", type(self.target).__name__)
+                else:
+                    log.warning("%s tick failed again (%d in a row): %s", type(self.target).__name__, failures,
+                                f"{type(exc).__name__}: {exc}"[:200])
+
+    async def call(self, method: str, *args, **kwargs):
+        """Run one method of the target in a thread, never alongside another."""
+        async with self.lock:
+            return await asyncio.to_thread(getattr(self.target, method), *args, **kwargs)
