@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlray.lake import Lake
 from mlray.spec import PlatformSpec
 
 TABLE = "audit_log"
@@ -38,8 +39,6 @@ def default_actor() -> str:
 
 class AuditLog:
     def __init__(self, platform: PlatformSpec):
-        from mlray.lake import Lake
-
         self.lake = Lake.from_platform(platform)
 
     def append(self, action: str, target: str, reason: str, before: Any = None, after: Any = None,

@@ -9,6 +9,7 @@ a `ray start` cluster (`ray.init()` finds it by itself). Only then does it start
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import os
@@ -16,11 +17,17 @@ import sys
 from pathlib import Path
 
 from mlray.fast_ingress import fast_ingress_for_new_ray
-from mlray.spec import PlatformSpec
+from mlray.spec import PlatformSpec, ProjectSpec
 
 log = logging.getLogger(__name__)
 ADDRESS_FILE = "ray-address.json"
 NAMESPACE = "mlray"  # the Ray namespace of every named mlray actor (control plane, rollout, monitor)
+
+
+def control_plane_name(spec: ProjectSpec) -> str:
+    """`<project>-control-<digest of the lake root>`: the state lives under the lake root, so two projects of one name
+    with lakes of their own (a test session, two teams on one cluster) each get their own owner."""
+    return f"{spec.name}-control-{hashlib.sha256(spec.platform.lake_uri.encode()).hexdigest()[:8]}"
 
 
 def connect(platform: PlatformSpec, quiet: bool = True) -> None:

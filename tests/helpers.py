@@ -28,7 +28,7 @@ def wait_until(check, timeout=20.0, every=0.5):
         found = check()
         if found:
             return found
-        time.sleep(every)
+        time.sleep(every)  # the poll interval: the one sleep every wait on a condition shares
     return None
 
 

@@ -1,12 +1,16 @@
-"""The loops' typed state, each piece defined once: the statuses of a rollout and of an incident, the aliases and the
-control plane's serving document. Statuses are `StrEnum`s: a member equals, hashes and serialises as its string, so
-the state tables keep the documents they always held."""
+"""The loops' typed state, each piece defined once: the statuses of a rollout and of an incident, the aliases, the
+control plane's serving document and the monitor's checkpoint. Statuses are `StrEnum`s: a member equals, hashes and
+serialises as its string, so the state tables keep the documents they always held."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from mlray.control.clock import utc_now
 
 
 class RolloutStatus(StrEnum):
@@ -92,3 +96,31 @@ class ServingState(BaseModel):
 
     def document(self) -> dict:
         return self.model_dump(mode="json")
+
+
+class MonitorCheckpoint(BaseModel):
+    """The drift monitor's document (the `monitor_state` table): where it is in the inference log and the labels,
+    the windows it has seen, its live-quality buffers and when it last ran the schedule and upkeep. Serialised as the
+    dict it replaced (same keys, same JSON: times as ISO text), so a table written before reads; every field has a
+    default; a field this mlray does not know is refused. Mutable: the monitor updates it, then commits it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    epoch: str = Field(default_factory=lambda: uuid.uuid4().hex[:8])  # names this monitor's windows and incidents
+    created: datetime = Field(default_factory=utc_now)  # the schedule's slots count from here
+    cursor: tuple[int, int] = (0, 0)  # [log commit version, rows of it consumed]: where the next window starts
+    seq: int = 0  # the next window's number
+    labels_version: int = -1  # the last labels commit taken
+    history: list[dict] = []  # the last windows ({seq, drifted, score_drift, quality_drop, rows}), oldest first
+    quality: dict[str, list] = {}  # `LiveQuality.to_state()`: model version → [key, label, prediction, score] rows
+    pending_labels: list[list] = []  # [request_id, row, label, at] of labels waiting for their logged prediction
+    champion: str | None = None  # whose reference the last window was checked against
+    schedule_slot: int = 0  # the last schedule period acted on
+    last_upkeep: datetime = Field(default_factory=utc_now)
+
+    @field_serializer("created", "last_upkeep")
+    def _iso(self, at: datetime) -> str:
+        return at.isoformat()
+
+    def document(self) -> dict:
+        """As JSON; a value JSON lacks a type for is written as its text, as the state table's `json.dumps` did."""
+        return self.model_dump(mode="json", fallback=str)

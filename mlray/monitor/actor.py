@@ -7,11 +7,14 @@ Jobs API address included.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import ray
 
 from mlray.actors import TimedShell, detached
+from mlray.lake import Lake
+from mlray.monitor.serving import PushedServing, ServingTable
 from mlray.monitor.watch import Monitor
 from mlray.runtime import NAMESPACE
 from mlray.spec import ProjectSpec
@@ -33,7 +36,10 @@ class DriftMonitor(TimedShell):
 
     def __init__(self, spec: ProjectSpec, jobs_address: str | None):
         self.poll_s = spec.monitor.poll_interval.total_seconds()
-        super().__init__(Monitor(spec, jobs_address))
+        # a new champion or rollout is heard when it is committed, not at the next read of the table
+        self.serving = PushedServing(spec, ServingTable(spec, Lake.from_platform(spec.platform)))
+        super().__init__(Monitor(spec, jobs_address, serving=self.serving))
+        self.following = asyncio.get_event_loop().create_task(self.serving.follow())
 
     def period(self) -> float:
         return self.poll_s
@@ -53,7 +59,7 @@ def start(spec: ProjectSpec):
     except UserError:  # no Jobs API here: the monitor asks again when it has a job to submit, and says so then
         address = None
     handle = detached(DriftMonitor, actor_name(spec.name), spec, address)
-    ray.get(handle.call.remote("status"))
+    ray.get(handle.call.remote(Monitor.status.__name__))
     return handle
 
 
@@ -77,4 +83,4 @@ def stop(spec: ProjectSpec) -> bool:
 def status(spec: ProjectSpec) -> dict | None:
     """The running monitor's status (windows, champion, live quality, incidents), or None when none runs."""
     found = find(spec)
-    return None if found is None else ray.get(found.call.remote("status"))
+    return None if found is None else ray.get(found.call.remote(Monitor.status.__name__))

@@ -66,3 +66,22 @@ def job_status(jobs, sid: str) -> str | None:
         return str(jobs.get_job_info(sid).status.value)
     except RuntimeError:
         return None
+
+
+class RayJobs:
+    """The monitor's `JobSubmitter`: the project's retraining jobs through the Ray Jobs API at `address` (None: the
+    one of the cluster this process is connected to, asked when the first job is submitted or followed)."""
+
+    def __init__(self, spec: ProjectSpec, address: str | None = None):
+        self.spec, self.address, self._client = spec, address, None
+
+    def client(self):
+        if self._client is None:
+            self._client = client(self.address)
+        return self._client
+
+    def submit(self, incident_id: str) -> tuple[str, bool]:
+        return submit_retrain(self.client(), self.spec, incident_id)
+
+    def status(self, submission_id: str) -> str | None:
+        return job_status(self.client(), submission_id)

@@ -9,6 +9,7 @@ closes after `window_rows` rows, or once `window` has passed since its first row
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlray.control.clock import Clock
 from mlray.lake import Lake
 from mlray.lake.inference import appended_since
-from mlray.spec import MonitorSpec
+from mlray.spec import MonitorSpec, ServeSpec
 
 WINDOW_LOG_COLUMNS = ["request_id", "row", "at", "model_version", "shadow", "inputs", "prediction", "score", "error"]
 ORDER = [("_commit_version", "ascending"), ("request_id", "ascending"), ("row", "ascending")]
@@ -75,3 +77,24 @@ def window_end(times: list[datetime], now: datetime, spec: MonitorSpec, grace: t
         if end <= len(times):
             return end
     return spec.window_rows if full else None
+
+
+class WindowStream:
+    """The complete windows of the served rows from a cursor on, in stream order. A window waits for late flushes
+    (`grace`: a poll interval and the log's flush period) before it closes on time."""
+
+    def __init__(self, lake: Lake, serve: ServeSpec, monitor_rules: MonitorSpec, clock: Clock):
+        self.lake, self.table, self.monitor_rules, self.clock = lake, serve.inference_log_table, monitor_rules, clock
+        self.grace = monitor_rules.poll_interval + timedelta(seconds=serve.log_flush_s + 1)
+
+    def complete(self, cursor: Cursor) -> Iterator[tuple[pa.Table, Cursor, Cursor]]:
+        """(rows, start, end) of each complete window from `cursor` on; the next one starts at the previous `end`
+        (stop iterating to start elsewhere)."""
+        rows = read_from(self.lake, self.table, cursor)
+        while rows is not None and rows.num_rows:
+            end = window_end(rows.column("at").to_pylist(), self.clock.now(), self.monitor_rules, self.grace)
+            if end is None:
+                return
+            after = cursor_after(rows, end, cursor)
+            yield rows.slice(0, end), cursor, after
+            cursor, rows = after, rows.slice(end)

@@ -27,13 +27,17 @@ import pyarrow.compute as pc
 import ray
 
 from mlray.actors import TimedShell, detached
+from mlray.audit import AuditLog
 from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutStatus
 from mlray.errors import UserError
 from mlray.incidents import Incidents, record_rollout_outcome
+from mlray.lake import Lake
 from mlray.lake.inference import appended_since, dedupe_labels
+from mlray.metrics import rollout as rollout_gauges
 from mlray.rollout.analysis import analyze
-from mlray.serve import control
+from mlray.serve import control, deploy
 from mlray.serve.control import ROLLBACK_TAG
+from mlray.serve.routing import TrafficPlan
 from mlray.spec import ProjectSpec, RolloutSpec
 
 __all__ = ["ROLLBACK_TAG", "Rollout", "RolloutClient", "RolloutController", "client", "controller"]
@@ -71,10 +75,8 @@ class Rollout:
     """The rollout logic, in plain Python (the actor below runs it on a timer)."""
 
     def __init__(self, spec: ProjectSpec, actor: str = f"controller:{ACTOR}"):
-        from mlray import dataplane
-
         self.spec, self.actor = spec, actor
-        self.lake = dataplane.lake_of(spec)
+        self.lake = Lake.from_platform(spec.platform)
         self.state: RolloutState | None = None
         self.revision = 0  # the control plane's rollout revision this state was read at
         self.incidents = Incidents(self.lake)
@@ -93,9 +95,7 @@ class Rollout:
         """Hand the new state (and plan, audit entries, promotion or rollback tag) to the control plane; it refuses
         them (StateConflict) if the rollout changed since `_load`."""
         if plan is not None:
-            from mlray.serve.deploy import check_served
-
-            check_served(self.spec, plan)
+            deploy.check_served(self.spec, plan)
         target = f"{self.spec.name} v{self.state.challenger}"
         snapshot = control.client(self.spec).update_rollout(
             self.revision, asdict(self.state), self.actor, plan=None if plan is None else plan.to_dict(),
@@ -105,9 +105,7 @@ class Rollout:
 
     def _publish(self) -> None:
         """The rollout's step, challenger weight and failures as Prometheus gauges."""
-        from mlray.metrics import rollout
-
-        s, gauges = self.state, rollout()
+        s, gauges = self.state, rollout_gauges()
         tags = {"model": self.spec.name, "challenger": s.challenger}
         active = s.status in ROLLOUT_ACTIVE
         step = self.rules.steps[s.step] if active else None
@@ -131,8 +129,6 @@ class Rollout:
     # ------------------------------------------------------------------ traffic
 
     def _plan_for(self, step: int):
-        from mlray.serve.routing import TrafficPlan
-
         s, rollout = self.state, self.rules
         name = rollout.steps[step]
         if name == "shadow":
@@ -151,7 +147,7 @@ class Rollout:
         """Begin rolling `challenger` out under `rules` (a rollout section; default the spec's). It is served already:
         `command` deploys it at weight 0 first. `incident`: the incident it answers; the rollout records its outcome
         there."""
-        from mlray.registry.models import Registry
+        from mlray.registry.models import Registry  # MLflow: loaded only when a rollout starts
 
         self._load()
         champion = control.client(self.spec).aliases()["champion"]
@@ -256,8 +252,6 @@ class Rollout:
     # ------------------------------------------------------------------ decisions
 
     def _promote(self, reason: str, requested_by: str | None = None) -> dict:
-        from mlray.serve.routing import TrafficPlan
-
         s = self.state
         s.status, s.reason = RolloutStatus.PROMOTED, reason
         plan = TrafficPlan(s.challenger, {s.challenger: 1.0}, step="promoted")
@@ -270,8 +264,6 @@ class Rollout:
         return self._view()
 
     def _roll_back(self, reason: str, audit: list[dict] = (), requested_by: str | None = None) -> dict:
-        from mlray.serve.routing import TrafficPlan
-
         s = self.state
         s.status, s.reason = RolloutStatus.ROLLED_BACK, reason
         plan = TrafficPlan(s.champion, {s.champion: 1.0, s.challenger: 0.0}, step="rolled back")
@@ -296,8 +288,6 @@ class Rollout:
         self.recorded.add((s.incident, s.status))
 
     def _audit(self, entry: dict) -> None:
-        from mlray.audit import AuditLog
-
         AuditLog(self.spec.platform).append(target=self.spec.name, **entry)
 
     def promote(self, reason: str, actor: str | None = None) -> dict:
@@ -358,9 +348,7 @@ class RolloutClient:
     def start(self, challenger: str, actor: str | None = None, incident: str | None = None) -> dict:
         """Serve `challenger` (at weight 0, from this process) and start its rollout under this spec's rollout
         section; `incident`: the incident it answers (the rollout records its outcome there)."""
-        from mlray.serve.deploy import deploy
-
-        deploy(self.spec, versions=[challenger], actor=actor)
+        deploy.deploy(self.spec, versions=[challenger], actor=actor)
         return self._call(Rollout.start, challenger, actor, self.spec.rollout.model_dump(mode="json"), incident)
 
     def status(self) -> dict | None:

@@ -19,7 +19,6 @@ version first enters the plan), so an ingress replica started while MLflow is do
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -33,7 +32,9 @@ from mlray.audit import AuditLog
 from mlray.control.ports import AuditSink, ModelRegistry, StateStore
 from mlray.control.state import ALIAS_NAMES, ROLLOUT_ACTIVE, Aliases, RolloutStatus, ServingState
 from mlray.errors import UserError
+from mlray.lake import Lake
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
+from mlray.runtime import control_plane_name
 from mlray.serve.auth import fingerprint
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import ProjectSpec
@@ -43,10 +44,7 @@ LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the repl
 ROLLBACK_TAG = "mlray.rolled_back"
 
 
-def actor_name(spec: ProjectSpec) -> str:
-    """`<project>-control-<digest of the lake root>`: the state lives under the lake root, so two projects of one name
-    with lakes of their own (a test session, two teams on one cluster) each get their own owner."""
-    return f"{spec.name}-control-{hashlib.sha256(spec.platform.lake_uri.encode()).hexdigest()[:8]}"
+actor_name = control_plane_name
 
 
 def _active(rollout: dict | None) -> bool:
@@ -55,7 +53,7 @@ def _active(rollout: dict | None) -> bool:
 
 def _registry_of(spec: ProjectSpec) -> Callable[[], ModelRegistry]:
     def make() -> ModelRegistry:
-        from mlray.registry.models import Registry
+        from mlray.registry.models import Registry  # MLflow: loaded when the registry is first asked
 
         return Registry(spec)
 
@@ -77,8 +75,6 @@ class ServingControl:
 
     def __init__(self, spec: ProjectSpec, store: StateStore | None = None, audit: AuditSink | None = None,
                  registry: Callable[[], ModelRegistry] | None = None):
-        from mlray.lake import Lake
-
         self.spec = spec
         self.audit = audit or AuditLog(spec.platform)
         self.table = store or StateTable(Lake.from_platform(spec.platform), SERVING_STATE)

@@ -22,6 +22,7 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from mlray.control.retry import backoff
+from mlray.lake import Lake
 from mlray.registry.scores import score_of
 from mlray.serve import control
 from mlray.serve.auth import KeyRing, fingerprint
@@ -62,8 +63,6 @@ def encoded(answer: dict) -> bytes:
 @serve.ingress(api)
 class Ingress:
     async def __init__(self, spec: ProjectSpec, local: bool):
-        from mlray import dataplane
-
         self.spec, serve_spec = spec, spec.serve
         api.title, api.state.max_body_bytes = f"mlray: {spec.name}", serve_spec.max_body_bytes
         self.columns, required = request_columns(spec)
@@ -72,7 +71,7 @@ class Ingress:
                                            serve_spec.max_rows_per_request)
         self.feedback_model = feedback_model(spec)
         self.document = with_request_bodies(api.openapi(), self.request_model, self.feedback_model)
-        self.lake, self.tables_ready = dataplane.lake_of(spec), False  # the first flush makes sure of the tables
+        self.lake, self.tables_ready = Lake.from_platform(spec.platform), False  # the first flush makes sure of the tables
         self.replica = serve.get_replica_context().replica_id.unique_id
         writer, bound = f"mlray-serve:{spec.name}:{self.replica}", serve_spec.log_buffer_rows
         self.log = InferenceLog(self.lake, serve_spec.inference_log_table, log_schema(spec), writer, bound)

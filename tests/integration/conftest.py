@@ -1,10 +1,9 @@
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import free_port, wait_until
 
 from mlray import dataplane
 from mlray.lake.schema import arrow_schema
@@ -73,14 +72,15 @@ def s3_endpoint():
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
                           region_name="us-east-1")
-    deadline = time.time() + 30
-    while True:
+
+    def bucket_made() -> bool:
         try:
             client.create_bucket(Bucket="lake")
-            break
+            return True
         except Exception:  # noqa: BLE001 - not listening yet
-            assert time.time() < deadline, "moto_server did not start"
-            time.sleep(0.3)
+            return False
+
+    assert wait_until(bucket_made, timeout=60, every=0.3), "moto_server did not start"
     yield endpoint
     server.terminate()
     server.wait(10)

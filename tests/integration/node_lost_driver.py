@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 import ray
 from helpers import wait_until
@@ -24,6 +25,14 @@ from mlray.serve import control
 from mlray.spec import load_spec
 
 WORKER_IP = "127.0.0.2"
+
+
+def must(found, what: str):
+    """`found` (what a `wait_until` returned), or an AssertionError saying what never happened: the driver then exits
+    non-zero and the test shows its stderr. For what the rest of a driver stands on."""
+    if not found:
+        raise AssertionError(f"timed out waiting until {what}")
+    return found
 
 
 def placement(spec) -> dict[str, str]:
@@ -58,7 +67,7 @@ def setup(spec, package: str) -> dict:
     serve.start(proxy_location="HeadOnly", http_options={"host": spec.serve.host, "port": spec.serve.port})
     deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve))
     actor.start(spec)
-    wait_until(lambda: ingress_running(spec.name) == 2, timeout=60)
+    must(wait_until(lambda: ingress_running(spec.name) == 2, timeout=60), "both ingress replicas run")
     return {"placement": placement(spec)}
 
 
@@ -76,7 +85,7 @@ def on_this_node(spec) -> None:
             if _node_of(name) == here:
                 break
             ray.kill(handle, no_restart=True)
-            wait_until(lambda: _node_of(name) is None, timeout=30, every=0.2)
+            must(wait_until(lambda: _node_of(name) is None, timeout=30, every=0.2), f"{name}, placed on the head, is gone")
 
 
 def _node_of(name: str) -> str | None:
@@ -90,21 +99,31 @@ def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
     url = f"http://{spec.serve.host}:{spec.serve.port}"
     lake = dataplane.lake_of(spec)
     before = control.client(spec).snapshot()
+    timed_out: list[str] = []  # what never happened while the driver went on (the test asserts there is nothing)
+
+    def waited(found, what: str):
+        if not found:
+            timed_out.append(what)
+        return found
+
     with AnsweredLoad(url, rows[0], rows=rows) as load, AnsweredLoad(url, rows[0], rows=rows[100:]) as other:
-        wait_until(lambda: len(read_reports(lake)) >= 1, timeout=90, every=1)
-        time.sleep(3)
+        must(wait_until(lambda: len(read_reports(lake)) >= 1, timeout=90, every=1), "the monitor reports a window")
+        time.sleep(3)  # fault timing: the node lost 3 s after the first window, into steady traffic
         windows_before, placed = len(read_reports(lake)), placement(spec)
         lose_node(raylet_pid)
         killed = time.time()
-        healed = wait_until(lambda: ingress_running(spec.name) == 2 and _alive(spec), timeout=120, every=0.5)
+        healed = waited(wait_until(lambda: ingress_running(spec.name) == 2 and _alive(spec), timeout=120, every=0.5),
+                        "two ingress replicas run and the control plane and the monitor answer again")
         healed_in = time.time() - killed if healed else None
-        reported = wait_until(lambda: len(read_reports(lake)) > windows_before + 1, timeout=120, every=1)
-        time.sleep(3)
+        reported = waited(wait_until(lambda: len(read_reports(lake)) > windows_before + 1, timeout=120, every=1),
+                          "the monitor reports two windows more after the loss")
+        time.sleep(3)  # load pacing: 3 s more of traffic on the healed service (it must reach the log too)
     after = control.client(spec).snapshot()
     answered = set(load.answered) | set(other.answered)
     answered_at = load.answered_at | other.answered_at
     kept = {i for i in answered if not killed - 1.5 <= answered_at[i] <= killed + 0.5}  # what the lost replica buffered
-    wait_until(lambda: kept <= set(logged_counts(spec, answered)), timeout=60, every=2)
+    waited(wait_until(lambda: kept <= set(logged_counts(spec, answered)), timeout=60, every=2),
+           "every answer the lost replica did not hold is in the inference log")
     logged = logged_counts(spec, answered)
     reports = sorted(read_reports(lake), key=lambda r: r["seq"])
     return {"placed": placed, "placement_after": placement(spec), "healed_in": healed_in,
@@ -115,7 +134,7 @@ def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
             "lost_buffered": len(answered - kept - set(logged)),
             "same_state": {k: before[k] == after[k] for k in ("plan", "keys", "revision", "packages")},
             "windows_chain": all(a["end"] == b["start"] for a, b in zip(reports, reports[1:]))
-            and [r["seq"] for r in reports] == list(range(len(reports)))}
+            and [r["seq"] for r in reports] == list(range(len(reports))), "timed_out": timed_out}
 
 
 def lose_node(raylet_pid: int) -> None:
@@ -147,11 +166,16 @@ def main() -> None:
     ray.init(_node_ip_address=WORKER_IP if mode == "setup" else "127.0.0.1", namespace="mlray",
              logging_level="ERROR", log_to_driver=False)
     spec = load_spec(spec_path)
-    if mode == "setup":
-        result = setup(spec, extra)
-    else:
-        with open(rest[0]) as rows:
-            result = observe(spec, int(extra), json.load(rows))
+    try:
+        if mode == "setup":
+            result = setup(spec, extra)
+        else:
+            with open(rest[0]) as rows:
+                result = observe(spec, int(extra), json.load(rows))
+    except AssertionError as failed:  # a wait the rest stands on timed out: say which, and exit as below
+        traceback.print_exc()
+        print(f"{mode}: {failed}", file=sys.stderr, flush=True)
+        os._exit(1)
     print(json.dumps(result, default=str), flush=True)
     os._exit(0)  # skip native destructors at exit (deltalake's runtime can abort a finished process there)
 

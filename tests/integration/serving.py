@@ -104,18 +104,39 @@ def scraped_metrics(*names: str, timeout: float = 60.0) -> str:
 
 
 class SteadyLoad(Background):
-    """Requests from a background thread, one after another (`pause` s apart), every status code kept."""
+    """Requests from a background thread, one after another (`pause` s apart), every status code kept (and with it
+    when the request was sent and which model version answered it)."""
 
     def __init__(self, url, row, pause=0.0, **headers):
         super().__init__(pause)
         self.url, self.row, self.headers = url, row, headers
         self.codes = []
+        self.outcomes: list[tuple[float, object, str | None]] = []  # (when sent, status code or error, version of a 200)
 
     def run_once(self):
+        sent = time.time()
         try:
-            self.codes.append(post(f"{self.url}/v1/predict", {"row": self.row}, **self.headers).status_code)
+            response = post(f"{self.url}/v1/predict", {"row": self.row}, **self.headers)
         except requests.RequestException as exc:
-            self.codes.append(type(exc).__name__)
+            outcome, version = type(exc).__name__, None
+        else:
+            outcome, version = response.status_code, _version_of(response)
+        self.outcomes.append((sent, outcome, version))
+        self.codes.append(outcome)
+
+    def since(self, t: float) -> list[tuple[object, str | None]]:
+        """(status code or error, model version of a 200) of every request sent at or after `t` that has its outcome:
+        what the load saw of a change made at `t`."""
+        return [(outcome, version) for sent, outcome, version in list(self.outcomes) if sent >= t]
+
+
+def _version_of(response) -> str | None:
+    if response.status_code != 200:
+        return None
+    try:
+        return response.json().get("model_version")
+    except ValueError:  # not JSON: the status code tells the test enough
+        return None
 
 
 class AnsweredLoad(Background):
@@ -166,6 +187,20 @@ def logged_counts(spec, ids: set[str]) -> Counter:
     logged = dataplane.lake_of(spec).read(spec.serve.inference_log_table, columns=["request_id", "shadow"])
     return Counter(i for i, shadow in zip(logged.column("request_id").to_pylist(), logged.column("shadow").to_pylist())
                    if i in ids and not shadow)
+
+
+def labels_flushed(spec, url, timeout: float = 60.0) -> bool:
+    """Whether a label sent now (for a request of its own) reaches the labels table within `timeout`. The ingress
+    replica that took it has then flushed everything it buffered before it: where one replica serves (as behind the
+    `served` fixture), a label it took, or wrongly buffered, before this call has landed by the time it returns True."""
+    request_id = post(f"{url}/v1/predict", {"row": as_json_rows(raw_rows(spec, 1))[0]}).json()["request_id"]
+    assert post(f"{url}/v1/feedback", {"request_id": request_id, "label": True}).json()["stored"] is True
+    lake = dataplane.lake_of(spec)
+
+    def landed():
+        return request_id in lake.read(spec.serve.labels_table, columns=["request_id"]).column("request_id").to_pylist()
+
+    return bool(wait_until(landed, timeout, every=0.5))
 
 
 def ingress_replicas(app: str) -> list:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from mlray.lake.synthetic import generate_transactions, write_source_file
 
@@ -41,10 +42,8 @@ def test_job_through_ray_job_submit(ray_session, project, landing):
     client = JobSubmissionClient(f"http://{ray_session.dashboard_url}")
     job = client.submit_job(entrypoint=f"{sys.executable} {JOB} --spec {project.path} --source {landing}",
                             submission_id=f"mlray-test-{time.time_ns()}")
-    deadline = time.time() + 240
-    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.time() < deadline, "the job did not finish in time"
-        time.sleep(1)
+    finished = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    assert wait_until(lambda: client.get_job_status(job) in finished, timeout=240, every=1), "the job did not finish in time"
     logs = client.get_job_logs(job)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs
     assert '"rows_landed": 400' in logs and '"passed": true' in logs

@@ -138,7 +138,7 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
             assert wait_until(lambda: len(read_reports(lake)) >= 2, timeout=90, every=1), "no window before the outage"
             stop(server)
             down, answered_before = time.time(), len(load.answered) + len(other.answered)
-            time.sleep(5)
+            time.sleep(5)  # fault timing: an ingress replica killed 5 s into the outage
             first = replica_names(spec.name)
             ray.kill(ray.get_actor(first[0], namespace="serve"), no_restart=False)
             killed = time.time()
@@ -147,10 +147,10 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
                 "the killed ingress replica was not replaced while MLflow was down"
             replaced_in = time.time() - killed
             windows_at_kill = len(read_reports(lake))
-            time.sleep(max(0.0, down + 40 - time.time()))
+            time.sleep(max(0.0, down + 40 - time.time()))  # fault timing: the monitor killed 40 s into the outage
             checked_while_down = len(read_reports(lake)) - windows_at_kill
             ray.kill(monitor, no_restart=False)  # it restarts by itself
-            time.sleep(max(0.0, down + 60 - time.time()))
+            time.sleep(max(0.0, down + 60 - time.time()))  # fault timing: the outage lasts 60 s
             server, back = mlflow_server(tmp_path, port, log), time.time()
             during = len(load.answered) + len(other.answered) - answered_before
             calls_while_down = proxy.between(down, back)

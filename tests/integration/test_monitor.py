@@ -138,7 +138,7 @@ def test_a_killed_monitor_resumes_from_its_checkpoint_and_submits_no_second_job(
         for batch in range(6):
             sent += traffic.send(WINDOW, seed=400 + batch, shift=Shift(covariate=1.0 if batch >= 2 else 0.0))
             if batch in (1, 3):
-                time.sleep(0.5)
+                time.sleep(0.5)  # fault timing: the kill lands while the monitor reads the batch just sent
                 ray.kill(handle, no_restart=False)  # it restarts by itself
         assert wait_until(lambda: len(read_reports(lake)) >= 6, timeout=180, every=1), read_reports(lake)
         reports = sorted(read_reports(lake), key=lambda r: r["seq"])

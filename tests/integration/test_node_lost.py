@@ -78,6 +78,7 @@ def test_the_worker_node_lost_under_load_its_actors_come_back_on_the_head(small_
               f"after the kill; state the same {seen['same_state']}; windows chain: {seen['windows_chain']}; "
               f"{seen['kept_logged']} of {seen['kept']} answers logged, {seen['lost_buffered']} lost in the lost "
               "replica's buffer")
+        assert not seen["timed_out"], f"the observing driver timed out waiting until: {seen['timed_out']}"
         assert seen["healed_in"] is not None and seen["monitor_reported"] and seen["windows_chain"]
         assert {node for nodes in seen["placement_after"].values() for node in nodes.split(",")} == {"head"}
         assert all(seen["same_state"].values()) and seen["logged_twice"] == 0

@@ -31,13 +31,25 @@ def with_rollout(spec, checks=None, **rollout):
 
 
 def until_decided(spec, timeout=120, during=None):
-    """Poll the rollout until it is promoted or rolled back; `during()` runs between polls (traffic, feedback)."""
-    state = rollout_client(spec).status()
-    deadline = time.time() + timeout
-    while state["status"] == "running" and time.time() < deadline:
-        (during or (lambda: time.sleep(1)))()
-        state = rollout_client(spec).status()
-    return state
+    """Wait until the rollout is promoted or rolled back (polled every second), its final state; `during()`, when
+    given, runs between polls instead (traffic, feedback)."""
+    def decided():
+        if rollout_client(spec).status()["status"] != "running":
+            return True
+        if during:
+            during()
+        return False
+
+    assert wait_until(decided, timeout=timeout, every=0 if during else 1), \
+        f"the rollout was not decided in {timeout} s: {rollout_client(spec).status()['history'][-2:]}"
+    return rollout_client(spec).status()
+
+
+def answered_after(load, since, n=5, version=None, timeout=60) -> bool:
+    """Whether `load` sees the answers to `n` requests sent after `since` (from `version` when given) in time: the
+    traffic after a change reached what the change left serving."""
+    return bool(wait_until(lambda: sum(outcome == 200 and version in (None, answered)
+                                       for outcome, answered in load.since(since)) >= n, timeout=timeout))
 
 
 def rolled_back_for(spec, challenger, cause, state):
@@ -58,7 +70,8 @@ def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
         rollout_client(spec).start(twin, actor="user:test")
         state = until_decided(spec)
-        time.sleep(1.5)  # requests after the promotion reach the new champion
+        decided_at = time.time()
+        assert answered_after(load, decided_at), f"no request after the promotion answered: {load.since(decided_at)}"
     assert state["status"] == "promoted", state["history"][-2:]
     assert [h["verdict"] for h in state["history"]][-3:] == ["pass", "pass", "pass"]
     assert registry.version_of("champion") == twin and registry.version_of("previous") == "1"
@@ -74,7 +87,9 @@ def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_
     with SteadyLoad(url, load.row) as load:
         result = runner.invoke(app, ["rollback", "--spec", str(spec.path)])
         assert result.exit_code == 0, result.output
-        time.sleep(1.5)
+        rolled_back_at = time.time()
+        assert answered_after(load, rolled_back_at, n=3, version="1"), \
+            f"the load got no answers from version 1 after the rollback: {load.since(rolled_back_at)}"
     assert registry.version_of("champion") == "1" and registry.version_of("previous") == twin
     assert set(load.codes) == {200} and post(f"{url}/v1/predict", {"row": load.row}).json()["model_version"] == "1"
     audit = json.loads(runner.invoke(app, ["audit", "--spec", str(spec.path), "--json"]).stdout)
@@ -177,12 +192,13 @@ def test_a_model_replica_that_dies_mid_request_is_replaced_without_a_failed_requ
 
     victim = replicas()[0]
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0], **{"x-mlray-version": version}) as load:
-        time.sleep(1.5)
+        assert wait_until(lambda: len(load.codes) >= 3, timeout=60), f"the load was not flowing before the kill: {load.codes}"
         ray.kill(ray.get_actor(victim.name, namespace=victim.ray_namespace), no_restart=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(a.actor_id != victim.actor_id for a in replicas()):
-            time.sleep(1)
-        time.sleep(2)  # traffic on the replacement
+        assert wait_until(lambda: any(a.actor_id != victim.actor_id for a in replicas()), timeout=60, every=1), \
+            "Serve started a replacement"
+        replaced_at = time.time()
+        assert wait_until(lambda: len(load.since(replaced_at)) >= 6, timeout=90), \
+            f"no traffic on the replacement: {load.since(replaced_at)}"
     assert any(a.actor_id != victim.actor_id for a in replicas()), "Serve started a replacement"
     assert len(load.codes) >= 3 and set(load.codes) == {200}, load.codes
 
@@ -205,11 +221,12 @@ def test_the_rollout_controller_killed_mid_rollout_again_and_again_promotes_once
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
         rollout_client(spec).start(challenger, actor="user:test")
         while kills < 6 and control.client(spec).snapshot()["rollout"]["status"] == "running":
-            time.sleep(rng.uniform(0.3, 2.5))
+            time.sleep(rng.uniform(0.3, 2.5))  # fault timing: each kill at a random moment of the rollout
             ray.kill(ray.get_actor(controller_name(spec.name), namespace=NAMESPACE), no_restart=False)
             kills += 1
         assert wait_until(lambda: control.client(spec).snapshot()["rollout"]["status"] != "running", timeout=120)
-        time.sleep(1.5)
+        decided_at = time.time()
+        seen_after = answered_after(load, decided_at)  # asserted below, where the champion is put back whatever fails
     state = control.client(spec).snapshot()["rollout"]
     target = f"{spec.name} v{challenger}"
     audited = Counter(e["action"] for e in AuditLog(spec.platform).read() if e["target"] == target)
@@ -217,6 +234,7 @@ def test_the_rollout_controller_killed_mid_rollout_again_and_again_promotes_once
           f"{len(state['history'])} analyses, audit {dict(audited)}, {sum(c != 200 for c in load.codes)} of "
           f"{len(load.codes)} requests failed")
     try:
+        assert seen_after, f"no request after the rollout ended answered: {load.since(decided_at)}"
         assert state["status"] == "promoted" and Registry(spec).version_of("champion") == challenger
         assert Registry(spec).version_of("previous") == "1"
         assert [h["step"] for h in state["history"] if h["verdict"] == "pass"] == [0, 1, 2]

@@ -27,10 +27,10 @@ def test_replicas_replaced_under_load_flush_before_they_stop_and_nothing_answere
 
     try:
         with AnsweredLoad(url, row) as load:
-            time.sleep(2)
+            time.sleep(2)  # fault timing: the first scaling 2 s into steady traffic
             for replicas in (2, 1):
                 run(replicas, 3600.0)
-                time.sleep(3)
+                time.sleep(3)  # fault timing: 3 s of traffic at each size before its replicas are replaced
     finally:
         run(spec.serve.ingress_replicas, spec.serve.log_flush_s)  # as the fixture deployed it
     answered = set(load.answered)
@@ -51,17 +51,22 @@ def test_a_killed_ingress_replica_loses_at_most_what_it_had_not_flushed(served):
     spec, url, _ = served
     row = as_json_rows(raw_rows(spec, 1))[0]
     with AnsweredLoad(url, row) as load:
-        time.sleep(3)
+        time.sleep(3)  # fault timing: the kill 3 s into steady traffic
         [replica] = ingress_replicas(spec.name)
         killed_at = time.time()
         ray.kill(replica, no_restart=False)
         assert wait_until(lambda: len(load.answered) > 0 and time.time() - load.answered_at[load.answered[-1]] < 0.5
                           and load.answered_at[load.answered[-1]] > killed_at + 1, timeout=60)
-        time.sleep(2)
+        time.sleep(2)  # load pacing: 2 s more of traffic on the replacement (it must all reach the log)
     answered = set(load.answered)
-    wait_until(lambda: len(answered - set(logged_counts(spec, answered))) == 0, timeout=10)
-    lost = answered - set(logged_counts(spec, answered))
     window = spec.serve.log_flush_s + 1.0
+
+    def unlogged_outside_the_window() -> set[str]:  # answers the kill cannot excuse, not in the log (yet)
+        return {i for i in answered - set(logged_counts(spec, answered))
+                if not killed_at - window <= load.answered_at[i] <= killed_at + 0.5}
+
+    wait_until(lambda: not unlogged_outside_the_window(), timeout=60, every=1)  # asserted below
+    lost = answered - set(logged_counts(spec, answered))
     print(f"\ningress replica killed under load: {len(answered)} answered 200, {len(lost)} lost with the replica's "
           f"unflushed buffer (flush every {spec.serve.log_flush_s} s); other outcomes: {dict(load.failed)}")
     offsets = sorted(round(load.answered_at[i] - killed_at, 2) for i in lost)
@@ -91,10 +96,10 @@ def test_one_of_two_ingress_replicas_killed_under_load_fails_almost_no_request(s
         loads = [AnsweredLoad(url, row) for _ in range(8)]
         for load in loads:
             load.__enter__()
-        time.sleep(3)
+        time.sleep(3)  # fault timing: the kill 3 s into steady traffic
         victim = ingress_replicas(spec.name)[0]
         ray.kill(victim, no_restart=False)
-        time.sleep(25)  # Serve replaces it meanwhile; the share counts the traffic of the whole while
+        time.sleep(25)  # fault timing: Serve replaces it meanwhile; the share counts the traffic of the whole while
         for load in loads:
             load.__exit__(None, None, None)
     finally:

@@ -53,12 +53,13 @@ def test_a_rollout_promotes_with_versions_loaded_in_the_ingress_without_a_failed
         steps=["shadow", 50, 100], interval="2s", min_requests=5,
         checks=RolloutChecks(max_p99_latency_ratio=20, max_divergence=1.0))})
     with SteadyLoad(url, as_json_rows(raw_rows(spec, 1))[0]) as load:
-        state = rollout_client(spec).start(twin, actor="user:test")
-        deadline = time.time() + 120
-        while state["status"] == "running" and time.time() < deadline:
-            time.sleep(1)
-            state = rollout_client(spec).status()
-        time.sleep(1.5)
+        rollout_client(spec).start(twin, actor="user:test")
+        assert wait_until(lambda: rollout_client(spec).status()["status"] != "running", timeout=120, every=1), \
+            f"the rollout was not decided in 120 s: {rollout_client(spec).status()['history'][-2:]}"
+        decided_at = time.time()
+        assert wait_until(lambda: sum(code == 200 for code, _ in load.since(decided_at)) >= 5, timeout=60), \
+            f"no request after the promotion answered: {load.since(decided_at)}"
+    state = rollout_client(spec).status()
     assert state["status"] == "promoted", state["history"][-2:]
     assert Registry(spec).version_of("champion") == twin
     assert len(load.codes) > 20 and set(load.codes) == {200}

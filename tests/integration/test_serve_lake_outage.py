@@ -60,11 +60,11 @@ def test_the_lake_unreachable_for_60_s_under_load_serving_goes_on_and_the_log_ca
     try:
         assert wait_until(lambda: ingress_running(spec.name) == 2, timeout=60)
         with AnsweredLoad(url, row) as load:
-            time.sleep(5)
+            time.sleep(5)  # fault timing: the lake frozen 5 s into steady traffic
             frozen_at, answered_before = time.time(), len(load.answered)
             lake.suspend()
             try:
-                time.sleep(20)
+                time.sleep(20)  # fault timing: a replica killed 20 s into the outage
                 first = replica_names(spec.name)
                 ray.kill(ray.get_actor(first[0], namespace="serve"), no_restart=False)
                 killed = time.time()
@@ -72,13 +72,13 @@ def test_the_lake_unreachable_for_60_s_under_load_serving_goes_on_and_the_log_ca
                                       and set(replica_names(spec.name)) - set(first), timeout=35, every=0.5)
                 replaced_in = time.time() - killed
                 before_rss = _ingress_rss(spec.name)
-                time.sleep(max(0.0, frozen_at + 60 - time.time()))
+                time.sleep(max(0.0, frozen_at + 60 - time.time()))  # fault timing: the outage lasts 60 s
                 during = len(load.answered) - answered_before
                 after_rss = _ingress_rss(spec.name)
             finally:
                 lake.resume()
             back = time.monotonic()
-            time.sleep(2)
+            time.sleep(2)  # load pacing: 2 s of traffic once the lake is back (it must reach the log too)
         answered = set(load.answered)
         buffered = {i for i in answered if frozen_at - 1.5 <= load.answered_at[i] <= killed + 0.5}  # the victim's too
         kept = answered - buffered

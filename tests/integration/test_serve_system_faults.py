@@ -94,12 +94,12 @@ def test_serve_machinery_killed_under_load_traffic_comes_back_and_nothing_is_lef
     with ExitStack() as stack:
         for load in loads:
             stack.enter_context(load)
-        time.sleep(3)
+        time.sleep(3)  # fault timing: the kill 3 s into steady traffic
         killed_at = time.time()
         KILLS[victim]()
         assert (wrong := _until_whole(spec, url, timeout=180)) == "", f"Serve whole after {victim}: {wrong}"
         whole_after = time.time() - killed_at
-        time.sleep(5)  # the traffic after the recovery: it must all be answered
+        time.sleep(5)  # load pacing: 5 s of traffic after the recovery (asserted below: it must all be answered)
         stopped_at = time.time()
     failed = sum((load.failed for load in loads), Counter())
     total = sum(len(load.answered) for load in loads) + sum(failed.values())

@@ -13,12 +13,17 @@ NEVER = {
                    "mlray.monitor", "mlray.audit"},
     "mlray.features": {"mlray.registry", "mlray.train", "mlray.batch", "mlray.serve", "mlray.rollout", "mlray.monitor"},
     "mlray.registry": {"mlray.train", "mlray.batch", "mlray.serve", "mlray.rollout", "mlray.monitor"},
-    "mlray.serve": {"mlray.train", "mlray.rollout", "mlray.monitor"},
+    "mlray.serve": {"mlray.train", "mlray.rollout", "mlray.monitor", "mlray.dataplane", "mlray.training",
+                    "mlray.retrain", "mlray.demo"},
     "mlray.monitor": {"mlray.train", "mlray.rollout"},
     "mlray.fast_ingress": {"mlray."},
     # beside mlray/audit.py: the monitor, the retraining job and the rollout controller all write it
     "mlray.incidents": {"mlray.features", "mlray.registry", "mlray.train", "mlray.batch", "mlray.serve", "mlray.rollout",
                         "mlray.monitor", "mlray.runtime", "mlray.demo", "mlray.retrain", "mlray.dataplane"},
+    # the data-plane stages (ingest, validate, fit features) sit just above lake and features: training and batch
+    # prediction build on them
+    "mlray.dataplane": {"mlray.registry", "mlray.train", "mlray.batch", "mlray.serve", "mlray.rollout", "mlray.monitor",
+                        "mlray.training", "mlray.retrain", "mlray.demo"},
     "mlray.control": {"mlray.lake", "mlray.features", "mlray.registry", "mlray.train", "mlray.batch", "mlray.serve",
                       "mlray.rollout", "mlray.monitor", "mlray.audit", "mlray.runtime", "mlray.demo", "mlray.retrain",
                       "mlray.dataplane"},

@@ -4,33 +4,25 @@ after it is complete, whether or not more traffic follows."""
 import uuid
 
 import pytest
+from monitor_fakes import FakeDrift, FakeGauges, FakeReferences, FakeServing
 
 from mlray.lake import Lake
-from mlray.monitor import watch
 from mlray.monitor.watch import Monitor
 from mlray.serve.logbook import InferenceLog, create_tables, log_schema
 
 WINDOW, COMMIT, COMMITS = 200, 300, 8  # 2,400 served rows in 8 commits: 12 complete windows
 
 
-def checked(self, window, start, end) -> dict:
-    """A window's report without the drift checks (they need the champion from MLflow)."""
-    return {"seq": self.state["seq"], "epoch": self.state["epoch"], "at": watch._now(), "rows": window.num_rows,
-            "champion": "1", "start": start.to_list(), "end": end.to_list(), "columns": [], "p_values": [],
-            "distances": [], "threshold": 0.01, "drifted": [], "score_drift": False, "score_p_value": None,
-            "quality": {}, "quality_drop": None, "verdict": "ok"}
-
-
 @pytest.fixture
-def served(project, monkeypatch):
-    """A monitor with its checkpoint written before any traffic, and a replica's inference log to serve into."""
-    monkeypatch.setattr(Monitor, "_check", checked)
-    monkeypatch.setattr(Monitor, "_publish", lambda self, report: None)  # Ray's metrics
+def served(project):
+    """A monitor with its checkpoint written before any traffic, and a replica's inference log to serve into; the
+    drift checks, the champion's reference (MLflow) and the metrics (Ray) are fakes."""
     rules = project.monitor.model_copy(update={"window_rows": WINDOW, "min_window_rows": 100})
     spec = project.model_copy(update={"monitor": rules})
     lake = Lake.from_platform(spec.platform)
     create_tables(spec, lake)
-    monitor = Monitor(spec)
+    monitor = Monitor(spec, serving=FakeServing("1"), load_reference=FakeReferences(), make_detectors=FakeDrift(),
+                      gauges=FakeGauges())
     monitor.status()
     return monitor, InferenceLog(lake, spec.serve.inference_log_table, log_schema(spec))
 
@@ -53,7 +45,7 @@ def test_rows_committed_then_silence_every_complete_window_is_checked_at_the_nex
     for _ in range(COMMITS):
         commit(log)
     assert windows(monitor) == [WINDOW] * 12
-    assert monitor.state["cursor"] == [monitor.state["cursor"][0], COMMIT] and windows(monitor) == []
+    assert monitor.checkpoint.cursor[1] == COMMIT and windows(monitor) == []
 
 
 def test_windows_left_by_a_poll_during_traffic_are_checked_at_the_first_poll_after_it(served):
@@ -67,4 +59,4 @@ def test_windows_left_by_a_poll_during_traffic_are_checked_at_the_first_poll_aft
     for _ in range(3):
         commit(log)
     assert windows(monitor) == [WINDOW] * 5
-    assert monitor.state["seq"] == 12 and windows(monitor) == []
+    assert monitor.checkpoint.seq == 12 and windows(monitor) == []

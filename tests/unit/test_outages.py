@@ -28,7 +28,7 @@ def cut_off(project, monkeypatch):
 def test_the_monitor_constructs_without_the_lake_or_mlflow_and_fails_at_its_first_read(cut_off):
     started = time.monotonic()
     monitor = Monitor(cut_off)
-    assert time.monotonic() - started < 1.0 and monitor.state is None
+    assert time.monotonic() - started < 1.0 and monitor.checkpoint is None
     with pytest.raises(OSError, match="S3 error"):  # the checkpoint is read at the first call, not in the constructor
         monitor.status()
 

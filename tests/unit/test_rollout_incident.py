@@ -140,40 +140,42 @@ def test_the_outcome_is_recorded_once_whoever_records_it(spec, incidents):
 
 
 class Jobs:
-    def __init__(self, status: str):
-        self.status = status
+    """The Jobs API of the monitor (its `JobSubmitter`), where every job has ended as `job`."""
+
+    def __init__(self, job: str):
+        self.job = job
+
+    def submit(self, incident_id: str) -> tuple[str, bool]:
+        raise AssertionError("no job is submitted here")
+
+    def status(self, submission_id: str) -> str | None:
+        return self.job
 
 
 @pytest.mark.parametrize("job", ["SUCCEEDED", "STOPPED"])
-def test_the_monitor_leaves_a_retrained_incident_to_its_rollout_once_the_job_ended(spec, incidents, monkeypatch, job):
-    from mlray.monitor import jobs
+def test_the_monitor_leaves_a_retrained_incident_to_its_rollout_once_the_job_ended(spec, incidents, job):
     from mlray.monitor.watch import Monitor
 
-    monitor = Monitor(spec)
-    monitor._jobs = Jobs(job)
-    monkeypatch.setattr(jobs, "job_status", lambda client, sid: client.status)
+    monitor = Monitor(spec, jobs=Jobs(job))
     serving = StateTable(Lake.from_platform(spec.platform), SERVING_STATE)
     rollout = {"champion": "2", "challenger": "3", "status": "running", "reason": "", "incident": INCIDENT}
     revision = serving.write({"plan": None, "rollout": rollout, "rollout_revision": 1}, 0)
-    monitor._follow_incidents()  # the rollout runs: the incident stays retrained, however long it takes
+    monitor.retraining_jobs.follow()  # the rollout runs: the incident stays retrained, however long it takes
     assert incidents.get(INCIDENT)["status"] == IncidentStatus.RETRAINED
     serving.write({"plan": None, "rollout": rollout | {"status": "rolled_back", "reason": "2 failed analyses"},
                    "rollout_revision": 2}, revision)
-    monitor._follow_incidents()  # ended, and its controller did not record it (it was down): the monitor does
+    monitor.retraining_jobs.follow()  # ended, and its controller did not record it (it was down): the monitor does
     assert incidents.get(INCIDENT)["status"] == IncidentStatus.ROLLED_BACK
     assert "retrain.failed" not in [e["action"] for e in AuditLog(spec.platform).read()]
 
 
 def test_the_monitor_still_fails_a_retrained_incident_whose_job_ended_without_starting_its_rollout(
         spec, incidents, monkeypatch):
-    from mlray.monitor import jobs
     from mlray.monitor.watch import Monitor
 
-    monitor = Monitor(spec)
-    monitor._jobs = Jobs("STOPPED")  # killed between registering the challenger and starting its rollout
-    monkeypatch.setattr(jobs, "job_status", lambda client, sid: client.status)
-    monkeypatch.setattr("mlray.monitor.watch.alert", lambda *args: None)
-    monitor._follow_incidents()
+    monitor = Monitor(spec, jobs=Jobs("STOPPED"))  # killed between registering the challenger and starting its rollout
+    monkeypatch.setattr("mlray.monitor.retraining.alert", lambda *args: None)
+    monitor.retraining_jobs.follow()
     incident = incidents.get(INCIDENT)
     assert incident["status"] == IncidentStatus.FAILED and "ended STOPPED" in incident["events"][-1]["detail"]
 

@@ -1,0 +1,134 @@
+"""Checking one window: Alibi Detect's drift tests against the serving champion's reference and the live quality of
+every version, into the window's report (written once to `drift_reports`), then published as metrics and alerts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlray.control.clock import Clock
+from mlray.control.ports import ServingView
+from mlray.control.state import MonitorCheckpoint
+from mlray.lake import Lake
+from mlray.lake.inference import flat_inputs
+from mlray.metrics import monitor as ray_gauges
+from mlray.monitor.alerts import alert
+from mlray.monitor.detectors import Detectors
+from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
+from mlray.monitor.policy import window_drifted
+from mlray.monitor.reference import Reference, load_reference
+from mlray.monitor.reports import read_reports, write_report
+from mlray.monitor.windows import Cursor
+from mlray.spec import ProjectSpec
+
+log = logging.getLogger(__name__)
+
+
+class WindowChecks:
+    """The drift tests of the serving champion (built when the champion changes, else reused) and the report of a
+    window. `load_reference` and `make_detectors` default to the packaged reference (MLflow) and Alibi Detect."""
+
+    def __init__(self, spec: ProjectSpec, lake: Lake, serving: ServingView, clock: Clock,
+                 load_reference: Callable[[ProjectSpec, str], Reference] = load_reference,
+                 make_detectors: Callable[..., Detectors] = Detectors):
+        self.spec, self.monitor_rules, self.lake, self.serving, self.clock = spec, spec.monitor, lake, serving, clock
+        self.load_reference, self.make_detectors = load_reference, make_detectors
+        self.detectors: Detectors | None = None
+        self.champion: str | None = None  # read from the serving view once per step, when a window closes
+
+    def begin_step(self) -> None:
+        self.champion = None
+
+    def report(self, window: pa.Table, start: Cursor, end: Cursor, checkpoint: MonitorCheckpoint, live: LiveQuality,
+               resuming: bool) -> dict:
+        """The window's report: the one already written when `resuming` (a monitor that died before its checkpoint
+        was saved reported it), else checked now and written."""
+        found = read_reports(self.lake, checkpoint.epoch, checkpoint.seq) if resuming else []
+        if found:
+            return found[0]
+        report = self.check(window, start, end, checkpoint, live)
+        write_report(self.lake, report)
+        return report
+
+    def check(self, window: pa.Table, start: Cursor, end: Cursor, checkpoint: MonitorCheckpoint,
+              live: LiveQuality) -> dict:
+        reference = self.reference(checkpoint)
+        served = window.filter(pc.and_(pc.is_null(window.column("error")), pc.is_valid(window.column("score"))))
+        started = time.perf_counter()
+        result = self.detectors.check(flat_inputs(window), served.column("score").to_numpy())
+        seconds = time.perf_counter() - started
+        quality = self.live_quality(live, reference)
+        metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
+        drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
+        times = window.column("at")
+        report = {"seq": checkpoint.seq, "epoch": checkpoint.epoch, "at": self.clock.now(),
+                  "first_row_at": pc.min(times).as_py(), "last_row_at": pc.max(times).as_py(),
+                  "rows": window.num_rows, "champion": reference.version, "start": start.to_list(),
+                  "end": end.to_list(), "columns": result.columns, "p_values": result.p_values,
+                  "distances": result.distances, "threshold": result.threshold, "drifted": result.drifted,
+                  "score_p_value": result.score_p_value, "score_distance": result.score_distance,
+                  "score_drift": result.score_drift, "mmd_p_value": result.mmd_p_value, "mmd_drift": result.mmd_drift,
+                  "quality": quality, "quality_drop": drop, "seconds": seconds}
+        entry = {"drifted": result.drifted, "score_drift": result.score_drift}
+        return report | {"verdict": "drift" if window_drifted(self.monitor_rules.retrain, entry) else "ok"}
+
+    def live_quality(self, live: LiveQuality, reference: Reference) -> dict[str, dict[str, float]]:
+        rules = self.monitor_rules
+        return live.metrics(reference.task, reference.classes, reference.threshold, rules.min_labels,
+                            rules.min_class_labels)
+
+    def reference(self, checkpoint: MonitorCheckpoint) -> Reference:
+        """The serving champion's reference; its detectors are rebuilt when the champion changed (and the checkpoint
+        names the new one)."""
+        champion = self.champion = self.champion or self.serving.champion()
+        if champion is None:
+            raise RuntimeError(f"model '{self.spec.name}' has no champion to compare traffic with")
+        if self.detectors is None or self.detectors.reference.version != champion:
+            log.info("building the drift reference of %s v%s", self.spec.name, champion)
+            self.detectors = self.make_detectors(self.load_reference(self.spec, champion), self.monitor_rules)
+            checkpoint.champion = champion
+        return self.detectors.reference
+
+
+class ReportPublisher:
+    """A window's report as gauges (`gauges`: the monitor's metrics, Ray's by default) and, on drift, an alert."""
+
+    def __init__(self, spec: ProjectSpec, gauges: Callable[[], dict] = ray_gauges):
+        self.spec, self.gauges = spec, gauges
+
+    def publish(self, report: dict) -> None:
+        gauges, model = self.gauges(), self.spec.name
+        for column, p, d in zip(report["columns"], report["p_values"], report["distances"]):
+            tags = {"model": model, "feature": column}
+            gauges["p_value"].set(p, tags=tags)
+            gauges["distance"].set(d, tags=tags)
+            gauges["drift"].set(float(column in report["drifted"]), tags=tags)
+        if report["score_p_value"] is not None:
+            tags = {"model": model, "model_version": report["champion"]}
+            gauges["score_p_value"].set(report["score_p_value"], tags=tags)
+            gauges["score_drift"].set(float(report["score_drift"]), tags=tags)
+        for version, metrics in report["quality"].items():
+            for metric, value in metrics.items():
+                gauges["quality"].set(value, tags={"model": model, "model_version": version, "metric": metric})
+        gauges["windows"].inc(tags={"model": model, "verdict": report["verdict"]})
+        if report["verdict"] == "drift":
+            alert(model, "drift", f"window {report['seq']}: drifted columns {', '.join(report['drifted']) or 'none'}"
+                                  f"; score drift {report['score_drift']}", summary(report),
+                  self.spec.monitor.alert_webhook)
+
+
+def history_entry(report: dict) -> dict:
+    """What the checkpoint keeps of a window for the retraining policy."""
+    return {"seq": report["seq"], "drifted": list(report["drifted"]), "score_drift": bool(report["score_drift"]),
+            "quality_drop": report["quality_drop"], "rows": report["rows"]}
+
+
+def summary(report: dict) -> dict:
+    return {k: report[k] for k in ("seq", "rows", "champion", "drifted", "score_drift", "score_p_value", "verdict",
+                                   "quality_drop")} | {"min_p_value": float(np.min(report["p_values"]))
+                                                      if report["p_values"] else None}
