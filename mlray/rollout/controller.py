@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +28,7 @@ import ray
 
 from mlray.actors import TimedShell, detached
 from mlray.audit import AuditLog
+from mlray.control.clock import SYSTEM_CLOCK, Clock
 from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutStatus
 from mlray.errors import UserError
 from mlray.incidents import Incidents, record_rollout_outcome
@@ -67,15 +68,11 @@ class RolloutState:
     incident: str | None = None  # the incident the challenger answers (its retraining job started the rollout)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class Rollout:
     """The rollout logic, in plain Python (the actor below runs it on a timer)."""
 
-    def __init__(self, spec: ProjectSpec, actor: str = f"controller:{ACTOR}"):
-        self.spec, self.actor = spec, actor
+    def __init__(self, spec: ProjectSpec, actor: str = f"controller:{ACTOR}", clock: Clock = SYSTEM_CLOCK):
+        self.spec, self.actor, self.clock = spec, actor, clock
         self.lake = Lake.from_platform(spec.platform)
         self.state: RolloutState | None = None
         self.revision = 0  # the control plane's rollout revision this state was read at
@@ -156,7 +153,7 @@ class Rollout:
             raise UserError(f"a canary needs a champion and another version (champion {champion}, challenger {challenger})")
         if self.state is not None and self.state.status in ROLLOUT_ACTIVE:
             raise UserError(f"a rollout of v{self.state.challenger} is {self.state.status}: promote or roll it back first")
-        now, rules = _now(), RolloutSpec.model_validate(rules) if rules else self.spec.rollout
+        now, rules = self.clock.now(), RolloutSpec.model_validate(rules) if rules else self.spec.rollout
         self.state = RolloutState(champion, challenger, step_started=now.isoformat(), started=now.isoformat(),
                                   log_version=self._version_before(self.spec.serve.inference_log_table,
                                                                    now - rules.interval),
@@ -214,13 +211,13 @@ class Rollout:
             return self._view()
         rollout = self.rules
         started = datetime.fromisoformat(s.step_started)
-        if not force and _now() - started < rollout.interval:
+        if not force and self.clock.now() - started < rollout.interval:
             return self._view()
         champion, challenger, labels = self._records(started)
         if len(champion) < rollout.min_requests:  # e.g. a 100% step: the baseline is the champion's recent traffic
             champion = self._records(datetime.fromisoformat(s.started or s.step_started) - rollout.interval)[0]
         analysis = analyze(champion, challenger, labels, rollout.checks, rollout.min_requests, s.incident)
-        s.history.append({"step": s.step, "at": _now().isoformat(), **analysis.to_dict()})
+        s.history.append({"step": s.step, "at": self.clock.now().isoformat(), **analysis.to_dict()})
         if analysis.verdict == "fail":
             s.failures += 1
             reasons = "; ".join(f"{c.name} {c.value:.4g} > {c.threshold:g}"
@@ -229,7 +226,7 @@ class Rollout:
                                  f"step {s.step + 1}: {reasons} ({s.failures}/{rollout.failure_limit})")
             if s.failures >= rollout.failure_limit:
                 return self._roll_back(f"{s.failures} failed analyses; last: {reasons}", [failed])
-            s.step_started = _now().isoformat()  # the step runs again on fresh traffic
+            s.step_started = self.clock.now().isoformat()  # the step runs again on fresh traffic
             self._save(audit=[failed])
         elif analysis.verdict == "pass":
             self._advance(analysis.notes)
@@ -245,7 +242,7 @@ class Rollout:
             self._promote(f"every step passed{noted}")
             return
         s.step += 1
-        s.step_started = _now().isoformat()
+        s.step_started = self.clock.now().isoformat()
         plan = self._plan_for(s.step)
         self._save(plan, [self._entry("canary.step", f"step {s.step + 1}/{len(steps)}: {steps[s.step]}{noted}", plan)])
 
@@ -306,7 +303,7 @@ class Rollout:
 
     def resume(self, actor: str) -> dict:
         s = self._active()
-        s.status, s.step_started = RolloutStatus.RUNNING, _now().isoformat()
+        s.status, s.step_started = RolloutStatus.RUNNING, self.clock.now().isoformat()
         self._save(audit=[self._entry("canary.resume", "manual", actor=actor)])
         return self._view()
 
