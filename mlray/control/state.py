@@ -80,6 +80,30 @@ class Aliases(BaseModel):
         return next((name for name in ALIAS_NAMES if getattr(self, name) == version), None)
 
 
+class RolloutState(BaseModel):
+    """A progressive rollout as the control plane keeps it (its controller holds none of its own)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    champion: str
+    challenger: str
+    status: RolloutStatus = RolloutStatus.RUNNING
+    step: int = 0
+    step_started: str = ""  # ISO time
+    started: str = ""  # when the rollout began: the champion's baseline once it gets no live traffic (100% steps)
+    failures: int = 0
+    reason: str = ""
+    # the last versions of the inference log and labels before the rollout's window: reads start after them
+    log_version: int = -1
+    labels_version: int = -1
+    history: list[dict] = []  # one entry per analysis
+    rules: dict = {}  # the spec's rollout section it started with (a restart keeps it)
+    incident: str | None = None  # the incident the challenger answers (its retraining job started the rollout)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ROLLOUT_ACTIVE
+
+
 class ServingState(BaseModel):
     """The control plane's document (the `serving_state` table): what is served, by which keys, which rollout runs,
     where each served version's package lives, and who is champion. Every field has a default, so a document written
@@ -88,7 +112,7 @@ class ServingState(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     plan: dict | None = None  # a `TrafficPlan` as a dict
     keys: list[str] | None = None  # accepted API-key hashes; None: never set
-    rollout: dict | None = None
+    rollout: RolloutState | None = None
     rollout_revision: int = 0  # the revision at which the rollout last changed (its compare-and-swap)
     packages: dict[str, str] = {}  # served version → its package's artifact URI
     aliases: Aliases | None = None  # None: not yet taken over from the registry (a document from before)

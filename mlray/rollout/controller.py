@@ -19,7 +19,6 @@ analysis knows the incident too: a challenger retrained because the world moved 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
@@ -29,7 +28,7 @@ import ray
 from mlray.actors import TimedShell, detached
 from mlray.audit import AuditLog
 from mlray.control.clock import SYSTEM_CLOCK, Clock
-from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutStatus
+from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutState, RolloutStatus
 from mlray.errors import UserError
 from mlray.incidents import Incidents, record_rollout_outcome
 from mlray.lake import Lake
@@ -50,24 +49,6 @@ ANALYSED_LOG_COLUMNS = ["request_id", "row", "error", "latency_ms", "score", "pr
 LABEL_COLUMNS = ["request_id", "row", "label", "at"]
 
 
-@dataclass
-class RolloutState:
-    champion: str
-    challenger: str
-    status: str = RolloutStatus.RUNNING
-    step: int = 0
-    step_started: str = ""
-    started: str = ""  # when the rollout began: the champion's baseline once it gets no live traffic (100% steps)
-    failures: int = 0
-    reason: str = ""
-    # the last versions of the inference log and labels before the rollout's window: reads start after them
-    log_version: int = -1
-    labels_version: int = -1
-    history: list[dict] = field(default_factory=list)  # one entry per analysis
-    rules: dict = field(default_factory=dict)  # the spec's rollout section it started with (a restart keeps it)
-    incident: str | None = None  # the incident the challenger answers (its retraining job started the rollout)
-
-
 class Rollout:
     """The rollout logic, in plain Python (the actor below runs it on a timer)."""
 
@@ -84,7 +65,7 @@ class Rollout:
     def _load(self) -> None:
         """The rollout as the control plane has it now."""
         snapshot = control.client(self.spec).snapshot()
-        self.state = RolloutState(**snapshot["rollout"]) if snapshot["rollout"] else None
+        self.state = RolloutState.model_validate(snapshot["rollout"]) if snapshot["rollout"] else None
         self.revision = snapshot["rollout_revision"]
 
     def _save(self, plan=None, audit: list[dict] = (), promote: str | None = None,
@@ -95,7 +76,7 @@ class Rollout:
             deploy.check_served(self.spec, plan)
         target = f"{self.spec.name} v{self.state.challenger}"
         snapshot = control.client(self.spec).update_rollout(
-            self.revision, asdict(self.state), self.actor, plan=None if plan is None else plan.to_dict(),
+            self.revision, self.state.model_dump(mode="json"), self.actor, plan=None if plan is None else plan.to_dict(),
             audit=[{"target": target} | entry for entry in audit], promote=promote, tag=tag)
         self.revision = snapshot["rollout_revision"]
         self._publish()
@@ -116,7 +97,7 @@ class Rollout:
         return self._view()
 
     def _view(self) -> dict | None:
-        return None if self.state is None else asdict(self.state) | {"steps": self.rules.steps}
+        return None if self.state is None else self.state.model_dump(mode="json") | {"steps": self.rules.steps}
 
     @property
     def rules(self) -> RolloutSpec:
@@ -154,7 +135,8 @@ class Rollout:
         if self.state is not None and self.state.status in ROLLOUT_ACTIVE:
             raise UserError(f"a rollout of v{self.state.challenger} is {self.state.status}: promote or roll it back first")
         now, rules = self.clock.now(), RolloutSpec.model_validate(rules) if rules else self.spec.rollout
-        self.state = RolloutState(champion, challenger, step_started=now.isoformat(), started=now.isoformat(),
+        self.state = RolloutState(champion=champion, challenger=challenger, step_started=now.isoformat(),
+                                  started=now.isoformat(),
                                   log_version=self._version_before(self.spec.serve.inference_log_table,
                                                                    now - rules.interval),
                                   labels_version=self._version_before(self.spec.serve.labels_table, now),
@@ -278,7 +260,7 @@ class Rollout:
         if not s.incident or (s.incident, s.status) in self.recorded:
             return
         try:
-            record_rollout_outcome(self.incidents, asdict(s), requested_by or self.actor, self._audit)
+            record_rollout_outcome(self.incidents, s.model_dump(mode="json"), requested_by or self.actor, self._audit)
         except Exception:  # noqa: BLE001 - the lake may be down: the next tick retries
             log.exception("recording the outcome of the rollout of v%s on incident %s failed", s.challenger, s.incident)
             return

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from mlray.actors import detached
 from mlray.audit import AuditLog
 from mlray.control.ports import AuditSink, ModelRegistry, StateStore
-from mlray.control.state import ALIAS_NAMES, ROLLOUT_ACTIVE, Aliases, RolloutStatus, ServingState
+from mlray.control.state import ALIAS_NAMES, Aliases, RolloutState, RolloutStatus, ServingState
 from mlray.errors import UserError
 from mlray.lake import Lake
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
@@ -45,10 +45,6 @@ ROLLBACK_TAG = "mlray.rolled_back"
 
 
 actor_name = control_plane_name
-
-
-def _active(rollout: dict | None) -> bool:
-    return rollout is not None and rollout.get("status") in ROLLOUT_ACTIVE
 
 
 def _registry_of(spec: ProjectSpec) -> Callable[[], ModelRegistry]:
@@ -204,10 +200,10 @@ class ServingControl:
     def _ended_rollout(self, why: str, actor: str) -> tuple[dict, list[dict]]:
         """A change made by hand while a rollout runs stops it (its controller's next step would undo the change)."""
         rollout = self.state.rollout
-        if not _active(rollout):
+        if rollout is None or not rollout.active:
             return {}, []
-        stopped = rollout | {"status": RolloutStatus.STOPPED, "reason": why}
-        entry = {"action": "canary.stop", "target": f"{self.spec.name} v{rollout['challenger']}", "reason": why,
+        stopped = rollout.model_copy(update={"status": RolloutStatus.STOPPED, "reason": why})
+        entry = {"action": "canary.stop", "target": f"{self.spec.name} v{rollout.challenger}", "reason": why,
                  "actor": actor}
         return {"rollout": stopped, "rollout_revision": self.revision + 1}, [entry]
 
@@ -291,8 +287,8 @@ class ServingControl:
         async with self.lock:
             if self.state.rollout_revision != expected:
                 raise StateConflict(f"the rollout changed since revision {expected} (now "
-                                    f"{self.state.rollout_revision}, {(self.state.rollout or {}).get('status')})")
-            change: dict[str, Any] = {"rollout": rollout, "rollout_revision": self.revision + 1}
+                                    f"{self.state.rollout_revision}, {self.state.rollout and self.state.rollout.status})")
+            change: dict[str, Any] = {"rollout": RolloutState.model_validate(rollout), "rollout_revision": self.revision + 1}
             if plan is not None:  # its packages before anything is written: a registry that fails here changes nothing
                 change |= {"plan": plan, "packages": await self._packages(plan)}
             if promote is not None:

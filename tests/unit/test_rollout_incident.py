@@ -2,16 +2,15 @@
 controller records the verdict (promoted, rolled back, stopped by hand) on the incident, once, on a real local Delta lake
 (no Ray: the control plane is a fake holding the rollout's state, as `mlray.serve.control` would)."""
 
-from dataclasses import asdict
 
 import pytest
 
 from mlray.audit import AuditLog
-from mlray.control.state import INCIDENT_CLOSED, IncidentStatus, RolloutStatus
+from mlray.control.state import INCIDENT_CLOSED, IncidentStatus, RolloutState, RolloutStatus
 from mlray.incidents import TABLE, Incidents, record_rollout_outcome
 from mlray.lake import Lake
 from mlray.lake.state import SERVING_STATE, StateTable
-from mlray.rollout.controller import Rollout, RolloutState
+from mlray.rollout.controller import Rollout
 from mlray.spec import PlatformSpec, parse_spec, starter_spec
 
 INCIDENT = "e1a2-w7"
@@ -56,9 +55,9 @@ class FakeControlPlane:
 def plane(monkeypatch, spec):
     from mlray.serve import control, deploy
 
-    state = RolloutState("2", "3", step=1, step_started="2026-01-01T00:00:00+00:00", incident=INCIDENT,
+    state = RolloutState(champion="2", challenger="3", step=1, step_started="2026-01-01T00:00:00+00:00", incident=INCIDENT,
                          rules=spec.rollout.model_dump(mode="json"))
-    fake = FakeControlPlane(asdict(state))
+    fake = FakeControlPlane(state.model_dump(mode="json"))
     monkeypatch.setattr(control, "client", lambda _spec, *args, **kwargs: fake)
     monkeypatch.setattr(deploy, "check_served", lambda *args: None)
     monkeypatch.setattr(Rollout, "_publish", lambda self: None)

@@ -16,17 +16,16 @@ them.
 | incident closed by the rollout's outcome | tests/unit/test_rollout_incident.py |
 """
 
-from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
 from test_rollout_incident import FakeControlPlane
 
-from mlray.control.state import RolloutStatus
+from mlray.control.state import RolloutState, RolloutStatus
 from mlray.lake import Lake
 from mlray.lake.inference import LABELS_SCHEMA, inference_log_schema
-from mlray.rollout.controller import Rollout, RolloutState
+from mlray.rollout.controller import Rollout
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import PlatformSpec, RolloutChecks, RolloutSpec, parse_spec, starter_spec
 
@@ -59,9 +58,9 @@ def world(spec, monkeypatch):
     the rollout started at T0 on the log's whole history."""
     from mlray.serve import control, deploy
 
-    state = RolloutState("2", "3", step_started=T0.isoformat(), started=T0.isoformat(), log_version=-1,
+    state = RolloutState(champion="2", challenger="3", step_started=T0.isoformat(), started=T0.isoformat(), log_version=-1,
                          labels_version=-1, rules=RULES.model_dump(mode="json"))
-    plane = FakeControlPlane(asdict(state))
+    plane = FakeControlPlane(state.model_dump(mode="json"))
     plane.plans, plane.promoted = [], []
     update = plane.update_rollout
 
