@@ -44,12 +44,21 @@ class InProcessPool:
             await asyncio.to_thread(self._load, missing, packages)
 
     def _load(self, versions: set[str], packages: dict[str, str]) -> None:
-        """Straight from the artifact store: no registry call, so a replica starts while MLflow is down. A state
-        written before the control plane kept `packages` is resolved in the registry."""
         for version in sorted(versions):
-            model = LoadedVersion(self.spec.platform, packages.get(version) or self._resolve(version), version,
-                                  self.schema)
+            model = self._load_version(version, packages.get(version))
             self.loaded[version] = (model, model.batched(self.spec.serve.batching))
+
+    def _load_version(self, version: str, uri: str | None) -> LoadedVersion:
+        """Straight from the artifact store where the control plane recorded the package: no registry call, so a
+        replica starts while MLflow is down. A package that no longer loads from there (artifacts moved) and a state
+        written before the control plane kept `packages` are resolved in the registry."""
+        if uri:
+            try:
+                return LoadedVersion(self.spec.platform, uri, version, self.schema)
+            except Exception as exc:  # noqa: BLE001 - any failure to load from the recorded place: ask the registry
+                log.warning("version %s did not load from %s (%s: %s); asking the registry where it lives", version,
+                            uri, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return LoadedVersion(self.spec.platform, self._resolve(version), version, self.schema)
 
     def _resolve(self, version: str) -> str:
         from mlray.registry.models import Registry

@@ -128,3 +128,24 @@ def test_a_request_row_needs_the_model_inputs_but_not_the_id_or_the_label(starte
     assert Row.model_validate(inputs | {"transaction_id": "t-1", "is_fraud": False}).transaction_id == "t-1"
     with pytest.raises(ValidationError, match="amount"):
         Row.model_validate({k: v for k, v in inputs.items() if k != "amount"})  # a feature's input is required
+
+
+def test_a_package_that_no_longer_loads_from_its_recorded_place_is_found_through_the_registry(project, monkeypatch):
+    from mlray.serve import pool
+
+    loaded = []
+
+    class Loaded:
+        def __init__(self, platform, uri, version, schema):
+            if uri.startswith("file:///moved"):
+                raise OSError(f"No such file or directory: {uri}")
+            loaded.append((version, uri))
+
+        def batched(self, batching):
+            return None
+
+    monkeypatch.setattr(pool, "LoadedVersion", Loaded)
+    models = pool.InProcessPool(project)
+    monkeypatch.setattr(models, "_resolve", lambda version: f"file:///artifacts/{version}")
+    models._load({"1", "2", "3"}, {"1": "file:///moved/1", "2": "file:///kept/2"})  # 3: a state from before packages
+    assert loaded == [("1", "file:///artifacts/1"), ("2", "file:///kept/2"), ("3", "file:///artifacts/3")]
