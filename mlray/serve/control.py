@@ -42,6 +42,7 @@ from mlray.spec import ProjectSpec
 log = logging.getLogger(__name__)
 LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the replica calls again)
 ROLLBACK_TAG = "mlray.rolled_back"
+PROJECTION_WAIT_S = 10.0  # how long a change that moved an alias waits for the registry to show it
 
 
 actor_name = control_plane_name
@@ -98,7 +99,7 @@ class ServingControl:
             async with self.loading:
                 if not self.loaded:
                     await asyncio.to_thread(self._reload)
-                    self.projecting = asyncio.create_task(self._project())
+                    self._projection()
 
     async def snapshot(self) -> dict:
         await self._ready()
@@ -167,26 +168,40 @@ class ServingControl:
         self.changed.set()
         self.changed = asyncio.Event()
         if "aliases" in change or not self.projected:
-            await self._project()
+            projection = self._projection()
+            if "aliases" in change:  # the caller moved an alias: the registry shows it on return, unless it is down
+                try:
+                    await asyncio.wait_for(asyncio.shield(projection), PROJECTION_WAIT_S)
+                except asyncio.TimeoutError:
+                    log.warning("the registry of %s is slow; its aliases follow the control plane's when it answers",
+                                self.spec.name)
         return await self.snapshot()
+
+    def _projection(self) -> asyncio.Task:
+        """The running projection of the aliases, or a new one: one at a time, and it runs until the registry shows the
+        latest aliases, so a change committed while it ran is projected too. Never awaited under a lock for longer
+        than PROJECTION_WAIT_S: a registry that retries for minutes delays no other change."""
+        if self.projecting is None or self.projecting.done():
+            self.projecting = asyncio.create_task(self._project())
+        return self.projecting
 
     async def _project(self) -> None:
         """Make the registry's aliases the state's. The state is committed already: a registry that fails here is
         logged and repaired at the next change (or the next start)."""
-        if self.state.aliases is None:
-            self.projected = True
-            return
-        try:
-            registry = await self._registry()
-            changes = await asyncio.to_thread(registry.project_aliases, self.state.aliases.model_dump())
-        except Exception as exc:  # noqa: BLE001 - MLflow down or refusing: the record stands, the projection waits
-            self.projected = False
-            log.warning("the registry's aliases of %s lag the control plane (%s: %s); repaired at the next change",
-                        self.spec.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-            return
+        projected = None
+        while self.state.aliases is not None and self.state.aliases != projected:
+            projected = self.state.aliases
+            try:
+                registry = await self._registry()
+                changes = await asyncio.to_thread(registry.project_aliases, projected.model_dump())
+            except Exception as exc:  # noqa: BLE001 - MLflow down or refusing: the record stands, the projection waits
+                self.projected = False
+                log.warning("the registry's aliases of %s lag the control plane (%s: %s); repaired at the next change",
+                            self.spec.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                return
+            if changes:
+                log.info("registry aliases of %s set to the control plane's: %s", self.spec.name, "; ".join(changes))
         self.projected = True
-        if changes:
-            log.info("registry aliases of %s set to the control plane's: %s", self.spec.name, "; ".join(changes))
 
     async def _aliases(self) -> Aliases:
         """The state's aliases; a document from before the control plane kept them takes the registry's once."""

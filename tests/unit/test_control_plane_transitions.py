@@ -13,6 +13,7 @@ aliases are the projection of the committed state.
 | crash between commit and alias move | test_aliases_left_behind_by_a_registry_outage_are_repaired_at_the_next_start_and_change |
 | document from before / from a newer mlray | test_an_old_document_takes_the_registrys_aliases_once_and_a_newer_one_is_refused |
 | another writer committed first | test_a_concurrent_writer_wins_and_the_loser_reads_its_state |
+| a registry that hangs | test_a_registry_that_hangs_delays_no_change_and_gets_the_latest_aliases_when_it_answers |
 """
 
 import asyncio
@@ -273,6 +274,34 @@ def test_a_concurrent_writer_wins_and_the_loser_reads_its_state(parts):
 
     control = run(race)
     assert control.state.keys == ["c" * 64] and control.revision == table.read()[0]
+
+
+def test_a_registry_that_hangs_delays_no_change_and_gets_the_latest_aliases_when_it_answers(parts, monkeypatch):
+    import threading
+
+    from mlray.serve import control as plane
+
+    make, registry, table, _ = parts
+    monkeypatch.setattr(plane, "PROJECTION_WAIT_S", 0.2)
+    answers, project = threading.Event(), registry.project_aliases
+
+    def hanging(aliases):
+        answers.wait(30)  # an MLflow that retries for minutes
+        return project(aliases)
+
+    registry.project_aliases = hanging
+
+    async def scenario():
+        control = make()
+        assert await control.admit("1", "user:a") == "champion"  # each change returns while the registry hangs
+        await control.set_keys(["a" * 64], "user:a")
+        assert await control.admit("2", "user:a") == "challenger"
+        assert registry.alias == {} and not control.projecting.done()
+        answers.set()
+        await control.projecting
+
+    run(scenario)
+    assert registry.alias == {"champion": "1", "challenger": "2"} and table.read()[1]["keys"] == ["a" * 64]
 
 
 def test_aliases_move_as_a_champion_replaced_keeps_the_old_as_previous():
