@@ -1,7 +1,7 @@
 """The control plane: one owner per project of who serves what, and who is champion.
 
-`ServingControl` holds the logic in plain Python, talking to its state store, audit trail and model registry through
-the small ports of `mlray.control.ports` (unit tests give it in-memory fakes); `ControlPlane` is it as a named,
+`ControlPlane` holds the logic in plain Python, talking to its state store, audit trail and model registry through
+the small ports of `mlray.control.ports` (unit tests give it in-memory fakes); `ControlPlaneActor` is it as a named,
 detached Ray actor that restarts by itself. It alone writes the serving plan, the accepted API-key hashes, the
 rollout's state and the champion/challenger/previous aliases, and it writes the audit entry of every change. Its
 state (`ServingState`) is a `StateTable` under the lake root, written with a compare-and-swap, so a restart on any
@@ -67,7 +67,7 @@ def read_state(revision: int, document: dict | None) -> ServingState:
                         f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-class ServingControl:
+class ControlPlane:
     """The control plane's state and transitions; every change holds `lock`, commits, audits, then wakes watchers."""
 
     def __init__(self, spec: ProjectSpec, store: StateStore | None = None, audit: AuditSink | None = None,
@@ -328,12 +328,13 @@ class ServingControl:
         return await asyncio.to_thread(self.make_registry)
 
 
-ControlPlane = ray.remote(num_cpus=0, max_restarts=-1)(ServingControl)
+# the actor keeps the class's name, `ControlPlane`, on the dashboard and in `ray list actors`
+ControlPlaneActor = ray.remote(num_cpus=0, max_restarts=-1)(ControlPlane)
 
 
 def owner(spec: ProjectSpec):
     """The project's control-plane actor: found if it runs, else started (detached; it restarts by itself)."""
-    return detached(ControlPlane, actor_name(spec), spec)
+    return detached(ControlPlaneActor, actor_name(spec), spec)
 
 
 def client(spec: ProjectSpec, attempts: int = 3) -> ControlPlaneClient:
@@ -350,35 +351,35 @@ class ControlPlaneClient:
         self.spec, self.attempts = spec, attempts
 
     def snapshot(self) -> dict:
-        return self._call(ServingControl.snapshot)
+        return self._call(ControlPlane.snapshot)
 
     def aliases(self) -> dict[str, str | None]:
-        return self._call(ServingControl.aliases)
+        return self._call(ControlPlane.aliases)
 
     def replica_revisions(self) -> dict[str, int]:
-        return self._call(ServingControl.replica_revisions)
+        return self._call(ControlPlane.replica_revisions)
 
     def settled(self, revision: int, timeout: float = 30.0) -> bool:
-        return self._call(ServingControl.settled, revision, timeout)
+        return self._call(ControlPlane.settled, revision, timeout)
 
     def set_plan(self, plan: dict, actor: str, action: str, reason: str, overrides_rollout: bool = True) -> dict:
-        return self._call(ServingControl.set_plan, plan, actor, action, reason, overrides_rollout)
+        return self._call(ControlPlane.set_plan, plan, actor, action, reason, overrides_rollout)
 
     def set_keys(self, hashes: list[str], actor: str) -> dict:
-        return self._call(ServingControl.set_keys, hashes, actor)
+        return self._call(ControlPlane.set_keys, hashes, actor)
 
     def admit(self, version: str, actor: str) -> str:
-        return self._call(ServingControl.admit, version, actor)
+        return self._call(ControlPlane.admit, version, actor)
 
     def set_alias(self, alias: str, version: str, actor: str) -> dict:
-        return self._call(ServingControl.set_alias, alias, version, actor)
+        return self._call(ControlPlane.set_alias, alias, version, actor)
 
     def rollback_to(self, version: str, actor: str) -> dict:
-        return self._call(ServingControl.rollback_to, version, actor)
+        return self._call(ControlPlane.rollback_to, version, actor)
 
     def update_rollout(self, expected: int, rollout: dict, actor: str, plan: dict | None = None,
                        audit: list[dict] = (), promote: str | None = None, tag: tuple[str, str] | None = None) -> dict:
-        return self._call(ServingControl.update_rollout, expected, rollout, actor, plan, list(audit), promote, tag)
+        return self._call(ControlPlane.update_rollout, expected, rollout, actor, plan, list(audit), promote, tag)
 
     def _call(self, method: Callable, *args):
         from ray.exceptions import ActorDiedError, ActorUnavailableError

@@ -77,7 +77,7 @@ def on_this_node(spec) -> None:
     from mlray.runtime import NAMESPACE
 
     here = ray.get_runtime_context().get_node_id()
-    for kind, name, args in ((control.ControlPlane, control.actor_name(spec), (spec,)),
+    for kind, name, args in ((control.ControlPlaneActor, control.actor_name(spec), (spec,)),
                              (actor.DriftMonitor, actor.actor_name(spec.name), (spec, None))):
         for _ in range(12):
             handle = kind.options(name=name, namespace=NAMESPACE, lifetime="detached").remote(*args)

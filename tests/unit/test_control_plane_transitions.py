@@ -25,7 +25,7 @@ from mlray.control.state import Aliases, RolloutStatus
 from mlray.errors import UserError
 from mlray.lake import Lake
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
-from mlray.serve.control import ServingControl
+from mlray.serve.control import ControlPlane
 from mlray.serve.routing import TrafficPlan
 
 
@@ -76,7 +76,7 @@ def parts(project):
     audit = AuditLog(project.platform)
 
     def make():
-        return ServingControl(project, store=table, audit=audit, registry=lambda: registry)
+        return ControlPlane(project, store=table, audit=audit, registry=lambda: registry)
 
     return make, registry, table, audit
 
