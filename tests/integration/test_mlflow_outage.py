@@ -135,7 +135,9 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
     try:
         assert wait_until(lambda: ingress_running(spec.name) == 2, timeout=60)
         with AnsweredLoad(url, rows[0], rows=rows) as load, AnsweredLoad(url, rows[0], rows=rows[150:]) as other:
-            assert wait_until(lambda: len(read_reports(lake)) >= 2, timeout=90, every=1), "no window before the outage"
+            assert wait_until(lambda: len(read_reports(lake)) >= 2, timeout=180, every=1), \
+                f"no window before the outage: {len(load.answered) + len(other.answered)} answered, " \
+                f"monitor {actor.status(spec)}"
             stop(server)
             down, answered_before = time.time(), len(load.answered) + len(other.answered)
             time.sleep(5)  # fault timing: an ingress replica killed 5 s into the outage
