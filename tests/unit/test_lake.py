@@ -111,8 +111,8 @@ def _append_from_another_process(root: str, batch_id: str, barrier_path: str) ->
     from pathlib import Path
 
     lake = Lake(root)
-    while not Path(barrier_path).exists():  # start both writers together
-        time.sleep(0.01)
+    while not Path(barrier_path).exists():
+        time.sleep(0.01)  # fault timing: the start gun, so the two writers race for the same commit
     return lake.append("t", rows("x"), batch_id=batch_id, schema=SCHEMA).committed
 
 
