@@ -14,10 +14,22 @@ import logging
 from typing import Any
 
 from mlray.control.retry import backoff
+from mlray.errors import UserError
 from mlray.lake.state import StateConflict
 from mlray.runtime import NAMESPACE
 
 log = logging.getLogger(__name__)
+
+
+def answer(ref) -> Any:
+    """The actor call's result; a `UserError` the actor raised comes back as itself (its one line), not wrapped in
+    the actor's traceback."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except UserError as exc:
+        raise (getattr(exc, "cause", None) or exc) from None
 
 
 def detached(actor_class, name: str, *args) -> Any:

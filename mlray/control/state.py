@@ -7,10 +7,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
 from mlray.control.clock import utc_now
+from mlray.errors import UserError
 
 
 class RolloutStatus(StrEnum):
@@ -148,3 +150,17 @@ class MonitorCheckpoint(BaseModel):
     def document(self) -> dict:
         """As JSON; a value JSON lacks a type for is written as its text, as the state table's `json.dumps` did."""
         return self.model_dump(mode="json", fallback=str)
+
+
+Document = TypeVar("Document", bound=BaseModel)
+
+
+def read_document(model: type[Document], table: str, revision: int, document: dict) -> Document:
+    """A state table's document as its typed model; one written by a newer mlray (a field this one does not know) is
+    refused in one line naming the table, revision and field."""
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"{table} revision {revision} is not a document this mlray reads: "
+                        f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None

@@ -3,11 +3,8 @@ compare-and-swap, so two monitors never both advance it and a restarted one resu
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
 from mlray.control.ports import StateStore
-from mlray.control.state import MonitorCheckpoint
-from mlray.errors import UserError
+from mlray.control.state import MonitorCheckpoint, read_document
 
 STATE_TABLE = "monitor_state"
 ACTOR = "monitor"
@@ -16,14 +13,7 @@ ACTOR = "monitor"
 def read_checkpoint(revision: int, document: dict | None, table: str = STATE_TABLE) -> MonitorCheckpoint | None:
     """The checkpoint of a table's document (None: none written yet); one written by a newer mlray is refused in one
     line."""
-    if document is None:
-        return None
-    try:
-        return MonitorCheckpoint.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UserError(f"{table} revision {revision} is not a document this mlray reads: "
-                        f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return None if document is None else read_document(MonitorCheckpoint, table, revision, document)
 
 
 class CheckpointStore:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from mlray.actors import TimedShell, detached
+from mlray.actors import TimedShell, answer, detached
 from mlray.audit import AuditLog
 from mlray.control.clock import SYSTEM_CLOCK, Clock
 from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutState, RolloutStatus
@@ -362,10 +362,7 @@ class RolloutClient:
         return None
 
     def _call(self, method, *args):
-        try:
-            return ray.get(controller(self.spec).call.remote(method.__name__, *args))
-        except UserError as exc:  # refused by the controller: its one line, not the actor's traceback
-            raise (getattr(exc, "cause", None) or exc) from None
+        return answer(controller(self.spec).call.remote(method.__name__, *args))
 
 
 def client(spec: ProjectSpec) -> RolloutClient:

@@ -25,12 +25,11 @@ import time
 from typing import Any, Callable
 
 import ray
-from pydantic import ValidationError
 
-from mlray.actors import detached
+from mlray.actors import answer, detached
 from mlray.audit import AuditLog
 from mlray.control.ports import AuditSink, ModelRegistry, StateStore
-from mlray.control.state import ALIAS_NAMES, Aliases, RolloutState, RolloutStatus, ServingState
+from mlray.control.state import ALIAS_NAMES, Aliases, RolloutState, RolloutStatus, ServingState, read_document
 from mlray.errors import UserError
 from mlray.lake import Lake
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
@@ -57,16 +56,6 @@ def _registry_of(spec: ProjectSpec) -> Callable[[], ModelRegistry]:
     return make
 
 
-def read_state(revision: int, document: dict | None) -> ServingState:
-    """The serving state from its table's document; one written by a newer mlray is refused in one line."""
-    try:
-        return ServingState.model_validate(document or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UserError(f"{SERVING_STATE} revision {revision} is not a document this mlray reads: "
-                        f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-
-
 class ControlPlane:
     """The control plane's state and transitions; every change holds `lock`, commits, audits, then wakes watchers."""
 
@@ -87,7 +76,7 @@ class ControlPlane:
 
     def _reload(self) -> None:
         self.revision, document = self.table.read()
-        self.state = read_state(self.revision, document)
+        self.state = read_document(ServingState, SERVING_STATE, self.revision, document or {})
         if not self.loaded:
             log.info("control plane of %s at revision %d", self.spec.name, self.revision)
         self.loaded = True
@@ -386,9 +375,7 @@ class ControlPlaneClient:
 
         for attempt in range(self.attempts):
             try:
-                return ray.get(getattr(owner(self.spec), method.__name__).remote(*args))
-            except UserError as exc:  # the caller's mistake, refused by the owner: its one line, not the actor's trace
-                raise (getattr(exc, "cause", None) or exc) from None
+                return answer(getattr(owner(self.spec), method.__name__).remote(*args))
             except (ActorDiedError, ActorUnavailableError):
                 if attempt == self.attempts - 1:
                     raise
