@@ -256,10 +256,10 @@ def check_latency(spec: ProjectSpec, version: str, package, window_rows: int, wi
             in_process.append(time.perf_counter() - started)
     finally:
         ray.kill(handle, no_restart=True)
-    reports = sorted(read_reports(traffic.lake), key=lambda r: r["seq"])
-    assert [r["seq"] for r in reports] == list(range(windows + 1)), [r["seq"] for r in reports]
-    actor = [r["seconds"] for r in reports]
-    same = all(np.allclose(r["p_values"], p, rtol=1e-9, atol=1e-12) for r, p in zip(reports, p_values))
+    reports = sorted(read_reports(traffic.lake), key=lambda r: r.seq)
+    assert [r.seq for r in reports] == list(range(windows + 1)), [r.seq for r in reports]
+    actor = [r.seconds for r in reports]
+    same = all(np.allclose(r.p_values, p, rtol=1e-9, atol=1e-12) for r, p in zip(reports, p_values))
     med = {k: statistics.median(v[1:]) for k, v in
            {"actor": actor, "direct": direct, "in_process": in_process, "step": steps}.items()}
     entry = {
@@ -288,6 +288,7 @@ SHIFTS = {"covariate": Shift(covariate=1.0), "prior": Shift(prior=1.0), "concept
 
 
 def delay(spec: ProjectSpec, version: str, package, name: str, before: int, after: int) -> dict:
+    from mlray.control.state import WindowVerdict
     from mlray.incidents import Incidents
     from mlray.monitor.reports import read_reports
     from mlray.monitor.watch import Monitor
@@ -302,31 +303,31 @@ def delay(spec: ProjectSpec, version: str, package, name: str, before: int, afte
                      labelled=labelled)
         assert len(monitor.step()["windows"]) == 1
     seconds = time.perf_counter() - started
-    reports = sorted(read_reports(traffic.lake), key=lambda r: r["seq"])
+    reports = sorted(read_reports(traffic.lake), key=lambda r: r.seq)
     max_drop = watched.monitor.retrain.max_quality_drop
 
     def first(hit) -> int | None:
         return next((i + 1 for i, r in enumerate(reports[before:]) if hit(r)), None)
 
-    drifted = first(lambda r: r["verdict"] == "drift")
-    score = first(lambda r: r["score_drift"])
-    quality = first(lambda r: r["quality_drop"] is not None and r["quality_drop"] > max_drop)
+    drifted = first(lambda r: r.verdict == WindowVerdict.DRIFT)
+    score = first(lambda r: r.score_drift)
+    quality = first(lambda r: r.quality_drop is not None and r.quality_drop > max_drop)
     detected = quality if name == "concept" else drifted
-    incidents = [{"cause": i.get("cause"), "window": int(i["incident_id"].rsplit("-w", 1)[1]) - before + 1}
-                 for i in sorted(Incidents(traffic.lake).all(), key=lambda i: i["opened"])]
+    incidents = [{"cause": i.cause, "window": int(i.incident_id.rsplit("-w", 1)[1]) - before + 1}
+                 for i in sorted(Incidents(traffic.lake).all(), key=lambda i: i.opened)]
     after_onset = [i["window"] for i in incidents if i["window"] >= 1]
     incident_after = after_onset[0] if after_onset else None
-    drops = [None if r["quality_drop"] is None else round(r["quality_drop"], 3) for r in reports]
+    drops = [None if r.quality_drop is None else round(r.quality_drop, 3) for r in reports]
     entry = {
         "part": "delay", "shift": name, "window_rows": DELAY_WINDOW, "windows_before": before, "windows_after": after,
         "labelled": labelled, "detected_in_window": detected, "drift_verdict_in_window": drifted,
         "score_drift_in_window": score, "quality_drop_in_window": quality, "incident_after_window": incident_after,
         "incidents": incidents, "quality_drops": drops,
-        "false_alarms_before": sum(r["verdict"] == "drift" for r in reports[:before]),
+        "false_alarms_before": sum(r.verdict == WindowVerdict.DRIFT for r in reports[:before]),
         "false_quality_alarms_before": sum(d is not None and d > max_drop for d in drops[:before]),
         "incidents_before": sum(i["window"] < 1 for i in incidents),
-        "windows": [{"seq": r["seq"], "verdict": r["verdict"], "drifted": r["drifted"], "score_drift": r["score_drift"],
-                     "score_p_value": r["score_p_value"], "quality_drop": r["quality_drop"]} for r in reports],
+        "windows": [r.model_dump(mode="json", include={"seq", "verdict", "drifted", "score_drift", "score_p_value",
+                                                       "quality_drop"}) for r in reports],
         "seconds": seconds,
     }
     how = "quality drop" if name == "concept" else "drift verdict"

@@ -49,7 +49,7 @@ from mlray.fast_ingress import HAPROXY, free_port, haproxy_binary
 
 ROOT = Path(__file__).parents[1]
 HOME = CACHE / "serve"
-KEY = "bench-serve-key"
+KEY = "bench-serve-key-0123456789abcdefghijklmn"
 MODEL_URI_ENV = "MLRAY_BENCH_MODEL_URI"
 REQUEST_TIMEOUT_S = 30.0
 TARGETS = {"mlray": "(a) mlray", "plain_serve": "(b) plain Serve", "fastapi": "(c) FastAPI", "mlray_batch1": "(a), batch 1"}

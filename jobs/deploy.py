@@ -1,10 +1,11 @@
 """Serve the champion (and more versions at weight 0) behind mlray's ingress on Ray Serve; start the drift monitor
 when `monitor.enabled`. The service and the monitor outlive this job: they belong to the cluster.
 
-    ray job submit --working-dir . --runtime-env-json '{"env_vars": {"MLRAY_API_KEYS": "..."}}' \
-        -- python jobs/deploy.py --spec mlray.yaml [VERSION ...]
+    RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/deploy.py --spec mlray.yaml [VERSION ...]
 
-API keys: the spec's serve.api_keys hashes, plus MLRAY_API_KEYS in the job's environment when given.
+API keys: those the control plane holds (`mlray keys add` reads a key from stdin and hands over only its hash) and the
+spec's serve.api_keys hashes (`mlray keys hash` prints one). Never put a plain key in a runtime env: the Jobs API and
+the dashboard show it.
 Re-submitting never restarts what already serves. Exit codes: 0 serving, 2 user error.
 """
 

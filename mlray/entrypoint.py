@@ -30,8 +30,12 @@ def job_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def spec_of(args: argparse.Namespace) -> ProjectSpec:
+    return load_spec(args.spec)
+
+
 def run_job(parser: argparse.ArgumentParser, work: Work, argv: list[str] | None = None,
-            load: Callable[[str | None], ProjectSpec] = load_spec) -> int:
+            load: Callable[[argparse.Namespace], ProjectSpec] = spec_of) -> int:
     """Parse, load the spec, join the cluster (or start an embedded Ray), run `work`, print its summary as JSON."""
     from mlray.runtime import connect
 
@@ -39,8 +43,8 @@ def run_job(parser: argparse.ArgumentParser, work: Work, argv: list[str] | None 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
-        spec = load(args.spec)
-        log.info("project %s (spec %s)", spec.name, spec.path or "from the environment")
+        spec = load(args)
+        log.info("project %s (spec %s)", spec.name, spec.path or "as stored")
         connect(spec.platform)
         summary, code = work(spec, args)
     except UserError as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,18 +47,28 @@ REPLAYED = "conn-failure empty-response"
 PROXY_CHECK, PROXY_CHECK_S = "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S", "2"
 WRAPPER_NAME = "haproxy-loopback"
 
-# HAProxy reads the config Ray wrote (`-f FILE`); its stats and Prometheus listeners move to loopback, the rest
-# (the serving listener included) is left as Ray wrote it. The ports come from the environment HAProxy inherits.
+# HAProxy reads the config Ray wrote (`-f FILE`); its stats and Prometheus listeners move to loopback and its admin
+# socket to mode 600 (Ray writes 666: any local user could drain or reconfigure the service), the rest (the serving
+# listener included) is left as Ray wrote it. The ports come from the environment HAProxy inherits. It fails closed:
+# a config it cannot find, or one where a rewrite matched nothing (Ray changed its template), starts no HAProxy.
 WRAPPER = """#!/bin/sh
 # Written by mlray: start Ray Serve's HAProxy with its stats page and Prometheus exporter on 127.0.0.1.
+refuse() { echo "mlray haproxy wrapper: $1; not starting HAProxy" >&2; exit 1; }
 config=""; previous=""
 for arg in "$@"; do [ "$previous" = "-f" ] && config="$arg"; previous="$arg"; done
-ports="${RAY_SERVE_HAPROXY_STATS_PORT:-8404}|${RAY_SERVE_HAPROXY_METRICS_PORT:-9101}"
-if [ -n "$config" ] && [ -f "$config" ]; then
-  sed -E -e "s/^([[:space:]]*bind )[*]?:($ports)([[:space:]]|$)/\\1127.0.0.1:\\2\\3/" "$config" > "$config.mlray" \\
-    && mv "$config.mlray" "$config"
+[ -n "$config" ] && [ -f "$config" ] || refuse "no config file (-f) among its arguments"
+stats="${RAY_SERVE_HAPROXY_STATS_PORT:-8404}"; metrics="${RAY_SERVE_HAPROXY_METRICS_PORT:-9101}"
+sed -E -e "s/^([[:space:]]*bind )[*]?:($stats|$metrics)([[:space:]]|$)/\\1127.0.0.1:\\2\\3/" \\
+       -e "s/^([[:space:]]*stats socket .*[[:space:]]mode )[0-7]+/\\1600/" "$config" > "$config.mlray" \\
+  && mv "$config.mlray" "$config" || refuse "could not rewrite $config"
+for port in "$stats" "$metrics"; do
+  grep -Eq "^[[:space:]]*bind 127[.]0[.]0[.]1:$port([[:space:]]|$)" "$config" \\
+    || refuse "$config has no listener on port $port to move to 127.0.0.1"
+done
+if grep -Eq "^[[:space:]]*stats socket " "$config" && ! grep -Eq "^[[:space:]]*stats socket .*[[:space:]]mode 600" "$config"; then
+  refuse "$config has an admin socket whose mode could not be set to 600"
 fi
-exec "{binary}" "$@"
+exec {binary} "$@"
 """
 
 
@@ -82,7 +93,7 @@ def free_port() -> int:
 def write_wrapper(folder: Path, binary: str) -> Path:
     """The wrapper script in `folder` (rewritten only when it changed), executable."""
     path = folder / WRAPPER_NAME
-    text = WRAPPER.replace("{binary}", binary)
+    text = WRAPPER.replace("{binary}", shlex.quote(binary))
     if not path.exists() or path.read_text() != text:
         folder.mkdir(parents=True, exist_ok=True)
         staged = folder / f".{WRAPPER_NAME}.{os.getpid()}"

@@ -22,7 +22,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from mlray.control.state import INCIDENT_CLOSED, ROLLOUT_ENDED, IncidentStatus
+from mlray.control.state import ROLLOUT_ENDED, Incident, IncidentStatus, RolloutState, read_row
 from mlray.errors import UserError
 from mlray.lake import Lake
 
@@ -61,49 +61,52 @@ class Incidents:
         data = pa.Table.from_pylist([row], schema=SCHEMA)
         return self.lake.append(TABLE, data, batch_id=f"incident:{incident_id}:{status}", schema=SCHEMA).committed
 
-    def all(self) -> list[dict]:
+    def all(self) -> list[Incident]:
         """Every incident as its events folded in order, newest incident first."""
         if not self.lake.exists(TABLE):
             return []
-        events = sorted(self.lake.read(TABLE).to_pylist(), key=lambda e: e["at"])
         found: dict[str, dict] = {}
-        for event in events:
-            incident = found.setdefault(event["incident_id"], {"incident_id": event["incident_id"],
-                                                               "opened": event["at"], "events": []})
-            incident["status"], incident["updated"] = event["status"], event["at"]
-            for key in FIELDS:
-                if event[key] is not None:
-                    incident[key] = json.loads(event[key]) if key == "evidence" else event[key]
-            incident["events"].append({"at": event["at"], "status": event["status"], "actor": event["actor"],
-                                       "detail": event["detail"]})
-        return sorted(found.values(), key=lambda i: i["opened"], reverse=True)
+        for event in sorted(self.lake.read(TABLE).to_pylist(), key=lambda e: e["at"]):
+            fold(found.setdefault(event["incident_id"], {"incident_id": event["incident_id"], "opened": event["at"],
+                                                         "events": []}), event)
+        incidents = [read_row(Incident, TABLE, incident_id, fields) for incident_id, fields in found.items()]
+        return sorted(incidents, key=lambda i: i.opened, reverse=True)
 
-    def get(self, incident_id: str) -> dict:
-        for incident in self.all():
-            if incident["incident_id"] == incident_id:
-                return incident
-        raise UserError(f"no incident {incident_id!r} (see `mlray incidents list`)")
+    def get(self, incident_id: str) -> Incident:
+        found = next((i for i in self.all() if i.incident_id == incident_id), None)
+        if found is None:
+            raise UserError(f"no incident {incident_id!r} (see `mlray incidents list`)")
+        return found
 
-    def open(self) -> list[dict]:
+    def open(self) -> list[Incident]:
         """Incidents not yet closed, oldest first."""
-        return [i for i in reversed(self.all()) if i["status"] not in INCIDENT_CLOSED]
+        return [i for i in reversed(self.all()) if not i.closed]
 
 
-def record_rollout_outcome(incidents: Incidents, rollout: dict | None, actor: str,
+def fold(incident: dict, event: dict) -> None:
+    """One event into its incident's fields: its status and time, and each field it records."""
+    incident["status"], incident["updated"] = event["status"], event["at"]
+    for key in FIELDS:
+        if event[key] is not None:
+            incident[key] = json.loads(event[key]) if key == "evidence" else event[key]
+    incident["events"].append({k: event[k] for k in ("at", "status", "actor", "detail")})
+
+
+def record_rollout_outcome(incidents: Incidents, rollout: RolloutState | None, actor: str,
                            audit: Callable[[dict], object] | None = None) -> bool:
     """Record how a rollout that answers an incident ended (promoted, rolled back, stopped by hand) as the incident's
-    outcome, and, when this call recorded it, hand `audit` the entry `retrain.<status>` (action, reason, after, actor).
-    `rollout`: the rollout's state as the control plane holds it (status, challenger, reason, incident). Idempotent by
-    (incident, status), so the controller after its decision, a restarted controller and the monitor may each call it.
-    True when this call recorded it; False when the rollout answers no incident, has not ended, or its outcome was
-    recorded already."""
-    if not rollout or not rollout.get("incident") or rollout.get("status") not in ROLLOUT_ENDED:
+    outcome, and, when this call recorded it, hand `audit` the entry `retrain.<status>` (action, component, reason,
+    after; its id from the incident and status). `rollout`: the rollout's state as the control plane holds it
+    (status, challenger, reason, incident). Idempotent by (incident, status), so the controller after its decision, a
+    restarted controller and the monitor may each call it. True when this call recorded it; False when the rollout
+    answers no incident, has not ended, or its outcome was recorded already."""
+    if rollout is None or not rollout.incident or rollout.status not in ROLLOUT_ENDED:
         return False
-    challenger, status = rollout.get("challenger"), IncidentStatus(rollout["status"])
-    how = f"v{challenger}: rollout {status} ({rollout.get('reason') or 'no reason given'})"
-    if not incidents.record(rollout["incident"], status, actor, challenger=challenger, detail=how):
+    challenger, status = rollout.challenger, IncidentStatus(rollout.status)
+    how = f"v{challenger}: rollout {status} ({rollout.reason or 'no reason given'})"
+    if not incidents.record(rollout.incident, status, actor, challenger=challenger, detail=how):
         return False
     if audit is not None:
-        audit({"action": f"retrain.{status}", "actor": actor, "reason": f"incident {rollout['incident']}: {how}",
-               "after": {"challenger": challenger}})
+        audit({"action": f"retrain.{status}", "component": actor, "reason": f"incident {rollout.incident}: {how}",
+               "after": {"challenger": challenger}, "id": f"incident:{rollout.incident}:{status}"})
     return True

@@ -14,27 +14,19 @@ Exit codes: 0 done (the challenger's rollout started, it became the first champi
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from datetime import datetime, timezone
 
 from mlray import dataplane
-from mlray.audit import AuditLog
+from mlray.audit import AuditLog, current_principal
 from mlray.control.state import IncidentStatus
 from mlray.entrypoint import DONE, exit_with, job_parser, run_job
 from mlray.incidents import Incidents
+from mlray.lake.specs import read_stored_spec
 from mlray.monitor.alerts import alert
-from mlray.monitor.jobs import SPEC_DOC_ENV
 from mlray.spec import ProjectSpec, load_spec
 
 log = logging.getLogger(__name__)
-
-
-def spec_from_environment() -> ProjectSpec | None:
-    """The spec the monitor handed the job (a JSON document in its environment), if any."""
-    doc = os.environ.get(SPEC_DOC_ENV)
-    return ProjectSpec.model_validate(json.loads(doc)) if doc else None
 
 
 class Retraining:
@@ -57,7 +49,7 @@ class Retraining:
     def event(self, status: str, detail: str, **fields) -> None:
         self.incidents.record(self.incident_id, status, self.actor, detail=detail, **fields)
         self.audit.append(f"retrain.{status}", self.spec.name, f"incident {self.incident_id}: {detail}",
-                          after=fields or None, actor=self.actor)
+                          after=fields or None, component="retrain-job")
 
     def run(self) -> dict:
         try:
@@ -101,17 +93,19 @@ class Retraining:
         (its controller records the verdict on it). The incident stays `retrained` until then."""
         from mlray.rollout import controller
 
-        state = controller.client(self.spec).start(version, actor=self.actor, incident=self.incident_id)
+        state = controller.client(self.spec).start(version, actor=current_principal(), incident=self.incident_id)
         steps = state["steps"] if state else []
         self.audit.append("retrain.rollout", self.spec.name, f"incident {self.incident_id}: the rollout of v{version} "
                           f"started ({len(steps)} steps); its controller records the verdict on the incident",
-                          after={"challenger": version, "steps": steps}, actor=self.actor)
+                          after={"challenger": version, "steps": steps}, component="retrain-job")
         return IncidentStatus.RETRAINED
 
 
-def load_job_spec(path: str | None) -> ProjectSpec:
-    """--spec when given, else the spec the monitor passed, else $MLRAY_SPEC or ./mlray.yaml."""
-    return load_spec(path) if path else (spec_from_environment() or load_spec(None))
+def job_spec(args) -> ProjectSpec:
+    """--spec when given, else the spec the monitor stored under the lake root, else $MLRAY_SPEC or ./mlray.yaml."""
+    if args.spec or not args.stored_spec:
+        return load_spec(args.spec)
+    return read_stored_spec(args.stored_spec)
 
 
 def retrain(spec: ProjectSpec, args) -> tuple[dict, int]:
@@ -121,7 +115,8 @@ def retrain(spec: ProjectSpec, args) -> tuple[dict, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--incident", help="The incident this retraining answers (default: a new manual one).")
-    return run_job(parser, retrain, argv, load=load_job_spec)
+    parser.add_argument("--stored-spec", help="The spec the monitor stored under the lake root (its URI).")
+    return run_job(parser, retrain, argv, load=job_spec)
 
 
 if __name__ == "__main__":

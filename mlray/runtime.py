@@ -16,11 +16,13 @@ import os
 import sys
 from pathlib import Path
 
+from mlray.errors import UserError
 from mlray.fast_ingress import fast_ingress_for_new_ray
 from mlray.spec import PlatformSpec, ProjectSpec
 
 log = logging.getLogger(__name__)
 ADDRESS_FILE = "ray-address.json"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
 NAMESPACE = "mlray"  # the Ray namespace of every named mlray actor (control plane, rollout, monitor)
 
 
@@ -38,9 +40,7 @@ def connect(platform: PlatformSpec, quiet: bool = True) -> None:
     if not ray.is_initialized():
         address = platform.ray_address or os.environ.get("RAY_ADDRESS") or embedded_address(platform)
         if address:
-            log.info("joining the Ray cluster at %s", address)
-            ray.init(address=address, logging_level=logging.WARNING if quiet else logging.INFO,
-                     log_to_driver=not quiet)
+            join(address, quiet)
         else:
             log.info("starting an embedded local Ray (or joining a `ray start` cluster of this machine)")
             context = start_local_ray(Path(platform.state_dir), num_cpus=platform.num_cpus, include_dashboard=None,
@@ -54,13 +54,61 @@ def connect(platform: PlatformSpec, quiet: bool = True) -> None:
         context.print_on_execution_start = False
 
 
-def start_local_ray(state_dir: Path, **init_options):
-    """`ray.init` of a Ray on this machine whose processes start with Serve's fast ingress (`mlray.fast_ingress`);
-    the tests and benchmarks start theirs with it too, so they measure what users get."""
+def join(address: str, quiet: bool) -> None:
+    """`ray.init` of a running cluster; one that cannot be reached is a one-line error, not a traceback."""
     import ray
 
+    log.info("joining the Ray cluster at %s", address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING if quiet else logging.INFO, log_to_driver=not quiet)
+    except (ConnectionError, TimeoutError, ray.exceptions.AuthenticationError) as exc:
+        raise UserError(f"cannot join the Ray cluster at {address}: {str(exc).strip().splitlines()[0]} (with "
+                        f"token authentication, this shell needs RAY_AUTH_MODE=token and the cluster's token in "
+                        f"{token_path()} or RAY_AUTH_TOKEN)") from None
+
+
+def start_local_ray(state_dir: Path, **init_options):
+    """`ray.init` of a Ray on this machine whose processes start with Serve's fast ingress (`mlray.fast_ingress`);
+    the tests and benchmarks start theirs with it too, so they measure what users get. Ray's token authentication
+    stays on (a new local Ray's default), with a token file only its owner can read."""
+    import ray
+
+    protect_token_file()
     with fast_ingress_for_new_ray(state_dir / "serve"):
         return ray.init(**init_options)
+
+
+def token_path() -> Path:
+    """Where Ray reads its cluster token from (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def protect_token_file() -> None:
+    """The token file at mode 0600, created so when missing (Ray would write it readable by every local user, who
+    could then submit a job: code run as this user). Nothing to do when the token comes from RAY_AUTH_TOKEN or
+    authentication is disabled."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get(AUTH_MODE_ENV, "token").lower() != "token":
+        return
+    from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+
+    path = token_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        return
+    with os.fdopen(descriptor, "w") as out:
+        out.write(generate_new_authentication_token())
+
+
+def use_token_auth() -> None:
+    """Make this process a token-authenticated Ray client before it joins: Ray reads its mode once per process, so
+    setting the variable is not enough once `ray` is imported (Ray's own local start refreshes it the same way)."""
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+    if os.environ.get(AUTH_MODE_ENV) != "token":
+        _enable_token_auth()
 
 
 def _started_here() -> bool:
@@ -78,8 +126,8 @@ def embedded_address(platform: PlatformSpec) -> str | None:
         os.kill(int(found["pid"]), 0)  # raises when that process is gone
     except (OSError, ValueError, KeyError):
         return None
-    if found.get("auth_mode"):  # the embedded Ray checks a token (~/.ray/auth_token): say so to this driver
-        os.environ.setdefault("RAY_AUTH_MODE", found["auth_mode"])
+    if found.get("auth_mode") == "token" and os.environ.get(AUTH_MODE_ENV) is None:
+        use_token_auth()  # the embedded Ray checks a token: this shell need not have been told
     return found["address"]
 
 
@@ -87,7 +135,7 @@ def _leave_address(platform: PlatformSpec, address: str) -> None:
     """Leave this embedded Ray's address in the state folder while this process lives, for other commands to join."""
     path = Path(platform.state_dir) / ADDRESS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"address": address, "pid": os.getpid(), "auth_mode": os.environ.get("RAY_AUTH_MODE")}))
+    path.write_text(json.dumps({"address": address, "pid": os.getpid(), "auth_mode": os.environ.get(AUTH_MODE_ENV)}))
 
     def forget() -> None:
         try:

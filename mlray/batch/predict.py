@@ -97,7 +97,7 @@ class Plan:
 
     model_name: str
     model_version: str
-    model_uri: str  # the version's artifacts
+    model_uri: str  # the version's package, pinned to its manifest's digest
     scoring: Scoring  # the loaded model, handed to every scoring actor
     table: str
     table_version: int

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlray.cli import canary, features, models, serve, tables
+from mlray.cli import audit, canary, features, models, serve, tables
 from mlray.cli.common import quiet_library_logs
 from mlray.cli.demo import demo
 from mlray.cli.evaluate import evaluate
@@ -36,12 +36,12 @@ app.command()(tune)
 app.command()(evaluate)
 app.command()(serve.deploy)
 app.command(name="rollback")(canary.rollback_champion)
-app.command()(canary.audit)
 app.add_typer(features.app, name="features")
 app.add_typer(tables.app, name="tables")
 app.add_typer(models.app, name="models")
 app.add_typer(serve.app, name="serve")
 app.add_typer(canary.app, name="canary")
+app.add_typer(audit.app, name="audit")
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(drift_app, name="drift")

@@ -1,8 +1,8 @@
-"""`mlray canary …`, `mlray rollback`, `mlray audit`: progressive rollout, its manual controls and the audit log."""
+"""`mlray canary …`, `mlray rollback`: progressive rollout and its manual controls."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,14 +12,15 @@ app = typer.Typer(help="Progressive rollout of a challenger (the controller runs
 
 
 def _run(spec_path, method: str, *args, as_json: bool = False):
-    """Call the controller's `method` with `args` (and, for a change, this user as the actor); print the state."""
-    from mlray.audit import default_actor
+    """Call the controller's `method` with `args` (and, for a change, this process's principal as who asked); print
+    the state."""
+    from mlray.audit import current_principal
     from mlray.rollout import controller
 
     rollout = controller.client(spec_and_ray(spec_path))
     changes = {"start": rollout.start, "promote": rollout.promote, "rollback": rollout.rollback,
                "pause": rollout.pause, "resume": rollout.resume}
-    state = changes[method](*args, actor=default_actor()) if method in changes else rollout.status()
+    state = changes[method](*args, actor=current_principal()) if method in changes else rollout.status()
     if as_json:
         print_json(state)
     elif state is None:
@@ -76,39 +77,15 @@ def rollback(reason: Annotated[str, typer.Option(help="Why, for the audit log.")
 @command
 def rollback_champion(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
     """Make the previous champion the champion again (served, all traffic), in one command."""
-    from mlray.audit import default_actor
+    from mlray.audit import current_principal
     from mlray.serve.deploy import rollback_to_previous
 
     spec = spec_and_ray(spec_path)
-    plan = rollback_to_previous(spec, default_actor())
+    plan = rollback_to_previous(spec, current_principal())
     if as_json:
         print_json(plan.to_dict())
     else:
         console.print(f"champion is version {plan.champion} again; all traffic goes to it")
-
-
-@command
-def audit(limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 20,
-          action: Annotated[Optional[str], typer.Option(help="Only this action (deploy, canary.promote, …).")] = None,
-          spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
-    """The audit log: deploys, weight changes, promotions, rollbacks; who, when, why, before and after."""
-    from mlray.audit import AuditLog
-    from mlray.spec import load_spec
-
-    entries = AuditLog(load_spec(spec_path).platform).read(limit, action)
-    if as_json:
-        print_json(entries)
-        return
-    console.print(table("audit log (newest first)", ["at", "actor", "action", "target", "reason", "after"],
-                        [[e["at"], e["actor"], e["action"], e["target"], e["reason"], _weights(e["after"])]
-                         for e in entries]))
-
-
-def _weights(plan) -> str:
-    if not isinstance(plan, dict) or "weights" not in plan:
-        return ""
-    shares = ", ".join(f"v{v} {w:.0%}" for v, w in plan["weights"].items())
-    return shares + (f", shadow v{plan['shadow']}" if plan.get("shadow") else "")
 
 
 def _print_state(state: dict) -> None:

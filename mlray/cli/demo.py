@@ -16,7 +16,7 @@ from mlray import dataplane
 from mlray.cli.common import command, console, count_progress, table
 from mlray.cli.features import render as render_features
 from mlray.cli.serve import serve_until_interrupted
-from mlray.control.state import INCIDENT_CLOSED, IncidentStatus
+from mlray.control.state import Incident, IncidentStatus
 from mlray.demo.project import (
     CALM_TIMEOUT_S,
     DRIFT,
@@ -106,11 +106,11 @@ def _calm_traffic(spec: ProjectSpec, url: str, key: str) -> None:
             _check_traffic(calm)
             time.sleep(1)
     for report in reversed(read_reports(lake)):
-        console.print(f"window {report['seq']}: {report['rows']} rows, {report['verdict']}"
-                      f" (drifted columns: {', '.join(report['drifted']) or 'none'})")
+        console.print(f"window {report.seq}: {report.rows} rows, {report.verdict}"
+                      f" (drifted columns: {', '.join(report.drifted) or 'none'})")
 
 
-def _drift(spec: ProjectSpec, url: str, key: str, sizes: Sizes) -> dict:
+def _drift(spec: ProjectSpec, url: str, key: str, sizes: Sizes) -> Incident:
     from mlray.incidents import Incidents
 
     _step(8, "the world moves: new files land upstream and the traffic drifts")
@@ -122,13 +122,13 @@ def _drift(spec: ProjectSpec, url: str, key: str, sizes: Sizes) -> dict:
             console.status("sending drifted requests…") as status:
         while time.monotonic() < deadline:
             found = incidents.all()
-            events = found[0]["events"] if found else []
+            events = found[0].events if found else []
             for event in events[seen:]:
-                console.print(f"incident {found[0]['incident_id']}: [bold]{event['status']}[/] — {event['detail']}")
+                console.print(f"incident {found[0].incident_id}: [bold]{event.status}[/] — {event.detail}")
             seen = len(events)
-            if found and found[0]["status"] in INCIDENT_CLOSED:
-                if found[0]["status"] == IncidentStatus.PROMOTED:  # until the new champion answers
-                    _wait_for_version(drifted, found[0].get("challenger"), status)
+            if found and found[0].closed:
+                if found[0].status == IncidentStatus.PROMOTED:  # until the new champion answers
+                    _wait_for_version(drifted, found[0].challenger, status)
                 return found[0]
             status.update(f"{drifted.sent} drifted requests sent; answered by {dict(drifted.versions)}")
             _check_traffic(drifted)
@@ -150,11 +150,11 @@ def _check_traffic(traffic: LabelledTraffic) -> None:
         raise LoopDidNotClose(f"the service answers no request: {traffic.last_error}")
 
 
-def _summary(spec: ProjectSpec, folder: Path, url: str, key: str, incident: dict) -> None:
+def _summary(spec: ProjectSpec, folder: Path, url: str, key: str, incident: Incident) -> None:
     from mlray.monitor.jobs import jobs_address
     from mlray.registry.models import Registry
 
-    _step(9, f"the loop closed: incident {incident['incident_id']} ended {incident['status']}")
+    _step(9, f"the loop closed: incident {incident.incident_id} ended {incident.status}")
     console.print(table(f"registered versions of {spec.name}", ["version", "aliases", "test ROC AUC", "table version"],
                         [[v["version"], ", ".join(v["aliases"]) or ("rejected" if v["rejected"] else ""),
                           f"{v['metrics'].get('test_roc_auc', float('nan')):.3f}", v["table_version"]]
@@ -166,7 +166,7 @@ def _summary(spec: ProjectSpec, folder: Path, url: str, key: str, incident: dict
         ("MLflow UI", f"mlflow ui --backend-store-uri {spec.platform.tracking_uri}"),
         ("the endpoint", f"curl -H 'Authorization: Bearer {key}' {url}/v1/models   (API docs: {url}/docs)"),
         ("the audit log", f"mlray audit --spec {spec_file}"),
-        ("the incident", f"mlray incidents show {incident['incident_id']} --spec {spec_file}"),
+        ("the incident", f"mlray incidents show {incident.incident_id} --spec {spec_file}"),
         ("drift reports", f"mlray drift report --spec {spec_file}"),
     ]:
         console.print(f"  {what}:\n    {escape(how)}", soft_wrap=True, highlight=False)
@@ -200,9 +200,9 @@ def demo(
         _calm_traffic(spec, url, key)
         incident = _drift(spec, url, key, sizes)
         _summary(spec, workdir, url, key, incident)
-        if incident["status"] != IncidentStatus.PROMOTED:
-            raise LoopDidNotClose(f"the retrained model was not promoted ({incident['status']}): see "
-                                  f"`mlray incidents show {incident['incident_id']}`")
+        if incident.status != IncidentStatus.PROMOTED:
+            raise LoopDidNotClose(f"the retrained model was not promoted ({incident.status}): see "
+                                  f"`mlray incidents show {incident.incident_id}`")
         if keep_serving:
             serve_until_interrupted()
     except LoopDidNotClose as exc:

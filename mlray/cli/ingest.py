@@ -21,7 +21,7 @@ def ingest(
 ) -> None:
     """Ingest files into a Delta table: good rows land, bad rows go to <table>_quarantine with a reason."""
     spec = spec_and_ray(spec_path)
-    total = len(discover(source, spec.platform.storage_options))
+    total = len(discover(source, spec.platform.credentials))
     with Progress(TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=True, disable=as_json) as progress:
         task = progress.add_task("", total=total)

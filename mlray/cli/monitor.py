@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mlray.cli.common import JsonOption, SpecOption, command, console, print_json, spec_and_ray, table
-from mlray.control.state import IncidentStatus
+from mlray.control.state import IncidentStatus, WindowReport
 
 monitor_app = typer.Typer(help="The drift monitor (a Ray actor per project).", no_args_is_help=True)
 drift_app = typer.Typer(help="Drift reports of the monitored windows.", no_args_is_help=True)
@@ -83,36 +83,37 @@ def report(window: Annotated[Optional[int], typer.Option(help="The window to pic
     reports = read_reports(lake)
     if not reports:
         raise UserError("no drift reports yet: start the monitor (`mlray monitor start`) and send traffic")
-    epoch = reports[0]["epoch"]
-    reports = [r for r in reports if r["epoch"] == epoch]
-    chosen = reports[0] if window is None else next((r for r in reports if r["seq"] == window), None)
+    epoch = reports[0].epoch
+    reports = [r for r in reports if r.epoch == epoch]
+    chosen = reports[0] if window is None else next((r for r in reports if r.seq == window), None)
     if chosen is None:
-        raise UserError(f"no window {window} (windows 0 to {reports[0]['seq']} were checked)")
+        raise UserError(f"no window {window} (windows 0 to {reports[0].seq} were checked)")
     pictures = _pictures(spec, lake, reports, chosen, out or spec.platform.reports_dir / "drift")
     if as_json:
-        print_json({"windows": reports[:limit], "pictures": [str(p) for p in pictures]})
+        print_json({"windows": [r.model_dump(mode="json") for r in reports[:limit]],
+                    "pictures": [str(p) for p in pictures]})
         return
     console.print(table(f"drift reports of {spec.name} (newest first)",
                         ["window", "checked", "rows", "champion", "drifted columns", "min p", "score p", "verdict"],
-                        [[r["seq"], f"{r['at']:%Y-%m-%d %H:%M:%S}", r["rows"], r["champion"], ", ".join(r["drifted"]),
-                          f"{min(r['p_values']):.2g}" if r["p_values"] else "",
-                          "" if r["score_p_value"] is None else f"{r['score_p_value']:.2g}", r["verdict"]]
+                        [[r.seq, f"{r.at:%Y-%m-%d %H:%M:%S}", r.rows, r.champion, ", ".join(r.drifted),
+                          f"{min(r.p_values):.2g}" if r.p_values else "",
+                          "" if r.score_p_value is None else f"{r.score_p_value:.2g}", r.verdict]
                          for r in reports[:limit]]))
     for path in pictures:
         console.print(f"wrote {path}")
 
 
-def _pictures(spec, lake, reports: list[dict], chosen: dict, folder: Path) -> list[Path]:
+def _pictures(spec, lake, reports: list[WindowReport], chosen: WindowReport, folder: Path) -> list[Path]:
     from mlray.lake.inference import flat_inputs
     from mlray.monitor.plots import distributions_png, p_values_png
     from mlray.monitor.reference import load_reference
     from mlray.monitor.windows import Cursor, read_from
 
     folder.mkdir(parents=True, exist_ok=True)
-    rows = read_from(lake, spec.serve.inference_log_table, Cursor(*chosen["start"]))
-    window = flat_inputs(rows.slice(0, chosen["rows"]))
-    reference = load_reference(spec, chosen["champion"])
-    return [distributions_png(reference, window, chosen, folder / f"window-{chosen['seq']}.png"),
+    rows = read_from(lake, spec.serve.inference_log_table, Cursor(*chosen.start))
+    window = flat_inputs(rows.slice(0, chosen.rows))
+    reference = load_reference(spec, chosen.champion)
+    return [distributions_png(reference, window, chosen, folder / f"window-{chosen.seq}.png"),
             p_values_png(reports, folder / "p-values.png")]
 
 
@@ -132,12 +133,12 @@ def list_incidents(spec_path: SpecOption = None, as_json: JsonOption = False) ->
     """Every incident, newest first: cause, status, job and challenger."""
     found = _incidents(spec_path)[1].all()
     if as_json:
-        print_json(found)
+        print_json([i.model_dump(mode="json") for i in found])
         return
     console.print(table("incidents (newest first)", ["incident", "opened", "cause", "status", "job", "challenger",
                                                      "detail"],
-                        [[i["incident_id"], f"{i['opened']:%Y-%m-%d %H:%M:%S}", i.get("cause"), i["status"],
-                          i.get("job_id"), i.get("challenger"), i.get("detail")] for i in found]))
+                        [[i.incident_id, f"{i.opened:%Y-%m-%d %H:%M:%S}", i.cause, i.status, i.job_id, i.challenger,
+                          i.detail] for i in found]))
 
 
 @incidents_app.command("show")
@@ -147,13 +148,12 @@ def show(incident_id: Annotated[str, typer.Argument(help="The incident's id.")],
     """One incident: its cause, evidence, and every event."""
     incident = _incidents(spec_path)[1].get(incident_id)
     if as_json:
-        print_json(incident)
+        print_json(incident.model_dump(mode="json"))
         return
-    console.print(f"incident {incident['incident_id']} ({incident.get('cause')}): {incident['status']}")
-    console.print(f"evidence: {incident.get('evidence')}")
+    console.print(f"incident {incident.incident_id} ({incident.cause}): {incident.status}")
+    console.print(f"evidence: {incident.evidence}")
     console.print(table("events", ["at", "status", "actor", "detail"],
-                        [[f"{e['at']:%Y-%m-%d %H:%M:%S}", e["status"], e["actor"], e["detail"]]
-                         for e in incident["events"]]))
+                        [[f"{e.at:%Y-%m-%d %H:%M:%S}", e.status, e.actor, e.detail] for e in incident.events]))
 
 
 @incidents_app.command("approve")
@@ -166,12 +166,12 @@ def approve(incident_id: Annotated[str, typer.Argument(help="The incident waitin
 
     spec, incidents = _incidents(spec_path)
     incident = incidents.get(incident_id)
-    if incident["status"] != IncidentStatus.AWAITING_APPROVAL:
-        raise UserError(f"incident {incident_id} is {incident['status']}, not awaiting approval")
+    if incident.status != IncidentStatus.AWAITING_APPROVAL:
+        raise UserError(f"incident {incident_id} is {incident.status}, not awaiting approval")
     actor = default_actor()
     incidents.record(incident_id, IncidentStatus.APPROVED, actor, detail=f"approved by {actor}")
-    AuditLog(spec.platform).append("incident.approve", spec.name, f"incident {incident_id}", actor=actor)
+    AuditLog(spec.platform).append("incident.approve", spec.name, f"incident {incident_id}", component="cli")
     if as_json:
-        print_json(incidents.get(incident_id))
+        print_json(incidents.get(incident_id).model_dump(mode="json"))
     else:
         console.print(f"incident {incident_id} approved: the monitor submits its retraining job at its next step")

@@ -1,8 +1,10 @@
-"""`mlray deploy`, `mlray serve status`, `mlray keys hash`: the HTTP service on Ray Serve."""
+"""`mlray deploy`, `mlray serve status`, `mlray keys hash|add|revoke|list`: the HTTP service on Ray Serve."""
 
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -93,13 +95,78 @@ def status(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
                         [[name, revision] for name, revision in sorted(replicas.items())]))
 
 
+KeyFile = Annotated[Optional[Path], typer.Option("--file", help="Read the key from this file (default: stdin).")]
+
+
+def read_key(file: Path | None) -> str:
+    """An API key from `file`, else stdin (asked for without echo at a terminal): never from the command line, where
+    the process list and the shell's history would show it."""
+    from mlray.serve.auth import checked_key
+
+    if file is not None:
+        return checked_key(file.read_text(), str(file))
+    text = typer.prompt("API key", hide_input=True) if sys.stdin.isatty() else sys.stdin.read()
+    return checked_key(text, "the key on stdin")
+
+
 @keys_app.command("hash")
 @command
-def hash_key(key: Annotated[str, typer.Argument(help="The API key to hash (for serve.api_keys).")]) -> None:
-    """Print the 'sha256:…' form of a key, to put in serve.api_keys (the spec never holds plain keys)."""
+def hash_key(file: KeyFile = None) -> None:
+    """Print the 'sha256:…' form of a key read from stdin (or --file), to put in serve.api_keys."""
     from mlray.serve.auth import hash_key as hashed
 
-    console.print(hashed(key), highlight=False)
+    console.print(hashed(read_key(file)), highlight=False)
+
+
+@keys_app.command("add")
+@command
+def add_key(file: KeyFile = None, spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """Accept one more API key, read from stdin (or --file): hashed here, only its hash reaches the control plane,
+    and the running service takes it at once (audited by fingerprint)."""
+    from mlray.serve import control
+    from mlray.serve.auth import fingerprint
+    from mlray.serve.auth import hash_key as hashed
+
+    key_hash = hashed(read_key(file))
+    state = control.client(spec_and_ray(spec_path)).change_keys([key_hash], [], "cli")
+    _print_keys(state, as_json, f"added {fingerprint(key_hash)}")
+
+
+@keys_app.command("revoke")
+@command
+def revoke_key(
+    key_fingerprint: Annotated[Optional[str], typer.Option("--fingerprint", help="The key's fingerprint, as `mlray keys "
+                                                           "list` shows it (else the key is read like `add` reads it).")] = None,
+    file: KeyFile = None, spec_path: SpecOption = None, as_json: JsonOption = False,
+) -> None:
+    """Stop accepting one API key, named by its fingerprint or given on stdin (or --file); at once, and audited."""
+    from mlray.serve import control
+    from mlray.serve.auth import hash_key as hashed
+
+    name = key_fingerprint or hashed(read_key(file))
+    state = control.client(spec_and_ray(spec_path)).change_keys([], [name], "cli")
+    _print_keys(state, as_json, "revoked")
+
+
+@keys_app.command("list")
+@command
+def list_keys(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
+    """The fingerprints of the keys the service accepts (never a key or its whole hash)."""
+    from mlray.serve import control
+
+    _print_keys(control.client(spec_and_ray(spec_path)).snapshot(), as_json, None)
+
+
+def _print_keys(state: dict, as_json: bool, done: str | None) -> None:
+    from mlray.serve.auth import fingerprint
+
+    shown = sorted(fingerprint(h) for h in state["keys"] or [])
+    if as_json:
+        print_json({"keys": shown, "revision": state["revision"]})
+        return
+    if done:
+        console.print(f"{done}; the service accepts {len(shown)} key(s) (revision {state['revision']})")
+    console.print(table("accepted API keys", ["fingerprint"], [[f] for f in shown]))
 
 
 def _print_plan(plan: dict) -> None:

@@ -16,8 +16,14 @@ class StateStore(Protocol):
 
 
 class AuditSink(Protocol):
+    """The audit trail's hash chain (`mlray.audit.AuditLog`); the principal is found in the writing process unless
+    given (the control plane gives its caller's)."""
+
     def append(self, action: str, target: str, reason: str = "", before=None, after=None,
-               actor: str | None = None) -> object: ...
+               component: str | None = None, *, principal: str | None = None, id: str | None = None) -> object: ...
+
+    def record(self, entry: dict) -> object:
+        """Chain an entry made by `mlray.audit.new_entry`, unless its id is in the chain already."""
 
 
 class ModelRegistry(Protocol):

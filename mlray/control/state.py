@@ -119,6 +119,7 @@ class ServingState(BaseModel):
     packages: dict[str, str] = {}  # served version → its package's artifact URI
     aliases: Aliases | None = None  # None: not yet taken over from the registry (a document from before)
     request_id_secret: str | None = None
+    audit_entries: list[dict] = []  # the audit entries of the change this revision made, committed with it
 
     def document(self) -> dict:
         return self.model_dump(mode="json")
@@ -164,3 +165,80 @@ def read_document(model: type[Document], table: str, revision: int, document: di
         first = exc.errors()[0]
         raise UserError(f"{table} revision {revision} is not a document this mlray reads: "
                         f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def read_row(model: type[Document], table: str, key: str, row: dict) -> Document:
+    """A table's row as its typed model; one this mlray cannot read (an unknown status or verdict, a missing value) is
+    refused in one line naming the table, the row and the field."""
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"{table} row {key} is not one this mlray reads: "
+                        f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+class WindowVerdict(StrEnum):
+    DRIFT = "drift"
+    OK = "ok"
+
+
+class WindowReport(BaseModel):
+    """One window's drift report: a row of the `drift_reports` table, whose columns are its fields (the quality held
+    there as JSON). A value the table holds as null reads as the field's default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seq: int  # the window's number, from 0
+    epoch: str  # the monitor's state this window belongs to
+    at: datetime  # when it was checked
+    first_row_at: datetime | None = None
+    last_row_at: datetime | None = None
+    rows: int
+    champion: str  # whose reference the window was compared with
+    start: list[int]  # [log version, offset] of its first row
+    end: list[int]  # ... and just after its last
+    columns: list[str] = []
+    p_values: list[float] = []
+    distances: list[float] = []
+    threshold: float | None = None
+    drifted: list[str] = []
+    score_p_value: float | None = None
+    score_distance: float | None = None
+    score_drift: bool = False
+    mmd_p_value: float | None = None
+    mmd_drift: bool = False
+    quality: dict[str, dict[str, float]] = {}  # model version → live metrics
+    quality_drop: float | None = None  # the champion's, on the retraining policy's metric
+    verdict: WindowVerdict  # by the retraining policy's rule
+    seconds: float | None = None  # how long the checks took
+
+
+class IncidentEvent(BaseModel):
+    """One event of an incident: its row of the `incidents` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    at: datetime
+    status: IncidentStatus
+    actor: str
+    detail: str | None = None
+
+
+class Incident(BaseModel):
+    """An incident as its events folded in order: the last event's status and time, each field as last recorded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    incident_id: str
+    opened: datetime
+    updated: datetime
+    status: IncidentStatus
+    events: list[IncidentEvent]
+    cause: str | None = None
+    detail: str | None = None
+    evidence: dict | None = None
+    windows: list[int] | None = None
+    job_id: str | None = None
+    challenger: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.status in INCIDENT_CLOSED

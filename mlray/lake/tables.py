@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -60,16 +61,36 @@ def row_count(dt: DeltaTable) -> int:
     return sum(r or 0 for r in pa.table(adds).column("num_records").to_pylist()) if adds.num_rows else 0
 
 
+# What makes a Delta commit on S3 atomic (two writers cannot both write version N): a lock table, or the store's
+# conditional puts. AWS_S3_ALLOW_UNSAFE_RENAME opts out, for one writer alone (a local S3 emulator in a test).
+S3_COMMIT_SAFETY = ("AWS_S3_LOCKING_PROVIDER", "CONDITIONAL_PUT", "AWS_CONDITIONAL_PUT", "AWS_S3_ALLOW_UNSAFE_RENAME")
+
+
+def check_atomic_commits(root: str, storage_options: dict[str, str], environ: dict[str, str] | None = None) -> None:
+    """Refuse an S3 lake whose commits nothing makes atomic: the control plane's compare-and-swap and every concurrent
+    append rest on them. deltalake reads these settings from the storage options or the environment."""
+    if not root.startswith(("s3://", "s3a://")):
+        return
+    environ = os.environ if environ is None else environ
+    given = {k.upper() for k in storage_options} | {k for k in environ if k in S3_COMMIT_SAFETY}
+    if not given & set(S3_COMMIT_SAFETY):
+        raise UserError(f"the lake {root} is on S3, where nothing makes a Delta commit atomic yet: set "
+                        f"platform.storage_options AWS_S3_LOCKING_PROVIDER: dynamodb (with DELTA_DYNAMO_TABLE_NAME) "
+                        f"or conditional_put: etag (a store with conditional writes); AWS_S3_ALLOW_UNSAFE_RENAME: "
+                        f"'true' opts out, for a single writer such as a local S3 emulator")
+
+
 class Lake:
     """The Delta tables of one project."""
 
     def __init__(self, root: str, storage_options: dict[str, str] | None = None):
         self.root = root if is_remote(root) else str(Path(root.removeprefix("file://")).resolve())
         self.storage_options = dict(storage_options or {}) or None
+        check_atomic_commits(self.root, self.storage_options or {})
 
     @classmethod
     def from_platform(cls, platform: PlatformSpec) -> "Lake":
-        return cls(platform.lake_uri, platform.storage_options)
+        return cls(platform.lake_uri, platform.credentials)
 
     # ----------------------------------------------------------------- naming
 

@@ -1,4 +1,5 @@
-"""Alerts: a log line always, and a JSON POST to `monitor.alert_webhook` when the spec names one."""
+"""Alerts: a log line always, and a JSON POST to `monitor.alert_webhook` when the spec names one (its `${NAME}`
+references read here; the URL never appears in a log line, since its path or query carries a token)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import logging
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
+
+from mlray.errors import UserError
+from mlray.spec.secrets import redact_text, redact_webhook, resolve
 
 log = logging.getLogger("mlray.alerts")
 WEBHOOK_TIMEOUT_S = 5.0
@@ -19,11 +23,16 @@ def alert(project: str, kind: str, message: str, details: dict | None = None, we
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     log.warning("mlray alert [%s] %s: %s", project, kind, message)
     if webhook:
-        request = urllib.request.Request(webhook, data=json.dumps(body, default=str).encode(), method="POST",
-                                         headers={"content-type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S):
-                pass
-        except (urllib.error.URLError, OSError) as exc:
-            log.error("alert webhook %s failed: %s", webhook, exc)
+        post(webhook, body)
     return body
+
+
+def post(webhook: str, body: dict) -> None:
+    try:
+        request = urllib.request.Request(resolve(webhook, "monitor.alert_webhook"),
+                                         data=json.dumps(body, default=str).encode(), method="POST",
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S):
+            pass
+    except (UserError, ValueError, urllib.error.URLError, OSError) as exc:
+        log.error("alert webhook %s failed: %s", redact_webhook(webhook), redact_text(str(exc)))

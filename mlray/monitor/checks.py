@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from mlray.control.clock import Clock
 from mlray.control.ports import ServingView
-from mlray.control.state import MonitorCheckpoint
+from mlray.control.state import MonitorCheckpoint, WindowReport, WindowVerdict
 from mlray.lake import Lake
 from mlray.lake.inference import flat_inputs
 from mlray.metrics import monitor as ray_gauges
@@ -45,7 +45,7 @@ class WindowChecks:
         self.champion = None
 
     def report(self, window: pa.Table, start: Cursor, end: Cursor, checkpoint: MonitorCheckpoint, live: LiveQuality,
-               resuming: bool) -> dict:
+               resuming: bool) -> WindowReport:
         """The window's report: the one already written when `resuming` (a monitor that died before its checkpoint
         was saved reported it), else checked now and written."""
         found = read_reports(self.lake, checkpoint.epoch, checkpoint.seq) if resuming else []
@@ -56,7 +56,7 @@ class WindowChecks:
         return report
 
     def check(self, window: pa.Table, start: Cursor, end: Cursor, checkpoint: MonitorCheckpoint,
-              live: LiveQuality) -> dict:
+              live: LiveQuality) -> WindowReport:
         reference = self.reference(checkpoint)
         served = window.filter(pc.and_(pc.is_null(window.column("error")), pc.is_valid(window.column("score"))))
         started = time.perf_counter()
@@ -66,16 +66,17 @@ class WindowChecks:
         metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
         drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
         times = window.column("at")
-        report = {"seq": checkpoint.seq, "epoch": checkpoint.epoch, "at": self.clock.now(),
-                  "first_row_at": pc.min(times).as_py(), "last_row_at": pc.max(times).as_py(),
-                  "rows": window.num_rows, "champion": reference.version, "start": start.to_list(),
-                  "end": end.to_list(), "columns": result.columns, "p_values": result.p_values,
-                  "distances": result.distances, "threshold": result.threshold, "drifted": result.drifted,
-                  "score_p_value": result.score_p_value, "score_distance": result.score_distance,
-                  "score_drift": result.score_drift, "mmd_p_value": result.mmd_p_value, "mmd_drift": result.mmd_drift,
-                  "quality": quality, "quality_drop": drop, "seconds": seconds}
         entry = {"drifted": result.drifted, "score_drift": result.score_drift}
-        return report | {"verdict": "drift" if window_drifted(self.monitor_rules.retrain, entry) else "ok"}
+        verdict = WindowVerdict.DRIFT if window_drifted(self.monitor_rules.retrain, entry) else WindowVerdict.OK
+        return WindowReport(seq=checkpoint.seq, epoch=checkpoint.epoch, at=self.clock.now(),
+                            first_row_at=pc.min(times).as_py(), last_row_at=pc.max(times).as_py(),
+                            rows=window.num_rows, champion=reference.version, start=start.to_list(),
+                            end=end.to_list(), columns=result.columns, p_values=result.p_values,
+                            distances=result.distances, threshold=result.threshold, drifted=result.drifted,
+                            score_p_value=result.score_p_value, score_distance=result.score_distance,
+                            score_drift=result.score_drift, mmd_p_value=result.mmd_p_value,
+                            mmd_drift=result.mmd_drift, quality=quality, quality_drop=drop, verdict=verdict,
+                            seconds=seconds)
 
     def live_quality(self, live: LiveQuality, reference: Reference) -> dict[str, dict[str, float]]:
         rules = self.monitor_rules
@@ -101,34 +102,35 @@ class ReportPublisher:
     def __init__(self, spec: ProjectSpec, gauges: Callable[[], dict] = ray_gauges):
         self.spec, self.gauges = spec, gauges
 
-    def publish(self, report: dict) -> None:
+    def publish(self, report: WindowReport) -> None:
         gauges, model = self.gauges(), self.spec.name
-        for column, p, d in zip(report["columns"], report["p_values"], report["distances"]):
+        for column, p, d in zip(report.columns, report.p_values, report.distances):
             tags = {"model": model, "feature": column}
             gauges["p_value"].set(p, tags=tags)
             gauges["distance"].set(d, tags=tags)
-            gauges["drift"].set(float(column in report["drifted"]), tags=tags)
-        if report["score_p_value"] is not None:
-            tags = {"model": model, "model_version": report["champion"]}
-            gauges["score_p_value"].set(report["score_p_value"], tags=tags)
-            gauges["score_drift"].set(float(report["score_drift"]), tags=tags)
-        for version, metrics in report["quality"].items():
+            gauges["drift"].set(float(column in report.drifted), tags=tags)
+        if report.score_p_value is not None:
+            tags = {"model": model, "model_version": report.champion}
+            gauges["score_p_value"].set(report.score_p_value, tags=tags)
+            gauges["score_drift"].set(float(report.score_drift), tags=tags)
+        for version, metrics in report.quality.items():
             for metric, value in metrics.items():
                 gauges["quality"].set(value, tags={"model": model, "model_version": version, "metric": metric})
-        gauges["windows"].inc(tags={"model": model, "verdict": report["verdict"]})
-        if report["verdict"] == "drift":
-            alert(model, "drift", f"window {report['seq']}: drifted columns {', '.join(report['drifted']) or 'none'}"
-                                  f"; score drift {report['score_drift']}", summary(report),
+        gauges["windows"].inc(tags={"model": model, "verdict": report.verdict.value})
+        if report.verdict == WindowVerdict.DRIFT:
+            alert(model, "drift", f"window {report.seq}: drifted columns {', '.join(report.drifted) or 'none'}"
+                                  f"; score drift {report.score_drift}", summary(report),
                   self.spec.monitor.alert_webhook)
 
 
-def history_entry(report: dict) -> dict:
+def history_entry(report: WindowReport) -> dict:
     """What the checkpoint keeps of a window for the retraining policy."""
-    return {"seq": report["seq"], "drifted": list(report["drifted"]), "score_drift": bool(report["score_drift"]),
-            "quality_drop": report["quality_drop"], "rows": report["rows"]}
+    return {"seq": report.seq, "drifted": list(report.drifted), "score_drift": report.score_drift,
+            "quality_drop": report.quality_drop, "rows": report.rows}
 
 
-def summary(report: dict) -> dict:
-    return {k: report[k] for k in ("seq", "rows", "champion", "drifted", "score_drift", "score_p_value", "verdict",
-                                   "quality_drop")} | {"min_p_value": float(np.min(report["p_values"]))
-                                                      if report["p_values"] else None}
+def summary(report: WindowReport) -> dict:
+    """The window in brief, as `Monitor.step` returns it and a drift alert carries it."""
+    brief = report.model_dump(mode="json", include={"seq", "rows", "champion", "drifted", "score_drift",
+                                                    "score_p_value", "verdict", "quality_drop"})
+    return brief | {"min_p_value": float(np.min(report.p_values)) if report.p_values else None}

@@ -2,22 +2,23 @@
 
 The submission id is derived from the incident (`incidents.submission_id`), so a second submission of the same
 incident, from a restarted monitor or a concurrent trigger, is refused by Ray and names the job already running.
-The job gets the spec as a document in its environment: its node need not see the caller's files.
+The job gets where its spec is stored under the lake root (redacted, `mlray.lake.specs`): its node need not see the
+caller's files, and nothing secret travels in its submission, which the Jobs API and the dashboard show.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import sys
 
 from mlray.errors import UserError
 from mlray.incidents import submission_id
+from mlray.lake import Lake
+from mlray.lake.specs import store_spec
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
-SPEC_DOC_ENV = "MLRAY_SPEC_DOC"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -40,18 +41,18 @@ def client(address: str | None = None):
     return JobSubmissionClient(address or jobs_address())
 
 
-def retrain_entrypoint(incident_id: str) -> str:
+def retrain_entrypoint(incident_id: str, spec_uri: str) -> str:
     """The retraining job's command: the same module `jobs/retrain.py` runs, with the Python of this node."""
-    return f"{shlex.quote(sys.executable)} -m mlray.retrain --incident {shlex.quote(incident_id)}"
+    return (f"{shlex.quote(sys.executable)} -m mlray.retrain --incident {shlex.quote(incident_id)} "
+            f"--stored-spec {shlex.quote(spec_uri)}")
 
 
 def submit_retrain(jobs, spec: ProjectSpec, incident_id: str) -> tuple[str, bool]:
     """Submit the incident's retraining job once: (submission id, whether this call submitted it)."""
     sid = submission_id(spec.name, incident_id)
     try:
-        jobs.submit_job(entrypoint=retrain_entrypoint(incident_id), submission_id=sid,
-                        runtime_env={"env_vars": {SPEC_DOC_ENV: json.dumps(spec.model_dump(mode="json"))}},
-                        metadata={"mlray.project": spec.name, "mlray.incident": incident_id})
+        jobs.submit_job(entrypoint=retrain_entrypoint(incident_id, store_spec(Lake.from_platform(spec.platform), spec)),
+                        submission_id=sid, metadata={"mlray.project": spec.name, "mlray.incident": incident_id})
         return sid, True
     except RuntimeError:
         if job_status(jobs, sid) is None:  # not a duplicate: a real failure

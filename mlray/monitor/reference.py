@@ -114,7 +114,7 @@ def load_reference(spec: ProjectSpec, version: str) -> Reference:
     from mlray.registry.scores import scores
 
     registry = Registry(spec)
-    package = load_package(registry.uri(version))
+    package = load_package(registry.uri(version), registry.client)
     frame = package.reference()
     if frame.empty:
         raise UserError(f"model '{spec.name}' v{version} has an empty reference sample: drift cannot be checked")

@@ -7,6 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlray.control.state import WindowReport, read_row
 from mlray.lake import Lake
 
 TABLE = "drift_reports"
@@ -41,14 +42,15 @@ def batch_id(epoch: str, seq: int) -> str:
     return f"drift-window:{epoch}:{seq}"
 
 
-def write_report(lake: Lake, report: dict) -> bool:
+def write_report(lake: Lake, report: WindowReport) -> bool:
     """Append one window's report; a window already reported is not written again. True when it was new."""
-    row = report | {"quality": json.dumps(report.get("quality") or {})}
+    row = report.model_dump() | {"quality": json.dumps(report.quality)}
     data = pa.Table.from_pylist([row], schema=SCHEMA)
-    return lake.append(TABLE, data, batch_id=batch_id(report["epoch"], report["seq"]), schema=SCHEMA).committed
+    return lake.append(TABLE, data, batch_id=batch_id(report.epoch, report.seq), schema=SCHEMA).committed
 
 
-def read_reports(lake: Lake, epoch: str | None = None, seq: int | None = None, limit: int | None = None) -> list[dict]:
+def read_reports(lake: Lake, epoch: str | None = None, seq: int | None = None,
+                 limit: int | None = None) -> list[WindowReport]:
     """Reports, newest window first (of one epoch, and one window, when given)."""
     if not lake.exists(TABLE):
         return []
@@ -60,4 +62,10 @@ def read_reports(lake: Lake, epoch: str | None = None, seq: int | None = None, l
     rows = rows.sort_by([("at", "descending"), ("seq", "descending")])
     if limit:
         rows = rows.slice(0, limit)
-    return [r | {"quality": json.loads(r["quality"] or "{}")} for r in rows.to_pylist()]
+    return [as_report(row) for row in rows.to_pylist()]
+
+
+def as_report(row: dict) -> WindowReport:
+    """A row of the table as its report: the quality decoded, a null taken as the field's default."""
+    found = {k: v for k, v in row.items() if v is not None} | {"quality": json.loads(row["quality"] or "{}")}
+    return read_row(WindowReport, TABLE, f"{row['epoch']}:{row['seq']}", found)

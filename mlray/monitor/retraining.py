@@ -10,7 +10,7 @@ from typing import Callable
 
 from mlray.control.clock import Clock
 from mlray.control.ports import AuditSink, JobSubmitter, ServingView
-from mlray.control.state import INCIDENT_CLOSED, INCIDENT_FOLLOWED, IncidentStatus, MonitorCheckpoint
+from mlray.control.state import INCIDENT_FOLLOWED, Incident, IncidentStatus, MonitorCheckpoint, RolloutState
 from mlray.incidents import Incidents, record_rollout_outcome
 from mlray.metrics import monitor as ray_gauges
 from mlray.monitor.alerts import alert
@@ -34,13 +34,13 @@ class RetrainingJobs:
         sid, submitted = self.jobs.submit(incident_id)
         if self.incidents.record(incident_id, IncidentStatus.SUBMITTED, ACTOR, job_id=sid, detail=f"Ray job {sid}"):
             self.audit.append("retrain.submit", self.spec.name, f"incident {incident_id}", after={"job_id": sid},
-                              actor=f"monitor:{self.spec.name}")
+                              component=f"monitor:{self.spec.name}")
         log.info("retraining job %s for incident %s (%s)", sid, incident_id, "submitted" if submitted else "existed")
         return sid
 
     def submit_if_pending(self, incident_id: str) -> None:
         """Submit the incident's job unless it was submitted (or awaits approval, or ended)."""
-        if self.incidents.get(incident_id)["status"] in (IncidentStatus.OPEN, IncidentStatus.APPROVED):
+        if self.incidents.get(incident_id).status in (IncidentStatus.OPEN, IncidentStatus.APPROVED):
             self.submit(incident_id)
 
     def follow(self) -> None:
@@ -49,21 +49,21 @@ class RetrainingJobs:
         rollout belongs to that rollout: its controller records the verdict, however long the rollout runs, so the
         job's end (it ends once the rollout started) is no failure."""
         for incident in self.incidents.open():
-            status, iid = incident["status"], incident["incident_id"]
+            status, iid = incident.status, incident.incident_id
             if status == IncidentStatus.APPROVED or (status == IncidentStatus.OPEN
                                                      and self.spec.monitor.retrain.mode == "auto"):
                 self.submit(iid)
-            elif status in INCIDENT_FOLLOWED and incident.get("job_id"):
+            elif status in INCIDENT_FOLLOWED and incident.job_id:
                 # the job's status first: a job that ended had committed its rollout's start before, so the rollout
                 # read after it names the incident
-                job = self.jobs.status(incident["job_id"])
+                job = self.jobs.status(incident.job_id)
                 if job in ("FAILED", "STOPPED", None) or (job == "SUCCEEDED" and self._still_open(iid)):
                     if status == IncidentStatus.RETRAINED and self._rollout_owns(iid):
                         continue
                     self._job_failed(incident, job)
 
     def _still_open(self, incident_id: str) -> bool:
-        return self.incidents.get(incident_id)["status"] not in INCIDENT_CLOSED
+        return not self.incidents.get(incident_id).closed
 
     def _rollout_owns(self, incident_id: str) -> bool:
         """Whether the control plane's rollout answers this incident (its job started it). One that has ended has
@@ -72,18 +72,18 @@ class RetrainingJobs:
         rollout = self.serving.rollout()
         if not rollout or rollout.get("incident") != incident_id:
             return False
-        record_rollout_outcome(self.incidents, rollout, ACTOR,
+        record_rollout_outcome(self.incidents, RolloutState.model_validate(rollout), ACTOR,
                                lambda entry: self.audit.append(target=self.spec.name, **entry))
         return True
 
-    def _job_failed(self, incident: dict, job: str | None) -> None:
-        detail = f"retraining job {incident['job_id']} " + ({None: "is unknown to the Jobs API",
+    def _job_failed(self, incident: Incident, job: str | None) -> None:
+        detail = f"retraining job {incident.job_id} " + ({None: "is unknown to the Jobs API",
                                                             "SUCCEEDED": "ended without an outcome"}.get(job)
                                                            or f"ended {job}")
-        self.incidents.record(incident["incident_id"], IncidentStatus.FAILED, ACTOR, detail=detail)
-        self.audit.append("retrain.failed", self.spec.name, detail, actor=f"monitor:{self.spec.name}")
-        alert(self.spec.name, "job_failed", f"incident {incident['incident_id']}: {detail}",
-              {"incident_id": incident["incident_id"]}, self.spec.monitor.alert_webhook)
+        self.incidents.record(incident.incident_id, IncidentStatus.FAILED, ACTOR, detail=detail)
+        self.audit.append("retrain.failed", self.spec.name, detail, component=f"monitor:{self.spec.name}")
+        alert(self.spec.name, "job_failed", f"incident {incident.incident_id}: {detail}",
+              {"incident_id": incident.incident_id}, self.spec.monitor.alert_webhook)
 
 
 class RetrainingPolicy:
@@ -113,12 +113,12 @@ class RetrainingPolicy:
         history = checkpoint.history
         drop = history[-1]["quality_drop"] if history else None
         incidents = self.incidents.all()
-        open_ids = [i["incident_id"] for i in incidents if i["status"] not in INCIDENT_CLOSED]
+        open_ids = [i.incident_id for i in incidents if not i.closed]
         incident_id = f"{checkpoint.epoch}-{key}"
-        if any(i["incident_id"] == incident_id for i in incidents):
+        if any(i.incident_id == incident_id for i in incidents):
             self.jobs.submit_if_pending(incident_id)  # acted on before a restart: finish what it started
             return incident_id
-        trigger, why = decide(self.retrain, history, drop, self.clock.now(), [i["opened"] for i in incidents],
+        trigger, why = decide(self.retrain, history, drop, self.clock.now(), [i.opened for i in incidents],
                               open_ids[0] if open_ids else None, schedule_due)
         if trigger is None:
             if why:
@@ -136,7 +136,7 @@ class RetrainingPolicy:
         self.incidents.record(incident_id, IncidentStatus.OPEN, ACTOR, cause=trigger.cause, detail=trigger.detail,
                               evidence=trigger.evidence, windows=trigger.evidence.get("windows", []))
         self.audit.append("incident.open", f"{self.spec.name}", trigger.detail, after={"incident": incident_id,
-                          "cause": trigger.cause}, actor=f"monitor:{self.spec.name}")
+                          "cause": trigger.cause}, component=f"monitor:{self.spec.name}")
         self.gauges()["incidents"].inc(tags={"model": self.spec.name, "cause": trigger.cause})
         alert(self.spec.name, "incident", f"incident {incident_id} ({trigger.cause}): {trigger.detail}",
               {"incident_id": incident_id, **trigger.evidence}, self.spec.monitor.alert_webhook)

@@ -28,7 +28,7 @@ import pyarrow as pa
 from mlray.audit import AuditLog
 from mlray.control.clock import SYSTEM_CLOCK, Clock
 from mlray.control.ports import JobSubmitter, ServingView
-from mlray.control.state import MonitorCheckpoint
+from mlray.control.state import MonitorCheckpoint, WindowReport
 from mlray.incidents import Incidents
 from mlray.lake import Lake
 from mlray.lake.state import StateConflict, StateTable
@@ -138,12 +138,12 @@ class Monitor:
                 "cursor": list(checkpoint.cursor), "champion": checkpoint.champion,
                 "labels_version": checkpoint.labels_version, "labelled": self.live.counts(), "live_quality": quality,
                 "pending_labels": len(checkpoint.pending_labels), "history": checkpoint.history[-10:],
-                "open_incidents": [i["incident_id"] for i in self.incidents.open()],
+                "open_incidents": [i.incident_id for i in self.incidents.open()],
                 "revision": self.checkpoints.revision}
 
     # ------------------------------------------------------------------ windows
 
-    def _check_windows(self) -> list[dict]:
+    def _check_windows(self) -> list[WindowReport]:
         reports = []
         for window, start, end in self.windows.complete(Cursor(*self.checkpoint.cursor)):
             try:
@@ -152,18 +152,18 @@ class Monitor:
                 self.resuming = True  # its report may be written: the next try must take that one
                 raise
             reports.append(report)
-            if report["end"] != end.to_list():  # recovered: the stream restarts where that report ended
+            if report.end != end.to_list():  # recovered: the stream restarts where that report ended
                 break
         return reports
 
-    def _close(self, window: pa.Table, start: Cursor, end: Cursor) -> dict:
+    def _close(self, window: pa.Table, start: Cursor, end: Cursor) -> WindowReport:
         """Check, report and act on one window; a window already reported (by a monitor that died before its
         checkpoint was saved) keeps that report."""
         checkpoint, seq = self.checkpoint, self.checkpoint.seq
         resuming, self.resuming = self.resuming, False
         report = self.checks.report(window, start, end, checkpoint, self.live, resuming)
         checkpoint.history = [*checkpoint.history, history_entry(report)][-HISTORY:]
-        checkpoint.cursor, checkpoint.seq = tuple(report["end"]), seq + 1
+        checkpoint.cursor, checkpoint.seq = tuple(report.end), seq + 1
         self.publisher.publish(report)
         self.policy.evaluate(f"w{seq}", checkpoint, schedule_due=False)
         self._save()

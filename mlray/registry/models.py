@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
-import mlflow
 from mlflow.exceptions import MlflowException
 
 from mlray.control.state import ALIAS_NAMES as ALIASES
 from mlray.errors import UserError
+from mlray.redaction import redact_credentials
 from mlray.registry.gate import GateDecision
+from mlray.registry.manifest import MANIFEST_TAG, pinned_uri, unpin
 from mlray.registry.tracking import experiment_id, tracking_client
 from mlray.spec import ProjectSpec
 
@@ -58,9 +59,11 @@ class Registry:
         return f"models:/{self.model_name}@{reference}"
 
     def load(self, reference: str):
-        """A pyfunc model from 'NAME@alias', 'NAME/version', an alias or a version number of this project."""
+        """The verified package (`load_package`) of 'NAME@alias', 'NAME/version', an alias or a version number."""
+        from mlray.registry.package import load_package
+
         try:
-            return mlflow.pyfunc.load_model(self.uri(reference))
+            return load_package(self.uri(reference), self.client)
         except MlflowException as exc:
             raise _not_found(reference, exc) from None
 
@@ -79,8 +82,15 @@ class Registry:
         return found.name, str(found.version)
 
     def artifact_uri(self, name: str, version: str) -> str:
-        """Where a version's package lives: loading from there needs no registry lookup (what workers do)."""
-        return self.client.get_model_version_download_uri(name, version)
+        """Where a version's package lives, pinned to its manifest's digest: loading from there needs no registry
+        lookup (what workers do). PackageUnverified for a version registered without the digest."""
+        return pinned_uri(self.client, self.client.get_model_version(name, version))
+
+    def register_package(self, pinned: str) -> str:
+        """Register the package at a pinned location (another version's `artifact_uri`) as a new version of this
+        project's model, tagged with the manifest digest it is pinned to; the new version's number."""
+        location, digest, _ = unpin(pinned)
+        return str(self.client.create_model_version(self.model_name, location, tags={MANIFEST_TAG: digest}).version)
 
     def test_metrics(self, version: str) -> dict[str, float]:
         """The held-out test metrics recorded when `version` was trained, without the `test_` prefix."""
@@ -136,7 +146,11 @@ class Registry:
 
 
 class RegistryUnavailable(RuntimeError):
-    """The registry failed to answer (not: answered that something is missing)."""
+    """The registry failed to answer (not: answered that something is missing). Its message names the registry
+    without a password: it reaches incidents, the audit log and alerts."""
+
+    def __init__(self, message: object = "", *args):
+        super().__init__(redact_credentials(str(message)), *args)
 
 
 def _is_missing(exc: MlflowException) -> bool:

@@ -118,7 +118,7 @@ class Rollout:
     @staticmethod
     def _entry(action: str, reason: str, plan=None, actor: str | None = None) -> dict:
         return {"action": action, "reason": reason, "after": None if plan is None else plan.to_dict()} | (
-            {"actor": actor} if actor else {})
+            {"principal": actor} if actor else {})
 
     def start(self, challenger: str, actor: str | None = None, rules: dict | None = None,
               incident: str | None = None) -> dict:
@@ -260,7 +260,7 @@ class Rollout:
         if not s.incident or (s.incident, s.status) in self.recorded:
             return
         try:
-            record_rollout_outcome(self.incidents, s.model_dump(mode="json"), requested_by or self.actor, self._audit)
+            record_rollout_outcome(self.incidents, s, requested_by or self.actor, self._audit)
         except Exception:  # noqa: BLE001 - the lake may be down: the next tick retries
             log.exception("recording the outcome of the rollout of v%s on incident %s failed", s.challenger, s.incident)
             return

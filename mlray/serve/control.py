@@ -3,9 +3,12 @@
 `ControlPlane` holds the logic in plain Python, talking to its state store, audit trail and model registry through
 the small ports of `mlray.control.ports` (unit tests give it in-memory fakes); `ControlPlaneActor` is it as a named,
 detached Ray actor that restarts by itself. It alone writes the serving plan, the accepted API-key hashes, the
-rollout's state and the champion/challenger/previous aliases, and it writes the audit entry of every change. Its
-state (`ServingState`) is a `StateTable` under the lake root, written with a compare-and-swap, so a restart on any
-node finds it. Ingress replicas long-poll it (`watch`): a change reaches them as soon as it is committed.
+rollout's state and the champion/challenger/previous aliases, and it audits every change. Its state
+(`ServingState`) is a `StateTable` under the lake root, written with a compare-and-swap, so a restart on any node finds
+it. A change's audit entries are part of the revision that makes it (one compare-and-swap), and are chained into the
+audit log right after; a crash in between loses none: the next start, or the next change, chains them first (the
+chain takes an entry id once). An entry names the caller's principal, which `ControlPlaneClient` finds in the calling
+process. Ingress replicas long-poll it (`watch`): a change reaches them as soon as it is committed.
 
 The aliases' record is the state; MLflow's aliases are its projection, written after the commit and repaired
 whenever they disagree (at start, and at every change after a projection failed), so a crash between the two
@@ -27,14 +30,14 @@ from typing import Any, Callable
 import ray
 
 from mlray.actors import answer, detached
-from mlray.audit import AuditLog
+from mlray.audit import AuditLog, current_principal, new_entry
 from mlray.control.ports import AuditSink, ModelRegistry, StateStore
 from mlray.control.state import ALIAS_NAMES, Aliases, RolloutState, RolloutStatus, ServingState, read_document
 from mlray.errors import UserError
 from mlray.lake import Lake
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.runtime import control_plane_name
-from mlray.serve.auth import fingerprint
+from mlray.serve.auth import fingerprint, revoked
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import ProjectSpec
 
@@ -71,28 +74,32 @@ class ControlPlane:
         self.lock, self.loading = asyncio.Lock(), asyncio.Lock()  # one change at a time; one first read
         self.changed = asyncio.Event()  # replaced after every change: watchers wait on the one they saw
         self.replicas: dict[str, dict] = {}  # ingress replica → the revision it has applied, and when it said so
+        self.chained: set[str] = set()  # ids of the state's audit entries known to be in the audit chain
 
     # ------------------------------------------------------------------ reading
 
     def _reload(self) -> None:
         self.revision, document = self.table.read()
         self.state = read_document(ServingState, SERVING_STATE, self.revision, document or {})
+        self.chained = set()
         if not self.loaded:
             log.info("control plane of %s at revision %d", self.spec.name, self.revision)
         self.loaded = True
 
     async def _ready(self) -> None:
-        """The state, read once (the first call after a start waits for the lake; the constructor does not); then
-        the registry's aliases are repaired in the background (a registry that is down delays nothing)."""
+        """The state, read once (the first call after a start waits for the lake; the constructor does not), its
+        audit entries chained if a crash left them out; then the registry's aliases are repaired in the background (a
+        registry that is down delays nothing)."""
         if not self.loaded:
             async with self.loading:
                 if not self.loaded:
                     await asyncio.to_thread(self._reload)
+                    await self._chain(strict=False)
                     self._projection()
 
     async def snapshot(self) -> dict:
         await self._ready()
-        return self.state.model_dump(mode="json", exclude={"request_id_secret"}) | {"revision": self.revision}
+        return self.state.model_dump(mode="json", exclude={"request_id_secret", "audit_entries"}) | {"revision": self.revision}
 
     async def request_id_secret(self) -> str:
         """The project's secret for signing request ids: made once, kept with the state, so ids issued by any
@@ -140,20 +147,22 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ changing
 
-    async def _commit(self, change: dict, audit: list[dict], writer: str) -> dict:
-        """Write the state with `change` as the next revision, then the audit entries, then wake the watchers, then
-        project the aliases. A new plan carries where each of its versions' packages lives."""
+    async def _commit(self, change: dict, audit: list[dict], writer: str, principal: str | None = None) -> dict:
+        """Write the state with `change` and its audit entries as the next revision, then chain the entries, then
+        wake the watchers, then project the aliases. A new plan carries where each of its versions' packages lives.
+        `principal`: who asked (an entry may name its own); None: this process's."""
         if change.get("plan") is not None and "packages" not in change:
             change = change | {"packages": await self._packages(change["plan"])}
-        state = self.state.model_copy(update=change)
+        await self._chain(strict=True)
+        entries = [new_entry(**({"principal": principal} | entry)) for entry in audit]
+        state = self.state.model_copy(update=change | {"audit_entries": entries})
         try:
             self.revision = await asyncio.to_thread(self.table.write, state.document(), self.revision, writer)
         except StateConflict:  # someone else wrote the table: take theirs, and let the caller decide again
             await asyncio.to_thread(self._reload)
             raise
-        self.state = state
-        for entry in audit:
-            await asyncio.to_thread(self.audit.append, **entry)
+        self.state, self.chained = state, set()
+        await self._chain(strict=False)
         self.changed.set()
         self.changed = asyncio.Event()
         if "aliases" in change or not self.projected:
@@ -165,6 +174,20 @@ class ControlPlane:
                     log.warning("the registry of %s is slow; its aliases follow the control plane's when it answers",
                                 self.spec.name)
         return await self.snapshot()
+
+    async def _chain(self, strict: bool) -> None:
+        """The state's audit entries into the chain, each once; a failure raises when `strict` (before a change)."""
+        try:
+            for entry in self.state.audit_entries:
+                if entry["id"] not in self.chained:
+                    await asyncio.to_thread(self.audit.record, entry)
+                    self.chained.add(entry["id"])
+        except Exception as exc:
+            if strict:
+                raise
+            log.warning("the audit entries of revision %d of %s are not chained yet (%s: %s); chained at the next "
+                        "change or start", self.revision, self.spec.name, type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
 
     def _projection(self) -> asyncio.Task:
         """The running projection of the aliases, or a new one: one at a time, and it runs until the registry shows the
@@ -208,33 +231,44 @@ class ControlPlane:
             return {}, []
         stopped = rollout.model_copy(update={"status": RolloutStatus.STOPPED, "reason": why})
         entry = {"action": "canary.stop", "target": f"{self.spec.name} v{rollout.challenger}", "reason": why,
-                 "actor": actor}
+                 "component": actor}
         return {"rollout": stopped, "rollout_revision": self.revision + 1}, [entry]
 
-    async def set_plan(self, plan: dict, actor: str, action: str, reason: str, overrides_rollout: bool = True) -> dict:
+    async def set_plan(self, plan: dict, actor: str, action: str, reason: str, overrides_rollout: bool = True,
+                       principal: str | None = None) -> dict:
         """Set the traffic plan. `overrides_rollout`: a running rollout stops (a person took the wheel)."""
         TrafficPlan.from_dict(plan)  # refuse a plan that does not add up
         await self._ready()
         async with self.lock:
             change, audit = self._ended_rollout(f"{action} by {actor}: {reason}", actor) if overrides_rollout else ({}, [])
             audit.append({"action": action, "target": self.spec.name, "reason": reason, "before": self.state.plan,
-                          "after": plan, "actor": actor})
-            return await self._commit(change | {"plan": plan}, audit, actor)
+                          "after": plan, "component": actor})
+            return await self._commit(change | {"plan": plan}, audit, actor, principal)
 
-    async def set_keys(self, hashes: list[str], actor: str) -> dict:
+    async def set_keys(self, hashes: list[str], actor: str, principal: str | None = None) -> dict:
         """Replace the accepted key hashes; the change is audited by fingerprint (never the hash or the key)."""
         await self._ready()
         async with self.lock:
-            before, after = set(self.state.keys or []), set(hashes)
-            if self.state.keys is not None and before == after:
-                return await self.snapshot()
-            entry = {"action": "keys.change", "target": self.spec.name,
-                     "reason": f"{len(after - before)} key(s) added, {len(before - after)} revoked",
-                     "before": sorted(fingerprint(h) for h in before), "after": sorted(fingerprint(h) for h in after),
-                     "actor": actor}
-            return await self._commit({"keys": sorted(after)}, [entry], actor)
+            return await self._keys_become(set(hashes), actor, principal)
 
-    async def admit(self, version: str, actor: str) -> str:
+    async def change_keys(self, add: list[str], revoke: list[str], actor: str, principal: str | None = None) -> dict:
+        """Accept the hashes `add`, stop accepting those `revoke` names (a hash or a fingerprint); others stay."""
+        await self._ready()
+        async with self.lock:
+            before = set(self.state.keys or [])
+            return await self._keys_become((before | set(add)) - revoked(before, revoke), actor, principal)
+
+    async def _keys_become(self, after: set[str], actor: str, principal: str | None) -> dict:
+        before = set(self.state.keys or [])
+        if self.state.keys is not None and before == after:
+            return await self.snapshot()
+        entry = {"action": "keys.change", "target": self.spec.name,
+                 "reason": f"{len(after - before)} key(s) added, {len(before - after)} revoked",
+                 "before": sorted(fingerprint(h) for h in before), "after": sorted(fingerprint(h) for h in after),
+                 "component": actor}
+        return await self._commit({"keys": sorted(after)}, [entry], actor, principal)
+
+    async def admit(self, version: str, actor: str, principal: str | None = None) -> str:
         """A version that passed the gate joins: champion when there is none yet, else challenger. Its role."""
         await self._ready()
         async with self.lock:
@@ -242,12 +276,12 @@ class ControlPlane:
             after = before.admitted(version)
             if after != before or self.state.aliases is None:
                 role = after.role_of(version)
-                entry = {"action": "alias", "target": f"{self.spec.name}@{role}", "actor": actor,
+                entry = {"action": "alias", "target": f"{self.spec.name}@{role}", "component": actor,
                          "reason": f"v{version} passed the gate", "before": before.model_dump(), "after": after.model_dump()}
-                await self._commit({"aliases": after}, [entry], actor)
+                await self._commit({"aliases": after}, [entry], actor, principal)
             return after.role_of(version)
 
-    async def set_alias(self, alias: str, version: str, actor: str) -> dict:
+    async def set_alias(self, alias: str, version: str, actor: str, principal: str | None = None) -> dict:
         """Point an alias at a version by hand; a new champion keeps the old one as previous and stops a running
         rollout. Setting it where it is changes nothing."""
         if alias not in ALIAS_NAMES:
@@ -263,10 +297,10 @@ class ControlPlane:
                 if alias == "champion" else ({}, [])
             audit.append({"action": "alias", "target": f"{self.spec.name}@{alias}",
                           "reason": f"v{getattr(before, alias)} → v{version}", "before": getattr(before, alias),
-                          "after": version, "actor": actor})
-            return await self._commit(change | {"aliases": before.moved(alias, version)}, audit, actor)
+                          "after": version, "component": actor})
+            return await self._commit(change | {"aliases": before.moved(alias, version)}, audit, actor, principal)
 
-    async def rollback_to(self, version: str, actor: str) -> dict:
+    async def rollback_to(self, version: str, actor: str, principal: str | None = None) -> dict:
         """`version` (what the caller read as `previous`) becomes champion with all traffic, the champion it replaces
         becomes previous; a running rollout stops. The caller has made sure `version` is served. Naming the target makes
         a retry harmless: once `version` is champion and takes all traffic, a second call changes nothing (a swap of
@@ -280,11 +314,13 @@ class ControlPlane:
             change, audit = self._ended_rollout(f"champion rolled back to v{version} by {actor}", actor)
             audit.append({"action": "rollback", "target": f"{self.spec.name} v{aliases.champion}",
                           "reason": f"champion back to v{version}", "before": self.state.plan, "after": plan,
-                          "actor": actor})
-            return await self._commit(change | {"plan": plan, "aliases": aliases.promoted(version)}, audit, actor)
+                          "component": actor})
+            return await self._commit(change | {"plan": plan, "aliases": aliases.promoted(version)}, audit, actor,
+                                      principal)
 
     async def update_rollout(self, expected: int, rollout: dict, actor: str, plan: dict | None = None,
-                             audit: list[dict] = (), promote: str | None = None, tag: tuple[str, str] | None = None) -> dict:
+                             audit: list[dict] = (), promote: str | None = None, tag: tuple[str, str] | None = None,
+                             principal: str | None = None) -> dict:
         """The rollout controller's one way to act: its new state (and plan, and the promotion or the rollback tag),
         only if the rollout is still at `expected` (`rollout_revision`); else StateConflict."""
         await self._ready()
@@ -300,8 +336,8 @@ class ControlPlane:
             if tag is not None:  # a tag on the version, not a fact the control plane owns; setting it twice is harmless
                 registry = await self._registry()
                 await asyncio.to_thread(registry.tag_version, tag[0], ROLLBACK_TAG, tag[1])
-            entries = [{"actor": actor} | entry for entry in audit]
-            return await self._commit(change, entries, actor)
+            entries = [{"component": actor} | entry for entry in audit]
+            return await self._commit(change, entries, actor, principal)
 
     async def _packages(self, plan: dict) -> dict[str, str]:
         """{version: package URI} for the versions `plan` serves; the registry is asked only for new ones."""
@@ -334,7 +370,8 @@ class ControlPlaneClient:
     """The project's control plane, called and waited for. An owner that died under a call is found (or started)
     again and called again. That is safe: setting a plan, keys or an alias twice changes nothing more, admitting a
     version twice gives it the same role, a rollback names its target (done once, it is a no-op), and a rollout
-    change that had landed is refused the second time by its revision check."""
+    change that had landed is refused the second time by its revision check. Every change carries the principal of
+    this process (its OS user and host, or its Ray job), for the audit entry."""
 
     def __init__(self, spec: ProjectSpec, attempts: int = 3):
         self.spec, self.attempts = spec, attempts
@@ -352,30 +389,34 @@ class ControlPlaneClient:
         return self._call(ControlPlane.settled, revision, timeout)
 
     def set_plan(self, plan: dict, actor: str, action: str, reason: str, overrides_rollout: bool = True) -> dict:
-        return self._call(ControlPlane.set_plan, plan, actor, action, reason, overrides_rollout)
+        return self._call(ControlPlane.set_plan, plan, actor, action, reason, overrides_rollout, principal=current_principal())
 
     def set_keys(self, hashes: list[str], actor: str) -> dict:
-        return self._call(ControlPlane.set_keys, hashes, actor)
+        return self._call(ControlPlane.set_keys, hashes, actor, principal=current_principal())
+
+    def change_keys(self, add: list[str], revoke: list[str], actor: str) -> dict:
+        return self._call(ControlPlane.change_keys, add, revoke, actor, principal=current_principal())
 
     def admit(self, version: str, actor: str) -> str:
-        return self._call(ControlPlane.admit, version, actor)
+        return self._call(ControlPlane.admit, version, actor, principal=current_principal())
 
     def set_alias(self, alias: str, version: str, actor: str) -> dict:
-        return self._call(ControlPlane.set_alias, alias, version, actor)
+        return self._call(ControlPlane.set_alias, alias, version, actor, principal=current_principal())
 
     def rollback_to(self, version: str, actor: str) -> dict:
-        return self._call(ControlPlane.rollback_to, version, actor)
+        return self._call(ControlPlane.rollback_to, version, actor, principal=current_principal())
 
     def update_rollout(self, expected: int, rollout: dict, actor: str, plan: dict | None = None,
                        audit: list[dict] = (), promote: str | None = None, tag: tuple[str, str] | None = None) -> dict:
-        return self._call(ControlPlane.update_rollout, expected, rollout, actor, plan, list(audit), promote, tag)
+        return self._call(ControlPlane.update_rollout, expected, rollout, actor, plan, list(audit), promote, tag,
+                          principal=current_principal())
 
-    def _call(self, method: Callable, *args):
+    def _call(self, method: Callable, *args, **kwargs):
         from ray.exceptions import ActorDiedError, ActorUnavailableError
 
         for attempt in range(self.attempts):
             try:
-                return answer(getattr(owner(self.spec), method.__name__).remote(*args))
+                return answer(getattr(owner(self.spec), method.__name__).remote(*args, **kwargs))
             except (ActorDiedError, ActorUnavailableError):
                 if attempt == self.attempts - 1:
                     raise

@@ -86,7 +86,8 @@ def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: F
 def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPlan | None = None,
            actor: str | None = None, fault: Fault | None = None, keys: KeyRing | None = None) -> Deployment:
     """Serve the champion (and `versions`, at weight 0), set the plan (default: the live one, or all to the champion),
-    start the ingress. `keys` (the caller's, e.g. `KeyRing.for_serving`) replace the accepted keys; None keeps them.
+    start the ingress. `keys` (the caller's, e.g. `KeyRing.for_serving`) are added to the accepted ones (only
+    `mlray keys revoke` removes a key).
     `fault` (re)starts `versions` with injected faults."""
     from ray import serve
 
@@ -94,7 +95,8 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     registry = Registry(spec)
     state = control.client(spec).snapshot()
     if spec.serve.auth and state["keys"] is None and not (keys and len(keys)):
-        raise UserError("serve.auth is on but there are no API keys: set serve.api_keys (hashes) or MLRAY_API_KEYS")
+        raise UserError("serve.auth is on but there are no API keys: add one with `mlray keys add` (or set "
+                        "serve.api_keys hashes, or MLRAY_API_KEYS in the deploying shell)")
     create_tables(spec, Lake.from_platform(spec.platform))  # a log left with another schema stops here, in one line
     live = TrafficPlan.from_dict(state["plan"]) if state["plan"] else None
     if plan is None:
@@ -116,7 +118,7 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     if fault is not None:
         reason += f"; faults in {', '.join(extra)}: {vars(fault) if fault else 'none'}"
     if keys is not None and len(keys):
-        control.client(spec).set_keys(keys.hashes, actor)
+        control.client(spec).change_keys(keys.hashes, [], actor)
     state = control.client(spec).set_plan(plan.to_dict(), actor, "deploy", reason,
                          overrides_rollout=_reroutes(live, plan))
     if running_apps().get(spec.name) != "RUNNING":

@@ -180,9 +180,8 @@ class Ingress:
 
     @api.get("/v1/health")
     async def health(self) -> dict:
-        ready = self.plan is not None
-        return {"status": "ok" if ready else "starting", "champion": self.plan.champion if ready else None,
-                "revision": self.revision}
+        """Whether the service answers, and nothing else: it needs no key (`/v1/models` tells what is served)."""
+        return {"status": "ok" if self.plan is not None else "starting"}
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> dict:

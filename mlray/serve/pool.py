@@ -49,12 +49,17 @@ class InProcessPool:
             self.loaded[version] = (model, model.batched(self.spec.serve.batching))
 
     def _load_version(self, version: str, uri: str | None) -> LoadedVersion:
-        """Straight from the artifact store where the control plane recorded the package: no registry call, so a
-        replica starts while MLflow is down. A package that no longer loads from there (artifacts moved) and a state
-        written before the control plane kept `packages` are resolved in the registry."""
+        """Straight from the artifact store where the control plane recorded the package (pinned to its manifest's
+        digest): no registry call, so a replica starts while MLflow is down. A package that no longer loads from there
+        (artifacts moved) and a state written before the control plane kept `packages` (or their digests) are
+        resolved in the registry; a package that does not match its manifest is refused, not retried."""
+        from mlray.registry.manifest import PackageTampered
+
         if uri:
             try:
                 return LoadedVersion(self.spec.platform, uri, version, self.schema)
+            except PackageTampered:
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure to load from the recorded place: ask the registry
                 log.warning("version %s did not load from %s (%s: %s); asking the registry where it lives", version,
                             uri, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mlray.spec.base import Duration, Section, parse_duration
+from mlray.spec.secrets import ENV_REFERENCE
 
 DURATION_KEYS = ("window", "poll_interval", "log_retention", "compact_every")
 # live quality: higher is better, except the errors and the calibration gap
@@ -85,7 +86,8 @@ class MonitorSpec(Section):
                                                                     "are deleted by the monitor's upkeep")
     compact_every: Duration = Field(timedelta(hours=1), description="how often the monitor compacts the log's "
                                                                     "small files and applies the retention")
-    alert_webhook: str | None = Field(None, description="an http(s) URL each alert is POSTed to as JSON")
+    alert_webhook: str | None = Field(None, description="an http(s) URL each alert is POSTed to as JSON; its "
+                                                       "token may be ${NAME}, or the whole URL")
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
 
     @field_validator(*DURATION_KEYS, mode="before")
@@ -96,7 +98,7 @@ class MonitorSpec(Section):
     @field_validator("alert_webhook")
     @classmethod
     def _webhook(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if value is not None and not (value.startswith(("http://", "https://")) or ENV_REFERENCE.fullmatch(value)):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value
 

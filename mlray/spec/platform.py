@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from mlray.spec.base import Section
+from mlray.spec.secrets import resolve
 
 
 class PlatformSpec(Section):
@@ -17,8 +18,10 @@ class PlatformSpec(Section):
     num_cpus: float | None = Field(None, gt=0, description="logical CPUs of the embedded Ray (default: the machine's)")
     state_dir: str = Field(".mlray", description="local state folder, relative to the spec file (MLRAY_HOME overrides)")
     lake_root: str | None = Field(None, description="Delta tables root; default <state_dir>/lake; s3:// or gs:// allowed")
-    storage_options: dict[str, str] = Field(default_factory=dict, description="passed to deltalake for object stores")
-    mlflow_tracking_uri: str | None = Field(None, description="default: a SQLite store under <state_dir>/mlflow")
+    storage_options: dict[str, str] = Field(default_factory=dict, description="passed to deltalake for object stores; "
+                                            "a value may name environment variables as ${NAME}, read where it is used")
+    mlflow_tracking_uri: str | None = Field(None, description="default: a SQLite store under <state_dir>/mlflow; "
+                                                             "a password in it may be ${NAME}")
     storage_path: str | None = Field(None, description="where Ray Train and Tune keep checkpoints, so a resumed run on "
                                                        "any node finds them; default <lake_root>/_checkpoints")
 
@@ -32,7 +35,14 @@ class PlatformSpec(Section):
 
     @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{Path(self.state_dir) / 'mlflow' / 'mlflow.db'}"
+        """The tracking URI with its `${NAME}` references read from this process's environment."""
+        uri = resolve(self.mlflow_tracking_uri, "platform.mlflow_tracking_uri")
+        return uri or f"sqlite:///{Path(self.state_dir) / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """`storage_options` with their `${NAME}` references read from this process's environment."""
+        return {k: resolve(v, f"platform.storage_options.{k}") for k, v in self.storage_options.items()}
 
     @property
     def reports_dir(self) -> Path:

@@ -6,7 +6,7 @@ defined beside the loop, the controller would import Lightning too, seconds of e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlray.spec import ModelSpec, TrainSpec
 
@@ -32,7 +32,8 @@ class LoopConfig:
     # a sweep trial training in its own process: (folder, pyarrow filesystem or None) its checkpoints are copied to,
     # where the sweep's driver reads the best one; every epoch is reported to Tune with its checkpoint's path
     trial_checkpoints: tuple[str, object] | None = None
-    tracking_uri: str | None = None
+    # out of the repr: Ray's dashboard shows the train loop config as its text, and the URI may carry a password
+    tracking_uri: str | None = field(default=None, repr=False)
     mlflow_run_id: str | None = None
     fault: "Fault | None" = None
 

@@ -28,6 +28,7 @@ from mlray.registry.gate import decide
 from mlray.registry.models import Registry
 from mlray.registry.package import PackageConfig, log_package, predict_frame
 from mlray.spec import ProjectSpec
+from mlray.spec.secrets import redacted_document
 from mlray.train.config import CHECKPOINT_FILE, Fault, LoopConfig
 from mlray.train.data import Prepared, check_splits, resolve_labels, split_datasets
 from mlray.train.evaluate import champion_metrics, evaluate_frame, raw_split_rows
@@ -92,7 +93,7 @@ def precision(setting: str, gpu: bool) -> str:
 
 
 def spec_hash(spec: ProjectSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(redacted_document(spec), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def git_commit() -> str | None:
@@ -195,7 +196,7 @@ def log_inputs(spec: ProjectSpec, tags: dict[str, str]) -> None:
     params = {f"train.{k}": v for k, v in spec.train.model_dump(mode="json", exclude={"gate"}).items()
               if not isinstance(v, (dict, list))}
     mlflow.log_params(params | {"model.hidden": str(spec.model.hidden), "model.dropout": spec.model.dropout})
-    mlflow.log_dict(spec.model_dump(mode="json"), "spec.json")
+    mlflow.log_dict(redacted_document(spec), "spec.json")
 
 
 def _package_config(spec: ProjectSpec, prepared: Prepared, tags: dict[str, str]) -> PackageConfig:
@@ -217,7 +218,7 @@ def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: di
     mlflow.log_dict(slices, "slice_metrics.json")
     reference = raw_split_rows(prepared.raw, spec, "train", REFERENCE_ROWS,
                                prepared.fitted.lineage.rows)[prepared.fitted.source_columns]
-    info = log_package(net, config, prepared.fitted, spec.model_dump(mode="json"), reference, registry.model_name)
+    info = log_package(net, config, prepared.fitted, redacted_document(spec), reference, registry.model_name)
     champion = champion_metrics(registry, test, prepared.labels, spec)
     decision = decide(prepared.labels.task, metrics, spec.train.gate, champion)
     version = str(info.registered_model_version)

@@ -43,26 +43,26 @@ def test_demo_closes_the_loop_and_leaves_a_promoted_retrained_champion(tmp_path)
     # 0.006); until the monitor tells seasonality from drift, only the input columns are held to it here.
     reports = read_reports(lake)
     calm = list(reversed(reports))[:2]
-    assert [r["drifted"] for r in calm] == [[], []], calm
-    assert any(r["verdict"] == "drift" for r in reports)
+    assert [r.drifted for r in calm] == [[], []], calm
+    assert any(r.verdict == "drift" for r in reports)
     (incident,) = Incidents(lake).all()
-    assert incident["cause"] == "drift" and incident["status"] == "promoted", incident
-    assert [e["status"] for e in incident["events"]] == ["open", "submitted", "running", "retrained", "promoted"]
+    assert incident.cause == "drift" and incident.status == "promoted", incident
+    assert [e.status for e in incident.events] == ["open", "submitted", "running", "retrained", "promoted"]
 
     # one retraining job through the Jobs API, and it succeeded
     def jobs_of_incident():
-        return [j for j in jobs.client().list_jobs() if (j.metadata or {}).get("mlray.incident") == incident["incident_id"]]
+        return [j for j in jobs.client().list_jobs() if (j.metadata or {}).get("mlray.incident") == incident.incident_id]
 
     assert wait_until(lambda: all(j.status.value == "SUCCEEDED" for j in jobs_of_incident()), timeout=60)
     (job,) = jobs_of_incident()
-    assert job.submission_id == incident["job_id"]
+    assert job.submission_id == incident.job_id
 
     # the registry: v1 trained, v2 from the sweep, the retrained challenger promoted over v1
-    challenger = incident["challenger"]
+    challenger = incident.challenger
     assert int(challenger) >= 3 and registry.version_of("champion") == challenger
     assert registry.version_of("previous") == "1"
     run = registry.client.get_run(registry.client.get_model_version(spec.name, challenger).run_id)
-    assert run.data.tags["mlray.incident"] == incident["incident_id"]
+    assert run.data.tags["mlray.incident"] == incident.incident_id
     assert run.data.tags["mlray.table_version"] == "4"  # trained on the files that landed upstream
 
     # the audit log tells the loop in order, and the service is gone with the demo

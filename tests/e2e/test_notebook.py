@@ -45,11 +45,11 @@ def test_quickstart_notebook_closes_the_loop(tmp_path, ray_session):
         lake, registry = dataplane.lake_of(spec), Registry(spec)
 
         reports = read_reports(lake)
-        assert len(reports) >= 3 and any(r["verdict"] == "drift" for r in reports)
+        assert len(reports) >= 3 and any(r.verdict == "drift" for r in reports)
         (incident,) = Incidents(lake).all()
-        assert incident["status"] == "promoted", incident
+        assert incident.status == "promoted", incident
         champion = registry.version_of("champion")
-        assert champion == incident["challenger"] and int(champion) > 1 and registry.version_of("previous") == "1"
+        assert champion == incident.challenger and int(champion) > 1 and registry.version_of("previous") == "1"
         actions = {e["action"] for e in AuditLog(spec.platform).read()}
         assert {"canary.start", "canary.promote", "retrain.promoted"} <= actions
         assert lake.exists(spec.serve.inference_log_table)

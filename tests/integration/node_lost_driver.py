@@ -61,7 +61,7 @@ def setup(spec, package: str) -> dict:
     on_this_node(spec)  # the worker's, whose loss the test is about
     registry = Registry(spec)
     registry.client.create_registered_model(spec.name)
-    registry.client.create_model_version(spec.name, package)
+    registry.register_package(package)  # a pinned location: registered with its manifest digest
     control.client(spec).admit("1", "user:test")
     # One proxy, on the head: two nodes of one machine cannot both listen on the serving port.
     serve.start(proxy_location="HeadOnly", http_options={"host": spec.serve.host, "port": spec.serve.port})
@@ -125,7 +125,7 @@ def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
     waited(wait_until(lambda: kept <= set(logged_counts(spec, answered)), timeout=60, every=2),
            "every answer the lost replica did not hold is in the inference log")
     logged = logged_counts(spec, answered)
-    reports = sorted(read_reports(lake), key=lambda r: r["seq"])
+    reports = sorted(read_reports(lake), key=lambda r: r.seq)
     return {"placed": placed, "placement_after": placement(spec), "healed_in": healed_in,
             "monitor_reported": bool(reported), "answered": len(answered),
             "failed": {str(k): v for k, v in (load.failed + other.failed).items()},
@@ -133,8 +133,8 @@ def observe(spec, raylet_pid: int, rows: list[dict]) -> dict:
             "kept_logged": len(kept & set(logged)), "logged_twice": sum(n > 1 for n in logged.values()),
             "lost_buffered": len(answered - kept - set(logged)),
             "same_state": {k: before[k] == after[k] for k in ("plan", "keys", "revision", "packages")},
-            "windows_chain": all(a["end"] == b["start"] for a, b in zip(reports, reports[1:]))
-            and [r["seq"] for r in reports] == list(range(len(reports))), "timed_out": timed_out}
+            "windows_chain": all(a.end == b.start for a, b in zip(reports, reports[1:]))
+            and [r.seq for r in reports] == list(range(len(reports))), "timed_out": timed_out}
 
 
 def lose_node(raylet_pid: int) -> None:

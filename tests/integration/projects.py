@@ -22,7 +22,7 @@ train:
   cpus_per_worker: 0.5
   early_stopping: null
 """
-SERVE_KEY = "test-key-123"
+SERVE_KEY = "test-key-123-0123456789abcdefghijklmn"
 
 
 def make_project(tmp_path, starter_text, extra=TRAIN, rows=4000, seed=1, shift=Shift()):

@@ -26,7 +26,7 @@ from mlray.spec import load_spec
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).parents[2]
-KEY = "cluster-key-789"
+KEY = "cluster-key-789-0123456789abcdefghijklmn"
 
 
 def _project(folder: Path, starter_text: str, small_model, platform: str) -> Path:
@@ -44,7 +44,7 @@ def _project(folder: Path, starter_text: str, small_model, platform: str) -> Pat
     registry = Registry(spec)
     registry.client.create_registered_model(spec.name)
     for _ in range(2):
-        registry.client.create_model_version(spec.name, package)
+        registry.register_package(package)
     control.client(spec).admit("1", "user:test")  # recorded in the lake's serving state, which the cluster reads
     return folder / "mlray.yaml"
 
@@ -65,7 +65,8 @@ def _get(url, path, key=KEY):
 
 
 def _clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLRAY_", "RAY_ADDRESS"))}
+    """A fresh terminal's environment: nothing of mlray's or of Ray's address and authentication set by hand."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLRAY_", "RAY_ADDRESS", "RAY_AUTH_"))}
     return env | extra
 
 

@@ -17,7 +17,7 @@ from mlray.serve.deploy import deploy, rollback_to_previous, set_traffic
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import RolloutChecks, RolloutSpec
 
-ENV_KEY = "key-from-the-deploying-shell"
+ENV_KEY = "key-from-the-deploying-shell-0123456789"
 
 
 @pytest.fixture(scope="module")

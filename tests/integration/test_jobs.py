@@ -50,7 +50,7 @@ def test_job_through_ray_job_submit(ray_session, project, landing):
 
 
 def test_every_stage_has_a_job_that_takes_a_spec():
-    for stage in ("ingest", "validate", "train", "tune", "predict", "deploy", "canary", "monitor", "retrain"):
+    for stage in ("ingest", "validate", "train", "tune", "predict", "deploy", "canary", "monitor", "retrain", "keys"):
         with pytest.raises(SystemExit) as shown:
             job_main(stage)(["--help"])
         assert shown.value.code == 0

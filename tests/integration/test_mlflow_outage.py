@@ -3,17 +3,12 @@ meanwhile: serving answers on its last plan, the replacement replica loads its m
 checking windows and comes back by itself, and nothing hammers the registry. Its own module: it deploys its own
 project at `/`, so no other module's deployment may be up."""
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import urlparse
 
 import pytest
-import requests
 from serving import (
     AnsweredLoad,
     as_json_rows,
@@ -24,6 +19,7 @@ from serving import (
     wait_until,
     watched_project,
 )
+from tracking_server import mlflow_server, stop
 
 pytestmark = pytest.mark.slow
 
@@ -64,44 +60,23 @@ class CountingProxy:
         return sum(start <= t < end for t in self.opened)
 
 
-def mlflow_server(folder, port: int, log) -> subprocess.Popen:
-    """An MLflow tracking server on 127.0.0.1:`port` (SQLite store; artifacts written and read by the clients
-    themselves, not through the server), returned once it answers."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--default-artifact-root", (folder / "artifacts").as_uri(), "--no-serve-artifacts", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def answers() -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    assert wait_until(answers, timeout=90, every=0.5), "the MLflow server did not start"
-    return server
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-
-
 def register_on(spec, small_model) -> None:
     """The run's small model uploaded to `spec`'s MLflow server as version 1 of the project, admitted as champion."""
+    from mlray.registry.manifest import MANIFEST_TAG, unpin
     from mlray.registry.models import Registry
     from mlray.serve import control
 
     registry = Registry(spec)
     small = Registry(small_model[0])
-    package = urlparse(small.artifact_uri(small.model_name, "1")).path
+    pinned = small.artifact_uri(small.model_name, "1")
+    package = urlparse(pinned).path
     client = registry.client
     run = client.create_run(registry.experiment_id)
     client.log_artifacts(run.info.run_id, package, "model")
     client.set_terminated(run.info.run_id)
     client.create_registered_model(registry.model_name)
-    client.create_model_version(registry.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    client.create_model_version(registry.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                tags={MANIFEST_TAG: unpin(pinned)[1]})
     control.client(spec).admit("1", "user:test")
 
 
@@ -167,19 +142,19 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
             f"{len(kept - set(logged_counts(spec, answered)))} answered requests never reached the log"
         logged = logged_counts(spec, answered)
         lost = sorted(round(answered_at[i] - killed, 2) for i in answered - set(logged))
-        reports = sorted(read_reports(lake), key=lambda r: r["seq"])
+        reports = sorted(read_reports(lake), key=lambda r: r.seq)
         print(f"\nMLflow down 60 s under load (2 clients): {during} requests answered meanwhile, {sum(failed.values())} "
               f"of {len(answered) + sum(failed.values())} failed {dict(failed)}; an ingress replica killed 5 s in was "
               f"replaced in {replaced_in:.1f} s with MLflow still down (it lost {len(lost)} answers it had not flushed, "
               f"answered {lost[:1]}..{lost[-1:]} s from the kill); the monitor checked {checked_while_down} windows "
               f"meanwhile, was killed at 40 s, and reported again {monitor_back:.0f} s after MLflow came back; "
-              f"{calls_while_down} connections to MLflow were tried during the 60 s; windows {reports[0]['seq']}.."
-              f"{reports[-1]['seq']} chain; every other answered request logged once")
+              f"{calls_while_down} connections to MLflow were tried during the 60 s; windows {reports[0].seq}.."
+              f"{reports[-1].seq} chain; every other answered request logged once")
         assert sum(failed.values()) <= 0.001 * (len(answered) + sum(failed.values()))
         assert during > 100 and checked_while_down >= 1
         assert calls_while_down <= 20, "MLflow was called too often while it was down"
-        assert [r["seq"] for r in reports] == list(range(len(reports)))
-        assert all(a["end"] == b["start"] for a, b in zip(reports, reports[1:])), "windows must chain"
+        assert [r.seq for r in reports] == list(range(len(reports)))
+        assert all(a.end == b.start for a, b in zip(reports, reports[1:])), "windows must chain"
         assert all(n == 1 for n in logged.values())
     finally:
         actor.stop(spec)

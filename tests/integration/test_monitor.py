@@ -64,7 +64,7 @@ def watching(spec) -> Monitor:
 
 
 def verdicts(spec):
-    return [r["verdict"] for r in sorted(read_reports(dataplane.lake_of(spec)), key=lambda r: r["seq"])]
+    return [r.verdict for r in sorted(read_reports(dataplane.lake_of(spec)), key=lambda r: r.seq)]
 
 
 def test_in_distribution_traffic_rarely_alarms_while_upkeep_compacts_the_log(fresh):
@@ -77,7 +77,7 @@ def test_in_distribution_traffic_rarely_alarms_while_upkeep_compacts_the_log(fre
             sent += traffic.send(WINDOW, seed=100 + 5 * batch + part)
         monitor.step()
     found = verdicts(tidy)
-    assert len(found) >= 40 and sum(r["rows"] for r in read_reports(lake)) == sent
+    assert len(found) >= 40 and sum(r.rows for r in read_reports(lake)) == sent
     assert found.count("drift") <= 0.05 * len(found), found
     assert Incidents(lake).all() == []
     operations = [c["operation"] for c in lake.history("inference_log")]
@@ -92,12 +92,12 @@ def test_a_shift_is_detected_within_a_few_windows(fresh, shift, within):
     assert verdicts(fresh) == ["ok"] * 3
     traffic.send(within * WINDOW, seed=201, shift=shift)
     monitor.step()
-    reports = sorted(read_reports(dataplane.lake_of(fresh)), key=lambda r: r["seq"])[3:]
-    assert any(r["verdict"] == "drift" for r in reports), reports
+    reports = sorted(read_reports(dataplane.lake_of(fresh)), key=lambda r: r.seq)[3:]
+    assert any(r.verdict == "drift" for r in reports), reports
     if shift.prior:
-        assert any(r["score_drift"] for r in reports), "a prior shift moves the score distribution"
+        assert any(r.score_drift for r in reports), "a prior shift moves the score distribution"
     else:
-        assert any(len(r["drifted"]) >= 2 for r in reports)
+        assert any(len(r.drifted) >= 2 for r in reports)
 
 
 def test_a_concept_shift_shows_in_live_quality_not_in_the_inputs(fresh):
@@ -110,10 +110,10 @@ def test_a_concept_shift_shows_in_live_quality_not_in_the_inputs(fresh):
     traffic.send(WINDOW, seed=302, shift=Shift(concept=1.0), labelled=1.0)
     monitor.step()
     after = read_reports(dataplane.lake_of(fresh))[0]
-    assert before["quality_drop"] is not None and after["quality_drop"] > before["quality_drop"] + 0.1
-    assert after["quality_drop"] > fresh.monitor.retrain.max_quality_drop
+    assert before.quality_drop is not None and after.quality_drop > before.quality_drop + 0.1
+    assert after.quality_drop > fresh.monitor.retrain.max_quality_drop
     incidents = Incidents(dataplane.lake_of(fresh)).all()
-    assert [i["cause"] for i in incidents] == ["quality"] and incidents[0]["status"] == "awaiting_approval"
+    assert [i.cause for i in incidents] == ["quality"] and incidents[0].status == "awaiting_approval"
 
 
 def failing_retrain(spec):
@@ -141,14 +141,14 @@ def test_a_killed_monitor_resumes_from_its_checkpoint_and_submits_no_second_job(
                 time.sleep(0.5)  # fault timing: the kill lands while the monitor reads the batch just sent
                 ray.kill(handle, no_restart=False)  # it restarts by itself
         assert wait_until(lambda: len(read_reports(lake)) >= 6, timeout=180, every=1), read_reports(lake)
-        reports = sorted(read_reports(lake), key=lambda r: r["seq"])
-        assert [r["seq"] for r in reports] == list(range(6)) and sum(r["rows"] for r in reports) == sent
-        assert all(a["end"] == b["start"] for a, b in zip(reports, reports[1:])), "windows must chain"
-        print(f"\nmonitor killed twice mid-stream: windows {[r['seq'] for r in reports]}, "
-              f"{sum(r['rows'] for r in reports)} of {sent} rows checked, each once")
+        reports = sorted(read_reports(lake), key=lambda r: r.seq)
+        assert [r.seq for r in reports] == list(range(6)) and sum(r.rows for r in reports) == sent
+        assert all(a.end == b.start for a, b in zip(reports, reports[1:])), "windows must chain"
+        print(f"\nmonitor killed twice mid-stream: windows {[r.seq for r in reports]}, "
+              f"{sum(r.rows for r in reports)} of {sent} rows checked, each once")
         assert "mlray_drift_p_value" in scraped_metrics("mlray_drift_p_value", "mlray_drift_windows")
         incidents = Incidents(lake)
-        assert wait_until(lambda: [i["status"] for i in incidents.all()] == ["failed"], timeout=120, every=1), \
+        assert wait_until(lambda: [i.status for i in incidents.all()] == ["failed"], timeout=120, every=1), \
             incidents.all()
         assert len(jobs_of(Monitor(spec).status()["epoch"])) == 1
     finally:

@@ -60,7 +60,7 @@ def rolled_back_for(spec, challenger, cause, state):
     assert registry.version_of("champion") == "1"
     assert cause in registry.client.get_model_version(spec.name, challenger).tags[ROLLBACK_TAG]
     entry = AuditLog(spec.platform).read(action="canary.rollback")[0]
-    assert entry["actor"].startswith("controller:") and entry["after"]["weights"][challenger] == 0.0
+    assert entry["component"].startswith("controller:") and entry["after"]["weights"][challenger] == 0.0
 
 
 def test_a_good_challenger_is_promoted_step_by_step_under_load_without_a_failed_request(served):

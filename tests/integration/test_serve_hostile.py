@@ -13,6 +13,7 @@ import requests
 from serving import KEY, as_json_rows, labels_flushed, post, raw_rows, wait_until
 
 from mlray import dataplane
+from mlray.serve import control
 from mlray.serve.auth import KeyRing, hash_key
 from mlray.serve.deploy import deploy
 
@@ -70,7 +71,7 @@ def test_one_hostile_value_among_40_valid_requests_hurts_no_one_and_every_answer
 
 def test_feedback_is_stored_only_for_a_row_of_a_request_the_same_key_made(served):
     spec, url, _ = served
-    other_key = "another-tenant-key-789"
+    other_key = "another-tenant-key-789-0123456789abcdefg"
     rows = as_json_rows(raw_rows(spec, 3))
     made = post(f"{url}/v1/predict", {"rows": rows}).json()["request_id"]
     sent = [post(f"{url}/v1/feedback", {"request_id": made, "row": row, "label": row == 1}) for row in range(3)]
@@ -80,10 +81,10 @@ def test_feedback_is_stored_only_for_a_row_of_a_request_the_same_key_made(served
     forged = post(f"{url}/v1/feedback", {"request_id": made[:-1] + ("0" if made[-1] != "0" else "1"), "label": True})
     wrong_type = post(f"{url}/v1/feedback", {"request_id": made, "row": 0, "label": "perhaps"})
     try:
-        deploy(spec, keys=KeyRing([hash_key(KEY), hash_key(other_key)], environ={}))
+        deploy(spec, keys=KeyRing([hash_key(other_key)], environ={}))
         stranger = post(f"{url}/v1/feedback", {"request_id": made, "row": 0, "label": False}, key=other_key)
     finally:
-        deploy(spec, keys=KeyRing.for_serving(spec.serve))
+        control.client(spec).change_keys([], [hash_key(other_key)], "user:test")
     codes = {"row 2**31": past_int32.status_code, "row 3 of 3": no_such_row.status_code,
              "forged id": forged.status_code, "label not a bool": wrong_type.status_code,
              "another key": stranger.status_code}
@@ -110,6 +111,8 @@ def test_the_openapi_document_needs_a_key_and_a_large_body_gets_413_from_every_c
     document = requests.get(f"{url}/openapi.json", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
     assert document.status_code == 200 and "/v1/predict" in document.json()["paths"]
     assert requests.get(f"{url}/docs", timeout=10).status_code == 404
+    assert requests.get(f"{url}/v1/models", timeout=10).status_code == 401
+    assert requests.get(f"{url}/v1/health", timeout=10).json() == {"status": "ok"}  # up or not, and nothing more
     body = json.dumps({"rows": as_json_rows(raw_rows(spec, 1)) * 20000}).encode()  # several MB, no Expect header
     assert len(body) > spec.serve.max_body_bytes
     headers = {"content-type": "application/json", "Authorization": f"Bearer {KEY}"}

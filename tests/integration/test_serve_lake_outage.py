@@ -52,7 +52,7 @@ def test_the_lake_unreachable_for_60_s_under_load_serving_goes_on_and_the_log_ca
     package = small.artifact_uri(small.model_name, "1")
     registry = Registry(spec)
     registry.client.create_registered_model(spec.name)
-    registry.client.create_model_version(spec.name, package)
+    registry.register_package(package)
     control.client(spec).admit("1", "user:test")
     url = deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve)).url
     row = as_json_rows(raw_rows(small_model[0], 1))[0]

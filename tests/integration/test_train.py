@@ -1,5 +1,6 @@
 """Training on Ray Train: tracked, packaged, registered and gated; resumes after a worker crash."""
 
+import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from mlray import dataplane
 from mlray.audit import AuditLog
 from mlray.cli import app
 from mlray.errors import UserError
+from mlray.registry.manifest import MANIFEST, MANIFEST_TAG
 from mlray.registry.models import REJECTED_TAG, Registry
 from mlray.registry.package import naive_utc
 from mlray.spec import load_spec
@@ -63,8 +65,12 @@ def test_train_registers_a_champion_with_lineage_and_a_raw_row_pyfunc(tmp_path, 
     assert unknown.exit_code == 2 and "model 'nosuchmodel@champion' not found" in unknown.stderr
 
     # The package ships the mlray code it needs and pins its other requirements: it loads where mlray is not installed.
+    # Its pyfunc flavour is code (nothing pickled), and the registry holds the digest of its manifest.
     files = Path(mlflow.artifacts.download_artifacts(f"models:/{spec.name}/1"))
     assert (files / "code" / "mlray" / "registry" / "package.py").is_file()
+    assert (files / "pyfunc_model.py").is_file() and not (files / "python_model.pkl").exists()
+    tag = Registry(spec).client.get_model_version(spec.name, "1").tags[MANIFEST_TAG]
+    assert hashlib.sha256((files / MANIFEST).read_bytes()).hexdigest() == tag
     requirements = (files / "requirements.txt").read_text()
     assert "mlray" not in requirements and "torch==" in requirements and "pyarrow==" in requirements
 

@@ -2,7 +2,6 @@
 
 import json
 
-import mlflow
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from projects import make_project
@@ -11,6 +10,7 @@ from typer.testing import CliRunner
 from mlray.cli import app
 from mlray.errors import UserError
 from mlray.registry.models import Registry
+from mlray.registry.package import load_package
 from mlray.spec import load_spec
 from mlray.train.sweep import tune_model
 
@@ -60,7 +60,7 @@ def test_a_sweep_tracks_every_trial_and_registers_the_best(tmp_path, starter_tex
 
     model = outcome["model"]
     assert model["decision"] == "champion" and model["run_id"] == best["run_id"]
-    package = mlflow.pyfunc.load_model(f"models:/{spec.name}@champion").unwrap_python_model()
+    package = load_package(f"models:/{spec.name}@champion")
     assert package.config.model["hidden"] == best["params"]["model.hidden"]  # the best trial's network was packaged
 
 

@@ -14,6 +14,7 @@ aliases are the projection of the committed state.
 | document from before / from a newer mlray | test_an_old_document_takes_the_registrys_aliases_once_and_a_newer_one_is_refused |
 | another writer committed first | test_a_concurrent_writer_wins_and_the_loser_reads_its_state |
 | a registry that hangs | test_a_registry_that_hangs_delays_no_change_and_gets_the_latest_aliases_when_it_answers |
+| keys added, revoked (hash or fingerprint), unknown | test_keys_are_added_and_revoked_one_at_a_time_by_hash_or_fingerprint |
 """
 
 import asyncio
@@ -103,7 +104,7 @@ def test_admitting_versions_makes_a_champion_then_a_challenger(parts):
     assert control.revision == revision and table.read()[0] == revision
     assert table.read()[1]["aliases"] == {"champion": "1", "challenger": "2", "previous": None}
     assert registry.alias == {"champion": "1", "challenger": "2"}  # projected after each commit
-    assert [(e["action"], e["target"], e["actor"]) for e in audit.read(action="alias")] == [
+    assert [(e["action"], e["target"], e["component"]) for e in audit.read(action="alias")] == [
         ("alias", "card-fraud@challenger", "user:a"), ("alias", "card-fraud@champion", "user:a")]
 
 
@@ -196,7 +197,7 @@ def test_the_rollout_promotes_through_the_state_and_a_stale_change_is_refused(pa
     assert done["aliases"] == {"champion": "2", "challenger": None, "previous": "1"}
     assert registry.alias == {"champion": "2", "previous": "1"}
     assert table.read()[1]["rollout"]["status"] == RolloutStatus.PROMOTED
-    assert audit.read(action="canary.promote")[0]["actor"] == "controller:x"
+    assert audit.read(action="canary.promote")[0]["component"] == "controller:x"
 
 
 def test_aliases_left_behind_by_a_registry_outage_are_repaired_at_the_next_start_and_change(parts):
@@ -311,3 +312,29 @@ def test_aliases_move_as_a_champion_replaced_keeps_the_old_as_previous():
     assert aliases.promoted("2").promoted("2") == Aliases(champion="2", previous="1")
     assert aliases.moved("previous", "3") == Aliases(champion="1", challenger="2", previous="3")
     assert aliases.role_of("2") == "challenger" and aliases.role_of("9") is None
+
+
+def test_keys_are_added_and_revoked_one_at_a_time_by_hash_or_fingerprint(parts):
+    from mlray.serve.auth import fingerprint, hash_key
+
+    make, _, table, audit = parts
+    first, second, third = (hash_key(c * 40) for c in "abc")
+
+    async def scenario():
+        control = make()
+        await control.change_keys([first], [], "cli")
+        await control.change_keys([second, third], [], "cli")  # added: the first stays
+        await control.change_keys([], [fingerprint(second)], "cli")  # by the fingerprint `mlray keys list` shows
+        await control.change_keys([], [third], "cli")  # by the hash of the key read from stdin
+        for wrong in (fingerprint(second), "sha256:", "sha256:0000000000"):
+            with pytest.raises(UserError, match="no accepted key match"):
+                await control.change_keys([], [wrong], "cli")
+        await control.change_keys([first], [], "cli")  # already accepted: no new revision
+        return control
+
+    control = run(scenario)
+    assert table.read()[1]["keys"] == [first] and control.revision == 4
+    assert [e["reason"] for e in audit.read(action="keys.change")] == [
+        "0 key(s) added, 1 revoked", "0 key(s) added, 1 revoked", "2 key(s) added, 0 revoked",
+        "1 key(s) added, 0 revoked"]
+    assert first not in str(audit.read())  # fingerprints only

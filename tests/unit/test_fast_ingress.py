@@ -42,16 +42,37 @@ def test_the_wrapper_binds_stats_and_metrics_to_loopback_and_leaves_the_serving_
     assert "    bind 127.0.0.1:9301\n" in config and "  bind 127.0.0.1:9404\n" in config
     assert "    bind 127.0.0.1:8000\n" in config
     assert args == ["-db", "-f", str(tmp_path / "haproxy.cfg"), "-dR"]  # HAProxy gets exactly Ray's arguments
+    assert "stats socket /tmp/x/admin.sock mode 600 level admin" in config  # Ray writes 666
     everywhere, _ = run_wrapper(tmp_path, "*")  # serve.host 0.0.0.0: the user asked for every interface
     assert "    bind *:8000\n" in everywhere and "bind 127.0.0.1:9404" in everywhere
 
 
 def test_the_wrapper_is_rewritten_only_when_it_changes(tmp_path):
     first = fast.write_wrapper(tmp_path, "/opt/haproxy")
-    assert os.access(first, os.X_OK) and '"/opt/haproxy"' in first.read_text()
+    assert os.access(first, os.X_OK) and "exec /opt/haproxy " in first.read_text()
     stamp = first.stat().st_mtime_ns
     assert fast.write_wrapper(tmp_path, "/opt/haproxy").stat().st_mtime_ns == stamp
-    assert '"/usr/sbin/haproxy"' in fast.write_wrapper(tmp_path, "/usr/sbin/haproxy").read_text()
+    assert "exec /usr/sbin/haproxy " in fast.write_wrapper(tmp_path, "/usr/sbin/haproxy").read_text()
+
+
+def test_the_wrapper_fails_closed_when_ray_s_config_is_not_what_it_rewrites(tmp_path):
+    """A config whose side listeners the rewrite does not find (Ray changed its template), or no config at all:
+    exit 1 with one line, and HAProxy never starts (the stand-in would leave a marker)."""
+    marker = tmp_path / "haproxy-ran"
+    stand_in = tmp_path / "stand in $(touch x)"  # a path with a space and shell syntax: quoted, never run as code
+    stand_in.write_text(f'#!/bin/sh\ntouch "{marker}"\n')
+    stand_in.chmod(0o755)
+    wrapper = fast.write_wrapper(tmp_path / "serve", str(stand_in))
+    env = {"PATH": os.environ["PATH"], fast.STATS_PORT: "9404", fast.METRICS_PORT: "9301"}
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG.format(serving="127.0.0.1").replace("bind *:9404", "bind 10.0.0.1:9404"))
+    moved = subprocess.run([str(wrapper), "-db", "-f", str(config)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert moved.returncode == 1 and "no listener on port 9404 to move to 127.0.0.1" in moved.stderr
+    missing = subprocess.run([str(wrapper), "-db"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert missing.returncode == 1 and "no config file (-f)" in missing.stderr
+    assert not marker.exists() and not (tmp_path / "x").exists()
+    config.write_text(CONFIG.format(serving="127.0.0.1"))
+    assert subprocess.run([str(wrapper), "-db", "-f", str(config)], env=env, cwd=tmp_path).returncode == 0 and marker.exists()
 
 
 def test_the_environment_turns_haproxy_on_unless_the_caller_chose(tmp_path):

@@ -127,3 +127,15 @@ def test_concurrent_appends_of_one_batch_commit_it_once(lake, tmp_path):
         committed = pending.get(timeout=120)
     assert sorted(committed) == [False, True]
     assert lake.read("t").num_rows == 1
+
+
+def test_an_s3_lake_whose_commits_nothing_makes_atomic_is_refused_saying_what_to_set():
+    from mlray.lake.tables import check_atomic_commits
+
+    with pytest.raises(UserError, match="AWS_S3_LOCKING_PROVIDER: dynamodb .* conditional_put: etag"):
+        check_atomic_commits("s3://bucket/lake", {"AWS_REGION": "us-east-1"}, environ={})
+    check_atomic_commits("s3://bucket/lake", {"aws_s3_locking_provider": "dynamodb"}, environ={})
+    check_atomic_commits("s3://bucket/lake", {"conditional_put": "etag"}, environ={})
+    check_atomic_commits("s3://bucket/lake", {}, environ={"AWS_S3_LOCKING_PROVIDER": "dynamodb"})
+    check_atomic_commits("s3://bucket/lake", {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}, environ={})  # the opt-out
+    check_atomic_commits("gs://bucket/lake", {}, environ={})  # GCS and local disks commit atomically

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
+from mlray.control.state import WindowReport
 from mlray.errors import UserError
 from mlray.incidents import Incidents
 from mlray.lake import Lake
@@ -56,20 +57,20 @@ def test_incidents_fold_their_events_and_an_event_lands_once(tmp_path):
     incidents.record("a-w3", "submitted", "monitor", job_id="mlray-x-retrain-a-w3")
     incidents.record("b-w9", "open", "monitor", cause="quality")
     incident = incidents.get("a-w3")
-    assert incident["status"] == "submitted" and incident["job_id"] == "mlray-x-retrain-a-w3"
-    assert incident["evidence"] == {"columns": ["amount"]} and incident["windows"] == [2, 3]
-    assert [e["status"] for e in incident["events"]] == ["open", "submitted"]
+    assert incident.status == "submitted" and incident.job_id == "mlray-x-retrain-a-w3"
+    assert incident.evidence == {"columns": ["amount"]} and incident.windows == [2, 3]
+    assert [e.status for e in incident.events] == ["open", "submitted"]
     incidents.record("a-w3", "promoted", "job:a-w3", challenger="2")
-    assert [i["incident_id"] for i in incidents.open()] == ["b-w9"]
+    assert [i.incident_id for i in incidents.open()] == ["b-w9"]
     with pytest.raises(UserError, match="no incident 'zzz'"):
         incidents.get("zzz")
 
 
 def test_a_window_report_is_written_once(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    report = {"seq": 0, "epoch": "e1", "at": AT, "rows": 10, "champion": "1", "start": [1, 0], "end": [1, 10],
-              "columns": ["amount"], "p_values": [0.5], "distances": [0.1], "threshold": 0.01, "drifted": [],
-              "score_drift": False, "quality": {"1": {"roc_auc": 0.8}}, "verdict": "ok"}
+    report = WindowReport(seq=0, epoch="e1", at=AT, rows=10, champion="1", start=[1, 0], end=[1, 10],
+                          columns=["amount"], p_values=[0.5], distances=[0.1], threshold=0.01, drifted=[],
+                          score_drift=False, quality={"1": {"roc_auc": 0.8}}, verdict="ok")
     assert write_report(lake, report) and not write_report(lake, report)
     found = read_reports(lake, "e1", 0)
-    assert len(found) == 1 and found[0]["quality"] == {"1": {"roc_auc": 0.8}} and found[0]["end"] == [1, 10]
+    assert len(found) == 1 and found[0].quality == {"1": {"roc_auc": 0.8}} and found[0].end == [1, 10]

@@ -39,7 +39,7 @@ import pytest
 from monitor_fakes import FakeClock, FakeDrift, FakeGauges, FakeJobs, FakeReferences, FakeServing
 
 from mlray.audit import AuditLog
-from mlray.control.state import IncidentStatus, MonitorCheckpoint
+from mlray.control.state import IncidentStatus, MonitorCheckpoint, RolloutState, WindowReport
 from mlray.errors import UserError
 from mlray.incidents import Incidents, record_rollout_outcome
 from mlray.lake import Lake
@@ -86,11 +86,11 @@ class World:
         self.commits += 1
         assert self.log.flush() == len(amounts)
 
-    def reports(self) -> list[dict]:
-        return sorted(read_reports(self.lake), key=lambda r: r["seq"])
+    def reports(self) -> list[WindowReport]:
+        return sorted(read_reports(self.lake), key=lambda r: r.seq)
 
     def statuses(self, incident_id: str) -> list[str]:
-        return [e["status"] for e in self.incidents.get(incident_id)["events"]]
+        return [e.status for e in self.incidents.get(incident_id).events]
 
     def audit(self) -> list[str]:
         return sorted(e["action"] for e in AuditLog(self.spec.platform).read())
@@ -185,15 +185,15 @@ def test_a_monitor_killed_before_any_write_resumes_without_rechecking_or_skippin
     restarted = world.monitor()
     restarted.step()
     reports = world.reports()
-    assert [r["seq"] for r in reports] == [0, 1, 2, 3] and sum(r["rows"] for r in reports) == 4 * WINDOW
-    assert all(a["end"] == b["start"] for a, b in zip(reports, reports[1:])), "windows must chain"
-    assert [r["verdict"] for r in reports] == ["ok", "ok", "drift", "drift"]
+    assert [r.seq for r in reports] == [0, 1, 2, 3] and sum(r.rows for r in reports) == 4 * WINDOW
+    assert all(a.end == b.start for a, b in zip(reports, reports[1:])), "windows must chain"
+    assert [r.verdict for r in reports] == ["ok", "ok", "drift", "drift"]
     # a window is checked again only when the kill came before its report was written
     assert len(world.drift.checked) == 4 + (STEP_WRITES[kill_at - 1] == "report")
     assert restarted.checkpoint.seq == 4 and [h["seq"] for h in restarted.checkpoint.history] == [0, 1, 2, 3]
     [incident] = world.incidents.all()
-    assert incident["incident_id"] == f"{restarted.checkpoint.epoch}-w2" and incident["status"] == "submitted"
-    assert world.jobs.submitted == [f"retrain-{incident['incident_id']}"]
+    assert incident.incident_id == f"{restarted.checkpoint.epoch}-w2" and incident.status == "submitted"
+    assert world.jobs.submitted == [f"retrain-{incident.incident_id}"]
     audit = world.audit()
     assert audit.count("incident.open") <= 1 and audit.count("retrain.submit") <= 1
     assert [w["rows"] for w in restarted.step()["windows"]] == []  # nothing left, nothing done twice
@@ -206,7 +206,7 @@ def test_auto_an_incident_goes_from_open_to_closed_by_its_rollout(world, alerts)
     world.serve(*[SHIFTED] * WINDOW)
     monitor.step()
     [incident] = world.incidents.all()
-    iid, sid = incident["incident_id"], incident["job_id"]
+    iid, sid = incident.incident_id, incident.job_id
     assert world.statuses(iid) == ["open", "submitted"] and world.jobs.submitted == [sid]
     world.jobs.jobs[sid] = "RUNNING"
     monitor.step()
@@ -217,7 +217,7 @@ def test_auto_an_incident_goes_from_open_to_closed_by_its_rollout(world, alerts)
                                      "incident": iid}
     world.jobs.jobs[sid] = "SUCCEEDED"
     monitor.step()
-    assert world.incidents.get(iid)["status"] == IncidentStatus.RETRAINED  # the running rollout owns it
+    assert world.incidents.get(iid).status == IncidentStatus.RETRAINED  # the running rollout owns it
     world.serving.current_rollout |= {"status": "promoted", "reason": "every step passed"}
     monitor.step()  # its controller was down when it ended: the monitor records the outcome
     assert world.statuses(iid) == ["open", "submitted", "retrained", "promoted"]
@@ -232,22 +232,22 @@ def test_approval_an_incident_waits_then_is_submitted_and_closed_by_the_rollouts
     world.serve(*[SHIFTED] * WINDOW)
     monitor.step()
     [incident] = world.incidents.all()
-    iid = incident["incident_id"]
+    iid = incident.incident_id
     assert world.statuses(iid) == ["open", "awaiting_approval"] and world.jobs.submitted == []
     world.serve(*[SHIFTED] * WINDOW)
     monitor.step()  # waiting for approval: no job, and no second incident
     assert world.jobs.submitted == [] and len(world.incidents.all()) == 1
     world.incidents.record(iid, IncidentStatus.APPROVED, "user:ana")
     monitor.step()
-    sid = world.incidents.get(iid)["job_id"]
+    sid = world.incidents.get(iid).job_id
     assert world.statuses(iid)[-2:] == ["approved", "submitted"] and world.jobs.submitted == [sid]
     world.incidents.record(iid, IncidentStatus.RETRAINED, "job", challenger="2")
     rollout = {"champion": "1", "challenger": "2", "status": "running", "reason": "", "incident": iid}
     world.serving.current_rollout, world.jobs.jobs[sid] = rollout, "SUCCEEDED"
     monitor.step()
-    assert world.incidents.get(iid)["status"] == IncidentStatus.RETRAINED
+    assert world.incidents.get(iid).status == IncidentStatus.RETRAINED
     ended = rollout | {"status": "rolled_back", "reason": "2 failed analyses"}
-    assert record_rollout_outcome(world.incidents, ended, "controller")  # the controller, after its decision
+    assert record_rollout_outcome(world.incidents, RolloutState(**ended), "controller")  # the controller, after its decision
     world.serving.current_rollout = ended
     monitor.step()  # the monitor's backstop finds it recorded
     assert world.statuses(iid) == ["open", "awaiting_approval", "approved", "submitted", "retrained", "rolled_back"]
@@ -259,13 +259,13 @@ def test_a_failed_job_fails_its_incident_with_one_alert_and_no_second_job(world,
     world.serve(*[SHIFTED] * WINDOW)
     monitor.step()
     [incident] = world.incidents.all()
-    world.jobs.jobs[incident["job_id"]] = "FAILED"
+    world.jobs.jobs[incident.job_id] = "FAILED"
     monitor.step()
-    assert world.incidents.get(incident["incident_id"])["status"] == IncidentStatus.FAILED
+    assert world.incidents.get(incident.incident_id).status == IncidentStatus.FAILED
     for _ in range(2):  # more drift within the cooldown, and a restart: nothing is submitted again
         world.serve(*[SHIFTED] * WINDOW)
         world.monitor().step()
-    assert world.jobs.submitted == [incident["job_id"]] and len(world.incidents.all()) == 1
+    assert world.jobs.submitted == [incident.job_id] and len(world.incidents.all()) == 1
     assert [kind for kind, _ in alerts].count("job_failed") == 1
     assert world.audit().count("retrain.failed") == 1
 
@@ -277,12 +277,12 @@ def test_a_job_that_vanished_or_ended_without_an_outcome_fails_its_incident(worl
     monitor.step()
     [incident] = world.incidents.all()
     if job is None:
-        del world.jobs.jobs[incident["job_id"]]
+        del world.jobs.jobs[incident.job_id]
     else:
-        world.jobs.jobs[incident["job_id"]] = job
+        world.jobs.jobs[incident.job_id] = job
     monitor.step()
-    failed = world.incidents.get(incident["incident_id"])
-    assert failed["status"] == IncidentStatus.FAILED and detail in failed["events"][-1]["detail"]
+    failed = world.incidents.get(incident.incident_id)
+    assert failed.status == IncidentStatus.FAILED and detail in failed.events[-1].detail
 
 
 # ---------------------------------------------------------------------- the reference, the clock
@@ -298,7 +298,7 @@ def test_a_champion_change_seen_through_serving_resets_the_reference(world, aler
     world.serve(*[CALM] * WINDOW)
     monitor.step()
     assert world.references.loaded == ["1", "2"], "built once per champion"
-    assert [r["champion"] for r in world.reports()] == ["1", "2", "2"] and monitor.checkpoint.champion == "2"
+    assert [r.champion for r in world.reports()] == ["1", "2", "2"] and monitor.checkpoint.champion == "2"
     assert world.monitor().status()["champion"] == "2"  # checkpointed
 
 
@@ -323,8 +323,8 @@ def test_a_schedule_slot_opens_one_incident(project, alerts):
     monitor.step()
     world.monitor().step()  # a restart in the same slot: nothing new
     [incident] = world.incidents.all()
-    assert incident["cause"] == "schedule" and incident["incident_id"].endswith("-s1")
-    assert monitor.checkpoint.schedule_slot == 1 and world.jobs.submitted == [incident["job_id"]]
+    assert incident.cause == "schedule" and incident.incident_id.endswith("-s1")
+    assert monitor.checkpoint.schedule_slot == 1 and world.jobs.submitted == [incident.job_id]
 
 
 def test_upkeep_runs_when_its_period_passed(world, alerts):

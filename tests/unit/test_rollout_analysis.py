@@ -87,8 +87,8 @@ def test_the_audit_log_appends_and_reads_newest_first(tmp_path):
     from mlray.spec import PlatformSpec
 
     audit = AuditLog(PlatformSpec(state_dir=str(tmp_path)))
-    audit.append("deploy", "m", "first", None, {"weights": {"1": 1.0}}, actor="user:a")
-    audit.append("canary.promote", "m v2", "every step passed", actor="controller")
+    audit.append("deploy", "m", "first", None, {"weights": {"1": 1.0}}, component="cli")
+    audit.append("canary.promote", "m v2", "every step passed", component="controller")
     entries = audit.read()
     assert [e["action"] for e in entries] == ["canary.promote", "deploy"] and entries[1]["after"] == {"weights": {"1": 1.0}}
     assert audit.read(action="deploy")[0]["reason"] == "first"

@@ -65,16 +65,16 @@ def plane(monkeypatch, spec):
 
 
 def events(incidents: Incidents) -> list[str]:
-    return [e["status"] for e in incidents.get(INCIDENT)["events"]]
+    return [e.status for e in incidents.get(INCIDENT).events]
 
 
 def test_a_rollback_records_its_outcome_on_the_incident_once(spec, incidents, plane):
     rollout = Rollout(spec)
     rollout.rollback("too slow", actor="user:ana")
     incident = incidents.get(INCIDENT)
-    assert incident["status"] == IncidentStatus.ROLLED_BACK and incident["status"] in INCIDENT_CLOSED
-    assert incident["challenger"] == "3" and incident["events"][-1]["actor"] == "user:ana"
-    assert incident["events"][-1]["detail"] == "v3: rollout rolled_back (too slow)"
+    assert incident.status == IncidentStatus.ROLLED_BACK and incident.status in INCIDENT_CLOSED
+    assert incident.challenger == "3" and incident.events[-1].actor == "user:ana"
+    assert incident.events[-1].detail == "v3: rollout rolled_back (too slow)"
     assert plane.audit == ["canary.rollback", "canary.rollback.requested"]
     assert [e["action"] for e in AuditLog(spec.platform).read()] == ["retrain.rolled_back"]
     lake = Lake.from_platform(spec.platform)
@@ -95,8 +95,8 @@ def test_a_rollout_stopped_by_hand_is_seen_at_the_next_tick_and_closes_the_incid
     plane.stop_by_hand("champion set to v2 by user:ana")
     rollout.tick()
     incident = incidents.get(INCIDENT)
-    assert incident["status"] == IncidentStatus.STOPPED and "champion set to v2 by user:ana" in incident["events"][-1]["detail"]
-    assert incident["events"][-1]["actor"] == "controller:rollout-controller"
+    assert incident.status == IncidentStatus.STOPPED and "champion set to v2 by user:ana" in incident.events[-1].detail
+    assert incident.events[-1].actor == "controller:rollout-controller"
 
 
 def test_a_failed_incident_write_is_retried_by_the_next_tick(spec, incidents, plane, monkeypatch):
@@ -110,9 +110,9 @@ def test_a_failed_incident_write_is_retried_by_the_next_tick(spec, incidents, pl
     rollout.rollback("too slow", actor="user:ana")  # the decision is committed; the incident write failed
     assert plane.rollout["status"] == RolloutStatus.ROLLED_BACK
     monkeypatch.setattr(Incidents, "record", real)
-    assert incidents.get(INCIDENT)["status"] == IncidentStatus.RETRAINED
+    assert incidents.get(INCIDENT).status == IncidentStatus.RETRAINED
     rollout.tick()
-    assert incidents.get(INCIDENT)["status"] == IncidentStatus.ROLLED_BACK
+    assert incidents.get(INCIDENT).status == IncidentStatus.ROLLED_BACK
 
 
 def test_a_rollout_without_an_incident_records_nothing(spec, plane):
@@ -127,10 +127,12 @@ def test_old_rollout_states_without_an_incident_still_load(spec, plane):
 
 
 def test_the_outcome_is_recorded_once_whoever_records_it(spec, incidents):
-    rollout = {"champion": "2", "challenger": "3", "status": "running", "reason": "", "incident": INCIDENT}
+    rollout = RolloutState(champion="2", challenger="3", incident=INCIDENT)
     assert not record_rollout_outcome(incidents, rollout, "controller")  # not ended yet
-    assert not record_rollout_outcome(incidents, rollout | {"status": "promoted", "incident": None}, "controller")
-    ended = rollout | {"status": "promoted", "reason": "every step passed"}
+    assert not record_rollout_outcome(incidents, None, "controller")
+    unanswered = rollout.model_copy(update={"status": RolloutStatus.PROMOTED, "incident": None})
+    assert not record_rollout_outcome(incidents, unanswered, "controller")
+    ended = rollout.model_copy(update={"status": RolloutStatus.PROMOTED, "reason": "every step passed"})
     written = []
     assert record_rollout_outcome(incidents, ended, "controller", written.append)
     assert not record_rollout_outcome(incidents, ended, "monitor", written.append)  # the monitor's backstop
@@ -160,11 +162,11 @@ def test_the_monitor_leaves_a_retrained_incident_to_its_rollout_once_the_job_end
     rollout = {"champion": "2", "challenger": "3", "status": "running", "reason": "", "incident": INCIDENT}
     revision = serving.write({"plan": None, "rollout": rollout, "rollout_revision": 1}, 0)
     monitor.retraining_jobs.follow()  # the rollout runs: the incident stays retrained, however long it takes
-    assert incidents.get(INCIDENT)["status"] == IncidentStatus.RETRAINED
+    assert incidents.get(INCIDENT).status == IncidentStatus.RETRAINED
     serving.write({"plan": None, "rollout": rollout | {"status": "rolled_back", "reason": "2 failed analyses"},
                    "rollout_revision": 2}, revision)
     monitor.retraining_jobs.follow()  # ended, and its controller did not record it (it was down): the monitor does
-    assert incidents.get(INCIDENT)["status"] == IncidentStatus.ROLLED_BACK
+    assert incidents.get(INCIDENT).status == IncidentStatus.ROLLED_BACK
     assert "retrain.failed" not in [e["action"] for e in AuditLog(spec.platform).read()]
 
 
@@ -176,7 +178,7 @@ def test_the_monitor_still_fails_a_retrained_incident_whose_job_ended_without_st
     monkeypatch.setattr("mlray.monitor.retraining.alert", lambda *args: None)
     monitor.retraining_jobs.follow()
     incident = incidents.get(INCIDENT)
-    assert incident["status"] == IncidentStatus.FAILED and "ended STOPPED" in incident["events"][-1]["detail"]
+    assert incident.status == IncidentStatus.FAILED and "ended STOPPED" in incident.events[-1].detail
 
 
 def test_a_spec_that_still_sets_the_retired_rollout_timeout_loads():

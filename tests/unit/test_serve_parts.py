@@ -39,19 +39,27 @@ def test_a_plan_must_add_up_and_include_the_champion():
 
 
 def test_keys_are_hashed_and_checked():
-    ring = KeyRing([hash_key("from-spec")], environ={"MLRAY_API_KEYS": "from-env, other"})
+    env_key, other = "from-env-" + "e" * 32, "other-" + "o" * 32
+    ring = KeyRing([hash_key("from-spec")], environ={"MLRAY_API_KEYS": f"{env_key}, {other}"})
     assert len(ring) == 3
-    assert ring.accepts("Bearer from-spec") and ring.accepts("Bearer other")
+    assert ring.accepts("Bearer from-spec") and ring.accepts(f"Bearer {other}")
+    assert ring.accepts(f"bearer {other}") and ring.accepts(f"BEARER  {other} ")  # the scheme is case-insensitive
     assert not ring.accepts("Bearer nope") and not ring.accepts("from-spec") and not ring.accepts(None)
+    assert not ring.accepts(f"Basic {other}") and not ring.accepts(f"Bearer {other} extra")
 
 
-def test_serving_refuses_auth_without_keys_and_fingerprints_never_show_the_hash():
+def test_a_short_plain_key_is_refused_without_echoing_it():
     from mlray.errors import UserError
+
+    with pytest.raises(UserError, match="MLRAY_API_KEYS: an API key needs at least 32 characters, got 9") as caught:
+        KeyRing([], environ={"MLRAY_API_KEYS": "short-key"})
+    assert "short-key" not in str(caught.value)
+
+
+def test_the_deploying_shell_may_bring_no_keys_and_fingerprints_never_show_the_hash():
     from mlray.spec import ServeSpec
 
-    with pytest.raises(UserError, match="no API keys"):
-        KeyRing.for_serving(ServeSpec())
-    assert len(KeyRing.for_serving(ServeSpec(auth=False))) == 0
+    assert len(KeyRing.for_serving(ServeSpec())) == 0  # the control plane may hold keys (`mlray keys add`)
     hashed = hash_key("secret")
     assert fingerprint(hashed).startswith("sha256:") and hashed not in fingerprint(hashed)
     assert KeyRing([hashed, hashed]).hashes == [hashed]  # a key listed twice counts once
