@@ -28,6 +28,7 @@ from deltalake.exceptions import CommitFailedError
 from mlray.lake import Lake
 from mlray.lake.io import conform
 from mlray.lake.tables import arrow_schema_of
+from mlray.redaction import redact_credentials
 from mlray.spec import PlatformSpec
 
 TABLE = "audit_log"
@@ -94,7 +95,8 @@ def new_entry(action: str, target: str, reason: str = "", before: Any = None, af
     who = principal or current_principal()
     return {"id": id or uuid.uuid4().hex, "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             "actor": who, "principal": who, "component": component or "", "action": action, "target": target,
-            "reason": reason or "", "before": json.dumps(before, default=str), "after": json.dumps(after, default=str)}
+            "reason": redact_credentials(reason or ""), "before": redact_credentials(json.dumps(before, default=str)),
+            "after": redact_credentials(json.dumps(after, default=str))}
 
 
 def entry_hash(seq: int, prev_hash: str, entry: dict) -> str:

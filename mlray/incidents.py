@@ -25,6 +25,7 @@ import pyarrow as pa
 from mlray.control.state import ROLLOUT_ENDED, Incident, IncidentStatus, RolloutState, read_row
 from mlray.errors import UserError
 from mlray.lake import Lake
+from mlray.redaction import redact_credentials
 
 TABLE = "incidents"
 SCHEMA = pa.schema([
@@ -57,7 +58,8 @@ class Incidents:
         if unknown:
             raise ValueError(f"unknown incident fields {sorted(unknown)}")
         row = {"incident_id": incident_id, "at": datetime.now(timezone.utc), "status": status, "actor": actor} | {
-            k: (json.dumps(v, default=str) if k == "evidence" else v) for k, v in fields.items()}
+            k: redact_credentials(json.dumps(v, default=str)) if k == "evidence" else
+            redact_credentials(v) if k == "detail" and v else v for k, v in fields.items()}
         data = pa.Table.from_pylist([row], schema=SCHEMA)
         return self.lake.append(TABLE, data, batch_id=f"incident:{incident_id}:{status}", schema=SCHEMA).committed
 

@@ -25,6 +25,7 @@ from mlray.incidents import Incidents
 from mlray.lake.specs import read_stored_spec
 from mlray.monitor.alerts import alert
 from mlray.spec import ProjectSpec, load_spec
+from mlray.spec.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Retraining:
         try:
             return self._run()
         except Exception as exc:
-            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            detail = redact_text(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", self.spec)
             self.event(IncidentStatus.FAILED, detail)
             alert(self.spec.name, "job_failed", f"incident {self.incident_id}: {detail}",
                   {"incident_id": self.incident_id, "job_id": self.job_id}, self.spec.monitor.alert_webhook)

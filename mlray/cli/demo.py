@@ -164,7 +164,7 @@ def _summary(spec: ProjectSpec, folder: Path, url: str, key: str, incident: Inci
     for what, how in [
         ("Ray dashboard (jobs, actors, Serve)", jobs_address()),
         ("MLflow UI", f"mlflow ui --backend-store-uri {spec.platform.tracking_uri}"),
-        ("the endpoint", f"curl -H 'Authorization: Bearer {key}' {url}/v1/models   (API docs: {url}/docs)"),
+        ("the endpoint", f"curl -H 'Authorization: Bearer {key}' {url}/v1/models   (the API: {url}/openapi.json, with the key)"),
         ("the audit log", f"mlray audit --spec {spec_file}"),
         ("the incident", f"mlray incidents show {incident.incident_id} --spec {spec_file}"),
         ("drift reports", f"mlray drift report --spec {spec_file}"),

@@ -22,6 +22,8 @@ def deploy(
         help="Game day: (re)start VERSIONS with this much delay added to every model call.")] = None,
     inject_error_rate: Annotated[Optional[float], typer.Option(
         help="Game day: (re)start VERSIONS failing this share of model calls; 0 with no delay removes faults.")] = None,
+    restart: Annotated[bool, typer.Option(
+        help="Start the ingress again, for a serve setting it cannot take while it runs (port, replicas, ...).")] = False,
     spec_path: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -39,16 +41,16 @@ def deploy(
     spec = spec_and_ray(spec_path)
     keys = KeyRing.for_serving(spec.serve)  # this shell's keys: the spec's hashes and MLRAY_API_KEYS
     with console.status("deploying on Ray Serve…") if not as_json else nullcontext():
-        done = deploy_service(spec, versions, fault=fault, keys=keys)
+        done = deploy_service(spec, versions, fault=fault, keys=keys, restart=restart)
     if spec.monitor.enabled:
         from mlray.monitor import actor
 
         actor.start(spec)
     if as_json:
         print_json({"url": done.url, "plan": done.plan.to_dict(), "started": done.started,
-                    "monitor": spec.monitor.enabled})
+                    "settings": done.settings, "monitor": spec.monitor.enabled})
         return
-    console.print(f"serving {spec.name} at {done.url}/v1/predict (docs: {done.url}/docs)")
+    console.print(f"serving {spec.name} at {done.url}/v1/predict (settings: {done.settings})")
     _print_plan(done.plan.to_dict())
     if spec.monitor.enabled:
         console.print("the drift monitor watches this traffic (`mlray monitor status`)")

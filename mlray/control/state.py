@@ -119,6 +119,7 @@ class ServingState(BaseModel):
     packages: dict[str, str] = {}  # served version → its package's artifact URI
     aliases: Aliases | None = None  # None: not yet taken over from the registry (a document from before)
     request_id_secret: str | None = None
+    serve: dict | None = None  # the `serve` section of the last deploy, pushed to the ingress (None: never set)
     audit_entries: list[dict] = []  # the audit entries of the change this revision made, committed with it
 
     def document(self) -> dict:

@@ -48,7 +48,7 @@ def write_project(folder: Path, sizes: Sizes, port: int, name: str = "card-fraud
     """The spec (the starter's card-fraud model, small and quick) and a new API key (its hash goes in the spec)."""
     from mlray.serve.auth import hash_key
 
-    key = f"demo-{secrets.token_urlsafe(16)}"
+    key = f"demo-{secrets.token_urlsafe(32)}"  # at least 32 characters, as every API key
     (folder / KEY_FILE).write_text(key + "\n")
     (folder / KEY_FILE).chmod(0o600)
     text = starter_spec(name) + f"""

@@ -39,7 +39,8 @@ from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.runtime import control_plane_name
 from mlray.serve.auth import fingerprint, revoked
 from mlray.serve.routing import TrafficPlan
-from mlray.spec import ProjectSpec
+from mlray.serve.settings import described
+from mlray.spec import ProjectSpec, ServeSpec
 
 log = logging.getLogger(__name__)
 LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the replica calls again)
@@ -268,6 +269,18 @@ class ControlPlane:
                  "component": actor}
         return await self._commit({"keys": sorted(after)}, [entry], actor, principal)
 
+    async def set_serve(self, settings: dict, actor: str, principal: str | None = None) -> dict:
+        """The `serve` section the ingress replicas follow (validated as the spec's); audited with what changed."""
+        wanted = ServeSpec.model_validate(settings)
+        await self._ready()
+        async with self.lock:
+            applied = self.state.serve
+            if applied == wanted.model_dump(mode="json"):
+                return await self.snapshot()
+            entry = {"action": "serve.settings", "target": self.spec.name, "reason": described(applied, wanted),
+                     "before": applied, "after": wanted.model_dump(mode="json"), "component": actor}
+            return await self._commit({"serve": wanted.model_dump(mode="json")}, [entry], actor, principal)
+
     async def admit(self, version: str, actor: str, principal: str | None = None) -> str:
         """A version that passed the gate joins: champion when there is none yet, else challenger. Its role."""
         await self._ready()
@@ -396,6 +409,9 @@ class ControlPlaneClient:
 
     def change_keys(self, add: list[str], revoke: list[str], actor: str) -> dict:
         return self._call(ControlPlane.change_keys, add, revoke, actor, principal=current_principal())
+
+    def set_serve(self, settings: dict, actor: str) -> dict:
+        return self._call(ControlPlane.set_serve, settings, actor, principal=current_principal())
 
     def admit(self, version: str, actor: str) -> str:
         return self._call(ControlPlane.admit, version, actor, principal=current_principal())

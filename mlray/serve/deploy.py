@@ -22,6 +22,7 @@ from mlray.serve.model_server import Fault, ModelServer, replica_options
 from mlray.serve.pool import model_app_name
 from mlray.serve.routing import TrafficPlan
 from mlray.serve.schema import request_columns, request_schema
+from mlray.serve.settings import described, needing_restart
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Deployment:
     url: str
     plan: TrafficPlan
     started: list[str]  # model versions started by this call
+    settings: str = "no change"  # the `serve` settings this call changed, as the audit entry says it
 
 
 def start_serve(spec: ProjectSpec) -> None:
@@ -84,11 +86,14 @@ def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: F
 
 
 def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPlan | None = None,
-           actor: str | None = None, fault: Fault | None = None, keys: KeyRing | None = None) -> Deployment:
+           actor: str | None = None, fault: Fault | None = None, keys: KeyRing | None = None,
+           restart: bool = False) -> Deployment:
     """Serve the champion (and `versions`, at weight 0), set the plan (default: the live one, or all to the champion),
     start the ingress. `keys` (the caller's, e.g. `KeyRing.for_serving`) are added to the accepted ones (only
     `mlray keys revoke` removes a key).
-    `fault` (re)starts `versions` with injected faults."""
+    `fault` (re)starts `versions` with injected faults. Changed `serve` settings reach the running ingress (pushed
+    like the plan); one it cannot take (its port, replicas, placement, ...) is refused with "restart needed" unless
+    `restart`, which starts the ingress again (requests in flight on it fail)."""
     from ray import serve
 
     actor = actor or default_actor()
@@ -97,6 +102,10 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     if spec.serve.auth and state["keys"] is None and not (keys and len(keys)):
         raise UserError("serve.auth is on but there are no API keys: add one with `mlray keys add` (or set "
                         "serve.api_keys hashes, or MLRAY_API_KEYS in the deploying shell)")
+    running = running_apps().get(spec.name) == "RUNNING"
+    if running and not restart and (fixed := needing_restart(state.get("serve"), spec.serve)):
+        raise UserError(f"restart needed: {', '.join(fixed)} cannot change while the service runs; deploy with "
+                        f"--restart to start its ingress again (requests in flight on it fail)")
     create_tables(spec, Lake.from_platform(spec.platform))  # a log left with another schema stops here, in one line
     live = TrafficPlan.from_dict(state["plan"]) if state["plan"] else None
     if plan is None:
@@ -119,12 +128,17 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
         reason += f"; faults in {', '.join(extra)}: {vars(fault) if fault else 'none'}"
     if keys is not None and len(keys):
         control.client(spec).change_keys(keys.hashes, [], actor)
+    settings = described(state.get("serve"), spec.serve)
+    control.client(spec).set_serve(spec.serve.model_dump(mode="json"), actor)  # keys first: auth never lacks them
     state = control.client(spec).set_plan(plan.to_dict(), actor, "deploy", reason,
                          overrides_rollout=_reroutes(live, plan))
+    if running and restart:
+        log.info("starting the ingress of %s again (--restart)", spec.name)
+        serve.delete(spec.name)
     if running_apps().get(spec.name) != "RUNNING":
         serve.run(ingress_app(spec, local=placement(spec) == "ingress"), name=spec.name, route_prefix="/")
     settle(spec, state["revision"])
-    return Deployment(f"http://{spec.serve.host}:{spec.serve.port}", plan, started)
+    return Deployment(f"http://{spec.serve.host}:{spec.serve.port}", plan, started, settings)
 
 
 def _reroutes(live: TrafficPlan | None, plan: TrafficPlan) -> bool:

@@ -35,7 +35,7 @@ from mlray.serve.request_ids import FeedbackRefused, RequestIds
 from mlray.serve.routing import TrafficPlan
 from mlray.serve.schema import feedback_model, label_text, request_columns, request_model, row_model
 from mlray.serve.tally import Tally
-from mlray.spec import ProjectSpec
+from mlray.spec import ProjectSpec, ServeSpec
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,9 @@ def encoded(answer: dict) -> bytes:
 @serve.ingress(api)
 class Ingress:
     async def __init__(self, spec: ProjectSpec, local: bool):
-        self.spec, serve_spec = spec, spec.serve
-        api.title, api.state.max_body_bytes = f"mlray: {spec.name}", serve_spec.max_body_bytes
-        self.columns, required = request_columns(spec)
-        self.request_model = request_model(row_model(spec.train_table, self.columns, required,
-                                                     max_string_length=serve_spec.max_string_length),
-                                           serve_spec.max_rows_per_request)
-        self.feedback_model = feedback_model(spec)
-        self.document = with_request_bodies(api.openapi(), self.request_model, self.feedback_model)
+        serve_spec = spec.serve
+        api.title = f"mlray: {spec.name}"
+        self._take_settings(spec)
         self.lake, self.tables_ready = Lake.from_platform(spec.platform), False  # the first flush makes sure of the tables
         self.replica = serve.get_replica_context().replica_id.unique_id
         writer, bound = f"mlray-serve:{spec.name}:{self.replica}", serve_spec.log_buffer_rows
@@ -82,7 +77,7 @@ class Ingress:
         self.owner = control.owner(spec)
         self.ids = RequestIds(bytes.fromhex(await self.owner.request_id_secret.remote()))
         await self._apply(await self.owner.watch.remote(-1, self.replica))
-        self.tasks = [asyncio.create_task(self._follow()), asyncio.create_task(self._flush_every(serve_spec.log_flush_s))]
+        self.tasks = [asyncio.create_task(self._follow()), asyncio.create_task(self._flush_every())]
 
     # ------------------------------------------------------------------ following the control plane
 
@@ -109,12 +104,26 @@ class Ingress:
                 log.exception("could not apply the control plane's revision (attempt %d)", failures)
                 await asyncio.sleep(backoff(failures))
 
+    def _take_settings(self, spec: ProjectSpec) -> None:
+        """The spec's `serve` settings that requests read: authentication, limits, headers, the flush period."""
+        serve_spec = spec.serve
+        self.spec, api.state.max_body_bytes = spec, serve_spec.max_body_bytes
+        self.columns, required = request_columns(spec)
+        self.request_model = request_model(row_model(spec.train_table, self.columns, required,
+                                                     max_string_length=serve_spec.max_string_length),
+                                           serve_spec.max_rows_per_request)
+        self.feedback_model = feedback_model(spec)
+        self.document = with_request_bodies(api.openapi(), self.request_model, self.feedback_model)
+
     async def _apply(self, state: dict) -> None:
-        """Take a new state: keys at once; a plan once the versions it names are ready (no request waits on a load)."""
+        """Take a new state: keys and `serve` settings at once; a plan once the versions it names are ready (no
+        request waits on a load)."""
         from mlray.metrics import serving
 
         if state["keys"] is not None:
             self.keys = KeyRing(state["keys"], environ={})
+        if state.get("serve") is not None and state["serve"] != self.spec.serve.model_dump(mode="json"):
+            self._take_settings(self.spec.model_copy(update={"serve": ServeSpec.model_validate(state["serve"])}))
         plan = TrafficPlan.from_dict(state["plan"]) if state["plan"] else None
         packages = state.get("packages") or {}
         await self.pool.prepare(plan.versions if plan else frozenset(), packages)
@@ -122,9 +131,9 @@ class Ingress:
         for version, weight in (plan.weights.items() if plan else ()):
             serving()["weight"].set(weight, tags={"model_version": version})
 
-    async def _flush_every(self, seconds: float) -> None:
+    async def _flush_every(self) -> None:
         while True:
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(self.spec.serve.log_flush_s)
             try:
                 self.tally.record()
                 await asyncio.to_thread(self._flush)

@@ -187,13 +187,14 @@ def test_an_overloaded_version_answers_503_with_retry_after_and_no_request_fails
     try:
         # 48 requests land within half a second: a queue of 2 behind 16 ongoing sheds the rest. The replica works
         # through what it holds a call at a time (18 × 0.6 s, well inside the client's 30 s timeout)
-        deploy(tight, versions=[slow], fault=Fault(delay_ms=600))
+        deploy(tight, versions=[slow], fault=Fault(delay_ms=600), restart=True)  # the ingress cannot take a new queue
         row = as_json_rows(raw_rows(spec, 1))[0]
         with ThreadPoolExecutor(48) as pool:
             responses = list(pool.map(lambda _: post(f"{url}/v1/predict", {"row": row}, **{"x-mlray-version": slow}),
                                       range(48)))
     finally:
         undeploy_version(spec, slow)
+        deploy(spec, restart=True)  # as the fixture deployed it
     codes = [r.status_code for r in responses]
     assert set(codes) == {200, 503} and codes.count(200) >= 2, codes
     shed = [r for r in responses if r.status_code == 503]
@@ -231,3 +232,23 @@ def test_the_service_answers_through_haproxy_listening_on_loopback_only(served):
     assert ("127.0.0.1", spec.serve.port) in listening
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
     assert post(f"{url}/v1/predict", {"row": as_json_rows(raw_rows(spec, 1))[0]}).status_code == 200
+
+
+def test_a_deploy_switching_auth_applies_it_to_the_running_service_and_a_port_change_says_restart(served):
+    from mlray.errors import UserError
+
+    spec, url, _ = served
+    row = as_json_rows(raw_rows(spec, 1))[0]
+    opened = spec.model_copy(update={"serve": spec.serve.model_copy(update={"auth": False})})
+    try:
+        assert deploy(opened).settings == "auth True → False"  # pushed: every ingress replica applied it on return
+        assert post(f"{url}/v1/predict", {"row": row}, key=None).status_code == 200
+    finally:
+        closed = deploy(spec)  # auth on again, with the key the control plane holds
+    assert closed.settings == "auth False → True"
+    assert post(f"{url}/v1/predict", {"row": row}, key=None).status_code == 401
+    assert post(f"{url}/v1/predict", {"row": row}).status_code == 200
+    moved = spec.model_copy(update={"serve": spec.serve.model_copy(update={"port": spec.serve.port + 1})})
+    with pytest.raises(UserError, match=rf"restart needed: serve.port {spec.serve.port} → {spec.serve.port + 1}"):
+        deploy(moved)
+    assert post(f"{url}/v1/predict", {"row": row}).status_code == 200  # refused: nothing changed

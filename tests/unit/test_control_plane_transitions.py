@@ -15,6 +15,7 @@ aliases are the projection of the committed state.
 | another writer committed first | test_a_concurrent_writer_wins_and_the_loser_reads_its_state |
 | a registry that hangs | test_a_registry_that_hangs_delays_no_change_and_gets_the_latest_aliases_when_it_answers |
 | keys added, revoked (hash or fingerprint), unknown | test_keys_are_added_and_revoked_one_at_a_time_by_hash_or_fingerprint |
+| serve settings set, set again | test_serve_settings_are_kept_once_and_each_change_is_audited |
 """
 
 import asyncio
@@ -338,3 +339,24 @@ def test_keys_are_added_and_revoked_one_at_a_time_by_hash_or_fingerprint(parts):
         "0 key(s) added, 1 revoked", "0 key(s) added, 1 revoked", "2 key(s) added, 0 revoked",
         "1 key(s) added, 0 revoked"]
     assert first not in str(audit.read())  # fingerprints only
+
+
+def test_serve_settings_are_kept_once_and_each_change_is_audited(parts):
+    from mlray.spec import ServeSpec
+
+    make, _, table, audit = parts
+    closed, open_ = ServeSpec().model_dump(mode="json"), ServeSpec(auth=False).model_dump(mode="json")
+
+    async def scenario():
+        control = make()
+        await control.set_serve(open_, "deploy")
+        await control.set_serve(closed, "deploy")
+        revision = control.revision
+        await control.set_serve(closed, "deploy")  # the same settings again: no new revision
+        with pytest.raises(ValueError, match="port"):
+            await control.set_serve(closed | {"port": 0}, "deploy")  # validated as the spec's section
+        return control, revision
+
+    control, revision = run(scenario)
+    assert control.revision == revision and table.read()[1]["serve"] == closed
+    assert [e["reason"] for e in audit.read(action="serve.settings")] == ["auth False → True", "first settings"]

@@ -157,3 +157,16 @@ def test_a_package_that_no_longer_loads_from_its_recorded_place_is_found_through
     monkeypatch.setattr(models, "_resolve", lambda version: f"file:///artifacts/{version}")
     models._load({"1", "2", "3"}, {"1": "file:///moved/1", "2": "file:///kept/2"})  # 3: a state from before packages
     assert loaded == [("1", "file:///artifacts/1"), ("2", "file:///kept/2"), ("3", "file:///artifacts/3")]
+
+
+def test_serve_settings_a_running_ingress_takes_and_those_that_need_a_restart():
+    from mlray.serve.settings import described, needing_restart
+    from mlray.spec import ServeSpec
+
+    running = ServeSpec(auth=False).model_dump(mode="json")
+    assert needing_restart(running, ServeSpec(auth=True, max_body_bytes=4096)) == []  # pushed, applied at once
+    assert needing_restart(running, ServeSpec(auth=False, port=8001, ingress_replicas=2)) == [
+        "serve.port 8000 → 8001", "serve.ingress_replicas 1 → 2"]
+    assert needing_restart(None, ServeSpec(port=8001)) == []  # nothing known of what runs: the push carries it all
+    assert described(running, ServeSpec(auth=True)) == "auth False → True"
+    assert described(running, ServeSpec(auth=False)) == "no change" and described(None, ServeSpec()) == "first settings"
