@@ -23,7 +23,7 @@ SPECS_FOLDER = "_mlray/specs"
 
 def store_spec(lake: Lake, spec: ProjectSpec) -> str:
     """Write the spec's redacted document under the lake root; its URI."""
-    text = json.dumps(redacted_document(spec), sort_keys=True, indent=1)
+    text = json.dumps(redacted_document(spec), indent=1)  # in the spec's order: a table's columns keep theirs
     name = f"{SPECS_FOLDER}/{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
     fs, root = lake.filesystem()
     fs.create_dir(f"{root.rstrip('/')}/{SPECS_FOLDER}", recursive=True)

@@ -100,3 +100,10 @@ def test_a_failing_webhook_logs_neither_its_url_nor_its_token(literal_spec, capl
         alert(literal_spec.name, "drift", "window 3", webhook=webhook)
     assert "alert webhook http://127.0.0.1:9/*** failed" in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_a_stored_spec_keeps_the_order_of_its_columns(literal_spec, tmp_path):
+    """The inference log's struct of inputs follows the table's column order: a stored spec must keep it."""
+    spec = read_stored_spec(store_spec(Lake(str(tmp_path / "lake")), literal_spec))
+    assert list(spec.train_table.columns) == list(literal_spec.train_table.columns)
+    assert [f.name for f in spec.features] == [f.name for f in literal_spec.features]
