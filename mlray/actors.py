@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
+import ray
+
 from mlray.control.retry import backoff
 from mlray.errors import UserError
 from mlray.lake.state import StateConflict
@@ -24,8 +26,6 @@ log = logging.getLogger(__name__)
 def answer(ref) -> Any:
     """The actor call's result; a `UserError` the actor raised comes back as itself (its one line), not wrapped in
     the actor's traceback."""
-    import ray
-
     try:
         return ray.get(ref)
     except UserError as exc:

@@ -82,7 +82,7 @@ def _job_submission_id() -> str | None:
 def _os_user() -> str:
     """The user of the process's uid (not $USER, which a caller sets)."""
     try:
-        import pwd
+        import pwd  # Unix only: no pwd on Windows (the ImportError below)
 
         return pwd.getpwuid(os.getuid()).pw_name
     except (ImportError, KeyError):  # no pwd (Windows) or no passwd entry (some containers)

@@ -13,6 +13,7 @@ import sys
 from typing import Callable
 
 from mlray.errors import UserError
+from mlray.runtime import connect, leave
 from mlray.spec import ProjectSpec, load_spec
 
 DONE, CHECK_FAILED = 0, 1
@@ -37,8 +38,6 @@ def spec_of(args: argparse.Namespace) -> ProjectSpec:
 def run_job(parser: argparse.ArgumentParser, work: Work, argv: list[str] | None = None,
             load: Callable[[argparse.Namespace], ProjectSpec] = spec_of) -> int:
     """Parse, load the spec, join the cluster (or start an embedded Ray), run `work`, print its summary as JSON."""
-    from mlray.runtime import connect
-
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -58,6 +57,4 @@ def run_job(parser: argparse.ArgumentParser, work: Work, argv: list[str] | None 
 
 def exit_with(code: int) -> None:
     """End a job process with `code` (past deltalake's native abort at exit, see `runtime.leave`)."""
-    from mlray.runtime import leave
-
     leave(code)

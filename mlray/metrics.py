@@ -13,7 +13,7 @@ BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 @lru_cache(maxsize=1)
 def serving() -> dict:
     """The serving metrics (created once per process, inside a Serve replica)."""
-    from ray.serve import metrics
+    from ray.serve import metrics  # Ray Serve: loaded only in the replica that records them; importing this is Ray-free
 
     return {
         "requests": metrics.Counter("mlray_requests", "Prediction requests by model version and outcome.",
@@ -38,7 +38,7 @@ def serving() -> dict:
 @lru_cache(maxsize=1)
 def rollout() -> dict:
     """The rollout controller's metrics (a plain Ray actor, so Ray's own metrics API)."""
-    from ray.util import metrics
+    from ray.util import metrics  # Ray: loaded only in the actor that records them; importing this is Ray-free
 
     tags = ("model", "challenger")
     return {
@@ -54,7 +54,7 @@ def rollout() -> dict:
 @lru_cache(maxsize=1)
 def monitor() -> dict:
     """The drift monitor's metrics, per input column and per model version."""
-    from ray.util import metrics
+    from ray.util import metrics  # Ray: loaded only in the actor that records them; importing this is Ray-free
 
     return {
         "p_value": metrics.Gauge("mlray_drift_p_value", "Drift test p-value of an input column in the last window.",

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 class Retraining:
     def __init__(self, spec: ProjectSpec, incident_id: str | None):
-        import ray
+        import ray  # Ray: loaded once the job runs, so `--help` and a wrong flag answer without it
 
         self.spec = spec
         lake = dataplane.lake_of(spec)
@@ -63,7 +63,7 @@ class Retraining:
             raise
 
     def _run(self) -> dict:
-        from mlray.training import train as train_and_admit
+        from mlray.training import train as train_and_admit  # heavy: torch, MLflow and Ray Train (seconds at import)
 
         retrain = self.spec.monitor.retrain
         self.event(IncidentStatus.RUNNING, f"Ray job {self.job_id}")
@@ -92,7 +92,7 @@ class Retraining:
     def _roll_out(self, version: str) -> str:
         """Start the progressive rollout of `version` for this incident, and end: the rollout owns the incident now
         (its controller records the verdict on it). The incident stays `retrained` until then."""
-        from mlray.rollout import controller
+        from mlray.rollout import controller  # heavy: MLflow and Ray; only a challenger to roll out needs it
 
         state = controller.client(self.spec).start(version, actor=current_principal(), incident=self.incident_id)
         steps = state["steps"] if state else []

@@ -34,6 +34,7 @@ def control_plane_name(spec: ProjectSpec) -> str:
 
 def connect(platform: PlatformSpec, quiet: bool = True) -> None:
     """Start (or join) Ray once per process; a no-op when Ray is already up."""
+    # Ray: imported only once a command needs the cluster; the CLI imports this module and must start without Ray
     import ray
     from ray.data import DataContext
 
@@ -56,7 +57,7 @@ def connect(platform: PlatformSpec, quiet: bool = True) -> None:
 
 def join(address: str, quiet: bool) -> None:
     """`ray.init` of a running cluster; one that cannot be reached is a one-line error, not a traceback."""
-    import ray
+    import ray  # Ray: only once the process joins a cluster (this module stays Ray-free for the CLI)
 
     log.info("joining the Ray cluster at %s", address)
     try:
@@ -71,7 +72,7 @@ def start_local_ray(state_dir: Path, **init_options):
     """`ray.init` of a Ray on this machine whose processes start with Serve's fast ingress (`mlray.fast_ingress`);
     the tests and benchmarks start theirs with it too, so they measure what users get. Ray's token authentication
     stays on (a new local Ray's default), with a token file only its owner can read."""
-    import ray
+    import ray  # Ray: only once the process starts one (this module stays Ray-free for the CLI)
 
     protect_token_file()
     with fast_ingress_for_new_ray(state_dir / "serve"):
@@ -89,6 +90,7 @@ def protect_token_file() -> None:
     authentication is disabled."""
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get(AUTH_MODE_ENV, "token").lower() != "token":
         return
+    # Ray: only when a token file must be written (this module stays Ray-free for the CLI)
     from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
 
     path = token_path()
@@ -105,6 +107,7 @@ def protect_token_file() -> None:
 def use_token_auth() -> None:
     """Make this process a token-authenticated Ray client before it joins: Ray reads its mode once per process, so
     setting the variable is not enough once `ray` is imported (Ray's own local start refreshes it the same way)."""
+    # Ray: only when joining with a token (this module stays Ray-free for the CLI)
     from ray._private.authentication.authentication_token_setup import _enable_token_auth
 
     if os.environ.get(AUTH_MODE_ENV) != "token":
@@ -113,7 +116,7 @@ def use_token_auth() -> None:
 
 def _started_here() -> bool:
     """Whether this process started the Ray it is connected to (rather than joining a `ray start` cluster)."""
-    import ray
+    import ray  # Ray: asked only of a process connected to Ray (this module stays Ray-free for the CLI)
 
     return bool(getattr(ray._private.worker._global_node, "head", False))
 

@@ -189,12 +189,12 @@ def _score_on_pool(lake: Lake, plan: Plan, out: str, metadata: dict, actors: int
 
 
 def _cluster_cpus() -> int:
-    import ray
+    import ray  # Ray: only the actor-pool path uses it; importing this module and local scoring need no Ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def _actor_pool(rows: int, most: int):
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy  # Ray Data: only the actor-pool path uses it (as in `_cluster_cpus`)
 
     return ActorPoolStrategy(min_size=max(1, min(most, math.ceil(rows / ROWS_PER_ACTOR))), max_size=most)

@@ -1,4 +1,10 @@
-"""The `mlray` command line: one module per stage."""
+"""The `mlray` command line: one module per stage.
+
+Each command imports its stage (training, serving, the monitor, the registry...) inside the command function, not at
+the top of its module: that keeps Ray, MLflow and torch out of `import mlray.cli`, so `mlray --help`, a command's
+`--help` and a mistyped command answer in about a second, and a command loads only what it runs. These imports carry
+no comment of their own; this is their reason.
+"""
 
 from __future__ import annotations
 

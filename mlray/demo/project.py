@@ -10,6 +10,8 @@ from pathlib import Path
 
 from mlray.errors import UserError
 from mlray.lake.synthetic import Shift, corrupt, generate_transactions, write_source_file
+from mlray.runtime import NAMESPACE
+from mlray.serve.auth import hash_key
 from mlray.spec import ProjectSpec, load_spec, starter_spec
 
 MARKER = ".mlray-demo"  # a folder holding it was made by the demo, so a new run may start it afresh
@@ -46,8 +48,6 @@ def fresh_folder(folder: Path) -> None:
 
 def write_project(folder: Path, sizes: Sizes, port: int, name: str = "card-fraud") -> tuple[ProjectSpec, str]:
     """The spec (the starter's card-fraud model, small and quick) and a new API key (its hash goes in the spec)."""
-    from mlray.serve.auth import hash_key
-
     key = f"demo-{secrets.token_urlsafe(32)}"  # at least 32 characters, as every API key
     (folder / KEY_FILE).write_text(key + "\n")
     (folder / KEY_FILE).chmod(0o600)
@@ -109,12 +109,12 @@ def land_drifted_files(spec: ProjectSpec, rows: int) -> Path:
 def stop_service(spec: ProjectSpec) -> None:
     """Take the project's service down: the monitor, the Serve applications, then the control plane and the rollout
     controller (in that order: a live ingress would start its control plane again)."""
+    # Ray (and MLflow, through some of these): only stopping the service needs them; the CLI imports this module
     import ray
     from ray import serve
 
     from mlray.monitor import actor
     from mlray.rollout.controller import controller_name
-    from mlray.runtime import NAMESPACE
     from mlray.serve.control import actor_name
     from mlray.serve.deploy import running_apps
 

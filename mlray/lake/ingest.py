@@ -280,7 +280,7 @@ def _shortened(reasons: pa.Array) -> pa.Array:
 
 def _read(source: SourceFile, table: TableSpec):
     """The file as a Ray Dataset of checked rows (streamed, never whole in memory)."""
-    import ray.data
+    import ray.data  # Ray: loaded only when a file is ingested (the CLI imports this module and must stay Ray-free)
 
     if source.format == "parquet":
         ds = ray.data.read_parquet(source.location, filesystem=source.fs)

@@ -7,6 +7,7 @@ find the offending rows, so a few bad values cost little and never fail the whol
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,8 +36,6 @@ _TEXT_PATTERNS = {
 
 def stable_hash(values: pa.Array) -> np.ndarray:
     """64-bit hashes of values that do not change across processes, runs or versions."""
-    import pandas as pd
-
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     return pd.util.hash_array(np.asarray(values.to_numpy(zero_copy_only=False), dtype=object), categorize=False)

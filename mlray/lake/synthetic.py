@@ -6,11 +6,15 @@ The columns match `mlray/templates/starter.yaml`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 CATEGORIES = np.array(["grocery", "restaurants", "gas", "online_retail", "electronics", "travel",
                        "entertainment", "health", "jewelry", "gaming"])
@@ -134,12 +138,6 @@ def corrupt(table: pa.Table, fraction: float, seed: int = 0) -> pa.Table:
 
 def write_source_file(table: pa.Table, path) -> None:
     """Write rows the way upstream systems drop them: CSV, Parquet or JSON lines, by the file's suffix."""
-    import json
-    from pathlib import Path
-
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()

@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.schema import Field
 
 from mlray.errors import UserError
 from mlray.lake.io import conform, filesystem_of, is_remote, schema_difference
@@ -125,8 +126,6 @@ class Lake:
         )
 
     def _add_missing_columns(self, name: str, dt: DeltaTable, schema: pa.Schema) -> DeltaTable:
-        from deltalake.schema import Field
-
         have = set(arrow_schema_of(dt).names)
         missing = [f for f in schema if f.name not in have and f.nullable]
         if missing:
@@ -257,6 +256,7 @@ class Lake:
         Blocks are sized for the cluster: at least one per file and per CPU, at most ~256 MiB in
         memory each (Ray's default cuts a one-row-group file into dozens of tiny blocks, whose
         overhead on a small machine costs more than the work)."""
+        # Ray: loaded only when a table is read as a Ray Dataset; the lake's other callers (the CLI) stay Ray-free
         import ray
         import ray.data
 

@@ -13,7 +13,9 @@ import logging
 import ray
 
 from mlray.actors import TimedShell, detached
+from mlray.errors import UserError
 from mlray.lake import Lake
+from mlray.monitor.jobs import jobs_address
 from mlray.monitor.serving import PushedServing, ServingTable
 from mlray.monitor.watch import Monitor
 from mlray.runtime import NAMESPACE
@@ -51,9 +53,6 @@ class DriftMonitor(TimedShell):
 def start(spec: ProjectSpec):
     """The project's monitor: found if it runs, else started with this spec; returned once it has its checkpoint
     (a new one starts at the end of the inference log), so traffic served from now on is watched."""
-    from mlray.errors import UserError
-    from mlray.monitor.jobs import jobs_address
-
     try:
         address = jobs_address()
     except UserError:  # no Jobs API here: the monitor asks again when it has a job to submit, and says so then

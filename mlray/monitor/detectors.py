@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
+from mlray.features import transform
 from mlray.monitor.reference import Reference
 from mlray.spec import MonitorSpec
 
@@ -42,7 +43,7 @@ class Detectors:
     """The drift tests of one reference; `check` runs them on one window."""
 
     def __init__(self, reference: Reference, monitor: MonitorSpec, seed: int = 0):
-        from alibi_detect.cd import KSDrift, TabularDrift
+        from alibi_detect.cd import KSDrift, TabularDrift  # heavy: alibi-detect and torch (seconds); only building detectors
 
         self.reference, self.monitor = reference, monitor
         self.tabular = TabularDrift(reference.x_ref, p_val=monitor.p_value,
@@ -52,7 +53,7 @@ class Detectors:
         self.mmd = self._mmd(seed) if monitor.multivariate else None
 
     def _mmd(self, seed: int):
-        from alibi_detect.cd import MMDDrift
+        from alibi_detect.cd import MMDDrift  # heavy: alibi-detect (already loaded by __init__); only the multivariate test
 
         numeric = self._numeric(self.reference.sample)
         rows = np.random.default_rng(seed).permutation(len(numeric))[: self.monitor.mmd_reference_rows]
@@ -61,8 +62,6 @@ class Detectors:
 
     def _numeric(self, inputs: pa.Table) -> np.ndarray:
         """The transformed numeric inputs (the model's own transform), for the multivariate test."""
-        from mlray.features import transform
-
         return transform(inputs, self.reference.fitted)["numeric"].astype(np.float32)
 
     def check(self, inputs: pa.Table, scores: np.ndarray) -> DriftResult:
@@ -88,7 +87,7 @@ class Detectors:
         n, alpha = len(p_values), self.monitor.p_value
         if self.monitor.correction == "bonferroni" or n == 1:
             return alpha / n
-        from alibi_detect.utils.statstest import fdr
+        from alibi_detect.utils.statstest import fdr  # heavy: alibi-detect (already loaded by __init__); only the fdr correction
 
         drifted, threshold = fdr(p_values, q_val=alpha)
         return float(threshold) if drifted else alpha / n

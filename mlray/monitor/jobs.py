@@ -24,6 +24,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 def jobs_address() -> str:
     """The Jobs API (the dashboard) of the cluster this process is connected to, as the cluster records it."""
+    # Ray: loaded only when the Jobs API is asked for, so importing this module (the monitor's loop does) stays Ray-free
     from ray._private import ray_constants
     from ray.experimental.internal_kv import _internal_kv_get
 
@@ -36,7 +37,7 @@ def jobs_address() -> str:
 
 
 def client(address: str | None = None):
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient  # Ray: loaded only when a job is submitted or followed
 
     return JobSubmissionClient(address or jobs_address())
 

@@ -15,10 +15,10 @@ MAX_PANELS = 6
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # heavy: matplotlib (~0.7 s), and Agg must be chosen before pyplot loads; only drawing needs it
 
     matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, as above; after the backend is chosen
 
     return plt
 

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from mlray.errors import UserError
 from mlray.features import FittedFeatures
+from mlray.registry.scores import scores
 from mlray.spec import ProjectSpec
 
 SKIPPED_TYPES = ("timestamp", "date")  # time always moves: a drift test on it would always fire
@@ -109,9 +110,9 @@ def _common_values(values: pa.ChunkedArray) -> tuple:
 
 def load_reference(spec: ProjectSpec, version: str) -> Reference:
     """The reference of a registered version: its package's sample, encoded, and its scores on it."""
+    # heavy: MLflow and torch (the package's network); only loading a reference needs them, not the drift tests
     from mlray.registry.models import Registry
     from mlray.registry.package import load_package, predict_frame
-    from mlray.registry.scores import scores
 
     registry = Registry(spec)
     package = load_package(registry.uri(version), registry.client)

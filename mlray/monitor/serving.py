@@ -61,7 +61,7 @@ class PushedServing:
         self.state: dict | None = None
 
     def _find_owner(self):
-        import ray
+        import ray  # Ray: only the real owner lookup needs it; the monitor's loop (mlray.monitor.watch) stays Ray-free
 
         return ray.get_actor(control_plane_name(self.spec), namespace=NAMESPACE)
 

@@ -60,7 +60,7 @@ class Registry:
 
     def load(self, reference: str):
         """The verified package (`load_package`) of 'NAME@alias', 'NAME/version', an alias or a version number."""
-        from mlray.registry.package import load_package
+        from mlray.registry.package import load_package  # heavy: torch (the network); the registry's other calls skip it
 
         try:
             return load_package(self.uri(reference), self.client)

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -159,6 +160,4 @@ PACKAGE_REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "pydant
 
 
 def package_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name).split('+')[0]}" for name in PACKAGE_REQUIREMENTS]  # no '+cpu': any build
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in PACKAGE_REQUIREMENTS]  # no '+cpu': any build

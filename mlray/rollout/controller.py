@@ -19,6 +19,7 @@ analysis knows the incident too: a challenger retrained because the world moved 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
 import pyarrow as pa
@@ -34,6 +35,7 @@ from mlray.incidents import Incidents, record_rollout_outcome
 from mlray.lake import Lake
 from mlray.lake.inference import appended_since, dedupe_labels
 from mlray.metrics import rollout as rollout_gauges
+from mlray.registry.models import Registry
 from mlray.rollout.analysis import analyze
 from mlray.serve import control, deploy
 from mlray.serve.control import ROLLBACK_TAG
@@ -125,8 +127,6 @@ class Rollout:
         """Begin rolling `challenger` out under `rules` (a rollout section; default the spec's). It is served already:
         `command` deploys it at weight 0 first. `incident`: the incident it answers; the rollout records its outcome
         there."""
-        from mlray.registry.models import Registry  # MLflow: loaded only when a rollout starts
-
         self._load()
         champion = control.client(self.spec).aliases()["champion"]
         _, challenger = Registry(self.spec).resolve(challenger)
@@ -351,8 +351,6 @@ class RolloutClient:
     def wait_for_verdict(self, version: str, timeout_s: float, poll_s: float = 2.0) -> dict | None:
         """Follow the rollout of `version` until it ends (its state returned) or `timeout_s` passes (None): what
         `jobs/canary.py --wait` does. The retraining job does not wait: the rollout records its own outcome."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             state = self.status()

@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable
 
 import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from mlray.actors import answer, detached
 from mlray.audit import AuditLog, current_principal, new_entry
@@ -53,7 +54,7 @@ actor_name = control_plane_name
 
 def _registry_of(spec: ProjectSpec) -> Callable[[], ModelRegistry]:
     def make() -> ModelRegistry:
-        from mlray.registry.models import Registry  # MLflow: loaded when the registry is first asked
+        from mlray.registry.models import Registry  # heavy: MLflow; only the control plane actor, not the ingress
 
         return Registry(spec)
 
@@ -428,8 +429,6 @@ class ControlPlaneClient:
                           principal=current_principal())
 
     def _call(self, method: Callable, *args, **kwargs):
-        from ray.exceptions import ActorDiedError, ActorUnavailableError
-
         for attempt in range(self.attempts):
             try:
                 return answer(getattr(owner(self.spec), method.__name__).remote(*args, **kwargs))

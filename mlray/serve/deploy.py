@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import ray
+from ray import serve
+
 from mlray.audit import default_actor
 from mlray.errors import UserError
 from mlray.lake import Lake
@@ -37,20 +40,14 @@ class Deployment:
 
 
 def start_serve(spec: ProjectSpec) -> None:
-    from ray import serve
-
     serve.start(http_options={"host": spec.serve.host, "port": spec.serve.port})
 
 
 def running_apps() -> dict[str, str]:
-    from ray import serve
-
     return {name: getattr(app.status, "value", str(app.status)) for name, app in serve.status().applications.items()}
 
 
 def _gpus(spec: ProjectSpec) -> float:
-    import ray
-
     if spec.serve.use_gpu == "auto":
         return spec.serve.gpu_fraction if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     return spec.serve.gpu_fraction if spec.serve.use_gpu else 0.0
@@ -66,8 +63,6 @@ def placement(spec: ProjectSpec) -> str:
 def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: Fault | None = None) -> bool:
     """Start the Serve app of one registered version unless it runs; True when it was started.
     A `fault` (re)starts it with injected faults (`Fault()` restarts it without)."""
-    from ray import serve
-
     if placement(spec) == "ingress":  # the ingress loads the plan's versions itself
         if fault is not None:
             raise UserError("fault injection needs serve.model_placement: replicas (each version on its own replicas)")
@@ -94,8 +89,6 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
     `fault` (re)starts `versions` with injected faults. Changed `serve` settings reach the running ingress (pushed
     like the plan); one it cannot take (its port, replicas, placement, ...) is refused with "restart needed" unless
     `restart`, which starts the ingress again (requests in flight on it fail)."""
-    from ray import serve
-
     actor = actor or default_actor()
     registry = Registry(spec)
     state = control.client(spec).snapshot()
@@ -199,8 +192,6 @@ def settle(spec: ProjectSpec, revision: int) -> None:
 
 def undeploy_version(spec: ProjectSpec, version: str, actor: str | None = None) -> None:
     """Stop serving a version that takes no traffic: out of the plan first, then its Serve app deleted."""
-    from ray import serve
-
     before = current_plan(spec)
     if before:
         plan = TrafficPlan.from_dict(before)

@@ -23,6 +23,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from mlray.control.retry import backoff
 from mlray.lake import Lake
+from mlray.metrics import serving
 from mlray.registry.scores import score_of
 from mlray.serve import control
 from mlray.serve.auth import KeyRing, fingerprint
@@ -118,8 +119,6 @@ class Ingress:
     async def _apply(self, state: dict) -> None:
         """Take a new state: keys and `serve` settings at once; a plan once the versions it names are ready (no
         request waits on a load)."""
-        from mlray.metrics import serving
-
         if state["keys"] is not None:
             self.keys = KeyRing(state["keys"], environ={})
         if state.get("serve") is not None and state["serve"] != self.spec.serve.model_dump(mode="json"):
@@ -142,8 +141,6 @@ class Ingress:
                 log.exception("inference log or labels flush failed")
 
     def _record_buffers(self) -> None:
-        from mlray.metrics import serving
-
         metrics = serving()
         for book in (self.log, self.labels):
             stats, tags = book.stats(), {"table": book.table}

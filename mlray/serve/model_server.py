@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
+from mlray.errors import UserError
+from mlray.metrics import serving
 from mlray.serve.schema import rows_table
 from mlray.spec import BatchingSpec, PlatformSpec
 
@@ -27,8 +30,6 @@ class Fault:
     error_rate: float = 0.0
 
     def __post_init__(self):
-        from mlray.errors import UserError
-
         if self.delay_ms < 0 or not 0 <= self.error_rate <= 1:
             raise UserError(f"fault injection: delay_ms must be >= 0 and error_rate within [0, 1], got {self}")
 
@@ -46,6 +47,7 @@ class LoadedVersion:
 
     def __init__(self, platform: PlatformSpec, model_uri: str, version: str, schema: pa.Schema,
                  fault: Fault | None = None):
+        # heavy: torch and MLflow; only a process that loads a version needs them (the ingress imports this module)
         from mlray.registry.package import load_package
         from mlray.registry.tracking import point_at
 
@@ -65,8 +67,6 @@ class LoadedVersion:
         """Prediction records for each request's rows, scored as one batch. A batch that fails to type or score is
         scored request by request, so only the request at fault gets its error (as its result: Serve's batching would
         give a raised error to every request of the batch)."""
-        from mlray.metrics import serving
-
         if self.fault.delay_ms:
             await asyncio.sleep(self.fault.delay_ms / 1000)
         if self.fault.error_rate and random.random() < self.fault.error_rate:
@@ -82,7 +82,7 @@ class LoadedVersion:
         return [self._alone(request) for request in requests]
 
     def _records(self, rows: list[dict]) -> list[dict]:
-        from mlray.registry.scoring import predict_arrays, prediction_records
+        from mlray.registry.scoring import predict_arrays, prediction_records  # heavy: torch; as for load_package above
 
         table = rows_table(rows, self.schema)
         return prediction_records(predict_arrays(self.package.net, self.package.config, self.package.fitted, table))
@@ -139,8 +139,6 @@ def autoscaling_config(scaling, at_least: int = 0) -> dict:
 
 def replica_options(serve_spec, gpus: float) -> dict:
     """Deployment options from the spec: autoscaling, fractional CPUs (and GPUs), the queue limit."""
-    from ray.serve.config import BackpressureConfig
-
     scaling = serve_spec.autoscaling
     actor = {"num_cpus": serve_spec.replica_cpus}
     if gpus:

@@ -17,6 +17,7 @@ from typing import Any
 from ray import serve
 from ray.exceptions import RayActorError
 
+from mlray.registry.manifest import PackageTampered
 from mlray.serve.model_server import LoadedVersion, raise_failed
 from mlray.serve.schema import request_columns, request_schema
 from mlray.spec import ProjectSpec
@@ -53,8 +54,6 @@ class InProcessPool:
         digest): no registry call, so a replica starts while MLflow is down. A package that no longer loads from there
         (artifacts moved) and a state written before the control plane kept `packages` (or their digests) are
         resolved in the registry; a package that does not match its manifest is refused, not retried."""
-        from mlray.registry.manifest import PackageTampered
-
         if uri:
             try:
                 return LoadedVersion(self.spec.platform, uri, version, self.schema)
@@ -66,7 +65,7 @@ class InProcessPool:
         return LoadedVersion(self.spec.platform, self._resolve(version), version, self.schema)
 
     def _resolve(self, version: str) -> str:
-        from mlray.registry.models import Registry
+        from mlray.registry.models import Registry  # heavy: MLflow; only a version the recorded package cannot load asks it
 
         registry = Registry(self.spec)
         return registry.artifact_uri(*registry.resolve(version))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from mlray.metrics import serving
+
 ROUTE = "/v1/predict"  # the route every tallied request took (recorded after the request, out of its context)
 
 
@@ -27,8 +29,6 @@ class Tally:
 
     def record(self) -> int:
         """Move what was tallied since the last call into the metrics; returns the requests recorded."""
-        from mlray.metrics import serving
-
         requests, latencies, scores = self.requests, self.latencies, self.scores
         self.requests, self.latencies, self.scores = Counter(), defaultdict(list), defaultdict(list)
         metrics = serving()

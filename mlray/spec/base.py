@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 ENV_PREFIX = "MLRAY_"
 DEFAULT_SPEC_FILE = "mlray.yaml"
@@ -29,8 +29,6 @@ def parse_duration(value: Any) -> timedelta:
         return timedelta(seconds=value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(value))
     if not match and str(value).startswith("P"):  # ISO 8601, as a dumped spec writes durations ('PT2S')
-        from pydantic import TypeAdapter
-
         try:
             return TypeAdapter(timedelta).validate_python(value)
         except ValidationError:

@@ -46,6 +46,7 @@ def split_blocks(dataset, workers: int) -> list[list]:
 
 def read_blocks(refs: list) -> dict[str, np.ndarray]:
     """A worker's blocks fetched from the object store, as one NumPy array per column."""
+    # Ray: only a worker reading its blocks needs it; importing this module (the train loop does) loads torch only
     import ray
     from ray.data.block import BlockAccessor
 

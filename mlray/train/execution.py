@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 from ray.data.dataset import MaterializedDataset
 
 from mlray.spec import ProjectSpec
@@ -30,8 +31,6 @@ RAY_TRAIN_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENA
 
 def use_gpu(setting) -> bool:
     if setting == "auto":
-        import ray
-
         return ray.cluster_resources().get("GPU", 0) >= 1
     return bool(setting)
 
@@ -92,7 +91,7 @@ class LocalResult:
 
     @classmethod
     def read(cls, folder: tempfile.TemporaryDirectory) -> "LocalResult":
-        from ray.train import Checkpoint
+        from ray.train import Checkpoint  # Ray Train: imported when a run ends, not with this module
 
         epochs = sorted(Path(folder.name).glob("epoch_*"))
         kept = [(Checkpoint.from_directory(str(path)), json.loads((path / METRICS_FILE).read_text())) for path in epochs]

@@ -23,6 +23,8 @@ import time
 import warnings
 from pathlib import Path
 
+import psutil
+import pyarrow.fs as pafs
 import pytorch_lightning as pl
 import torch
 
@@ -40,7 +42,7 @@ class EpochReport(pl.Callback):
         self.config, self.marks = config, marks
         self.client = None
         if config.tracking_uri and config.mlflow_run_id:
-            from mlflow.tracking import MlflowClient
+            from mlflow.tracking import MlflowClient  # heavy: MLflow (~2 s at import); only a tracked run's workers load it
 
             self.client = MlflowClient(tracking_uri=config.tracking_uri)
 
@@ -63,7 +65,7 @@ class EpochReport(pl.Callback):
             _maybe_crash(self.config, trainer.current_epoch)
 
     def _report_from_worker(self, trainer: pl.Trainer, metrics: dict, rank: int) -> None:
-        import ray.train
+        import ray.train  # Ray Train: only inside a run; this module imports without Ray
 
         with tempfile.TemporaryDirectory(prefix="mlray-ckpt-") as folder:
             trainer.save_checkpoint(os.path.join(folder, CHECKPOINT_FILE))  # collective: every rank calls it
@@ -72,7 +74,7 @@ class EpochReport(pl.Callback):
 
     def _report_in_process(self, trainer: pl.Trainer, metrics: dict) -> None:
         """Local mode keeps only the last report, so every epoch's checkpoint and metrics stay in the folder."""
-        import ray.train
+        import ray.train  # Ray Train: only inside a run; this module imports without Ray
 
         folder = Path(self.config.local_checkpoints) / f"epoch_{trainer.current_epoch:05d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -87,8 +89,7 @@ class EpochReport(pl.Callback):
 def _report_to_tune(folder: Path, destination: tuple[str, object], metrics: dict) -> None:
     """A sweep trial training in its own process: copy the epoch's checkpoint where the sweep's driver reads it, and
     report the epoch to Tune with its path (as Ray Train's Tune bridge would)."""
-    import pyarrow.fs as pafs
-    from ray import tune
+    from ray import tune  # Ray Tune: only a sweep trial's process reports to it
 
     root, filesystem = destination
     target = f"{root.rstrip('/')}/{folder.name}"
@@ -102,7 +103,7 @@ def _maybe_crash(config: LoopConfig, epoch: int) -> None:
     fault = config.fault
     if fault is None or epoch != fault.epoch or Path(fault.marker).exists():
         return
-    import ray.train
+    import ray.train  # Ray Train: only inside a run; this module imports without Ray
 
     if ray.train.get_context().get_world_rank() == 0:
         Path(fault.marker).write_text(str(epoch))
@@ -115,14 +116,14 @@ def _maybe_crash(config: LoopConfig, epoch: int) -> None:
 
 def _world_rank(config: LoopConfig) -> int:
     """This worker's rank; a sweep trial training in its own process is the only one (and may not ask Ray Train)."""
-    import ray.train
+    import ray.train  # Ray Train: only inside a run; this module imports without Ray
 
     return 0 if config.trial_checkpoints else ray.train.get_context().get_world_rank()
 
 
 def _resume_path() -> str | None:
     """The Lightning checkpoint Ray Train restored, copied to a local file."""
-    import ray.train
+    import ray.train  # Ray Train: only inside a run; this module imports without Ray
 
     restored = ray.train.get_checkpoint()
     if restored is None:
@@ -134,13 +135,11 @@ def _resume_path() -> str | None:
 
 
 def _startup_marks() -> dict[str, float]:
-    import psutil
-
     return {"process": psutil.Process().create_time(), "imported": IMPORTED_AT, "loop": time.time()}
 
 
 def _batches(config: LoopConfig, split: str, shuffle: bool):
-    import ray.train
+    import ray.train  # Ray Train: only inside a run; this module imports without Ray
 
     batch = config.train.batch_size
     cuda = torch.cuda.is_available()  # Ray shows a worker only the GPUs it was given
@@ -152,6 +151,7 @@ def _batches(config: LoopConfig, split: str, shuffle: bool):
 
 
 def train_loop_per_worker(config: LoopConfig) -> None:
+    # Ray Train: only inside a run; this module imports without Ray
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     marks = _startup_marks()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import ray
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mlray.errors import UserError
@@ -77,7 +78,7 @@ class SweepOutcome:
 
 def search_space(spec: ProjectSpec) -> dict:
     """The spec's search space as Ray Tune domains (checked when the spec loaded; here it only must not be empty)."""
-    from ray import tune
+    from ray import tune  # Ray Tune: imported when a sweep runs, not with this module
 
     if not spec.tune.space:
         raise UserError("tune.space is empty: declare what to search, e.g. train.learning_rate: {loguniform: [1e-4, 1e-2]}")
@@ -113,8 +114,6 @@ def trial_cpus(spec: ProjectSpec) -> float:
 
 def concurrency(spec: ProjectSpec) -> int:
     """How many trials run at once: the spec's bound, else as many as the cluster's CPUs (and GPUs) fit."""
-    import ray
-
     if spec.tune.max_concurrent:
         return spec.tune.max_concurrent
     resources = ray.cluster_resources()
@@ -128,6 +127,7 @@ def concurrency(spec: ProjectSpec) -> int:
 
 def run_trial(params: dict, spec: ProjectSpec, prepared: Prepared, sweep: str, parent_run_id: str, tags: dict) -> None:
     """One Tune trial: a child MLflow run and a Ray Train run with the sampled settings."""
+    # Ray Tune: imported when a sweep runs, not with this module
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -150,7 +150,7 @@ def run_trial(params: dict, spec: ProjectSpec, prepared: Prepared, sweep: str, p
 
 def _trial_progress(total: int, progress: Progress | None):
     """A Tune callback (it runs in the driver) counting finished trials."""
-    from ray.tune import Callback
+    from ray.tune import Callback  # Ray Tune: imported when a sweep runs, not with this module
 
     class TrialsDone(Callback):
         done = 0
@@ -227,6 +227,7 @@ def _close_child_runs(registry: Registry, parent_run_id: str) -> dict[str, str]:
 
 def _tune(spec: ProjectSpec, prepared: Prepared, sweep: str, parent_run_id: str, tags: dict, parallel: int,
           progress: Progress | None):
+    # Ray Tune: imported when a sweep runs, not with this module
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -303,7 +304,7 @@ def tune_model(spec: ProjectSpec, version: int | None = None, sweep: str | None 
 def _register_best(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: dict, best: TrialSummary,
                    checkpoint_path: str, sweep: str) -> TrainOutcome:
     """Evaluate, package, register and gate the best trial's best checkpoint, in that trial's child run."""
-    from ray.train import Checkpoint
+    from ray.train import Checkpoint  # Ray Train: imported when a sweep ends, not with this module
 
     trial_spec = with_overrides(spec, best.params)
     checkpoint = Checkpoint(checkpoint_path, filesystem=ray_storage(spec.platform, "tune").get("storage_filesystem"))

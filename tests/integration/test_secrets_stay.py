@@ -39,12 +39,13 @@ monitor:
 """
 
 
-def _project(tmp_path, starter_text, tracking_port: int):
+def _project(folder, starter_text, tracking_port: int):
+    folder.mkdir()
     text = (starter_text.replace("name: card-fraud", "name: sealed", 1)
             .replace("storage_options: {}", f"storage_options: {{MLRAY_TEST_CREDENTIAL: {LAKE_SECRET}}}")
             .replace("mlflow_tracking_uri: null",
                      f"mlflow_tracking_uri: http://alice:{MLFLOW_PASSWORD}@127.0.0.1:{tracking_port}"))
-    return make_project(tmp_path, text, SPEC.format(port=free_port(), token=HOOK_TOKEN), rows=2000)
+    return make_project(folder, text, SPEC.format(port=free_port(), token=HOOK_TOKEN), rows=2000)
 
 
 def _wait_for_job(client, job_id: str) -> str:
@@ -78,6 +79,7 @@ def test_no_secret_reaches_a_store_a_job_a_log_or_an_answer(tmp_path, starter_te
     from mlray.serve.deploy import deploy
     from mlray.training import train, tune
 
+    serve.shutdown()  # a Serve an earlier module started would keep its own HTTP port, not this project's
     port = free_port()
     log = (tmp_path / "mlflow-server.log").open("w")
     server = mlflow_server(tmp_path / "tracking", port, log)
@@ -107,7 +109,7 @@ def test_no_secret_reaches_a_store_a_job_a_log_or_an_answer(tmp_path, starter_te
         assert _wait_for_job(jobs, retrain_job) == "FAILED"
         assert Incidents(lake).get("leak-check").status == "failed"
     finally:
-        serve.delete(spec.name)
+        serve.shutdown()  # first: a live ingress would start its project's control plane again
         ray.kill(ray.get_actor(control.actor_name(spec), namespace=NAMESPACE))
         stop(server)
         log.close()
