@@ -21,16 +21,16 @@ def keys(spec, args):
     from mlray.errors import UserError
     from mlray.serve import control
     from mlray.serve.auth import fingerprint
+    from mlray.serve.deploy import change_keys
 
-    client = control.client(spec)
     if args.action == "add":
         if not args.name or not HASH.match(args.name):
             raise UserError("add takes a key's hash, 'sha256:' and 64 hex digits (`mlray keys hash` prints one)")
-        state = client.change_keys([args.name], [], "keys-job")
+        state = change_keys(spec, [args.name], [], "keys-job")
     elif args.action == "revoke":
-        state = client.change_keys([], [args.name or ""], "keys-job")
+        state = change_keys(spec, [], [args.name or ""], "keys-job")
     else:
-        state = client.snapshot()
+        state = control.client(spec).snapshot()
     return {"keys": sorted(fingerprint(h) for h in state["keys"] or []), "revision": state["revision"]}, DONE
 
 

@@ -125,12 +125,12 @@ def hash_key(file: KeyFile = None) -> None:
 def add_key(file: KeyFile = None, spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
     """Accept one more API key, read from stdin (or --file): hashed here, only its hash reaches the control plane,
     and the running service takes it at once (audited by fingerprint)."""
-    from mlray.serve import control
     from mlray.serve.auth import fingerprint
     from mlray.serve.auth import hash_key as hashed
+    from mlray.serve.deploy import change_keys
 
     key_hash = hashed(read_key(file))
-    state = control.client(spec_and_ray(spec_path)).change_keys([key_hash], [], "cli")
+    state = change_keys(spec_and_ray(spec_path), [key_hash], [], "cli")
     _print_keys(state, as_json, f"added {fingerprint(key_hash)}")
 
 
@@ -142,11 +142,11 @@ def revoke_key(
     file: KeyFile = None, spec_path: SpecOption = None, as_json: JsonOption = False,
 ) -> None:
     """Stop accepting one API key, named by its fingerprint or given on stdin (or --file); at once, and audited."""
-    from mlray.serve import control
     from mlray.serve.auth import hash_key as hashed
+    from mlray.serve.deploy import change_keys
 
     name = key_fingerprint or hashed(read_key(file))
-    state = control.client(spec_and_ray(spec_path)).change_keys([], [name], "cli")
+    state = change_keys(spec_and_ray(spec_path), [], [name], "cli")
     _print_keys(state, as_json, "revoked")
 
 

@@ -190,6 +190,14 @@ def settle(spec: ProjectSpec, revision: int) -> None:
         log.warning("an ingress replica of %s has not applied revision %d after 30 s", spec.name, revision)
 
 
+def change_keys(spec: ProjectSpec, add: list[str], revoke: list[str], actor: str | None = None) -> dict:
+    """Accept the key hashes `add`, stop accepting those `revoke` names (hash or fingerprint); in effect on every
+    ingress replica when it returns. The control plane's state."""
+    state = control.client(spec).change_keys(add, revoke, actor or default_actor())
+    settle(spec, state["revision"])
+    return state
+
+
 def undeploy_version(spec: ProjectSpec, version: str, actor: str | None = None) -> None:
     """Stop serving a version that takes no traffic: out of the plan first, then its Serve app deleted."""
     before = current_plan(spec)

@@ -149,8 +149,8 @@ def test_prometheus_metrics_are_exported_by_model_version(served):
 
 def test_keys_rotate_live_and_every_change_is_audited(served):
     from mlray.audit import AuditLog
-    from mlray.serve import control
     from mlray.serve.auth import KeyRing, fingerprint, hash_key
+    from mlray.serve.deploy import change_keys
 
     spec, url, _ = served
     row = as_json_rows(raw_rows(spec, 1))[0]
@@ -162,12 +162,12 @@ def test_keys_rotate_live_and_every_change_is_audited(served):
     try:
         deploy(spec, keys=KeyRing([hash_key(new_key)], environ={}))  # a shell's key is added: no restart, both work
         assert answers(new_key) == 200 and answers(KEY) == 200  # pushed to the ingress before deploy returns
-        control.client(spec).change_keys([], [fingerprint(hash_key(KEY))], "user:test")  # `mlray keys revoke`
+        change_keys(spec, [], [fingerprint(hash_key(KEY))])  # as `mlray keys revoke` does
         assert answers(KEY) == 401 and answers(new_key) == 200
         deploy(spec)  # no keys from this caller: the accepted ones stay
         assert answers(KEY) == 401 and answers(new_key) == 200
     finally:
-        control.client(spec).change_keys([hash_key(KEY)], [hash_key(new_key)], "user:test")
+        change_keys(spec, [hash_key(KEY)], [hash_key(new_key)])
     assert answers(KEY) == 200 and answers(new_key) == 401
     changes = AuditLog(spec.platform).read(action="keys.change")
     assert [c["reason"] for c in changes[:3]] == ["1 key(s) added, 1 revoked", "0 key(s) added, 1 revoked",

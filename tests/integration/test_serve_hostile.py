@@ -13,9 +13,8 @@ import requests
 from serving import KEY, as_json_rows, labels_flushed, post, raw_rows, wait_until
 
 from mlray import dataplane
-from mlray.serve import control
 from mlray.serve.auth import KeyRing, hash_key
-from mlray.serve.deploy import deploy
+from mlray.serve.deploy import change_keys, deploy
 
 HOSTILE = {  # request body text → the field its 422 must name
     "int beyond int64": ('"account_age_days": 9223372036854775808', "account_age_days"),
@@ -84,7 +83,7 @@ def test_feedback_is_stored_only_for_a_row_of_a_request_the_same_key_made(served
         deploy(spec, keys=KeyRing([hash_key(other_key)], environ={}))
         stranger = post(f"{url}/v1/feedback", {"request_id": made, "row": 0, "label": False}, key=other_key)
     finally:
-        control.client(spec).change_keys([], [hash_key(other_key)], "user:test")
+        change_keys(spec, [], [hash_key(other_key)])
     codes = {"row 2**31": past_int32.status_code, "row 3 of 3": no_such_row.status_code,
              "forged id": forged.status_code, "label not a bool": wrong_type.status_code,
              "another key": stranger.status_code}
