@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from mlray.redaction import URI_CREDENTIALS
 from mlray.spec import PlatformSpec
+
+SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 def tracking_client(platform: PlatformSpec) -> MlflowClient:
@@ -32,6 +36,11 @@ def experiment_id(client: MlflowClient, platform: PlatformSpec, experiment: str)
 
 
 def point_at(platform: PlatformSpec) -> None:
-    """Point this process's MLflow at the platform's store; cheap (opens no store), for workers that only load."""
-    mlflow.set_tracking_uri(platform.tracking_uri)
-    mlflow.set_registry_uri(platform.tracking_uri)
+    """Point this process's MLflow at the platform's store; cheap (opens no store), for workers that only load. A
+    store whose URI holds a password keeps MLflow from printing run links (they carry the URI whole) to stdout,
+    where a job's or a worker's output would keep it."""
+    uri = platform.tracking_uri
+    if URI_CREDENTIALS.search(uri):
+        os.environ[SUPPRESS_RUN_LINKS] = "true"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)

@@ -1,7 +1,8 @@
 """Secrets stay where they belong. A sentinel sits in every secret field of the spec (object-store credentials, the
 tracking URI's password, the webhook's token) and in MLRAY_API_KEYS; then train, tune, a deploy job, a retraining job
 that fails while MLflow is down (and alerts through a webhook that fails) run. Not one sentinel is then found in the
-MLflow store, a model package, a job's submission, the lake's tables, Ray's session logs or an HTTP answer."""
+MLflow store, a model package, a job's submission, the lake's tables, Ray's session logs, an HTTP answer or what the
+driver printed (MLflow prints a link to each run, with the tracking URI whole, unless told not to)."""
 
 import os
 import sys
@@ -65,7 +66,7 @@ def _lake_rows_holding(lake, needle: str) -> list[str]:
     return [info.name for info in lake.list() if needle in str(lake.read(info.name).to_pylist())]
 
 
-def test_no_secret_reaches_a_store_a_job_a_log_or_an_answer(tmp_path, starter_text, monkeypatch, ray_session):
+def test_no_secret_reaches_a_store_a_job_a_log_or_an_answer(tmp_path, starter_text, monkeypatch, ray_session, capfd):
     import ray
     from ray import serve
     from ray.job_submission import JobSubmissionClient
@@ -122,6 +123,7 @@ def test_no_secret_reaches_a_store_a_job_a_log_or_an_answer(tmp_path, starter_te
                                if MARK in f"{j.entrypoint} {j.runtime_env} {j.metadata}"],
         "Ray's session logs": _files_holding(Path(ray_session.address_info["session_dir"]) / "logs", MARK.encode()),
         "an HTTP answer": [a[:200] for a in answers if MARK in a],
+        "what this driver printed": [line[:200] for line in "".join(capfd.readouterr()).splitlines() if MARK in line],
     }
     print(f"\nsentinels looked for in: {', '.join(found)}; found in: {[k for k, v in found.items() if v] or 'none'}")
     assert {k: v for k, v in found.items() if v} == {}
