@@ -160,23 +160,21 @@ Document = TypeVar("Document", bound=BaseModel)
 def read_document(model: type[Document], table: str, revision: int, document: dict) -> Document:
     """A state table's document as its typed model; one written by a newer mlray (a field this one does not know) is
     refused in one line naming the table, revision and field."""
-    try:
-        return model.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UserError(f"{table} revision {revision} is not a document this mlray reads: "
-                        f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return _validated(model, document, f"{table} revision {revision} is not a document this mlray reads")
 
 
 def read_row(model: type[Document], table: str, key: str, row: dict) -> Document:
     """A table's row as its typed model; one this mlray cannot read (an unknown status or verdict, a missing value) is
     refused in one line naming the table, the row and the field."""
+    return _validated(model, row, f"{table} row {key} is not one this mlray reads")
+
+
+def _validated(model: type[Document], data: dict, refusal: str) -> Document:
     try:
-        return model.model_validate(row)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UserError(f"{table} row {key} is not one this mlray reads: "
-                        f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise UserError(f"{refusal}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 class WindowVerdict(StrEnum):
