@@ -1,6 +1,7 @@
 """The spec's secrets: where they may come from, how they are read, and how every stored copy hides them.
 
-Three fields can hold a secret: `platform.storage_options` (object-store credentials), `platform.mlflow_tracking_uri`
+Three fields can hold a secret: `platform.storage_options` (those whose name says credential: a secret, key id,
+token, password, SAS, service account; a region or an endpoint is not one), `platform.mlflow_tracking_uri`
 (a password in the URI) and `monitor.alert_webhook` (a token in the URL's path or query). Each may name environment
 variables as `${NAME}`, read where the value is used: on a cluster, from the node that uses it, where the cluster
 keeps its secrets. A literal secret works in the process that loaded the spec, but no copy mlray stores (MLflow runs,
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 MIN_SCRUBBED = 8  # shorter values (a path such as /alerts) are not scrubbed from free text
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# storage options that hold a credential (the others, a region, an endpoint, a locking provider, must reach a job)
+SECRET_OPTION = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|KEY_ID|ACCOUNT_KEY|PRIVATE|CREDENTIAL|SAS|SIGNATURE|"
+                           r"SERVICE_ACCOUNT", re.IGNORECASE)
 
 
 def resolve(value: str | None, where: str) -> str | None:
@@ -65,7 +69,8 @@ def redacted_document(spec) -> dict[str, Any]:
     """The spec as JSON with every literal secret replaced by `***`: the only form mlray stores or ships."""
     doc = spec.model_dump(mode="json")
     platform, monitor = doc["platform"], doc["monitor"]
-    platform["storage_options"] = {k: v if is_reference(v) else REDACTED for k, v in platform["storage_options"].items()}
+    platform["storage_options"] = {k: REDACTED if SECRET_OPTION.search(k) and not is_reference(v) else v
+                                   for k, v in platform["storage_options"].items()}
     platform["mlflow_tracking_uri"] = redact_uri(platform["mlflow_tracking_uri"])
     monitor["alert_webhook"] = redact_webhook(monitor["alert_webhook"])
     return doc
@@ -93,7 +98,8 @@ def without_redacted(doc: dict[str, Any]) -> dict[str, Any]:
 def secret_values(spec) -> list[str]:
     """Every secret this spec holds or resolves to, longest first (to scrub from text this process writes)."""
     platform, webhook = spec.platform, spec.monitor.alert_webhook
-    values = [*platform.storage_options.values(), *_resolved_or_none(platform.storage_options.values())]
+    secret = [v for k, v in platform.storage_options.items() if SECRET_OPTION.search(k)]
+    values = [*secret, *_resolved_or_none(secret)]
     for uri in (platform.mlflow_tracking_uri, *_resolved_or_none([platform.mlflow_tracking_uri])):
         match = URI_CREDENTIALS.search(uri or "")
         values += [match["secret"]] if match else []

@@ -26,7 +26,8 @@ def _spec(starter_text, tmp_path, platform: dict, webhook: str):
 
 @pytest.fixture
 def literal_spec(starter_text, tmp_path):
-    return _spec(starter_text, tmp_path, {"storage_options": {"AWS_SECRET_ACCESS_KEY": KEY},
+    return _spec(starter_text, tmp_path, {"storage_options": {"AWS_SECRET_ACCESS_KEY": KEY, "AWS_REGION": "eu-west-1",
+                                                              "AWS_S3_LOCKING_PROVIDER": "dynamodb"},
                                           "mlflow_tracking_uri": f"https://alice:{PASSWORD}@mlflow.example:5000"},
                  f"https://hooks.example/services/{TOKEN}?sig={TOKEN}")
 
@@ -35,7 +36,8 @@ def test_the_stored_document_holds_no_literal_secret(literal_spec):
     doc = redacted_document(literal_spec)
     text = json.dumps(doc)
     assert KEY not in text and PASSWORD not in text and TOKEN not in text
-    assert doc["platform"]["storage_options"] == {"AWS_SECRET_ACCESS_KEY": "***"}
+    assert doc["platform"]["storage_options"] == {"AWS_SECRET_ACCESS_KEY": "***", "AWS_REGION": "eu-west-1",
+                                                  "AWS_S3_LOCKING_PROVIDER": "dynamodb"}  # what a job needs stays
     assert doc["platform"]["mlflow_tracking_uri"] == "https://alice:***@mlflow.example:5000"
     assert doc["monitor"]["alert_webhook"] == "https://hooks.example/***"
 
@@ -69,7 +71,7 @@ def test_a_stored_spec_reads_back_without_its_redacted_values(literal_spec, tmp_
     stored = open(uri).read()
     assert KEY not in stored and PASSWORD not in stored and TOKEN not in stored
     spec = read_stored_spec(uri)
-    assert spec.platform.storage_options == {}
+    assert spec.platform.storage_options == {"AWS_REGION": "eu-west-1", "AWS_S3_LOCKING_PROVIDER": "dynamodb"}
     assert spec.platform.mlflow_tracking_uri == "https://mlflow.example:5000"
     assert spec.monitor.alert_webhook is None
     assert spec.model_dump(exclude={"platform", "monitor"}) == literal_spec.model_dump(exclude={"platform", "monitor"})
