@@ -16,12 +16,10 @@ LIVE = frozenset({"auth", "api_keys", "max_body_bytes", "max_rows_per_request", 
                   "pin_header", "log_flush_s"})
 
 
-def changed(applied: dict | None, wanted: ServeSpec) -> dict[str, tuple]:
-    """{setting: (what runs, what the spec says)} for each setting that differs; every one when nothing is known of
-    what runs (a service deployed by an older mlray, or never)."""
-    now = wanted.model_dump(mode="json")
-    before = applied or {}
-    return {name: (before.get(name), value) for name, value in now.items() if before.get(name) != value}
+def changes(applied: dict, wanted: ServeSpec) -> list[tuple[str, str]]:
+    """(setting, 'port 8000 → 8001') for each setting the spec changes from what runs."""
+    return [(name, f"{name} {applied.get(name)!r} → {value!r}")
+            for name, value in wanted.model_dump(mode="json").items() if applied.get(name) != value]
 
 
 def needing_restart(applied: dict | None, wanted: ServeSpec) -> list[str]:
@@ -29,11 +27,11 @@ def needing_restart(applied: dict | None, wanted: ServeSpec) -> list[str]:
     is known of what runs: the push then carries everything)."""
     if applied is None:
         return []
-    return [f"serve.{name} {old!r} → {new!r}" for name, (old, new) in changed(applied, wanted).items()
-            if name not in LIVE]
+    return [f"serve.{change}" for name, change in changes(applied, wanted) if name not in LIVE]
 
 
 def described(applied: dict | None, wanted: ServeSpec) -> str:
     """The changes, one phrase each, for the audit entry and the deploy's answer."""
-    return "; ".join(f"{name} {old!r} → {new!r}" for name, (old, new) in changed(applied, wanted).items()
-                     if applied is not None) or ("first settings" if applied is None else "no change")
+    if applied is None:
+        return "first settings"
+    return "; ".join(change for _, change in changes(applied, wanted)) or "no change"
