@@ -12,10 +12,11 @@ from mlray.entrypoint import DONE, exit_with, job_parser, run_job
 
 
 def monitor(spec, args):
+    from mlray import monitoring
     from mlray.monitor import actor
 
     if args.action == "start":
-        actor.start(spec)
+        monitoring.start(spec)
     elif args.action == "stop":
         return {"stopped": actor.stop(spec)}, DONE
     return {"monitor": actor.status(spec)}, DONE

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
 import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from mlray.control.retry import backoff
 from mlray.errors import UserError
@@ -30,6 +32,19 @@ def answer(ref) -> Any:
         return ray.get(ref)
     except UserError as exc:
         raise (getattr(exc, "cause", None) or exc) from None
+
+
+def answer_retried(call: Callable[[], Any], name: str, attempts: int = 3) -> Any:
+    """`answer(call())`, called again (a new call, so a new handle if `call` looks the actor up) when the actor died
+    or was restarting under it; `name` says whose call it was in the log."""
+    for attempt in range(attempts):
+        try:
+            return answer(call())
+        except (ActorDiedError, ActorUnavailableError):
+            if attempt == attempts - 1:
+                raise
+            log.warning("%s was unavailable; calling again", name)
+            time.sleep(1.0 + attempt)
 
 
 def detached(actor_class, name: str, *args) -> Any:
@@ -72,7 +87,14 @@ class TimedShell:
                     log.warning("%s tick failed again (%d in a row): %s", type(self.target).__name__, failures,
                                 f"{type(exc).__name__}: {exc}"[:200])
 
+    def refresh(self) -> None:
+        """Run before every tick and command, in its thread, under the lock (e.g. to move to a new spec revision)."""
+
     async def call(self, method: str, *args, **kwargs):
         """Run one method of the target in a thread, never alongside another."""
         async with self.lock:
-            return await asyncio.to_thread(getattr(self.target, method), *args, **kwargs)
+            return await asyncio.to_thread(self._run, method, args, kwargs)
+
+    def _run(self, method: str, args: tuple, kwargs: dict):
+        self.refresh()  # first: it may replace the target
+        return getattr(self.target, method)(*args, **kwargs)

@@ -19,10 +19,11 @@ incidents_app = typer.Typer(help="Incidents: why retraining started and how it e
 @command
 def start(spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
     """Start the monitor (or find it running): it watches served traffic from now on, or from its checkpoint."""
+    from mlray import monitoring
     from mlray.monitor import actor
 
     spec = spec_and_ray(spec_path)
-    actor.start(spec)
+    monitoring.start(spec)
     _show(actor.status(spec), as_json)
 
 
@@ -55,7 +56,7 @@ def _show(state: dict | None, as_json: bool) -> None:
     if state is None:
         console.print("no monitor is running (start one with `mlray monitor start`)")
         return
-    console.print(f"monitor of {state['project']}: {state['windows']} windows checked against champion "
+    console.print(f"monitor of {state['project']} (spec {state['spec']}): {state['windows']} windows checked against champion "
                   f"v{state['champion']}; labelled rows {state['labelled']}; open incidents: "
                   f"{', '.join(state['open_incidents']) or 'none'}")
     if state["live_quality"]:

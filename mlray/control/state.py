@@ -106,6 +106,14 @@ class RolloutState(BaseModel):
         return self.status in ROLLOUT_ACTIVE
 
 
+class SpecRevision(BaseModel):
+    """The spec every loop runs on: the digest of its redacted document and where that document is stored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    digest: str
+    uri: str
+
+
 class ServingState(BaseModel):
     """The control plane's document (the `serving_state` table): what is served, by which keys, which rollout runs,
     where each served version's package lives, and who is champion. Every field has a default, so a document written
@@ -120,6 +128,7 @@ class ServingState(BaseModel):
     aliases: Aliases | None = None  # None: not yet taken over from the registry (a document from before)
     request_id_secret: str | None = None
     serve: dict | None = None  # the `serve` section of the last deploy, pushed to the ingress (None: never set)
+    spec: SpecRevision | None = None  # handed over by the last deploy or `monitor start` (None: never)
     audit_entries: list[dict] = []  # the audit entries of the change this revision made, committed with it
 
     def document(self) -> dict:

@@ -12,9 +12,10 @@ import logging
 
 import ray
 
-from mlray.actors import TimedShell, detached
+from mlray.actors import TimedShell, answer_retried, detached
 from mlray.errors import UserError
 from mlray.lake import Lake
+from mlray.lake.specs import LiveSpec
 from mlray.monitor.jobs import jobs_address
 from mlray.monitor.serving import PushedServing, ServingTable
 from mlray.monitor.watch import Monitor
@@ -37,11 +38,29 @@ class DriftMonitor(TimedShell):
     tick = "step"
 
     def __init__(self, spec: ProjectSpec, jobs_address: str | None):
-        self.poll_s = spec.monitor.poll_interval.total_seconds()
+        self.jobs_address, self.live = jobs_address, LiveSpec(spec)  # the spec revision the control plane holds
         # a new champion or rollout is heard when it is committed, not at the next read of the table
         self.serving = PushedServing(spec, ServingTable(spec, Lake.from_platform(spec.platform)))
-        super().__init__(Monitor(spec, jobs_address, serving=self.serving))
+        super().__init__(self._monitor())
         self.following = asyncio.get_event_loop().create_task(self.serving.follow())
+
+    def _monitor(self) -> Monitor:
+        """The loop on the spec in hand; a new one resumes from the checkpoint, as after a restart."""
+        spec = self.live.spec
+        self.poll_s = spec.monitor.poll_interval.total_seconds()
+        self.serving.use(spec)
+        return Monitor(spec, self.jobs_address, serving=self.serving, spec_revision=self.live.digest)
+
+    def refresh(self) -> None:
+        if self.live.follow(self.serving.spec_revision()):
+            self.target = self._monitor()
+
+    async def hand_over(self, spec: ProjectSpec) -> str:
+        """Run on `spec` (`monitor start` with the monitor running); the digest of the spec it runs on."""
+        async with self.lock:
+            if self.live.offer(spec):
+                self.target = self._monitor()
+        return self.live.digest
 
     def period(self) -> float:
         return self.poll_s
@@ -51,13 +70,15 @@ class DriftMonitor(TimedShell):
 
 
 def start(spec: ProjectSpec):
-    """The project's monitor: found if it runs, else started with this spec; returned once it has its checkpoint
-    (a new one starts at the end of the inference log), so traffic served from now on is watched."""
+    """The project's monitor: started with this spec, or found running and handed it; returned once it has its
+    checkpoint (a new one starts at the end of the inference log), so traffic served from now on is watched. It
+    follows the spec revision the control plane holds: hand this spec over there first (`mlray.monitoring.start`)."""
     try:
         address = jobs_address()
     except UserError:  # no Jobs API here: the monitor asks again when it has a job to submit, and says so then
         address = None
     handle = detached(DriftMonitor, actor_name(spec.name), spec, address)
+    ray.get(handle.hand_over.remote(spec))  # one that ran already takes this spec
     ray.get(handle.call.remote(Monitor.status.__name__))
     return handle
 
@@ -82,4 +103,5 @@ def stop(spec: ProjectSpec) -> bool:
 def status(spec: ProjectSpec) -> dict | None:
     """The running monitor's status (windows, champion, live quality, incidents), or None when none runs."""
     found = find(spec)
-    return None if found is None else ray.get(found.call.remote(Monitor.status.__name__))
+    return None if found is None else answer_retried(lambda: found.call.remote(Monitor.status.__name__),
+                                                     f"the monitor of {spec.name}", attempts=5)  # e.g. restarting

@@ -41,6 +41,9 @@ class ServingTable:
     def rollout(self) -> dict | None:
         return self._document().get("rollout")
 
+    def spec_revision(self) -> dict | None:
+        return self._document().get("spec")
+
     def registry(self):
         from mlray.registry.models import Registry  # MLflow: imported only when nothing is served yet
 
@@ -70,6 +73,14 @@ class PushedServing:
 
     def rollout(self) -> dict | None:
         return self.fallback.rollout() if self.state is None else self.state.get("rollout")
+
+    def spec_revision(self) -> dict | None:
+        """The spec revision the control plane holds ({digest, uri}), or None."""
+        return self.fallback.spec_revision() if self.state is None else self.state.get("spec")
+
+    def use(self, spec: ProjectSpec) -> None:
+        """Follow on `spec` (a new revision: its lake credentials and registry for the table read meanwhile)."""
+        self.spec, self.fallback = spec, ServingTable(spec, Lake.from_platform(spec.platform))
 
     async def follow(self) -> None:
         """Long-poll the control plane for ever; a missing or restarting one is looked up again after a backoff."""

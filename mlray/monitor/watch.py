@@ -31,6 +31,7 @@ from mlray.control.ports import JobSubmitter, ServingView
 from mlray.control.state import MonitorCheckpoint, WindowReport
 from mlray.incidents import Incidents
 from mlray.lake import Lake
+from mlray.lake.specs import spec_digest
 from mlray.lake.state import StateConflict, StateTable
 from mlray.metrics import monitor as ray_gauges
 from mlray.monitor.checkpoint import STATE_TABLE, CheckpointStore
@@ -58,8 +59,10 @@ class Monitor:
     def __init__(self, spec: ProjectSpec, jobs_address: str | None = None, *, clock: Clock = SYSTEM_CLOCK,
                  serving: ServingView | None = None, jobs: JobSubmitter | None = None,
                  load_reference: Callable[[ProjectSpec, str], Reference] = load_reference,
-                 make_detectors: Callable[..., Detectors] = Detectors, gauges: Callable[[], dict] = ray_gauges):
+                 make_detectors: Callable[..., Detectors] = Detectors, gauges: Callable[[], dict] = ray_gauges,
+                 spec_revision: str | None = None):
         self.spec, self.monitor_rules, self.clock = spec, spec.monitor, clock
+        self.spec_revision = spec_revision or spec_digest(spec)  # which spec it runs on, for its status
         self.lake = Lake.from_platform(spec.platform)
         self.checkpoints = CheckpointStore(StateTable(self.lake, STATE_TABLE))
         self.incidents, self.audit = Incidents(self.lake), AuditLog(spec.platform)
@@ -139,7 +142,7 @@ class Monitor:
                 "labels_version": checkpoint.labels_version, "labelled": self.live.counts(), "live_quality": quality,
                 "pending_labels": len(checkpoint.pending_labels), "history": checkpoint.history[-10:],
                 "open_incidents": [i.incident_id for i in self.incidents.open()],
-                "revision": self.checkpoints.revision}
+                "revision": self.checkpoints.revision, "spec": self.spec_revision}
 
     # ------------------------------------------------------------------ windows
 

@@ -7,7 +7,8 @@ back by themselves (challenger weight 0, the version tagged with the reason). Pa
 promotes: the `champion` alias moves, the old champion becomes `previous`. Every change goes to
 the audit log. The controller owns no state: the rollout's state, the plan and the aliases belong to the
 control plane (`mlray.serve.control`), which takes each of its changes only if the rollout is still
-where the controller saw it. So a person's rollback in between wins, and a restarted controller goes on.
+where the controller saw it. So a person's rollback in between wins, and a restarted controller goes on. It runs on
+the spec revision the control plane holds (a deploy hands a new one over); a rollout keeps the rules it started with.
 
 A rollout started for an incident (the retraining job passes its id, which the rollout's state keeps) owns that
 incident's outcome: once the rollout ends, promoted, rolled back, or stopped by a change made by hand (seen when the
@@ -34,6 +35,7 @@ from mlray.errors import UserError
 from mlray.incidents import Incidents, record_rollout_outcome
 from mlray.lake import Lake
 from mlray.lake.inference import appended_since, dedupe_labels
+from mlray.lake.specs import LiveSpec
 from mlray.metrics import rollout as rollout_gauges
 from mlray.registry.models import Registry
 from mlray.rollout.analysis import analyze
@@ -55,18 +57,27 @@ class Rollout:
     """The rollout logic, in plain Python (the actor below runs it on a timer)."""
 
     def __init__(self, spec: ProjectSpec, actor: str = f"controller:{ACTOR}", clock: Clock = SYSTEM_CLOCK):
-        self.spec, self.actor, self.clock = spec, actor, clock
-        self.lake = Lake.from_platform(spec.platform)
+        self.live, self.actor, self.clock = LiveSpec(spec), actor, clock  # the spec revision the control plane holds
+        self._connect()
         self.state: RolloutState | None = None
         self.revision = 0  # the control plane's rollout revision this state was read at
-        self.incidents = Incidents(self.lake)
         self.recorded: set[tuple[str, str]] = set()  # (incident, status) outcomes this process has recorded
+
+    @property
+    def spec(self) -> ProjectSpec:
+        return self.live.spec
+
+    def _connect(self) -> None:
+        self.lake = Lake.from_platform(self.spec.platform)
+        self.incidents = Incidents(self.lake)
 
     # ------------------------------------------------------------------ state
 
     def _load(self) -> None:
-        """The rollout as the control plane has it now."""
+        """The rollout as the control plane has it now, on the spec revision it holds."""
         snapshot = control.client(self.spec).snapshot()
+        if self.live.follow(snapshot.get("spec")):
+            self._connect()
         self.state = RolloutState.model_validate(snapshot["rollout"]) if snapshot["rollout"] else None
         self.revision = snapshot["rollout_revision"]
 
@@ -327,7 +338,7 @@ class RolloutClient:
     def start(self, challenger: str, actor: str | None = None, incident: str | None = None) -> dict:
         """Serve `challenger` (at weight 0, from this process) and start its rollout under this spec's rollout
         section; `incident`: the incident it answers (the rollout records its outcome there)."""
-        deploy.deploy(self.spec, versions=[challenger], actor=actor)
+        deploy.deploy(self.spec, versions=[challenger], actor=actor, hand_over=False)
         return self._call(Rollout.start, challenger, actor, self.spec.rollout.model_dump(mode="json"), incident)
 
     def status(self) -> dict | None:

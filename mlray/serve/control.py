@@ -15,6 +15,10 @@ whenever they disagree (at start, and at every change after a projection failed)
 writes heals by itself. Callers pass it what it needs (keys included): it never reads its own environment. Its
 constructor does no I/O: a restart while the lake is unreachable succeeds, and the state is read at the first call.
 
+It also holds the spec revision the loops run on (`ServingState.spec`): a deploy or `monitor start` hands its spec
+over (`set_spec`), and the control plane itself, the rollout controller and the monitor move to it; an actor Ray
+restarts with the spec it was created with moves to it again at its first read of the state.
+
 With every plan it keeps where each served version's package lives (`packages`, resolved in the registry when a
 version first enters the plan), so an ingress replica started while MLflow is down still loads its models.
 """
@@ -28,14 +32,14 @@ import time
 from typing import Any, Callable
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-from mlray.actors import answer, detached
+from mlray.actors import answer_retried, detached
 from mlray.audit import AuditLog, current_principal, new_entry
 from mlray.control.ports import AuditSink, ModelRegistry, StateStore
-from mlray.control.state import ALIAS_NAMES, Aliases, RolloutState, RolloutStatus, ServingState, read_document
+from mlray.control.state import ALIAS_NAMES, Aliases, RolloutState, RolloutStatus, ServingState, SpecRevision, read_document
 from mlray.errors import UserError
 from mlray.lake import Lake
+from mlray.lake.specs import LiveSpec, sections_changed, spec_digest, store_spec
 from mlray.lake.state import SERVING_STATE, StateConflict, StateTable
 from mlray.runtime import control_plane_name
 from mlray.serve.auth import fingerprint, revoked
@@ -66,10 +70,9 @@ class ControlPlane:
 
     def __init__(self, spec: ProjectSpec, store: StateStore | None = None, audit: AuditSink | None = None,
                  registry: Callable[[], ModelRegistry] | None = None):
-        self.spec = spec
-        self.audit = audit or AuditLog(spec.platform)
-        self.table = store or StateTable(Lake.from_platform(spec.platform), SERVING_STATE)
-        self.make_registry = registry or _registry_of(spec)
+        self.live = LiveSpec(spec)  # the spec it runs on: the one handed over last (`set_spec`), after a restart too
+        self.given = store, audit, registry  # ports passed in (fakes in unit tests); the others follow the spec
+        self._connect()
         self.revision, self.state, self.loaded = 0, ServingState(), False
         self.projected = False  # whether the registry's aliases are known to match the state's
         self.projecting: asyncio.Task | None = None
@@ -78,11 +81,24 @@ class ControlPlane:
         self.replicas: dict[str, dict] = {}  # ingress replica → the revision it has applied, and when it said so
         self.chained: set[str] = set()  # ids of the state's audit entries known to be in the audit chain
 
+    @property
+    def spec(self) -> ProjectSpec:
+        return self.live.spec
+
+    def _connect(self) -> None:
+        """The state table, audit trail and registry of the spec it runs on (unless passed in)."""
+        store, audit, registry = self.given
+        self.audit = audit or AuditLog(self.spec.platform)
+        self.table = store or StateTable(Lake.from_platform(self.spec.platform), SERVING_STATE)
+        self.make_registry = registry or _registry_of(self.spec)
+
     # ------------------------------------------------------------------ reading
 
     def _reload(self) -> None:
         self.revision, document = self.table.read()
         self.state = read_document(ServingState, SERVING_STATE, self.revision, document or {})
+        if self.state.spec is not None and self.live.follow(self.state.spec.model_dump()):
+            self._connect()  # e.g. restarted by Ray with the spec it was created with: the one handed over since wins
         self.chained = set()
         if not self.loaded:
             log.info("control plane of %s at revision %d", self.spec.name, self.revision)
@@ -282,6 +298,24 @@ class ControlPlane:
                      "before": applied, "after": wanted.model_dump(mode="json"), "component": actor}
             return await self._commit({"serve": wanted.model_dump(mode="json")}, [entry], actor, principal)
 
+    async def set_spec(self, spec: ProjectSpec, revision: dict, actor: str, principal: str | None = None) -> dict:
+        """Run on `spec` (handed over by a deploy or `monitor start`, stored redacted at `revision`'s URI) and hold its
+        revision, which the rollout controller and the monitor follow; audited with the sections that changed."""
+        wanted = SpecRevision.model_validate(revision)
+        await self._ready()
+        async with self.lock:
+            if self.state.spec == wanted:
+                snapshot = await self.snapshot()
+            else:
+                changed = ", ".join(sections_changed(self.spec, spec)) or "secrets only"
+                entry = {"action": "spec.change", "target": self.spec.name, "component": actor,
+                         "reason": f"changed: {changed}" if self.state.spec else "first spec held",
+                         "before": self.state.spec and self.state.spec.digest, "after": wanted.digest}
+                snapshot = await self._commit({"spec": wanted}, [entry], actor, principal)
+            if self.live.offer(spec):
+                self._connect()
+            return snapshot
+
     async def admit(self, version: str, actor: str, principal: str | None = None) -> str:
         """A version that passed the gate joins: champion when there is none yet, else challenger. Its role."""
         await self._ready()
@@ -414,6 +448,11 @@ class ControlPlaneClient:
     def set_serve(self, settings: dict, actor: str) -> dict:
         return self._call(ControlPlane.set_serve, settings, actor, principal=current_principal())
 
+    def hand_over_spec(self, actor: str) -> dict:
+        """This client's spec becomes the one the loops run on: stored redacted under the lake root, then held."""
+        revision = {"digest": spec_digest(self.spec), "uri": store_spec(Lake.from_platform(self.spec.platform), self.spec)}
+        return self._call(ControlPlane.set_spec, self.spec, revision, actor, principal=current_principal())
+
     def admit(self, version: str, actor: str) -> str:
         return self._call(ControlPlane.admit, version, actor, principal=current_principal())
 
@@ -429,11 +468,5 @@ class ControlPlaneClient:
                           principal=current_principal())
 
     def _call(self, method: Callable, *args, **kwargs):
-        for attempt in range(self.attempts):
-            try:
-                return answer(getattr(owner(self.spec), method.__name__).remote(*args, **kwargs))
-            except (ActorDiedError, ActorUnavailableError):
-                if attempt == self.attempts - 1:
-                    raise
-                log.warning("the control plane of %s was unavailable; calling again", self.spec.name)
-                time.sleep(1.0 + attempt)
+        return answer_retried(lambda: getattr(owner(self.spec), method.__name__).remote(*args, **kwargs),
+                              f"the control plane of {self.spec.name}", self.attempts)

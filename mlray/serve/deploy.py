@@ -82,13 +82,15 @@ def ensure_version(spec: ProjectSpec, registry: Registry, version: str, fault: F
 
 def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPlan | None = None,
            actor: str | None = None, fault: Fault | None = None, keys: KeyRing | None = None,
-           restart: bool = False) -> Deployment:
+           restart: bool = False, hand_over: bool = True) -> Deployment:
     """Serve the champion (and `versions`, at weight 0), set the plan (default: the live one, or all to the champion),
     start the ingress. `keys` (the caller's, e.g. `KeyRing.for_serving`) are added to the accepted ones (only
     `mlray keys revoke` removes a key).
     `fault` (re)starts `versions` with injected faults. Changed `serve` settings reach the running ingress (pushed
     like the plan); one it cannot take (its port, replicas, placement, ...) is refused with "restart needed" unless
-    `restart`, which starts the ingress again (requests in flight on it fail)."""
+    `restart`, which starts the ingress again (requests in flight on it fail). `hand_over`: the spec becomes the one
+    the control plane, the rollout controller and the monitor run on (a canary's deploy of its challenger keeps
+    theirs)."""
     actor = actor or default_actor()
     registry = Registry(spec)
     state = control.client(spec).snapshot()
@@ -121,6 +123,8 @@ def deploy(spec: ProjectSpec, versions: list[str] | None = None, plan: TrafficPl
         reason += f"; faults in {', '.join(extra)}: {vars(fault) if fault else 'none'}"
     if keys is not None and len(keys):
         control.client(spec).change_keys(keys.hashes, [], actor)
+    if hand_over:
+        control.client(spec).hand_over_spec(actor)
     settings = described(state.get("serve"), spec.serve)
     control.client(spec).set_serve(spec.serve.model_dump(mode="json"), actor)  # keys first: auth never lacks them
     state = control.client(spec).set_plan(plan.to_dict(), actor, "deploy", reason,

@@ -95,6 +95,24 @@ def without_redacted(doc: dict[str, Any]) -> dict[str, Any]:
     return doc | {"platform": platform, "monitor": monitor}
 
 
+def restored(doc: dict[str, Any], held) -> dict[str, Any]:
+    """A stored spec document with each redacted value taken from `held` (the spec a process already runs on) where
+    `held`'s value is redacted to the same text: an actor moving to a new revision keeps the secrets it was handed.
+    The values left redacted are dropped by `without_redacted`."""
+    mine, hidden = held.model_dump(mode="json"), redacted_document(held)
+    platform, monitor = dict(doc.get("platform") or {}), dict(doc.get("monitor") or {})
+    options = dict(platform.get("storage_options") or {})
+    for name, value in options.items():
+        if value == REDACTED and hidden["platform"]["storage_options"].get(name) == REDACTED:
+            options[name] = mine["platform"]["storage_options"][name]
+    platform["storage_options"] = options
+    for where, section, name in (("platform", platform, "mlflow_tracking_uri"), ("monitor", monitor, "alert_webhook")):
+        value = section.get(name)
+        if value and REDACTED in value and hidden[where][name] == value:
+            section[name] = mine[where][name]
+    return doc | {"platform": platform, "monitor": monitor}
+
+
 def secret_values(spec) -> list[str]:
     """Every secret this spec holds or resolves to, longest first (to scrub from text this process writes)."""
     platform, webhook = spec.platform, spec.monitor.alert_webhook

@@ -252,3 +252,33 @@ def test_a_deploy_switching_auth_applies_it_to_the_running_service_and_a_port_ch
     with pytest.raises(UserError, match=rf"restart needed: serve.port {spec.serve.port} → {spec.serve.port + 1}"):
         deploy(moved)
     assert post(f"{url}/v1/predict", {"row": row}).status_code == 200  # refused: nothing changed
+
+
+def test_the_monitor_runs_on_the_spec_a_deploy_hands_over_after_a_restart_too(served):
+    """A deploy with other monitor rules moves the running monitor to them, audited; Ray restarting the monitor with the
+    spec it was created with keeps it on the one handed over since (the control plane's restart: a unit test)."""
+    import ray
+
+    from mlray import monitoring
+    from mlray.audit import AuditLog
+    from mlray.lake.specs import spec_digest
+    from mlray.monitor import actor
+    from mlray.serve import control
+
+    spec, _, _ = served
+    rules = spec.monitor.model_copy(update={"window_rows": spec.monitor.window_rows + 100})
+    changed = spec.model_copy(update={"monitor": rules})
+    handle = monitoring.start(spec)
+    try:
+        assert actor.status(spec)["spec"] == spec_digest(spec)
+        deploy(changed)
+        assert control.client(spec).snapshot()["spec"]["digest"] == spec_digest(changed)
+        # moved once the push reaches it (at its next call), not at its next start
+        assert wait_until(lambda: actor.status(spec)["spec"] == spec_digest(changed), timeout=30, every=0.5)
+        ray.kill(handle, no_restart=False)  # Ray restarts it with the spec it was created with
+        assert wait_until(lambda: actor.status(spec)["spec"] == spec_digest(changed), timeout=60, every=1)
+        audit = [e["reason"] for e in AuditLog(spec.platform).read(action="spec.change")]
+        assert audit[0] == "changed: monitor", audit
+    finally:
+        actor.stop(spec)
+        deploy(spec)
