@@ -62,9 +62,12 @@ def _show(state: dict | None, as_json: bool) -> None:
     if state["live_quality"]:
         console.print(table("live quality", ["version", "metrics"], [
             [v, ", ".join(f"{k} {x:.3f}" for k, x in m.items())] for v, m in state["live_quality"].items()]))
-    console.print(table("last windows", ["window", "rows", "drifted columns", "score drift", "quality drop"], [
+    console.print(table("last windows", ["window", "rows", "drifted columns", "score drift", "quality drop",
+                                         "estimated drop", "class shares moved"], [
         [w["seq"], w["rows"], ", ".join(w["drifted"]), w["score_drift"],
-         "" if w["quality_drop"] is None else f"{w['quality_drop']:.3f}"] for w in state["history"]]))
+         "" if w["quality_drop"] is None else f"{w['quality_drop']:.3f}",
+         "" if w.get("estimated_drop") is None else f"{w['estimated_drop']:.3f}", ", ".join(w.get("prior_shift", []))]
+        for w in state["history"]]))
 
 
 @drift_app.command("report")
@@ -95,13 +98,21 @@ def report(window: Annotated[Optional[int], typer.Option(help="The window to pic
                     "pictures": [str(p) for p in pictures]})
         return
     console.print(table(f"drift reports of {spec.name} (newest first)",
-                        ["window", "checked", "rows", "champion", "drifted columns", "min p", "score p", "verdict"],
+                        ["window", "checked", "rows", "champion", "drifted columns", "min p", "score p",
+                         "estimated before labels (90%)", "class shares", "verdict"],
                         [[r.seq, f"{r.at:%Y-%m-%d %H:%M:%S}", r.rows, r.champion, ", ".join(r.drifted),
                           f"{min(r.p_values):.2g}" if r.p_values else "",
-                          "" if r.score_p_value is None else f"{r.score_p_value:.2g}", r.verdict]
-                         for r in reports[:limit]]))
+                          "" if r.score_p_value is None else f"{r.score_p_value:.2g}", _estimated(r.estimated),
+                          _estimated(r.priors, None) + (f" (moved: {', '.join(r.prior_shift)})" if r.prior_shift else ""),
+                          r.verdict] for r in reports[:limit]]))
     for path in pictures:
         console.print(f"wrote {path}")
+
+
+def _estimated(estimates: dict[str, dict[str, float]], shown: tuple[str, ...] | None = ("roc_auc", "precision")) -> str:
+    """'roc_auc 0.91 [0.89, 0.93]' for the estimates worth a glance (`shown`; None: all)."""
+    return ", ".join(f"{name} {e['value']:.3g} [{e['low']:.3g}, {e['high']:.3g}]"
+                     for name, e in estimates.items() if shown is None or name in shown)
 
 
 def _pictures(spec, lake, reports: list[WindowReport], chosen: WindowReport, folder: Path) -> list[Path]:

@@ -189,6 +189,7 @@ def _validated(model: type[Document], data: dict, refusal: str) -> Document:
 class WindowVerdict(StrEnum):
     DRIFT = "drift"
     OK = "ok"
+    UNSEEN = "unseen_context"  # most rows fall in periods (hours, weekdays) the reference never saw: not judged
 
 
 class WindowReport(BaseModel):
@@ -219,6 +220,11 @@ class WindowReport(BaseModel):
     quality_drop: float | None = None  # the champion's, on the retraining policy's metric
     verdict: WindowVerdict  # by the retraining policy's rule
     seconds: float | None = None  # how long the checks took
+    context: dict | None = None  # how the reference was matched to the window's periods (`mlray.monitor.context`)
+    estimated: dict[str, dict[str, float]] = {}  # before labels: metric → {value, low, high} (90% interval)
+    estimated_drop: float | None = None  # the champion's estimate below its offline metric (the policy's metric)
+    priors: dict[str, dict[str, float]] = {}  # class → its estimated share {value, low, high}
+    prior_shift: list[str] = []  # classes whose share left the training split's interval
 
 
 class IncidentEvent(BaseModel):

@@ -1,5 +1,5 @@
 """The demo's project folder: a spec tuned to run the whole loop in minutes on a laptop, an API key, the landing files
-of three days of exports, and the drifted files that land upstream later."""
+of a week of exports, and the drifted files that land upstream later."""
 
 from __future__ import annotations
 
@@ -88,8 +88,9 @@ monitor:
 
 
 def landing_files(landing: Path, rows: int) -> list[Path]:
-    """Three days of exports in three formats; the CSV and JSON ones carry malformed rows."""
-    data = generate_transactions(rows, seed=7, days=3)
+    """A week of exports in three formats, so the model and its drift reference see every weekday (traffic comes
+    from any day of the week); the CSV and JSON ones carry malformed rows."""
+    data = generate_transactions(rows, seed=7, days=7)
     third = rows // 3
     files = [(landing / "day1.csv", corrupt(data.slice(0, third), 0.02, seed=1)),
              (landing / "day2.parquet", data.slice(third, third)),

@@ -18,7 +18,9 @@ from mlray.lake import Lake
 from mlray.lake.inference import flat_inputs
 from mlray.metrics import monitor as ray_gauges
 from mlray.monitor.alerts import alert
+from mlray.monitor.context import context_of
 from mlray.monitor.detectors import Detectors
+from mlray.monitor.estimated import estimate_window
 from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import window_drifted
 from mlray.monitor.reference import Reference, load_reference
@@ -38,6 +40,7 @@ class WindowChecks:
                  make_detectors: Callable[..., Detectors] = Detectors):
         self.spec, self.monitor_rules, self.lake, self.serving, self.clock = spec, spec.monitor, lake, serving, clock
         self.load_reference, self.make_detectors = load_reference, make_detectors
+        self.context = context_of(spec)  # seasonality: what each window's reference rows are matched on
         self.detectors: Detectors | None = None
         self.champion: str | None = None  # read from the serving view once per step, when a window closes
 
@@ -60,14 +63,16 @@ class WindowChecks:
         reference = self.reference(checkpoint)
         served = window.filter(pc.and_(pc.is_null(window.column("error")), pc.is_valid(window.column("score"))))
         started = time.perf_counter()
-        result = self.detectors.check(flat_inputs(window), served.column("score").to_numpy())
+        result = self.detectors.check(flat_inputs(window), served.column("score").to_numpy(), flat_inputs(served))
         seconds = time.perf_counter() - started
         quality = self.live_quality(live, reference)
         metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
         drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
+        estimates = estimate_window(reference, champion_scores(served, reference.version), seed=checkpoint.seq)
         times = window.column("at")
-        entry = {"drifted": result.drifted, "score_drift": result.score_drift}
-        verdict = WindowVerdict.DRIFT if window_drifted(self.monitor_rules.retrain, entry) else WindowVerdict.OK
+        entry = {"drifted": result.drifted, "score_drift": result.score_drift, "prior_shift": estimates.prior_shift}
+        verdict = WindowVerdict.DRIFT if window_drifted(self.monitor_rules.retrain, entry) else \
+            WindowVerdict.OK if result.judged else WindowVerdict.UNSEEN
         return WindowReport(seq=checkpoint.seq, epoch=checkpoint.epoch, at=self.clock.now(),
                             first_row_at=pc.min(times).as_py(), last_row_at=pc.max(times).as_py(),
                             rows=window.num_rows, champion=reference.version, start=start.to_list(),
@@ -76,7 +81,9 @@ class WindowChecks:
                             score_p_value=result.score_p_value, score_distance=result.score_distance,
                             score_drift=result.score_drift, mmd_p_value=result.mmd_p_value,
                             mmd_drift=result.mmd_drift, quality=quality, quality_drop=drop, verdict=verdict,
-                            seconds=seconds)
+                            seconds=seconds, context=result.context, estimated=estimates.quality,
+                            estimated_drop=estimates.drop(metric, reference.offline), priors=estimates.priors,
+                            prior_shift=estimates.prior_shift)
 
     def live_quality(self, live: LiveQuality, reference: Reference) -> dict[str, dict[str, float]]:
         rules = self.monitor_rules
@@ -91,7 +98,7 @@ class WindowChecks:
             raise RuntimeError(f"model '{self.spec.name}' has no champion to compare traffic with")
         if self.detectors is None or self.detectors.reference.version != champion:
             log.info("building the drift reference of %s v%s", self.spec.name, champion)
-            self.detectors = self.make_detectors(self.load_reference(self.spec, champion), self.monitor_rules)
+            self.detectors = self.make_detectors(self.load_reference(self.spec, champion), self.monitor_rules, self.context)
             checkpoint.champion = champion
         return self.detectors.reference
 
@@ -123,10 +130,17 @@ class ReportPublisher:
                   self.spec.monitor.alert_webhook)
 
 
+def champion_scores(served: pa.Table, champion: str) -> np.ndarray:
+    """The scores the champion answered in the window (not its shadow calls)."""
+    answered = pc.and_(pc.equal(served.column("model_version"), champion), pc.invert(served.column("shadow")))
+    return served.filter(answered).column("score").to_numpy()
+
+
 def history_entry(report: WindowReport) -> dict:
     """What the checkpoint keeps of a window for the retraining policy."""
     return {"seq": report.seq, "drifted": list(report.drifted), "score_drift": report.score_drift,
-            "quality_drop": report.quality_drop, "rows": report.rows}
+            "quality_drop": report.quality_drop, "rows": report.rows, "prior_shift": list(report.prior_shift),
+            "estimated_drop": report.estimated_drop}
 
 
 def summary(report: WindowReport) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlray.features import transform
+from mlray.monitor.context import Context, Matched, described, match
 from mlray.monitor.reference import Reference
 from mlray.spec import MonitorSpec
 
@@ -34,23 +35,37 @@ class DriftResult:
     mmd_p_value: float | None = None
     mmd_distance: float | None = None
     mmd_drift: bool = False
+    context: dict | None = None  # how the reference was matched to the window (`context.described`)
+    judged: bool = True  # False: most rows fall in periods the reference never saw; nothing was tested
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class Detectors:
-    """The drift tests of one reference; `check` runs them on one window."""
+    """The drift tests of one reference; `check` runs them on one window. With a `context`, each window's tests are
+    built on the reference rows of the window's periods (`mlray.monitor.context`); without, once."""
 
-    def __init__(self, reference: Reference, monitor: MonitorSpec, seed: int = 0):
-        from alibi_detect.cd import KSDrift, TabularDrift  # heavy: alibi-detect and torch (seconds); only building detectors
-
-        self.reference, self.monitor = reference, monitor
-        self.tabular = TabularDrift(reference.x_ref, p_val=monitor.p_value,
-                                    categories_per_feature=reference.categories_per_feature,
-                                    correction=monitor.correction)
-        self.scores = KSDrift(reference.scores.reshape(-1, 1), p_val=monitor.p_value)
+    def __init__(self, reference: Reference, monitor: MonitorSpec, seed: int = 0, context: Context | None = None):
+        self.reference, self.monitor, self.seed = reference, monitor, seed
+        self.context = context if context is not None and context.column in reference.sample.column_names else None
+        if context is not None and self.context is None:
+            log.warning("v%s's reference sample has no column %s: windows are compared with the whole reference",
+                        reference.version, context.column)
+        self.periods = self.context.periods(reference.sample.column(context.column)) if self.context else None
+        self.tabular, self.scores = self._tabular(reference.x_ref), self._scores(reference.scores)
         self.mmd = self._mmd(seed) if monitor.multivariate else None
+
+    def _tabular(self, x_ref: np.ndarray):
+        from alibi_detect.cd import TabularDrift  # heavy: alibi-detect and torch (seconds); only building detectors
+
+        return TabularDrift(x_ref, p_val=self.monitor.p_value, categories_per_feature=self.reference.categories_per_feature,
+                            correction=self.monitor.correction)
+
+    def _scores(self, scores: np.ndarray):
+        from alibi_detect.cd import KSDrift  # heavy: alibi-detect (loaded once); only building detectors
+
+        return KSDrift(scores.reshape(-1, 1), p_val=self.monitor.p_value)
 
     def _mmd(self, seed: int):
         from alibi_detect.cd import MMDDrift  # heavy: alibi-detect (already loaded by __init__); only the multivariate test
@@ -64,15 +79,32 @@ class Detectors:
         """The transformed numeric inputs (the model's own transform), for the multivariate test."""
         return transform(inputs, self.reference.fitted)["numeric"].astype(np.float32)
 
-    def check(self, inputs: pa.Table, scores: np.ndarray) -> DriftResult:
-        """Run every test on one window: `inputs` are its raw rows, `scores` the served scores (NaN-free)."""
-        found = self.tabular.predict(self.reference.encode(inputs), drift_type="feature")["data"]
+    def check(self, inputs: pa.Table, scores: np.ndarray, scored: pa.Table | None = None) -> DriftResult:
+        """Run every test on one window: `inputs` are its raw rows, `scores` the served scores (NaN-free) and `scored`
+        the raw rows those scores answered (for their periods; default `inputs`)."""
+        tabular, x = self.tabular, self.reference.encode(inputs)
+        scorer, score_of = self.scores, scores
+        context = None
+        if self.context is not None:
+            matched = self._match(inputs)
+            context = described(self.context, matched)
+            if not matched.judged:
+                return DriftResult(self.reference.columns, [1.0] * len(self.reference.columns),
+                                   [0.0] * len(self.reference.columns), [], self.monitor.p_value, context=context,
+                                   judged=False)
+            tabular, x = self._tabular(self.reference.x_ref[matched.reference_rows]), x[matched.window_rows]
+            matched_scores = self._match(scored if scored is not None else inputs)
+            score_of = scores[matched_scores.window_rows]
+            if matched_scores.judged:
+                scorer = self._scores(self.reference.scores[matched_scores.reference_rows])
+        found = tabular.predict(x, drift_type="feature")["data"]
         p_values = np.asarray(found["p_val"], dtype=float)
         threshold = self._threshold(p_values)
         result = DriftResult(self.reference.columns, p_values.tolist(), np.asarray(found["distance"], float).tolist(),
-                             [c for c, p in zip(self.reference.columns, p_values) if p < threshold], threshold)
-        if len(scores) >= 2:
-            score = self.scores.predict(scores.reshape(-1, 1))["data"]
+                             [c for c, p in zip(self.reference.columns, p_values) if p < threshold], threshold,
+                             context=context)
+        if len(score_of) >= 2:
+            score = scorer.predict(score_of.reshape(-1, 1))["data"]
             result.score_p_value = float(np.asarray(score["p_val"]).ravel()[0])
             result.score_distance = float(np.asarray(score["distance"]).ravel()[0])
             result.score_drift = bool(score["is_drift"])
@@ -81,6 +113,9 @@ class Detectors:
             result.mmd_p_value, result.mmd_distance = float(mmd["p_val"]), float(mmd["distance"])
             result.mmd_drift = bool(mmd["is_drift"])
         return result
+
+    def _match(self, rows: pa.Table) -> Matched:
+        return match(self.periods, self.context.periods(rows.column(self.context.column)), self.seed)
 
     def _threshold(self, p_values: np.ndarray) -> float:
         """The per-column threshold after the correction (a column below it drifted)."""

@@ -1,9 +1,11 @@
 """The retraining policy, as a pure function of what the monitor has seen and what it already started.
 
 A window counts as drifted when at least `min_drifted_features` input columns drifted, or the score distribution
-did (`on_score_drift`). Retrain when m of the last n windows drifted, when the champion's live quality fell more
-than `max_quality_drop` below its offline test metric, or when the schedule says so; never while an incident is
-open, within the cooldown of the last trigger, or beyond `max_per_day` in 24 hours.
+did (`on_score_drift`), or a class share estimated before labels moved (`on_prior_shift`). Retrain when m of the last
+n windows drifted, when the champion's live quality fell more than `max_quality_drop` below its offline test metric,
+when the last window's quality estimated before labels did so by more than `max_estimated_drop`, or when the schedule
+says so; never while an incident is open, within the cooldown of the last trigger, or beyond `max_per_day` in 24
+hours.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ class Trigger:
 
 
 def window_drifted(retrain: RetrainSpec, window: dict) -> bool:
-    """`window`: a history entry ({'drifted': [columns], 'score_drift': bool, ...})."""
-    return len(window["drifted"]) >= retrain.min_drifted_features or (retrain.on_score_drift and window["score_drift"])
+    """`window`: a history entry ({'drifted': [columns], 'score_drift': bool, 'prior_shift': [classes], ...})."""
+    return (len(window["drifted"]) >= retrain.min_drifted_features or (retrain.on_score_drift and window["score_drift"])
+            or (retrain.on_prior_shift and bool(window.get("prior_shift"))))
 
 
 def decide(retrain: RetrainSpec, history: list[dict], quality_drop: float | None, now: datetime,
@@ -50,13 +53,21 @@ def _cause(retrain: RetrainSpec, history: list[dict], quality_drop: float | None
     if len(drifted) >= retrain.drifted_windows:
         columns = sorted({c for w in drifted for c in w["drifted"]})
         scores = sum(1 for w in drifted if w["score_drift"])
+        priors = sum(1 for w in drifted if w.get("prior_shift"))
+        shares = f"; class shares moved in {priors}" if priors else ""
         return Trigger("drift", f"{len(drifted)} of the last {len(last)} windows drifted (columns: "
-                                f"{', '.join(columns) or 'none'}; score drift in {scores})",
-                       {"windows": [w["seq"] for w in drifted], "columns": columns, "score_drift_windows": scores})
+                                f"{', '.join(columns) or 'none'}; score drift in {scores}{shares})",
+                       {"windows": [w["seq"] for w in drifted], "columns": columns, "score_drift_windows": scores}
+                       | ({"prior_shift_windows": priors} if priors else {}))
     if quality_drop is not None and retrain.max_quality_drop is not None and quality_drop > retrain.max_quality_drop:
         return Trigger("quality", f"live quality {quality_drop:.3f} below the champion's offline metric (max "
                                   f"{retrain.max_quality_drop:g})", {"quality_drop": quality_drop,
                                                                      "windows": [w["seq"] for w in last[-1:]]})
+    estimated = last[-1].get("estimated_drop") if last else None
+    if estimated is not None and retrain.max_estimated_drop is not None and estimated > retrain.max_estimated_drop:
+        return Trigger("estimated_quality", f"quality estimated before labels {estimated:.3f} below the champion's "
+                                            f"offline metric (max {retrain.max_estimated_drop:g})",
+                       {"estimated_drop": estimated, "windows": [last[-1]["seq"]]})
     if schedule_due:
         return Trigger("schedule", f"scheduled every {retrain.schedule}", {"windows": [w["seq"] for w in last[-1:]]})
     return None

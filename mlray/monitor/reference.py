@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlray.calibration import Calibrator
 from mlray.errors import UserError
 from mlray.features import FittedFeatures
 from mlray.registry.scores import scores
@@ -55,6 +56,8 @@ class Reference:
     offline: dict[str, float]  # the version's held-out test metrics
     fitted: FittedFeatures
     sample: pa.Table = field(repr=False)  # the raw reference rows
+    calibrator: Calibrator | None = None  # scores → probabilities (fitted on the validation split)
+    confusion: np.ndarray | None = None  # [predicted][true] class counts on the validation split
 
     @property
     def columns(self) -> list[str]:
@@ -129,4 +132,6 @@ def load_reference(spec: ProjectSpec, version: str) -> Reference:
     config = package.config
     return Reference(version, config.task, list(config.classes), config.threshold, encodings,
                      encode_columns(encodings, sample),
-                     reference_scores, registry.test_metrics(version), package.fitted, sample)
+                     reference_scores, registry.test_metrics(version), package.fitted, sample,
+                     Calibrator.from_dict(config.calibration) if config.calibration else None,
+                     np.asarray(config.validation_confusion) if config.validation_confusion else None)

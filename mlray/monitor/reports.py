@@ -35,7 +35,17 @@ SCHEMA = pa.schema([
     pa.field("quality_drop", pa.float64()),  # the champion's, on the retraining policy's metric
     pa.field("verdict", pa.string(), nullable=False),  # 'drift' or 'ok' (by the retraining policy's rule)
     pa.field("seconds", pa.float64()),  # how long the checks took
+    # added later: at the end, so an older table gains them in place (`Lake.create(add_missing=True)`)
+    pa.field("context", pa.string()),  # JSON: how the reference was matched to the window's periods
+    pa.field("estimated", pa.string()),  # JSON: metric → {value, low, high}, estimated before labels
+    pa.field("estimated_drop", pa.float64()),
+    pa.field("priors", pa.string()),  # JSON: class → {value, low, high}
+    pa.field("prior_shift", pa.list_(pa.string())),
 ])
+JSON_COLUMNS = ("quality", "context", "estimated", "priors")
+
+
+_widened: set[str] = set()  # the tables (URIs) this process has given the columns added later
 
 
 def batch_id(epoch: str, seq: int) -> str:
@@ -44,8 +54,12 @@ def batch_id(epoch: str, seq: int) -> str:
 
 def write_report(lake: Lake, report: WindowReport) -> bool:
     """Append one window's report; a window already reported is not written again. True when it was new."""
-    row = report.model_dump() | {"quality": json.dumps(report.quality)}
+    row = report.model_dump() | {name: None if getattr(report, name) is None else json.dumps(getattr(report, name))
+                                 for name in JSON_COLUMNS}
     data = pa.Table.from_pylist([row], schema=SCHEMA)
+    if lake.uri(TABLE) not in _widened and lake.exists(TABLE):  # one an older mlray wrote gains the new columns, once
+        lake.create(TABLE, SCHEMA, add_missing=True)
+        _widened.add(lake.uri(TABLE))
     return lake.append(TABLE, data, batch_id=batch_id(report.epoch, report.seq), schema=SCHEMA).committed
 
 
@@ -66,6 +80,7 @@ def read_reports(lake: Lake, epoch: str | None = None, seq: int | None = None,
 
 
 def as_report(row: dict) -> WindowReport:
-    """A row of the table as its report: the quality decoded, a null taken as the field's default."""
-    found = {k: v for k, v in row.items() if v is not None} | {"quality": json.loads(row["quality"] or "{}")}
-    return read_row(WindowReport, TABLE, f"{row['epoch']}:{row['seq']}", found)
+    """A row of the table as its report: the JSON columns decoded, a null taken as the field's default."""
+    found = {k: v for k, v in row.items() if v is not None and k not in JSON_COLUMNS}
+    return read_row(WindowReport, TABLE, f"{row['epoch']}:{row['seq']}",
+                    found | {name: json.loads(row[name]) for name in JSON_COLUMNS if row.get(name)})

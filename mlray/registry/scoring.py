@@ -31,6 +31,8 @@ class PackageConfig:
     threshold: float = 0.5
     feature_version: str = ""
     lineage: dict = field(default_factory=dict)
+    calibration: dict | None = None  # `mlray.calibration.Calibrator` as a dict: scores → probabilities
+    validation_confusion: list[list[int]] | None = None  # [predicted][true] class counts on the validation split
 
     def network(self) -> TabularNet:
         return TabularNet(self.numeric, self.cardinalities, outputs_for(self.task, len(self.classes)),

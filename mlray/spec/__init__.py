@@ -29,20 +29,20 @@ from mlray.spec.features import (
     TimestampPart,
 )
 from mlray.spec.loader import env_overrides, format_validation_error, load_spec, parse_spec, starter_spec
-from mlray.spec.monitor import MonitorSpec
+from mlray.spec.monitor import ContextSpec, MonitorSpec
 from mlray.spec.platform import PlatformSpec
 from mlray.spec.project import ProjectSpec
 from mlray.spec.rollout import RolloutChecks, RolloutSpec
 from mlray.spec.serve import AutoscalingSpec, BatchingSpec, ServeSpec
-from mlray.spec.train import EarlyStopping, GateSpec, ModelSpec, SplitSpec, Task, TrainSpec
+from mlray.spec.train import EarlyStopping, GateSpec, ModelSpec, SplitSpec, Task, ThresholdTarget, TrainSpec
 from mlray.spec.tune import SEARCH_KINDS, TUNABLE_SECTIONS, UNTUNABLE, AshaSpec, TuneSpec
 
 __all__ = [
     "DEFAULT_SPEC_FILE", "ENV_PREFIX", "FEATURE_COLUMN_TYPES", "NAME_PATTERN", "NUMERIC_TYPES", "ORDERED_TYPES",
     "SEARCH_KINDS", "TUNABLE_SECTIONS", "UNTUNABLE", "AshaSpec", "AutoscalingSpec", "BatchingSpec", "BooleanFeature",
-    "Bucketize", "CategoricalFeature", "ColumnSpec", "ColumnType", "DataSpec", "Duration", "EarlyStopping",
+    "Bucketize", "CategoricalFeature", "ColumnSpec", "ColumnType", "ContextSpec", "DataSpec", "Duration", "EarlyStopping",
     "Expectations", "Feature", "FeatureBase", "GateSpec", "ModelSpec", "MonitorSpec", "NumericFeature", "PlatformSpec",
     "ProjectSpec", "RolloutChecks", "RolloutSpec", "Section", "ServeSpec", "SplitSpec", "Task", "TableSpec",
-    "TimestampFeature", "TimestampPart", "TrainSpec", "TuneSpec", "env_overrides", "format_duration",
+    "TimestampFeature", "TimestampPart", "ThresholdTarget", "TrainSpec", "TuneSpec", "env_overrides", "format_duration",
     "format_validation_error", "load_spec", "parse_duration", "parse_spec", "starter_spec",
 ]

@@ -26,6 +26,11 @@ class RetrainSpec(Section):
     of_windows: int = Field(3, ge=1, description="... of the last n windows drifted (debounce)")
     max_quality_drop: float | None = Field(0.05, ge=0, description="retrain when live quality falls this far below "
                                                                    "the champion's offline test metric (None: never)")
+    max_estimated_drop: float | None = Field(None, ge=0, description="retrain when a window's quality estimated "
+                                                                     "before labels (its whole 90% interval) falls "
+                                                                     "this far below the offline metric (None: never)")
+    on_prior_shift: bool = Field(False, description="a window whose class shares (estimated before labels) left the "
+                                                    "training split's counts as drifted too")
     quality_metric: str | None = Field(None, description="the metric compared; default roc_auc (binary), accuracy "
                                                          "(multiclass), rmse (regression: a relative rise)")
     schedule: Duration | None = Field(None, description="also retrain on a fixed period, drift or not (e.g. 7d)")
@@ -60,6 +65,14 @@ class RetrainSpec(Section):
         return self
 
 
+class ContextSpec(Section):
+    """What a window is compared in: reference rows from the same period of the cycle as the window's rows."""
+
+    column: str = Field(description="a timestamp column of the traffic (a feature's column)")
+    period: Literal["hour_of_day", "day_of_week", "hour_of_week"] = Field(
+        "hour_of_day", description="the cycle matched; hour_of_week needs a reference of thousands of rows")
+
+
 class MonitorSpec(Section):
     """A long-lived actor that checks every window of served traffic against the champion's training data."""
 
@@ -75,6 +88,10 @@ class MonitorSpec(Section):
                                                                                "the input columns")
     columns: list[str] | None = Field(None, description="input columns checked for drift (default: every feature's "
                                                         "column but timestamps and dates, which always move)")
+    context: Literal["auto", "none"] | ContextSpec = Field(
+        "auto", description="seasonality: each window is compared with reference rows from the same hours of the day "
+                            "(or the period named); auto: the first timestamp feature's column that takes the hour, "
+                            "by hour of day; none: the whole reference")
     multivariate: bool = Field(False, description="also MMD drift on the transformed inputs (torch; slow on CPU)")
     mmd_reference_rows: int = Field(500, ge=50, description="reference rows MMD compares against")
     mmd_permutations: int = Field(100, ge=10, description="permutations of the MMD test")

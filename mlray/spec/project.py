@@ -54,7 +54,16 @@ class ProjectSpec(Section):
                     f" (expected {' or '.join(accepted)})"
                 )
         self._check_monitor_columns({f.source for f in self.features}, table)
+        self._check_monitor_context({f.source for f in self.features}, table)
         return self
+
+    def _check_monitor_context(self, sources: set[str], table: TableSpec) -> None:
+        context = self.monitor.context
+        if isinstance(context, str):
+            return
+        if context.column not in sources or table.columns[context.column].type != "timestamp":
+            raise ValueError(f"monitor.context.column: '{context.column}' is not a timestamp column a feature reads "
+                             f"(the traffic carries only the features' columns)")
 
     def _check_monitor_columns(self, sources: set[str], table: TableSpec) -> None:
         for column in self.monitor.columns or ():

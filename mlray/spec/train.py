@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mlray.spec.base import Section
 
@@ -49,6 +49,22 @@ class GateSpec(Section):
     tolerance: float = Field(0.01, ge=0, description="how much worse than the champion it may be")
 
 
+class ThresholdTarget(Section):
+    """A binary decision threshold chosen on the validation split to meet a precision or a recall."""
+
+    precision: float | None = Field(None, gt=0, lt=1, description="the lowest threshold with at least this precision")
+    recall: float | None = Field(None, gt=0, lt=1, description="the highest threshold with at least this recall")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "ThresholdTarget":
+        if (self.precision is None) == (self.recall is None):
+            raise ValueError("name exactly one of precision or recall")
+        return self
+
+    def rule(self) -> dict[str, float]:
+        return {"precision": self.precision} if self.precision is not None else {"recall": self.recall}
+
+
 class TrainSpec(Section):
     execution: Literal["auto", "local", "ray"] = Field(
         "auto", description="ray: Ray Train workers (restarts from a checkpoint after a crash, resumes a run submitted "
@@ -74,7 +90,25 @@ class TrainSpec(Section):
     checkpoints_to_keep: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures survived by resuming from the last checkpoint")
     split: SplitSpec = Field(default_factory=SplitSpec)
-    threshold: float = Field(0.5, gt=0, lt=1, description="binary decision threshold")
+    threshold: float | Literal["auto"] | ThresholdTarget = Field(
+        "auto", description="binary decision threshold: auto (the one maximising F1 on the validation split), "
+                            "{precision: p} or {recall: r} (met on the validation split), or a number in (0, 1)")
     slices: list[str] = Field(default_factory=list, description="columns to report metrics per value of")
     gate: GateSpec = Field(default_factory=GateSpec)
     seed: int = 0
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> Any:
+        """A mapping is a target (its own errors, not the number's); a number lies strictly between 0 and 1."""
+        if isinstance(value, dict):
+            return ThresholdTarget.model_validate(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 < value < 1:
+            raise ValueError(f"threshold must lie strictly between 0 and 1, not {value:g}")
+        return value
+
+    def threshold_rule(self) -> float | str | dict[str, float]:
+        """What picks the binary threshold: a fixed number, 'f1' (auto), or a precision/recall target."""
+        if isinstance(self.threshold, ThresholdTarget):
+            return self.threshold.rule()
+        return "f1" if self.threshold == "auto" else self.threshold

@@ -58,16 +58,17 @@ def score(frame: pd.DataFrame, task: str, classes: list) -> np.ndarray:
     return frame["prediction"].to_numpy()
 
 
-def evaluate_frame(predicted: pd.DataFrame, test: pd.DataFrame, labels: LabelEncoding, spec: ProjectSpec) -> tuple:
-    """(metrics, slice metrics) of predictions against the labelled rows of `test`."""
+def evaluate_frame(predicted: pd.DataFrame, test: pd.DataFrame, labels: LabelEncoding, spec: ProjectSpec,
+                   threshold: float) -> tuple:
+    """(metrics, slice metrics) of predictions against the labelled rows of `test`; `threshold`: the package's."""
     y_true = labels.encode(pa.array(test[labels.column]))
     labelled = y_true >= 0 if labels.task != "regression" else ~np.isnan(y_true)
     scores = score(predicted, labels.task, labels.classes)[labelled]
     y_true = y_true[labelled]
-    metrics = task_metrics(labels.task, y_true, scores, spec.train.threshold, labels.classes)
+    metrics = task_metrics(labels.task, y_true, scores, threshold, labels.classes)
     slices = slice_metrics(labels.task, y_true, scores,
                            {c: test[c].to_numpy()[labelled] for c in spec.train.slices},
-                           spec.train.threshold, labels.classes)
+                           threshold, labels.classes)
     return metrics, slices
 
 
@@ -82,7 +83,7 @@ def champion_metrics(registry: Registry, test: pd.DataFrame, labels: LabelEncodi
     except PackageUnverified as exc:  # registered before manifests: it cannot be served either, so it is replaced
         log.warning("%s; the gate compares with no champion", exc)
         return None
-    metrics, _ = evaluate_frame(champion.predict(naive_utc(test)), test, labels, spec)
+    metrics, _ = evaluate_frame(champion.predict(naive_utc(test)), test, labels, spec, champion.config.threshold)
     return metrics
 
 
@@ -120,7 +121,7 @@ def evaluate_model(spec: ProjectSpec, reference: str = "champion", version: int 
         raise UserError(f"model {name}/{model_version} predicts '{config.label_column}', which table '{table}' lacks")
     pinned, test = held_out_rows(spec, version)
     labels = LabelEncoding(config.label_column, config.task, config.classes)
-    metrics, slices = evaluate_frame(model.predict(naive_utc(test)), test, labels, spec)
+    metrics, slices = evaluate_frame(model.predict(naive_utc(test)), test, labels, spec, config.threshold)
     tags = {"mlray.evaluated_model": name, "mlray.evaluated_version": model_version, "mlray.table": table,
             "mlray.table_version": str(pinned)}
     with mlflow.start_run(run_name=f"evaluate-{name}-v{model_version}-{table}@{pinned}",

@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from mlray.registry.models import Registry
 from mlray.registry.package import PackageConfig, log_package, predict_frame
 from mlray.spec import ProjectSpec
 from mlray.spec.secrets import redacted_document
+from mlray.train.calibrate import fit_on_validation
 from mlray.train.config import CHECKPOINT_FILE, Fault, LoopConfig
 from mlray.train.data import Prepared, check_splits, resolve_labels, split_datasets
 from mlray.train.evaluate import champion_metrics, evaluate_frame, raw_split_rows
@@ -201,7 +202,7 @@ def log_inputs(spec: ProjectSpec, tags: dict[str, str]) -> None:
 def _package_config(spec: ProjectSpec, prepared: Prepared, tags: dict[str, str]) -> PackageConfig:
     labels, fitted = prepared.labels, prepared.fitted
     return PackageConfig(labels.task, labels.column, labels.classes, len(fitted.numeric_names), fitted.cardinalities,
-                         spec.model.model_dump(mode="json"), spec.train.threshold, fitted.version, tags)
+                         spec.model.model_dump(mode="json"), feature_version=fitted.version, lineage=tags)
 
 
 def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: dict[str, str], weights: dict):
@@ -211,8 +212,15 @@ def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: di
     net = config.network()
     net.load_state_dict(weights)
     net.eval()
+    validation = raw_split_rows(prepared.raw, spec, "validation")
+    chosen = fit_on_validation(spec.train, prepared.labels, predict_frame(net, config, prepared.fitted, validation),
+                               validation)
+    config = replace(config, threshold=chosen.threshold, calibration=chosen.calibration,
+                     validation_confusion=chosen.confusion)
+    mlflow.log_metrics({k: v for k, v in chosen.metrics.items() if np.isfinite(v)})
     test = raw_split_rows(prepared.raw, spec, "test")
-    metrics, slices = evaluate_frame(predict_frame(net, config, prepared.fitted, test), test, prepared.labels, spec)
+    metrics, slices = evaluate_frame(predict_frame(net, config, prepared.fitted, test), test, prepared.labels, spec,
+                                     config.threshold)
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
     mlflow.log_dict(slices, "slice_metrics.json")
     reference = raw_split_rows(prepared.raw, spec, "train", REFERENCE_ROWS,

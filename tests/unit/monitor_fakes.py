@@ -63,7 +63,8 @@ class FakeReferences:
 
     def __call__(self, spec, version: str):
         self.loaded.append(version)
-        return SimpleNamespace(version=version, task="binary", classes=["false", "true"], threshold=0.5, offline={})
+        return SimpleNamespace(version=version, task="binary", classes=["false", "true"], threshold=0.5, offline={},
+                               calibrator=None, confusion=None)
 
 
 class FakeDrift:
@@ -76,14 +77,14 @@ class FakeDrift:
         self.drifting = False
         self.checked: list[int] = []  # rows of each window checked, in order
 
-    def __call__(self, reference, rules):
+    def __call__(self, reference, rules, context=None):
         drift = self
 
         class Detectors:
             def __init__(self):
                 self.reference = reference
 
-            def check(self, inputs, scores) -> DriftResult:
+            def check(self, inputs, scores, scored=None) -> DriftResult:
                 drift.checked.append(inputs.num_rows)
                 amounts = [a for a in inputs.column("amount").to_pylist() if a is not None]
                 drifted = drift.drifting or any(a > FakeDrift.SHIFTED for a in amounts)

@@ -53,6 +53,19 @@ def test_a_quality_drop_beyond_the_threshold_and_a_due_schedule_trigger():
     assert decide(RULES, calm, None, NOW, [], None, True)[0].cause == "schedule"
 
 
+def test_a_prior_shift_counts_as_drift_when_the_rules_say_so_and_an_estimated_drop_triggers():
+    shifted = [window(i) | {"prior_shift": ["true"]} for i in range(3)]
+    assert decide(RULES, shifted, None, NOW, [], None, False)[0] is None  # off by default
+    trigger, _ = decide(RULES.model_copy(update={"on_prior_shift": True}), shifted, None, NOW, [], None, False)
+    assert trigger.cause == "drift" and trigger.evidence["windows"] == [0, 1, 2] and "class shares moved in 3" in trigger.detail
+    estimated = [window(0), window(1) | {"estimated_drop": 0.09}]
+    assert decide(RULES, estimated, None, NOW, [], None, False)[0] is None  # max_estimated_drop is off by default
+    watching = RULES.model_copy(update={"max_estimated_drop": 0.05})
+    trigger, _ = decide(watching, estimated, None, NOW, [], None, False)
+    assert trigger.cause == "estimated_quality" and trigger.evidence == {"estimated_drop": 0.09, "windows": [1]}
+    assert decide(watching, [window(0) | {"estimated_drop": 0.03}], None, NOW, [], None, False)[0] is None
+
+
 MONITOR = MonitorSpec(window_rows=100, window="10m", min_window_rows=20)
 GRACE = timedelta(seconds=5)
 

@@ -147,3 +147,20 @@ def test_trial_settings_override_the_spec_and_are_revalidated(starter_text):
     trial = with_overrides(spec, {"train.learning_rate": 0.003, "model.hidden": [128]})
     assert trial.train.learning_rate == 0.003 and trial.model.hidden == [128]
     assert trial.train.epochs == spec.train.epochs and spec.model.hidden == [64, 64]  # the original is untouched
+
+
+@pytest.mark.parametrize(("written", "rule"), [
+    (None, "f1"), ("auto", "f1"), (0.3, 0.3), ({"precision": 0.9}, {"precision": 0.9}), ({"recall": 0.8}, {"recall": 0.8})])
+def test_the_threshold_is_chosen_on_validation_unless_fixed(starter_text, written, rule):
+    text = starter_text if written is None else f"{starter_text}\ntrain:\n  threshold: {written}\n"
+    assert parse_spec(text).train.threshold_rule() == rule
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("{precision: 0.9, recall: 0.8}", "name exactly one of precision or recall"),
+    ("{}", "name exactly one of precision or recall"),
+    ("1.5", "threshold must lie strictly between 0 and 1, not 1.5"),
+    ("{precision: 1.2}", "train.threshold")])
+def test_a_wrong_threshold_says_what_was_expected(starter_text, written, expected):
+    with pytest.raises(UserError, match=expected):
+        parse_spec(f"{starter_text}\ntrain:\n  threshold: {written}\n")

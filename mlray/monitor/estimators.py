@@ -1,0 +1,227 @@
+"""Quality and label shift of a window of served rows, estimated before its labels arrive.
+
+Confidence-based performance estimation (CBPE, after NannyML): the model's calibrated probabilities are taken as the
+truth about each row, i.e. labels ~ Bernoulli(probability) (multiclass: each row's categorical distribution),
+independently. The point estimate of a metric is its value on the expected confusion counts (precision =
+E[TP] / (E[TP] + E[FP]), ...; ROC-AUC: the expected count of correctly ordered positive-negative pairs over the
+expected count of pairs). Its 90% interval is that of the *realised* metric under the same assumption: label vectors
+drawn by Monte Carlo, each draw's metric computed at once (ROC-AUC by the rank-sum formula), 5th-95th percentile.
+The assumption holds under covariate shift within the range the calibrator saw; when p(y|x) itself changes (concept
+drift) the realised metric, once labels arrive, falls outside the interval: `outside_assumptions`. Empty divisions
+count 0, as in `mlray.quality` (scikit-learn's zero_division=0); a ROC-AUC with one class only is NaN.
+
+Black-box shift estimation (BBSE, Lipton, Wang and Smola 2018): under label shift (p(x|y) fixed, p(y) moving) the
+window's predicted-class frequencies μ = C w, where C is the validation split's joint P(ŷ=i, y=j) and w_j the ratio
+of target to source prior, so the target prior is w_j π_source(j), i.e. the solution q of P(ŷ=i | y=j) q = μ. It is
+clipped to [0, 1] and renormalised. The 90% interval bootstraps both the window's predicted counts and the validation
+confusion (multinomial resamples). A nearly singular confusion (a classifier close to chance) is solved by least
+squares (pseudo-inverse): its resamples swing and the interval widens by itself; where it is singular outright, a
+class on its null space is not identified at all and gets the interval [0, 1]. Nothing here raises on such data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+QUANTILES = (0.05, 0.95)
+Z_90 = 1.6448536269514722  # the standard normal's 95th percentile: a two-sided 90% interval
+SINGULAR = 1e-10  # singular values below this fraction of the largest count as zero
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its 90% interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def contains(self, x: float) -> bool:
+        slack = 1e-12 * max(1.0, abs(x))  # the same value computed two ways may differ in its last bit
+        return self.low - slack <= x <= self.high + slack
+
+    def to_dict(self) -> dict[str, float]:
+        return {"value": float(self.value), "low": float(self.low), "high": float(self.high)}
+
+
+# --- CBPE, binary -------------------------------------------------------------------------------------------------
+
+def estimate_binary(probability: np.ndarray, score: np.ndarray, threshold: float, draws: int = 300,
+                    seed: int = 0) -> dict[str, Estimate]:
+    """Precision, recall, accuracy, F1, ROC-AUC and the confusion counts tp/fp/fn/tn of a window of calibrated
+    P(y=1) per row, predicted positive where `score >= threshold` (ROC-AUC ranks by `score`)."""
+    probability, score = np.asarray(probability, float), np.asarray(score, float)
+    predicted, rows = score >= threshold, len(probability)
+    point = _binary_metrics(rows, predicted.sum(), probability[predicted].sum(), probability[~predicted].sum(),
+                            _expected_auc(probability, score))
+    labels = (np.random.default_rng(seed).random((draws, rows), np.float32) < probability).astype(float)
+    positives, tp = labels.sum(axis=1), labels @ predicted.astype(float)
+    drawn = _binary_metrics(rows, predicted.sum(), tp, positives - tp, _rank_auc(labels @ rankdata(score), positives, rows))
+    return _estimates(point, drawn)
+
+
+def _binary_metrics(rows: int, calls: int, tp, fn, roc_auc) -> dict:
+    """The metrics of confusion counts (floats, or arrays of draws) given how many rows are predicted positive."""
+    fp, tn = calls - tp, rows - calls - fn
+    return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "accuracy": _ratio(tp + tn, rows),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn), "roc_auc": roc_auc, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def _expected_auc(probability: np.ndarray, score: np.ndarray) -> float:
+    """E[correctly ordered positive-negative pairs] / E[pairs], ties counting half, a row never paired with itself."""
+    order = np.argsort(score, kind="stable")
+    p, ranked = probability[order], score[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    tied = np.add.reduceat(1 - p, starts) if len(p) else np.zeros(0)
+    below = np.cumsum(tied) - tied  # expected negatives scored strictly lower than each group of tied scores
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(p)]))
+    ordered = np.sum(p * (below[group] + 0.5 * (tied[group] - (1 - p))))
+    pairs = p.sum() * (1 - p).sum() - np.sum(p * (1 - p))
+    return float(ordered / pairs) if pairs > 0 else float("nan")
+
+
+def _rank_auc(rank_sums: np.ndarray, positives: np.ndarray, rows: int) -> np.ndarray:
+    """ROC-AUC per draw from the sum of the positives' ranks (Mann-Whitney); NaN where a draw has one class."""
+    negatives = rows - positives
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sums - positives * (positives + 1) / 2) / (positives * negatives)
+    return np.where((positives > 0) & (negatives > 0), auc, np.nan)
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
+    safe = np.where(denominator > 0, denominator, 1.0)
+    return np.where(denominator > 0, numerator / safe, 0.0)
+
+
+def _estimates(point: dict, drawn: dict) -> dict[str, Estimate]:
+    """Each metric's point value with the 5th-95th percentile of its draws."""
+    return {name: Estimate(float(value), *_interval(drawn[name])) for name, value in point.items()}
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    """The 5th and 95th percentiles of the finite values; NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    low, high = np.quantile(finite, QUANTILES) if len(finite) else (np.nan, np.nan)
+    return float(low), float(high)
+
+
+# --- CBPE, multiclass ---------------------------------------------------------------------------------------------
+
+def estimate_multiclass(probabilities: np.ndarray, draws: int = 300, seed: int = 0) -> dict[str, Estimate]:
+    """Accuracy, macro precision (over the classes predicted), macro recall (over the classes present) and macro
+    one-vs-rest ROC-AUC of a window of calibrated class probabilities (n, k), predicted by argmax."""
+    probabilities = _rows_of_distributions(probabilities)
+    rows, k = probabilities.shape
+    calls = probabilities.argmax(axis=1)[:, None] == np.arange(k)
+    uniform = np.random.default_rng(seed).random((draws, rows), np.float32)
+    upper = np.cumsum(probabilities, axis=1).astype(np.float32)
+    upper[:, -1] = np.inf  # the last class takes what rounding leaves above the sum
+    tp, positives, auc = np.empty((k, draws)), np.empty((k, draws)), np.empty((k, draws))
+    for c in range(k):
+        labels = ((uniform >= upper[:, c - 1] if c else True) & (uniform < upper[:, c])).astype(float)
+        positives[c], tp[c] = labels.sum(axis=1), labels @ calls[:, c].astype(float)
+        auc[c] = _rank_auc(labels @ rankdata(probabilities[:, c]), positives[c], rows)
+    expected_auc = np.array([_expected_auc(probabilities[:, c], probabilities[:, c]) for c in range(k)])
+    point = _multiclass_metrics((probabilities * calls).sum(axis=0), probabilities.sum(axis=0), calls.sum(axis=0),
+                                expected_auc, rows)
+    return _estimates(point, _multiclass_metrics(tp, positives, calls.sum(axis=0)[:, None], auc, rows))
+
+
+def _multiclass_metrics(tp: np.ndarray, positives: np.ndarray, calls: np.ndarray, auc: np.ndarray, rows: int) -> dict:
+    """Accuracy and macro metrics from per-class counts (class on the first axis; draws, if any, on the second). A
+    class never predicted has no precision, a class absent no recall, and neither counts in the macro average."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(calls > 0, tp / calls, np.nan)
+        recall = np.where(positives > 0, tp / positives, np.nan)
+    return {"accuracy": _ratio(tp.sum(axis=0), rows), "precision": _nanmean(precision), "recall": _nanmean(recall),
+            "roc_auc": _nanmean(auc)}
+
+
+def _nanmean(values: np.ndarray) -> np.ndarray:
+    """The mean over the first axis of the finite values, NaN where there are none (without numpy's warning)."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=0)
+    return np.where(count > 0, np.where(finite, values, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+
+
+def _rows_of_distributions(probabilities: np.ndarray) -> np.ndarray:
+    """The (n, k) probabilities, each row renormalised; ValueError where a row is not a distribution to 1e-3."""
+    probabilities = np.asarray(probabilities, float)
+    sums = probabilities.sum(axis=1) if probabilities.ndim == 2 else None
+    if sums is None or (probabilities < 0).any() or np.any(np.abs(sums - 1) > 1e-3):
+        raise ValueError("estimate_multiclass wants an (n, k) array of class probabilities, each row summing to 1")
+    return probabilities / sums[:, None]
+
+
+# --- concept drift ------------------------------------------------------------------------------------------------
+
+def outside_assumptions(estimates: dict[str, Estimate], realised: dict[str, float]) -> list[str]:
+    """The metrics whose realised value (labels now in) falls outside the estimate's interval: the estimator's
+    assumption, calibrated probabilities and p(y|x) unchanged, no longer holds."""
+    return [name for name, estimate in estimates.items()
+            if name in realised and np.isfinite(realised[name]) and np.isfinite([estimate.low, estimate.high]).all()
+            and not estimate.contains(realised[name])]
+
+
+# --- BBSE label shift ---------------------------------------------------------------------------------------------
+
+def source_priors(validation_confusion: np.ndarray) -> list[Estimate]:
+    """Each class's share of the validation rows (the confusion's column sums) with its 90% Wilson interval."""
+    counts = np.asarray(validation_confusion, float).sum(axis=0)
+    rows = counts.sum()
+    if rows <= 0:
+        return [Estimate(float("nan"), 0.0, 1.0) for _ in counts]
+    share = counts / rows
+    centre = (share + Z_90**2 / (2 * rows)) / (1 + Z_90**2 / rows)
+    half = Z_90 / (1 + Z_90**2 / rows) * np.sqrt(share * (1 - share) / rows + Z_90**2 / (4 * rows**2))
+    return [Estimate(float(s), float(max(c - h, 0.0)), float(min(c + h, 1.0))) for s, c, h in zip(share, centre, half)]
+
+
+def estimate_priors(validation_confusion: np.ndarray, window_predicted: np.ndarray, draws: int = 300,
+                    seed: int = 0) -> list[Estimate]:
+    """The window's class priors by BBSE, from the validation confusion (rows: predicted class, columns: true class)
+    and the window's count of rows predicted each class."""
+    confusion, window = np.asarray(validation_confusion, float), np.asarray(window_predicted, float)
+    k = len(window)
+    if confusion.sum() <= 0 or window.sum() <= 0:
+        return [Estimate(float("nan"), 0.0, 1.0) for _ in range(k)]
+    point = _solve_priors(confusion[None], window[None])[0]
+    rng = np.random.default_rng(seed)
+    resampled = rng.multinomial(int(confusion.sum()), confusion.ravel() / confusion.sum(), size=draws).reshape(draws, k, k)
+    boot = _solve_priors(resampled, rng.multinomial(int(window.sum()), window / window.sum(), size=draws))
+    low, high = np.quantile(boot, QUANTILES, axis=0)
+    free = _unidentified(confusion)
+    return [Estimate(float(point[j]), 0.0 if free[j] else float(low[j]), 1.0 if free[j] else float(high[j]))
+            for j in range(k)]
+
+
+def _solve_priors(confusion: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Target priors q solving P(ŷ=i | y=j) q = μ for a stack of confusions (b, k, k) and window counts (b, k), by
+    pseudo-inverse (least squares, minimum norm where singular), clipped to [0, 1] and renormalised."""
+    source = confusion.sum(axis=1, keepdims=True)
+    given = confusion / np.where(source > 0, source, 1.0)  # a class absent from validation: a zero column
+    share = window / window.sum(axis=1, keepdims=True)
+    priors = np.clip(np.einsum("bij,bj->bi", np.linalg.pinv(given, SINGULAR), share), 0.0, 1.0)
+    total = priors.sum(axis=1, keepdims=True)
+    return np.where(total > 0, priors / np.where(total > 0, total, 1.0), 1.0 / priors.shape[1])
+
+
+def _unidentified(confusion: np.ndarray) -> np.ndarray:
+    """The classes the window's predictions cannot pin down: those on the null space of P(ŷ | y)."""
+    source = confusion.sum(axis=0, keepdims=True)
+    _, singular, rows = np.linalg.svd(confusion / np.where(source > 0, source, 1.0))
+    null = rows[singular <= SINGULAR * max(singular.max(), 1e-300)]
+    return np.abs(null).max(axis=0, initial=0.0) > 1e-8
+
+
+def prior_shifted(source_prior: list[Estimate] | np.ndarray, target: list[Estimate]) -> list[int]:
+    """The classes whose target prior interval lies wholly above or below the source prior's (an array of source
+    priors counts as exact)."""
+    if isinstance(source_prior, np.ndarray):
+        source_prior = [Estimate(float(p), float(p), float(p)) for p in source_prior]
+    return [j for j, (before, now) in enumerate(zip(source_prior, target)) if now.low > before.high or now.high < before.low]
