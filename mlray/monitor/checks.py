@@ -98,7 +98,8 @@ class WindowChecks:
             raise RuntimeError(f"model '{self.spec.name}' has no champion to compare traffic with")
         if self.detectors is None or self.detectors.reference.version != champion:
             log.info("building the drift reference of %s v%s", self.spec.name, champion)
-            self.detectors = self.make_detectors(self.load_reference(self.spec, champion), self.monitor_rules, self.context)
+            self.detectors = self.make_detectors(self.load_reference(self.spec, champion), self.monitor_rules,
+                                                 context=self.context)
             checkpoint.champion = champion
         return self.detectors.reference
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +41,16 @@ class DriftResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class _WindowTests:
+    tabular: Any  # TabularDrift
+    x: np.ndarray  # the window's encoded rows it judges
+    scorer: Any  # KSDrift
+    scores: np.ndarray  # the window's scores it judges
+    context: dict | None = None
+    judged: bool = True
 
 
 class Detectors:
@@ -82,37 +93,44 @@ class Detectors:
     def check(self, inputs: pa.Table, scores: np.ndarray, scored: pa.Table | None = None) -> DriftResult:
         """Run every test on one window: `inputs` are its raw rows, `scores` the served scores (NaN-free) and `scored`
         the raw rows those scores answered (for their periods; default `inputs`)."""
-        tabular, x = self.tabular, self.reference.encode(inputs)
-        scorer, score_of = self.scores, scores
-        context = None
-        if self.context is not None:
-            matched = self._match(inputs)
-            context = described(self.context, matched)
-            if not matched.judged:
-                return DriftResult(self.reference.columns, [1.0] * len(self.reference.columns),
-                                   [0.0] * len(self.reference.columns), [], self.monitor.p_value, context=context,
-                                   judged=False)
-            tabular, x = self._tabular(self.reference.x_ref[matched.reference_rows]), x[matched.window_rows]
-            matched_scores = self._match(scored if scored is not None else inputs)
-            score_of = scores[matched_scores.window_rows]
-            if matched_scores.judged:
-                scorer = self._scores(self.reference.scores[matched_scores.reference_rows])
-        found = tabular.predict(x, drift_type="feature")["data"]
+        tests = self._tests(inputs, scores, inputs if scored is None else scored)
+        if not tests.judged:  # nothing compared: no evidence either way (p-values of 1)
+            columns = self.reference.columns
+            return DriftResult(columns, [1.0] * len(columns), [0.0] * len(columns), [], self.monitor.p_value,
+                               context=tests.context, judged=False)
+        found = tests.tabular.predict(tests.x, drift_type="feature")["data"]
         p_values = np.asarray(found["p_val"], dtype=float)
         threshold = self._threshold(p_values)
         result = DriftResult(self.reference.columns, p_values.tolist(), np.asarray(found["distance"], float).tolist(),
                              [c for c, p in zip(self.reference.columns, p_values) if p < threshold], threshold,
-                             context=context)
-        if len(score_of) >= 2:
-            score = scorer.predict(score_of.reshape(-1, 1))["data"]
+                             context=tests.context)
+        if len(tests.scores) >= 2:
+            score = tests.scorer.predict(tests.scores.reshape(-1, 1))["data"]
             result.score_p_value = float(np.asarray(score["p_val"]).ravel()[0])
             result.score_distance = float(np.asarray(score["distance"]).ravel()[0])
             result.score_drift = bool(score["is_drift"])
-        if self.mmd is not None:
+        if self.mmd is not None:  # against the whole reference: MMD is not matched to the window's periods
             mmd = self.mmd.predict(self._numeric(inputs))["data"]
             result.mmd_p_value, result.mmd_distance = float(mmd["p_val"]), float(mmd["distance"])
             result.mmd_drift = bool(mmd["is_drift"])
         return result
+
+    def _tests(self, inputs: pa.Table, scores: np.ndarray, scored: pa.Table) -> _WindowTests:
+        """The detectors and the rows of this window they judge: without a context, the ones built once on the whole
+        reference; with one, new ones on the reference rows of the window's periods (the score test matched on the
+        rows that were scored)."""
+        x = self.reference.encode(inputs)
+        if self.context is None:
+            return _WindowTests(self.tabular, x, self.scores, scores)
+        rows, scored_rows = self._match(inputs), self._match(scored)
+        context = described(self.context, rows)
+        if not rows.judged:
+            return _WindowTests(None, x, None, scores[:0], context, judged=False)
+        tabular = self._tabular(self.reference.x_ref[rows.reference_rows])
+        if not scored_rows.judged:
+            return _WindowTests(tabular, x[rows.window_rows], None, scores[:0], context)
+        scorer = self._scores(self.reference.scores[scored_rows.reference_rows])
+        return _WindowTests(tabular, x[rows.window_rows], scorer, scores[scored_rows.window_rows], context)
 
     def _match(self, rows: pa.Table) -> Matched:
         return match(self.periods, self.context.periods(rows.column(self.context.column)), self.seed)

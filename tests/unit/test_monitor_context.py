@@ -9,9 +9,11 @@ no registry; the real Alibi detectors on a hand-made reference whose amounts fol
 | a real shift in a seasonal window is still caught | test_a_real_shift_in_a_seasonal_window_is_still_... |
 | hours the reference never saw: reported, not judged | test_a_window_of_hours_the_reference_never_saw_is_... |
 | the spec's context: auto, none, named; a wrong column refused | test_the_context_comes_from_the_spec |
+| the monitor builds its detectors with the spec's context | test_the_monitor_builds_its_detectors_with_the_context |
 """
 
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -109,3 +111,17 @@ def test_the_context_comes_from_the_spec(starter_text):
     with pytest.raises(UserError, match="monitor.context.column: 'amount' is not a timestamp column a feature reads"):
         parse_spec(starter_text + "\nmonitor:\n  context: {column: amount}\n")
     assert Context("t", "hour_of_week").label(24 * 5 + 7) == "Sat 07h"
+
+
+def test_the_monitor_builds_its_detectors_with_the_context(project):
+    from monitor_fakes import FakeReferences, FakeServing
+
+    from mlray.control.state import MonitorCheckpoint
+    from mlray.lake import Lake
+    from mlray.monitor.checks import WindowChecks
+
+    built = []
+    checks = WindowChecks(project, Lake.from_platform(project.platform), FakeServing("1"), None, FakeReferences(),
+                          lambda reference, rules, **options: built.append(options) or SimpleNamespace(reference=reference))
+    checks.reference(MonitorCheckpoint())
+    assert built == [{"context": Context("event_time", "hour_of_day")}]
