@@ -69,6 +69,12 @@ def monitor() -> dict:
                                      tag_keys=("model", "model_version")),
         "quality": metrics.Gauge("mlray_live_quality", "Live quality on labelled feedback, by version and metric.",
                                  tag_keys=("model", "model_version", "metric")),
+        "estimated": metrics.Gauge("mlray_estimated_quality", "Quality of the last window estimated before its labels "
+                                   "arrive (bound: value, low, high of its 90% interval).",
+                                   tag_keys=("model", "model_version", "metric", "bound")),
+        "class_share": metrics.Gauge("mlray_class_share", "Each class's share of the last window estimated before its "
+                                     "labels arrive (bound: value, low, high of its 90% interval).",
+                                     tag_keys=("model", "model_version", "class", "bound")),
         "windows": metrics.Counter("mlray_drift_windows", "Windows checked, by verdict.", tag_keys=("model", "verdict")),
         "incidents": metrics.Counter("mlray_incidents", "Incidents opened, by cause.", tag_keys=("model", "cause")),
     }

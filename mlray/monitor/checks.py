@@ -124,6 +124,11 @@ class ReportPublisher:
         for version, metrics in report.quality.items():
             for metric, value in metrics.items():
                 gauges["quality"].set(value, tags={"model": model, "model_version": version, "metric": metric})
+        for gauge, label, estimates in (("estimated", "metric", report.estimated), ("class_share", "class", report.priors)):
+            for name, bounds in estimates.items():
+                for bound, value in bounds.items():
+                    gauges[gauge].set(value, tags={"model": model, "model_version": report.champion, label: name,
+                                                   "bound": bound})
         gauges["windows"].inc(tags={"model": model, "verdict": report.verdict.value})
         if report.verdict == WindowVerdict.DRIFT:
             alert(model, "drift", f"window {report.seq}: drifted columns {', '.join(report.drifted) or 'none'}"
