@@ -4,9 +4,10 @@ Traffic arrives in time order, so a window of an hour's rows holds that hour's c
 weekend shopping), and a test against the whole training sample flags the hour, not a change of the world. With a
 context (`monitor.context`: a timestamp column and a period, the hour of the day by default) the reference is
 subsampled, without replacement, to the window's mix of periods: the largest sample in which every period of the
-window has its share of rows, each row drawn once (duplicates would make the tests overconfident). Rows of periods the
-reference never saw cannot be compared: they are left out of the tests and reported, and a window made mostly of
-them is reported as such (`unseen_context`), neither drift nor calm.
+window has its share of rows, each row drawn once (duplicates would make the tests overconfident); a period the
+reference holds too few rows of is left out, with its window rows, when that makes the comparison larger (`match`).
+Rows of periods the reference never saw cannot be compared: they are left out of the tests and reported, and a window
+made mostly of them is reported as such (`unseen_context`), neither drift nor calm.
 """
 
 from __future__ import annotations
