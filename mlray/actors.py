@@ -47,6 +47,17 @@ def answer_retried(call: Callable[[], Any], name: str, attempts: int = 3) -> Any
             time.sleep(1.0 + attempt)
 
 
+def restarted() -> bool:
+    """Whether this process is an actor Ray restarted (so it was handed its creation arguments again); False outside
+    an actor."""
+    if not ray.is_initialized():
+        return False
+    try:
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # noqa: BLE001 - not an actor (a driver or a task)
+        return False
+
+
 def detached(actor_class, name: str, *args) -> Any:
     """The named actor in mlray's namespace: found if it runs, else started, detached (it outlives its caller and,
     declared with `max_restarts=-1`, restarts by itself)."""

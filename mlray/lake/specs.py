@@ -68,12 +68,15 @@ def sections_changed(before: ProjectSpec, after: ProjectSpec) -> list[str]:
 
 
 class LiveSpec:
-    """The spec a long-lived actor runs on: the one it was handed, until the control plane holds another revision
-    (`ServingState.spec`), which it then reads from its stored copy. A project's name and lake root never change
-    under it: those name its actors and hold its state."""
+    """The spec a long-lived actor runs on: the one it was last handed (at its start, or by `offer`), until the
+    control plane commits another revision (`ServingState.spec`), which it then reads from its stored copy. An actor
+    Ray restarted (`restarted`: it got its creation spec again) moves to the revision the control plane holds at its
+    first look; a fresh one keeps the spec its starter handed it. A project's name and lake root never change under
+    it: those name its actors and hold its state."""
 
-    def __init__(self, spec: ProjectSpec):
+    def __init__(self, spec: ProjectSpec, restarted: bool = False):
         self.spec, self.digest = spec, spec_digest(spec)
+        self.seen: str | None = None if restarted else "first look"  # the control plane's revision last looked at
 
     def offer(self, spec: ProjectSpec) -> bool:
         """Run on `spec`, handed over as it is (its literal secrets too); False when it is the one in hand."""
@@ -86,13 +89,17 @@ class LiveSpec:
     def follow(self, revision: dict | None) -> bool:
         """Run on the control plane's revision ({digest, uri}) when it is another than the one in hand. One that
         cannot be read is logged and tried again at the next call: the actor goes on with the spec it has."""
-        if not revision or revision["digest"] == self.digest:
+        if not revision:
+            return False
+        seen, self.seen = self.seen, revision["digest"]
+        if revision["digest"] in (self.digest, seen) or seen == "first look":
             return False
         try:
             spec = read_stored_spec(revision["uri"], held=self.spec)
             self._check_same_project(spec)
         except UserError as exc:
             log.warning("%s stays on spec %s: %s", self.spec.name, self.digest, exc)
+            self.seen = seen  # tried again at the next look
             return False
         log.info("%s moves to spec %s (from %s): %s changed", self.spec.name, revision["digest"], self.digest,
                  ", ".join(sections_changed(self.spec, spec)) or "nothing but secrets")

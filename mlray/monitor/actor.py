@@ -12,7 +12,7 @@ import logging
 
 import ray
 
-from mlray.actors import TimedShell, answer_retried, detached
+from mlray.actors import TimedShell, answer_retried, detached, restarted
 from mlray.errors import UserError
 from mlray.lake import Lake
 from mlray.lake.specs import LiveSpec
@@ -38,7 +38,7 @@ class DriftMonitor(TimedShell):
     tick = "step"
 
     def __init__(self, spec: ProjectSpec, jobs_address: str | None):
-        self.jobs_address, self.live = jobs_address, LiveSpec(spec)  # the spec revision the control plane holds
+        self.jobs_address, self.live = jobs_address, LiveSpec(spec, restarted())  # the revision the control plane holds
         # a new champion or rollout is heard when it is committed, not at the next read of the table
         self.serving = PushedServing(spec, ServingTable(spec, Lake.from_platform(spec.platform)))
         super().__init__(self._monitor())

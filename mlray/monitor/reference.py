@@ -34,7 +34,8 @@ class ColumnEncoding:
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         if self.kind == "numeric":
-            numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+            # unsafe: an int beyond 2**53 (a hostile request) is rounded, not an error that stops every window after it
+            numbers = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
             return np.where(np.isnan(numbers), self.fill, numbers)
         if pa.types.is_boolean(values.type):  # false 1, true 2, missing 0
             return pc.fill_null(pc.add(pc.cast(values, pa.int64()), 1), 0).to_numpy(zero_copy_only=False).astype(float)

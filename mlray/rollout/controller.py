@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from mlray.actors import TimedShell, answer, detached
+from mlray.actors import TimedShell, answer, detached, restarted
 from mlray.audit import AuditLog
 from mlray.control.clock import SYSTEM_CLOCK, Clock
 from mlray.control.state import ROLLOUT_ACTIVE, ROLLOUT_ENDED, RolloutState, RolloutStatus
@@ -57,7 +57,7 @@ class Rollout:
     """The rollout logic, in plain Python (the actor below runs it on a timer)."""
 
     def __init__(self, spec: ProjectSpec, actor: str = f"controller:{ACTOR}", clock: Clock = SYSTEM_CLOCK):
-        self.live, self.actor, self.clock = LiveSpec(spec), actor, clock  # the spec revision the control plane holds
+        self.live, self.actor, self.clock = LiveSpec(spec, restarted()), actor, clock  # the revision the control plane holds
         self._connect()
         self.state: RolloutState | None = None
         self.revision = 0  # the control plane's rollout revision this state was read at

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import ray
 
-from mlray.actors import answer_retried, detached
+from mlray.actors import answer_retried, detached, restarted
 from mlray.audit import AuditLog, current_principal, new_entry
 from mlray.control.ports import AuditSink, ModelRegistry, StateStore
 from mlray.control.state import ALIAS_NAMES, Aliases, RolloutState, RolloutStatus, ServingState, SpecRevision, read_document
@@ -70,7 +70,7 @@ class ControlPlane:
 
     def __init__(self, spec: ProjectSpec, store: StateStore | None = None, audit: AuditSink | None = None,
                  registry: Callable[[], ModelRegistry] | None = None):
-        self.live = LiveSpec(spec)  # the spec it runs on: the one handed over last (`set_spec`), after a restart too
+        self.live = LiveSpec(spec, restarted())  # the spec it runs on: the one handed over last, after a restart too
         self.given = store, audit, registry  # ports passed in (fakes in unit tests); the others follow the spec
         self._connect()
         self.revision, self.state, self.loaded = 0, ServingState(), False

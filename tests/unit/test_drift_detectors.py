@@ -90,3 +90,8 @@ def test_an_alert_is_posted_to_the_webhook_and_a_dead_webhook_is_only_logged(cap
     assert received and received[0]["kind"] == "drift" and received[0]["details"] == {"seq": 3}
     alert("card-fraud", "drift", "again", webhook=f"http://127.0.0.1:{server.server_port}/hook")  # nobody listens
     assert "alert webhook" in caplog.text and "mlray alert [card-fraud] drift: again" in caplog.text
+
+
+def test_an_integer_beyond_2_to_the_53_is_encoded_not_an_error_that_stops_every_window():
+    amount = ColumnEncoding("tx_count_1h", "numeric", fill=0.0)
+    assert amount.encode(pa.array([32425848875890160, 3], pa.int64())).tolist() == [32425848875890160.0, 3.0]

@@ -12,6 +12,7 @@ on a local lake, the in-memory registry of the control plane's transitions, the 
 | another project's spec is refused by name | test_another_projects_spec_is_refused_in_one_line |
 | the rollout controller follows the control plane's revision | test_the_rollout_controller_moves_to_the_revision_... |
 | the monitor's status names the spec it runs on | test_the_monitor_reports_the_spec_it_runs_on |
+| a fresh actor keeps its own spec until a new revision | test_a_fresh_actor_keeps_the_spec_it_was_handed_until_... |
 | the running monitor moves on deploy, and after a restart | tests/integration/test_serve.py |
 """
 
@@ -80,12 +81,15 @@ def test_a_handed_over_spec_is_held_once_and_its_change_audited_by_section(proje
     assert entries[0]["after"] == spec_digest(changed) and entries[0]["before"] == spec_digest(project)
 
 
-def test_a_restarted_control_plane_runs_on_the_spec_handed_over_since(project, parts):
+def test_a_restarted_control_plane_runs_on_the_spec_handed_over_since(project, parts, monkeypatch):
+    from mlray.serve import control
+
     make, _, _ = parts
     changed = with_rules(project, window_rows=321)
 
     async def scenario():
         await make(project).set_spec(changed, revision_of(changed), "deploy")
+        monkeypatch.setattr(control, "restarted", lambda: True)
         restarted = make(project)  # Ray recreates the actor with the spec it was created with
         await restarted.snapshot()  # its first read of the state
         return restarted
@@ -103,7 +107,7 @@ def _with_secrets(starter_text, tmp_path, user: str):
 
 def test_a_followed_revision_keeps_the_secrets_in_hand_only_where_they_match(starter_text, tmp_path):
     held = _with_secrets(starter_text, tmp_path, "alice")
-    live = LiveSpec(held)
+    live = LiveSpec(held, restarted=True)
     new = with_rules(held, window_rows=777)
     assert live.follow(revision_of(new)) and live.spec.monitor.window_rows == 777
     assert live.spec.platform.storage_options == {"AWS_SECRET_ACCESS_KEY": KEY, "AWS_REGION": "eu-west-1"}
@@ -117,7 +121,7 @@ def test_a_followed_revision_keeps_the_secrets_in_hand_only_where_they_match(sta
 
 
 def test_an_unreadable_or_foreign_revision_leaves_the_spec_in_hand(project, tmp_path, caplog):
-    live = LiveSpec(project)
+    live = LiveSpec(project, restarted=True)
     with caplog.at_level(logging.WARNING, logger="mlray.lake.specs"):
         assert not live.follow({"digest": "0" * 24, "uri": str(tmp_path / "gone.json")})
         foreign = project.model_copy(update={"name": "other-project"})
@@ -133,8 +137,19 @@ def test_another_projects_spec_is_refused_in_one_line(project):
         LiveSpec(project).offer(other_lake)
 
 
+def test_a_fresh_actor_keeps_the_spec_it_was_handed_until_the_control_plane_commits_another(project):
+    live = LiveSpec(project)  # started by `actor.start(spec)` while the control plane held an older deploy's spec
+    older, newer = with_rules(project, window_rows=2222), with_rules(project, window_rows=3333)
+    assert not live.follow(revision_of(older)) and live.spec is project
+    assert not live.follow(revision_of(older))  # the same revision again
+    assert live.follow(revision_of(newer)) and live.spec.monitor.window_rows == 3333  # a deploy since
+
+
 def test_the_rollout_controller_moves_to_the_revision_the_control_plane_holds(project, monkeypatch):
+    from mlray.rollout import controller
     from mlray.serve import control
+
+    monkeypatch.setattr(controller, "restarted", lambda: True)  # Ray restarted it with its creation spec
 
     plane = FakeControlPlane(None)
     changed = with_rules(project, window_rows=999, interval="7m")
