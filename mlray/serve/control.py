@@ -16,8 +16,9 @@ writes heals by itself. Callers pass it what it needs (keys included): it never 
 constructor does no I/O: a restart while the lake is unreachable succeeds, and the state is read at the first call.
 
 It also holds the spec revision the loops run on (`ServingState.spec`): a deploy or `monitor start` hands its spec
-over (`set_spec`), and the control plane itself, the rollout controller and the monitor move to it; an actor Ray
-restarts with the spec it was created with moves to it again at its first read of the state.
+over (`set_spec`), and the control plane itself, the rollout controller and the monitor move to each revision it
+commits; an actor Ray restarts with the spec it was created with moves to the held one at its first read of the state
+(`mlray.lake.specs.LiveSpec`).
 
 With every plan it keeps where each served version's package lives (`packages`, resolved in the registry when a
 version first enters the plan), so an ingress replica started while MLflow is down still loads its models.
