@@ -75,8 +75,8 @@ class LiveSpec:
     it: those name its actors and hold its state."""
 
     def __init__(self, spec: ProjectSpec, restarted: bool = False):
-        self.spec, self.digest = spec, spec_digest(spec)
-        self.seen: str | None = None if restarted else "first look"  # the control plane's revision last looked at
+        self.spec, self.digest, self.restarted = spec, spec_digest(spec), restarted
+        self.seen: str | None = None  # the control plane's revision last looked at
 
     def offer(self, spec: ProjectSpec) -> bool:
         """Run on `spec`, handed over as it is (its literal secrets too); False when it is the one in hand."""
@@ -92,8 +92,8 @@ class LiveSpec:
         if not revision:
             return False
         seen, self.seen = self.seen, revision["digest"]
-        if revision["digest"] in (self.digest, seen) or seen == "first look":
-            return False
+        if revision["digest"] in (self.digest, seen) or (seen is None and not self.restarted):
+            return False  # the spec in hand, a revision seen already, or a fresh actor's first look
         try:
             spec = read_stored_spec(revision["uri"], held=self.spec)
             self._check_same_project(spec)

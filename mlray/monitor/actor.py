@@ -48,18 +48,22 @@ class DriftMonitor(TimedShell):
         """The loop on the spec in hand; a new one resumes from the checkpoint, as after a restart."""
         spec = self.live.spec
         self.poll_s = spec.monitor.poll_interval.total_seconds()
-        self.serving.use(spec)
         return Monitor(spec, self.jobs_address, serving=self.serving, spec_revision=self.live.digest)
+
+    def _moved(self) -> None:
+        """The spec in hand changed: the serving view reads with its credentials, and a new loop runs on it."""
+        self.serving.use(self.live.spec)
+        self.target = self._monitor()
 
     def refresh(self) -> None:
         if self.live.follow(self.serving.spec_revision()):
-            self.target = self._monitor()
+            self._moved()
 
     async def hand_over(self, spec: ProjectSpec) -> str:
         """Run on `spec` (`monitor start` with the monitor running); the digest of the spec it runs on."""
         async with self.lock:
             if self.live.offer(spec):
-                self.target = self._monitor()
+                self._moved()
         return self.live.digest
 
     def period(self) -> float:
