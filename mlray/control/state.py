@@ -225,6 +225,9 @@ class WindowReport(BaseModel):
     estimated_drop: float | None = None  # the champion's estimate below its offline metric (the policy's metric)
     priors: dict[str, dict[str, float]] = {}  # class → its estimated share {value, low, high}
     prior_shift: list[str] = []  # classes whose share left the training split's interval
+    # the other versions served (challenger, shadow): version → {rows, shadow, score_p_value, score_drift, estimated,
+    # priors}, each against its own reference (or {rows, shadow, error} when that could not be loaded)
+    versions: dict[str, dict] = {}
 
 
 class IncidentEvent(BaseModel):

@@ -25,6 +25,7 @@ from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import window_drifted
 from mlray.monitor.reference import Reference, load_reference
 from mlray.monitor.reports import read_reports, write_report
+from mlray.monitor.versions import ServedVersions
 from mlray.monitor.windows import Cursor
 from mlray.spec import ProjectSpec
 
@@ -43,6 +44,8 @@ class WindowChecks:
         self.context = context_of(spec)  # seasonality: what each window's reference rows are matched on
         self.detectors: Detectors | None = None
         self.champion: str | None = None  # read from the serving view once per step, when a window closes
+        self.versions = ServedVersions(spec.monitor, self.context, lambda version: self.load_reference(spec, version),
+                                       make_detectors)
 
     def begin_step(self) -> None:
         self.champion = None
@@ -62,13 +65,16 @@ class WindowChecks:
               live: LiveQuality) -> WindowReport:
         reference = self.reference(checkpoint)
         served = window.filter(pc.and_(pc.is_null(window.column("error")), pc.is_valid(window.column("score"))))
+        answered = champion_rows(served, reference.version)
+        scores = answered.column("score").to_numpy()
         started = time.perf_counter()
-        result = self.detectors.check(flat_inputs(window), served.column("score").to_numpy(), flat_inputs(served))
+        result = self.detectors.check(flat_inputs(window), scores, flat_inputs(answered))
         seconds = time.perf_counter() - started
         quality = self.live_quality(live, reference)
         metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
         drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
-        estimates = estimate_window(reference, champion_scores(served, reference.version), seed=checkpoint.seq)
+        estimates = estimate_window(reference, scores, seed=checkpoint.seq)
+        versions = self.versions.check(served, reference.version, seed=checkpoint.seq)
         times = window.column("at")
         entry = {"drifted": result.drifted, "score_drift": result.score_drift, "prior_shift": estimates.prior_shift}
         verdict = WindowVerdict.DRIFT if window_drifted(self.monitor_rules.retrain, entry) else \
@@ -83,7 +89,7 @@ class WindowChecks:
                             mmd_drift=result.mmd_drift, quality=quality, quality_drop=drop, verdict=verdict,
                             seconds=seconds, context=result.context, estimated=estimates.quality,
                             estimated_drop=estimates.drop(metric, reference.offline), priors=estimates.priors,
-                            prior_shift=estimates.prior_shift)
+                            prior_shift=estimates.prior_shift, versions=versions)
 
     def live_quality(self, live: LiveQuality, reference: Reference) -> dict[str, dict[str, float]]:
         rules = self.monitor_rules
@@ -124,11 +130,13 @@ class ReportPublisher:
         for version, metrics in report.quality.items():
             for metric, value in metrics.items():
                 gauges["quality"].set(value, tags={"model": model, "model_version": version, "metric": metric})
-        for gauge, label, estimates in (("estimated", "metric", report.estimated), ("class_share", "class", report.priors)):
-            for name, bounds in estimates.items():
-                for bound, value in bounds.items():
-                    gauges[gauge].set(value, tags={"model": model, "model_version": report.champion, label: name,
-                                                   "bound": bound})
+        self._estimates(gauges, report.champion, report.estimated, report.priors)
+        for version, found in report.versions.items():  # challengers and shadows, against their own references
+            if found.get("score_p_value") is not None:
+                tags = {"model": model, "model_version": version}
+                gauges["score_p_value"].set(found["score_p_value"], tags=tags)
+                gauges["score_drift"].set(float(found["score_drift"]), tags=tags)
+            self._estimates(gauges, version, found.get("estimated", {}), found.get("priors", {}))
         gauges["windows"].inc(tags={"model": model, "verdict": report.verdict.value})
         if report.verdict == WindowVerdict.DRIFT:
             alert(model, "drift", f"window {report.seq}: drifted columns {', '.join(report.drifted) or 'none'}"
@@ -136,10 +144,17 @@ class ReportPublisher:
                   self.spec.monitor.alert_webhook)
 
 
-def champion_scores(served: pa.Table, champion: str) -> np.ndarray:
-    """The scores the champion answered in the window (not its shadow calls)."""
-    answered = pc.and_(pc.equal(served.column("model_version"), champion), pc.invert(served.column("shadow")))
-    return served.filter(answered).column("score").to_numpy()
+    def _estimates(self, gauges: dict, version: str, estimated: dict, priors: dict) -> None:
+        for gauge, label, estimates in (("estimated", "metric", estimated), ("class_share", "class", priors)):
+            for name, bounds in estimates.items():
+                for bound, value in bounds.items():
+                    gauges[gauge].set(value, tags={"model": self.spec.name, "model_version": version, label: name,
+                                                   "bound": bound})
+
+
+def champion_rows(served: pa.Table, champion: str) -> pa.Table:
+    """The rows the champion answered in the window (not another version's, nor its shadow calls)."""
+    return served.filter(pc.and_(pc.equal(served.column("model_version"), champion), pc.invert(served.column("shadow"))))
 
 
 def history_entry(report: WindowReport) -> dict:

@@ -3,13 +3,16 @@
 - feature drift on the raw inputs: `TabularDrift` (Kolmogorov–Smirnov per numeric column, chi-squared per
   categorical one), corrected for testing many columns (Bonferroni or false discovery rate);
 - prediction drift on the score distribution: `KSDrift`;
-- optionally multivariate drift on the transformed numeric inputs: `MMDDrift` (torch backend).
+- optionally multivariate drift on the transformed numeric inputs: `MMDDrift` (torch backend). Alibi's permutation
+  p-value leaves the observed statistic out of the permutations (alibi-detect issue 960): k of n permuted statistics at
+  least as large give k/n, which is 0 when none is, and a test at level α rejects more often than α. `mmd_p_value`
+  counts the observed one in: (k + 1) / (n + 1), the exact permutation p-value.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,9 +41,22 @@ class DriftResult:
     mmd_drift: bool = False
     context: dict | None = None  # how the reference was matched to the window (`context.described`)
     judged: bool = True  # False: most rows fall in periods the reference never saw; nothing was tested
+    # the reference's scores the window's scores were compared with (matched to its periods), for the class shares
+    reference_scores: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "reference_scores"}
+
+
+@dataclass(frozen=True)
+class ScoreTest:
+    """The score test of a window: its verdict and the reference scores it compared with."""
+
+    p_value: float | None
+    distance: float | None
+    drift: bool
+    reference_scores: np.ndarray | None
+    context: dict | None = None
 
 
 @dataclass
@@ -49,6 +65,7 @@ class _WindowTests:
     x: np.ndarray  # the window's encoded rows it judges
     scorer: Any  # KSDrift
     scores: np.ndarray  # the window's scores it judges
+    reference_scores: np.ndarray | None  # ... and the reference's it compares them with
     context: dict | None = None
     judged: bool = True
 
@@ -104,16 +121,36 @@ class Detectors:
         result = DriftResult(self.reference.columns, p_values.tolist(), np.asarray(found["distance"], float).tolist(),
                              [c for c, p in zip(self.reference.columns, p_values) if p < threshold], threshold,
                              context=tests.context)
-        if len(tests.scores) >= 2:
-            score = tests.scorer.predict(tests.scores.reshape(-1, 1))["data"]
-            result.score_p_value = float(np.asarray(score["p_val"]).ravel()[0])
-            result.score_distance = float(np.asarray(score["distance"]).ravel()[0])
-            result.score_drift = bool(score["is_drift"])
+        score = self._score(tests.scorer, tests.scores, tests.reference_scores)
+        result.score_p_value, result.score_distance, result.score_drift = score.p_value, score.distance, score.drift
+        result.reference_scores = score.reference_scores
         if self.mmd is not None:  # against the whole reference: MMD is not matched to the window's periods
             mmd = self.mmd.predict(self._numeric(inputs))["data"]
-            result.mmd_p_value, result.mmd_distance = float(mmd["p_val"]), float(mmd["distance"])
-            result.mmd_drift = bool(mmd["is_drift"])
+            result.mmd_p_value = permutation_p_value(float(mmd["p_val"]), self.monitor.mmd_permutations)
+            result.mmd_distance = float(mmd["distance"])
+            result.mmd_drift = result.mmd_p_value < self.monitor.p_value
         return result
+
+    def check_scores(self, scores: np.ndarray, scored: pa.Table) -> ScoreTest:
+        """The score test alone, on the scores a version answered for the raw rows `scored` (a challenger's or a
+        shadow's, against its own reference)."""
+        if self.context is None:
+            return self._score(self.scores, scores, self.reference.scores)
+        matched = self._match(scored)
+        context = described(self.context, matched)
+        if not matched.judged:
+            return ScoreTest(None, None, False, None, context)
+        reference_scores = self.reference.scores[matched.reference_rows]
+        found = self._score(self._scores(reference_scores), scores[matched.window_rows], reference_scores)
+        return ScoreTest(found.p_value, found.distance, found.drift, found.reference_scores, context)
+
+    @staticmethod
+    def _score(scorer, scores: np.ndarray, reference_scores: np.ndarray | None) -> ScoreTest:
+        if scorer is None or len(scores) < 2:
+            return ScoreTest(None, None, False, reference_scores)
+        found = scorer.predict(scores.reshape(-1, 1))["data"]
+        return ScoreTest(float(np.asarray(found["p_val"]).ravel()[0]), float(np.asarray(found["distance"]).ravel()[0]),
+                         bool(found["is_drift"]), reference_scores)
 
     def _tests(self, inputs: pa.Table, scores: np.ndarray, scored: pa.Table) -> _WindowTests:
         """The detectors and the rows of this window they judge: without a context, the ones built once on the whole
@@ -121,16 +158,17 @@ class Detectors:
         rows that were scored)."""
         x = self.reference.encode(inputs)
         if self.context is None:
-            return _WindowTests(self.tabular, x, self.scores, scores)
+            return _WindowTests(self.tabular, x, self.scores, scores, self.reference.scores)
         rows, scored_rows = self._match(inputs), self._match(scored)
         context = described(self.context, rows)
         if not rows.judged:
-            return _WindowTests(None, x, None, scores[:0], context, judged=False)
+            return _WindowTests(None, x, None, scores[:0], None, context, judged=False)
         tabular = self._tabular(self.reference.x_ref[rows.reference_rows])
         if not scored_rows.judged:
-            return _WindowTests(tabular, x[rows.window_rows], None, scores[:0], context)
-        scorer = self._scores(self.reference.scores[scored_rows.reference_rows])
-        return _WindowTests(tabular, x[rows.window_rows], scorer, scores[scored_rows.window_rows], context)
+            return _WindowTests(tabular, x[rows.window_rows], None, scores[:0], None, context)
+        reference_scores = self.reference.scores[scored_rows.reference_rows]
+        return _WindowTests(tabular, x[rows.window_rows], self._scores(reference_scores),
+                            scores[scored_rows.window_rows], reference_scores, context)
 
     def _match(self, rows: pa.Table) -> Matched:
         return match(self.periods, self.context.periods(rows.column(self.context.column)), self.seed)
@@ -144,3 +182,10 @@ class Detectors:
 
         drifted, threshold = fdr(p_values, q_val=alpha)
         return float(threshold) if drifted else alpha / n
+
+
+def permutation_p_value(alibi_p_value: float, permutations: int) -> float:
+    """Alibi's k/n permutation p-value with the observed statistic counted in: (k + 1) / (n + 1) (alibi-detect
+    issue 960)."""
+    exceeded = round(alibi_p_value * permutations)
+    return (exceeded + 1) / (permutations + 1)

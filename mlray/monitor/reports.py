@@ -41,8 +41,9 @@ SCHEMA = pa.schema([
     pa.field("estimated_drop", pa.float64()),
     pa.field("priors", pa.string()),  # JSON: class → {value, low, high}
     pa.field("prior_shift", pa.list_(pa.string())),
+    pa.field("versions", pa.string()),  # JSON: the other served versions' checks against their own references
 ])
-JSON_COLUMNS = ("quality", "context", "estimated", "priors")
+JSON_COLUMNS = ("quality", "context", "estimated", "priors", "versions")
 
 
 _widened: set[str] = set()  # the tables (URIs) this process has given the columns added later

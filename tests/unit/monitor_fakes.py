@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from mlray.control.clock import utc_now
-from mlray.monitor.detectors import DriftResult
+from mlray.monitor.detectors import DriftResult, ScoreTest
 
 
 class FakeClock:
@@ -89,6 +89,9 @@ class FakeDrift:
                 amounts = [a for a in inputs.column("amount").to_pylist() if a is not None]
                 drifted = drift.drifting or any(a > FakeDrift.SHIFTED for a in amounts)
                 return DriftResult(["amount"], [0.001 if drifted else 0.5], [0.3], ["amount"] if drifted else [], 0.01)
+
+            def check_scores(self, scores, scored) -> ScoreTest:
+                return ScoreTest(0.5, 0.1, False, None)
 
         return Detectors()
 

@@ -52,12 +52,12 @@ def test_a_report_round_trips_through_its_table_unchanged(lake):
     [found] = read_reports(lake)
     assert found == report and isinstance(found.verdict, WindowVerdict)
     [row] = lake.read(reports.TABLE).to_pylist()
-    assert row == report.model_dump() | {"quality": json.dumps(report.quality), "estimated": "{}", "priors": "{}"}
+    assert row == report.model_dump() | {"quality": json.dumps(report.quality), "estimated": "{}", "priors": "{}",
+                                           "versions": "{}"}
 
 
 def test_a_table_an_older_mlray_wrote_gains_the_new_columns_and_both_rows_read(lake):
-    older = pa.schema([f for f in reports.SCHEMA if f.name not in ("context", "estimated", "estimated_drop", "priors",
-                                                                   "prior_shift")])
+    older = pa.schema(list(reports.SCHEMA)[: reports.SCHEMA.get_field_index("seconds") + 1])  # before the columns added
     old_row = full_report(seq=0).model_dump() | {"quality": "{}"}
     write_rows(lake, reports.TABLE, older, [{k: v for k, v in old_row.items() if k in older.names}])
     matched = {"column": "event_time", "period": "hour_of_day", "reference_rows": 812, "unseen": [], "unseen_share": 0.0,
@@ -78,7 +78,8 @@ def test_a_report_written_as_a_dict_by_an_older_mlray_reads(lake):
 
 
 def test_a_report_with_a_verdict_this_mlray_does_not_know_is_refused_naming_its_table(lake):
-    row = full_report().model_dump() | {"verdict": "maybe", "quality": "{}", "estimated": "{}", "priors": "{}"}
+    row = full_report().model_dump() | {"verdict": "maybe", "quality": "{}", "estimated": "{}", "priors": "{}",
+                                           "versions": "{}"}
     write_rows(lake, reports.TABLE, reports.SCHEMA, [row])
     with pytest.raises(UserError, match=r"^drift_reports row e1:0 is not one this mlray reads: verdict: ") as caught:
         read_reports(lake)
