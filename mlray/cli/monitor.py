@@ -77,9 +77,11 @@ def report(window: Annotated[Optional[int], typer.Option(help="The window to pic
            out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default <state>/reports/drift).")]
            = None, spec_path: SpecOption = None, as_json: JsonOption = False) -> None:
     """The windows' drift checks as a table, and PNGs: reference against current distributions of one window's
-    drifted columns, and every column's p-value over the windows."""
+    drifted columns, every column's p-value over the windows, and the policy's metric (and precision) estimated
+    before labels against realised, per window."""
     from mlray import dataplane
     from mlray.errors import UserError
+    from mlray.monitor.reference import load_reference
     from mlray.monitor.reports import read_reports
 
     spec = spec_and_ray(spec_path)
@@ -92,21 +94,33 @@ def report(window: Annotated[Optional[int], typer.Option(help="The window to pic
     chosen = reports[0] if window is None else next((r for r in reports if r.seq == window), None)
     if chosen is None:
         raise UserError(f"no window {window} (windows 0 to {reports[0].seq} were checked)")
-    pictures = _pictures(spec, lake, reports, chosen, out or spec.platform.reports_dir / "drift")
+    reference = load_reference(spec, chosen.champion)
+    metrics = _compared_metrics(spec, reference.task)
+    pictures = _pictures(spec, lake, reports, chosen, reference, metrics, out or spec.platform.reports_dir / "drift")
     if as_json:
-        print_json({"windows": [r.model_dump(mode="json") for r in reports[:limit]],
+        print_json({"windows": [r.model_dump(mode="json") for r in reports[:limit]], "metrics": list(metrics),
                     "pictures": [str(p) for p in pictures]})
         return
     console.print(table(f"drift reports of {spec.name} (newest first)",
                         ["window", "checked", "rows", "champion", "drifted columns", "min p", "score p",
-                         "estimated before labels (90%)", "class shares", "verdict"],
+                         "estimated before labels (90%)", "realised (champion, ±2 se)", "class shares", "verdict"],
                         [[r.seq, f"{r.at:%Y-%m-%d %H:%M:%S}", r.rows, r.champion, ", ".join(r.drifted),
                           f"{min(r.p_values):.2g}" if r.p_values else "",
-                          "" if r.score_p_value is None else f"{r.score_p_value:.2g}", _estimated(r.estimated),
+                          "" if r.score_p_value is None else f"{r.score_p_value:.2g}", _estimated(r.estimated, metrics),
+                          _realised(r.quality.get(r.champion, {}), metrics),
                           _estimated(r.priors, None) + (f" (moved: {', '.join(r.prior_shift)})" if r.prior_shift else ""),
                           r.verdict] for r in reports[:limit]]))
     for path in pictures:
         console.print(f"wrote {path}")
+
+
+def _compared_metrics(spec, task: str) -> tuple[str, ...]:
+    """The retraining policy's metric (default: the task's), then a binary model's precision: the ones estimated
+    against realised."""
+    from mlray.monitor.live import DEFAULT_METRIC
+
+    metric = spec.monitor.retrain.quality_metric or DEFAULT_METRIC[task]
+    return tuple(dict.fromkeys((metric, "precision"))) if task == "binary" else (metric,)
 
 
 def _estimated(estimates: dict[str, dict[str, float]], shown: tuple[str, ...] | None = ("roc_auc", "precision")) -> str:
@@ -115,18 +129,25 @@ def _estimated(estimates: dict[str, dict[str, float]], shown: tuple[str, ...] | 
                      for name, e in estimates.items() if shown is None or name in shown)
 
 
-def _pictures(spec, lake, reports: list[WindowReport], chosen: WindowReport, folder: Path) -> list[Path]:
+def _realised(live: dict[str, float], shown: tuple[str, ...]) -> str:
+    """'roc_auc 0.88 ± 0.04' for the champion's live metrics among `shown` (± twice the standard error, if known)."""
+    return ", ".join(f"{name} {live[name]:.3g}" + (f" ± {2 * live[f'{name}_se']:.2g}" if f"{name}_se" in live else "")
+                     for name in shown if name in live)
+
+
+def _pictures(spec, lake, reports: list[WindowReport], chosen: WindowReport, reference, metrics: tuple[str, ...],
+              folder: Path) -> list[Path]:
     from mlray.lake.inference import flat_inputs
-    from mlray.monitor.plots import distributions_png, p_values_png
-    from mlray.monitor.reference import load_reference
+    from mlray.monitor.plots import distributions_png, p_values_png, quality_png
     from mlray.monitor.windows import Cursor, read_from
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = read_from(lake, spec.serve.inference_log_table, Cursor(*chosen.start))
     window = flat_inputs(rows.slice(0, chosen.rows))
-    reference = load_reference(spec, chosen.champion)
+    positive = str(reference.classes[-1]) if reference.task == "binary" and reference.classes else None
     return [distributions_png(reference, window, chosen, folder / f"window-{chosen.seq}.png"),
-            p_values_png(reports, folder / "p-values.png")]
+            p_values_png(reports, folder / "p-values.png"),
+            *(quality_png(reports, metric, folder / f"quality-{metric}.png", positive) for metric in metrics)]
 
 
 def _incidents(spec_path):

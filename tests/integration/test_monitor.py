@@ -193,7 +193,8 @@ def test_the_cli_reports_drift_and_approving_an_incident_submits_its_job(fresh, 
 
     report = cli("drift", "report", "--out", str(tmp_path / "pictures"))
     assert [w["seq"] for w in report["windows"]] == [4, 3, 2, 1, 0] and report["windows"][0]["verdict"] == "drift"
-    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["p-values.png", "window-4.png"]
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["p-values.png", "quality-precision.png",
+                                                                           "quality-roc_auc.png", "window-4.png"]
     [incident] = cli("incidents", "list")
     assert incident["status"] == "awaiting_approval" and incident["cause"] == "drift"
     assert cli("incidents", "approve", incident["incident_id"])["status"] == "approved"
