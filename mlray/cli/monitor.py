@@ -63,10 +63,11 @@ def _show(state: dict | None, as_json: bool) -> None:
         console.print(table("live quality", ["version", "metrics"], [
             [v, ", ".join(f"{k} {x:.3f}" for k, x in m.items())] for v, m in state["live_quality"].items()]))
     console.print(table("last windows", ["window", "rows", "drifted columns", "score drift", "quality drop",
-                                         "estimated drop", "class shares moved"], [
+                                         "estimated drop", "class shares moved", "other versions' scores"], [
         [w["seq"], w["rows"], ", ".join(w["drifted"]), w["score_drift"],
          "" if w["quality_drop"] is None else f"{w['quality_drop']:.3f}",
-         "" if w.get("estimated_drop") is None else f"{w['estimated_drop']:.3f}", ", ".join(w.get("prior_shift", []))]
+         "" if w.get("estimated_drop") is None else f"{w['estimated_drop']:.3f}", ", ".join(w.get("prior_shift", [])),
+         ", ".join(f"v{v} {'drift' if moved else 'ok'}" for v, moved in w.get("versions", {}).items())]
         for w in state["history"]]))
 
 
@@ -103,13 +104,14 @@ def report(window: Annotated[Optional[int], typer.Option(help="The window to pic
         return
     console.print(table(f"drift reports of {spec.name} (newest first)",
                         ["window", "checked", "rows", "champion", "drifted columns", "min p", "score p",
-                         "estimated before labels (90%)", "realised (champion, ±2 se)", "class shares", "verdict"],
+                         "estimated before labels (90%)", "realised (champion, ±2 se)", "class shares",
+                         "other versions (own reference)", "verdict"],
                         [[r.seq, f"{r.at:%Y-%m-%d %H:%M:%S}", r.rows, r.champion, ", ".join(r.drifted),
                           f"{min(r.p_values):.2g}" if r.p_values else "",
                           "" if r.score_p_value is None else f"{r.score_p_value:.2g}", _estimated(r.estimated, metrics),
                           _realised(r.quality.get(r.champion, {}), metrics),
                           _estimated(r.priors, None) + (f" (moved: {', '.join(r.prior_shift)})" if r.prior_shift else ""),
-                          r.verdict] for r in reports[:limit]]))
+                          _versions(r.versions, metrics), r.verdict] for r in reports[:limit]]))
     for path in pictures:
         console.print(f"wrote {path}")
 
@@ -127,6 +129,17 @@ def _estimated(estimates: dict[str, dict[str, float]], shown: tuple[str, ...] | 
     """'roc_auc 0.91 [0.89, 0.93]' for the estimates worth a glance (`shown`; None: all)."""
     return ", ".join(f"{name} {e['value']:.3g} [{e['low']:.3g}, {e['high']:.3g}]"
                      for name, e in estimates.items() if shown is None or name in shown)
+
+
+def _versions(versions: dict[str, dict], shown: tuple[str, ...]) -> str:
+    """'v2 (shadow) score p 0.41, roc_auc 0.9 [0.88, 0.92]' per other version served in the window."""
+    def one(version: str, found: dict) -> str:
+        head = f"v{version}" + (" (shadow)" if found.get("shadow") else "")
+        if "error" in found:
+            return f"{head} not checked: {found['error']}"
+        score = "" if found.get("score_p_value") is None else f" score p {found['score_p_value']:.2g}"
+        return f"{head}{score}" + (f", {_estimated(found['estimated'], shown)}" if found.get("estimated") else "")
+    return "; ".join(one(v, found) for v, found in versions.items())
 
 
 def _realised(live: dict[str, float], shown: tuple[str, ...]) -> str:

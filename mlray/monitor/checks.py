@@ -161,7 +161,8 @@ def history_entry(report: WindowReport) -> dict:
     """What the checkpoint keeps of a window for the retraining policy."""
     return {"seq": report.seq, "drifted": list(report.drifted), "score_drift": report.score_drift,
             "quality_drop": report.quality_drop, "rows": report.rows, "prior_shift": list(report.prior_shift),
-            "estimated_drop": report.estimated_drop}
+            "estimated_drop": report.estimated_drop,
+            "versions": {v: bool(found.get("score_drift")) for v, found in report.versions.items()}}
 
 
 def summary(report: WindowReport) -> dict:
