@@ -228,6 +228,11 @@ class WindowReport(BaseModel):
     # the other versions served (challenger, shadow): version → {rows, shadow, score_p_value, score_drift, estimated,
     # priors}, each against its own reference (or {rows, shadow, error} when that could not be loaded)
     versions: dict[str, dict] = {}
+    prior_source: str | None = None  # what the class shares were compared with: 'matched' (the window's hours) or
+    source_priors: dict[str, dict[str, float]] = {}  # 'validation' (the split's shares); and those shares
+    # once labels are in: CBPE's estimate on the champion's last labelled rows against what their labels say
+    # (`estimated.AssumptionCheck`); 'outside' names the metrics that left their band: concept drift
+    assumptions: dict = {}
 
 
 class IncidentEvent(BaseModel):

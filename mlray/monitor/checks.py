@@ -20,7 +20,7 @@ from mlray.metrics import monitor as ray_gauges
 from mlray.monitor.alerts import alert
 from mlray.monitor.context import context_of
 from mlray.monitor.detectors import Detectors
-from mlray.monitor.estimated import estimate_window
+from mlray.monitor.estimated import check_assumptions, estimate_window
 from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import window_drifted
 from mlray.monitor.reference import Reference, load_reference
@@ -73,10 +73,15 @@ class WindowChecks:
         quality = self.live_quality(live, reference)
         metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
         drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
-        estimates = estimate_window(reference, scores, seed=checkpoint.seq)
+        matched = result.reference_scores if result.context is not None else None  # else: the validation prior
+        estimates = estimate_window(reference, scores, seed=checkpoint.seq, matched_reference_scores=matched,
+                                    window_rows=result.scored_rows)
+        assumptions = check_assumptions(reference, live.labelled(reference.version), seed=checkpoint.seq)
+        estimated_drop = None if assumptions.concept_drift else estimates.drop(metric, reference.offline)
         versions = self.versions.check(served, reference.version, seed=checkpoint.seq)
         times = window.column("at")
-        entry = {"drifted": result.drifted, "score_drift": result.score_drift, "prior_shift": estimates.prior_shift}
+        entry = {"drifted": result.drifted, "score_drift": result.score_drift, "prior_shift": estimates.prior_shift,
+                 "concept_drift": assumptions.concept_drift}
         verdict = WindowVerdict.DRIFT if window_drifted(self.monitor_rules.retrain, entry) else \
             WindowVerdict.OK if result.judged else WindowVerdict.UNSEEN
         return WindowReport(seq=checkpoint.seq, epoch=checkpoint.epoch, at=self.clock.now(),
@@ -88,8 +93,10 @@ class WindowChecks:
                             score_drift=result.score_drift, mmd_p_value=result.mmd_p_value,
                             mmd_drift=result.mmd_drift, quality=quality, quality_drop=drop, verdict=verdict,
                             seconds=seconds, context=result.context, estimated=estimates.quality,
-                            estimated_drop=estimates.drop(metric, reference.offline), priors=estimates.priors,
-                            prior_shift=estimates.prior_shift, versions=versions)
+                            estimated_drop=estimated_drop, priors=estimates.priors,
+                            prior_shift=estimates.prior_shift, versions=versions,
+                            prior_source=estimates.prior_source or None, source_priors=estimates.source_priors,
+                            assumptions=assumptions.to_dict())
 
     def live_quality(self, live: LiveQuality, reference: Reference) -> dict[str, dict[str, float]]:
         rules = self.monitor_rules
@@ -162,6 +169,7 @@ def history_entry(report: WindowReport) -> dict:
     return {"seq": report.seq, "drifted": list(report.drifted), "score_drift": report.score_drift,
             "quality_drop": report.quality_drop, "rows": report.rows, "prior_shift": list(report.prior_shift),
             "estimated_drop": report.estimated_drop,
+            "concept_drift": bool(report.assumptions.get("outside")),
             "versions": {v: bool(found.get("score_drift")) for v, found in report.versions.items()}}
 
 

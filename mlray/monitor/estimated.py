@@ -1,27 +1,61 @@
-"""A window's quality and class priors as the champion's own scores tell them, before its labels arrive.
+"""A window's quality and class priors as the champion's own scores tell them, before its labels arrive; and, once
+labels arrive, whether they bear the estimator out.
 
 The package's calibrator turns the champion's served scores into probabilities; CBPE (`estimators.estimate_binary`)
 estimates the confusion matrix and the metrics at the package's threshold, each with a 90% interval, and BBSE
-(`estimators.estimate_priors`) the class priors from the window's predicted classes against the validation split's
-confusion. A prior whose interval leaves the training prior's is a label shift. Binary models only for now: the
-inference log keeps a multiclass model's top probability, not the whole distribution CBPE needs.
+(`estimators.estimate_priors`) the class priors from the window's predicted classes. What a prior is compared with:
+- without a seasonal match, the validation split's class shares: a prior whose interval leaves the validation share's
+  is a label shift. A window of night hours, when fraud is likelier at night, looks shifted that way;
+- with the reference rows matched to the window's hours (`matched_reference_scores`), BBSE on those rows' predicted
+  classes, with the same validation confusion: a class has moved when the bootstrap interval of the difference of the
+  two estimates (`estimators.prior_difference`, SHIFT_ALPHA = 0.2% two-sided, so that calm windows stay well under
+  1% flagged) excludes 0. Its power rests on the matched rows: from a 1,000-row reference sample three night hours
+  match some 40 rows, and an interval that wide flags nothing.
+
+`check_assumptions`: on the last labelled rows, CBPE's estimate from their scores against the metrics their labels
+give. Each metric's band holds its realised value with probability 1 - FAMILY_ALPHA / m under CBPE's assumption
+(calibrated probabilities, p(y|x) unchanged; m = 5 metrics, Bonferroni), so a window that bears the assumption out is
+flagged at most FAMILY_ALPHA of the time, whichever metric; a metric outside its band means the estimator is outside
+its assumptions: concept drift (or a label shift, which moves p(y|x) too: the prior check tells the two apart).
+With a 90% band per metric, over a quarter of calm windows would have one of the five outside.
+
+Binary models only for now: the inference log keeps a multiclass model's top probability, not the whole distribution
+CBPE needs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mlray.monitor.estimators import estimate_binary, estimate_priors, prior_shifted, source_priors
+from mlray.monitor.estimators import (
+    CHECKED,
+    FAMILY_ALPHA,
+    Estimate,
+    assumption_bands,
+    estimate_binary,
+    estimate_priors,
+    moved,
+    outside_assumptions,
+    prior_difference,
+    prior_shifted,
+    realised_binary,
+    source_priors,
+)
 from mlray.monitor.reference import Reference
+
+MIN_CLASS_LABELS = 20  # labels of each class a check of the assumptions needs
 
 
 @dataclass
 class WindowEstimates:
     quality: dict[str, dict] = field(default_factory=dict)  # metric → {value, low, high}
     priors: dict[str, dict] = field(default_factory=dict)  # class → {value, low, high}
-    prior_shift: list[str] = field(default_factory=list)  # classes whose prior left the training prior's interval
+    prior_shift: list[str] = field(default_factory=list)  # classes whose prior moved from the source's
+    prior_source: str = ""  # what the priors were compared with: 'matched' (the window's hours) or 'validation'
+    source_priors: dict[str, dict] = field(default_factory=dict)  # class → {value, low, high} of that source
+    prior_difference: dict[str, dict] = field(default_factory=dict)  # matched: class → window minus source, tested
 
     def drop(self, metric: str, offline: dict[str, float]) -> float | None:
         """How far the estimate fell below the offline test metric, counted only when its whole interval lies
@@ -32,19 +66,107 @@ class WindowEstimates:
         return max(0.0, before - estimate["value"]) if estimate["high"] < before else 0.0
 
 
-def estimate_window(reference: Reference, scores: np.ndarray, seed: int = 0) -> WindowEstimates:
+def estimate_window(reference: Reference, scores: np.ndarray, seed: int = 0,
+                    matched_reference_scores: np.ndarray | None = None,
+                    window_rows: np.ndarray | None = None) -> WindowEstimates:
     """The estimates of a window of the champion's served scores (empty for a model without a calibrator, or a task
-    other than binary)."""
+    other than binary). With `matched_reference_scores` (the scores of the reference rows matched to the window's
+    periods) the priors are judged against those rows, on the window's rows in `window_rows` (a boolean mask over
+    `scores`: the rows the match kept; default all); without, against the validation split."""
     if reference.task != "binary" or reference.calibrator is None or len(scores) == 0:
         return WindowEstimates()
+    scores = np.asarray(scores, float)
     probability = reference.calibrator.apply(scores)
     found = estimate_binary(probability, scores, reference.threshold, seed=seed)
     out = WindowEstimates({name: e.to_dict() for name, e in found.items() if name not in ("tp", "fp", "fn", "tn")})
-    if reference.confusion is not None:
-        predicted = np.array([(scores < reference.threshold).sum(), (scores >= reference.threshold).sum()])
-        priors = estimate_priors(reference.confusion, predicted, seed=seed)
-        names = [str(c) for c in reference.classes]
-        out.priors = {name: p.to_dict() for name, p in zip(names, priors)}
-        out.prior_shift = [names[j] for j in prior_shifted(source_priors(reference.confusion), priors)
-                           if j == 1]  # binary: the negative class's share is the complement
+    if reference.confusion is None:
+        return out
+    names = [str(c) for c in reference.classes]
+    priors = estimate_priors(reference.confusion, _predicted(scores, reference.threshold), seed=seed)
+    out.priors = {name: p.to_dict() for name, p in zip(names, priors)}
+    if matched_reference_scores is None:
+        out.prior_source, judged = "validation", _against_validation(reference.confusion, priors)
+    else:
+        kept = scores if window_rows is None else scores[np.asarray(window_rows, bool)]
+        out.prior_source = "matched"
+        judged = _against_matched(reference, kept, np.asarray(matched_reference_scores, float), seed)
+    if judged is not None:  # None: nothing matched, the shares cannot be judged
+        source, shifted, difference = judged
+        out.source_priors = {name: p.to_dict() for name, p in zip(names, source)}
+        out.prior_difference = {name: d.to_dict() for name, d in zip(names, difference)}
+        out.prior_shift = [names[j] for j in shifted if j == 1]  # binary: the negative class's share is the complement
     return out
+
+
+def _against_validation(confusion: np.ndarray, priors: list[Estimate]) -> tuple[list, list[int], list]:
+    """The validation split's class shares, the classes whose prior interval left theirs, and no difference."""
+    source = source_priors(confusion)
+    return source, prior_shifted(source, priors), []
+
+
+def _against_matched(reference: Reference, window_scores: np.ndarray,
+                     matched_scores: np.ndarray, seed: int) -> tuple[list, list[int], list] | None:
+    """The matched rows' BBSE priors, the classes whose difference from them is significant, and the differences;
+    None when either side has no rows."""
+    if not len(window_scores) or not len(matched_scores):
+        return None
+    window, source = _predicted(window_scores, reference.threshold), _predicted(matched_scores, reference.threshold)
+    difference = prior_difference(reference.confusion, window, source, seed=seed)
+    return estimate_priors(reference.confusion, source, seed=seed), moved(difference), difference
+
+
+def _predicted(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """How many rows are predicted negative and positive."""
+    return np.array([(scores < threshold).sum(), (scores >= threshold).sum()])
+
+
+@dataclass
+class AssumptionCheck:
+    """Whether labelled rows bear CBPE's estimate out: per metric, the estimate from their scores, its band and the
+    value their labels give; `outside` names the metrics whose realised value left the band."""
+
+    judged: bool = False
+    reason: str = ""  # why the rows were not judged
+    rows: int = 0  # labelled rows with a known class and a score
+    positives: int = 0
+    level: float = 0.0  # each band's coverage under the assumption, 1 - FAMILY_ALPHA / metrics
+    metrics: dict[str, dict] = field(default_factory=dict)  # metric → {estimated, low, high, realised}
+    outside: list[str] = field(default_factory=list)  # the estimator is outside its assumptions: concept drift
+
+    @property
+    def concept_drift(self) -> bool:
+        return bool(self.outside)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_assumptions(reference: Reference, labelled: list[tuple[str, float | None]], seed: int = 0,
+                      min_class_labels: int = MIN_CLASS_LABELS) -> AssumptionCheck:
+    """CBPE's estimate on labelled rows, (label text, served score) pairs, against the metrics their labels give (see
+    the module docstring). Not judged: a task other than binary, no calibrator, or fewer than `min_class_labels`
+    labels of either class. Labels are matched to the classes as text, case aside; others, and rows without a score,
+    are left out."""
+    if reference.task != "binary":
+        return AssumptionCheck(reason="binary models only: the log keeps a multiclass model's top probability alone")
+    if reference.calibrator is None:
+        return AssumptionCheck(reason="the model has no calibrator: nothing was estimated")
+    labels, scores = _known(reference.classes, labelled)
+    positives = int(labels.sum())
+    if min(positives, len(labels) - positives) < min_class_labels:
+        return AssumptionCheck(reason=f"fewer than {min_class_labels} labels of a class", rows=len(labels),
+                               positives=positives)
+    bands = assumption_bands(reference.calibrator.apply(scores), scores, reference.threshold, seed=seed)
+    realised = realised_binary(labels, scores, reference.threshold)
+    metrics = {name: {"estimated": band.value, "low": band.low, "high": band.high, "realised": realised[name]}
+               for name, band in bands.items()}
+    return AssumptionCheck(True, "", len(labels), positives, 1 - FAMILY_ALPHA / len(CHECKED), metrics,
+                           outside_assumptions(bands, realised))
+
+
+def _known(classes: list, labelled: list[tuple[str, float | None]]) -> tuple[np.ndarray, np.ndarray]:
+    """(0/1 labels, scores) of the pairs whose label names a class and whose score is a number."""
+    negative, positive = (str(c).lower() for c in classes)
+    known = [(str(label).lower() == positive, float(score)) for label, score in labelled
+             if str(label).lower() in (negative, positive) and score is not None and np.isfinite(score)]
+    return np.array([y for y, _ in known], dtype=np.int64), np.array([s for _, s in known], float)

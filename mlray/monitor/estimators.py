@@ -7,8 +7,11 @@ E[TP] / (E[TP] + E[FP]), ...; ROC-AUC: the expected count of correctly ordered p
 expected count of pairs). Its 90% interval is that of the *realised* metric under the same assumption: label vectors
 drawn by Monte Carlo, each draw's metric computed at once (ROC-AUC by the rank-sum formula), 5th-95th percentile.
 The assumption holds under covariate shift within the range the calibrator saw; when p(y|x) itself changes (concept
-drift) the realised metric, once labels arrive, falls outside the interval: `outside_assumptions`. Empty divisions
-count 0, as in `mlray.quality` (scikit-learn's zero_division=0); a ROC-AUC with one class only is NaN.
+drift) the realised metric, once labels arrive, falls outside the interval: `outside_assumptions`. To test that on
+labelled rows, `assumption_bands` widens each interval to an exact Monte-Carlo test of level α / m (m metrics,
+Bonferroni: they are tested together, and with a 90% band each over a quarter of calm windows would be flagged);
+the metrics the labels give come from `realised_binary`, by the draws' own formulas. Empty divisions count 0, as in
+`mlray.quality` (scikit-learn's zero_division=0); a ROC-AUC with one class only is NaN.
 
 Black-box shift estimation (BBSE, Lipton, Wang and Smola 2018): under label shift (p(x|y) fixed, p(y) moving) the
 window's predicted-class frequencies μ = C w, where C is the validation split's joint P(ŷ=i, y=j) and w_j the ratio
@@ -17,6 +20,9 @@ clipped to [0, 1] and renormalised. The 90% interval bootstraps both the window'
 confusion (multinomial resamples). A nearly singular confusion (a classifier close to chance) is solved by least
 squares (pseudo-inverse): its resamples swing and the interval widens by itself; where it is singular outright, a
 class on its null space is not identified at all and gets the interval [0, 1]. Nothing here raises on such data.
+Against other rows rather than the validation split (the reference rows of a window's hours: seasonality),
+`prior_difference` estimates both sides' priors with the same confusion and bootstraps their difference, the
+confusion resampled once per draw for both sides (its error moves both alike), each side's counts on their own.
 """
 
 from __future__ import annotations
@@ -29,11 +35,17 @@ from scipy.stats import rankdata
 QUANTILES = (0.05, 0.95)
 Z_90 = 1.6448536269514722  # the standard normal's 95th percentile: a two-sided 90% interval
 SINGULAR = 1e-10  # singular values below this fraction of the largest count as zero
+DRAW_BATCH = 500_000  # label cells drawn at once (4 MB as floats: faster than one large block, too)
+CHECKED = ("accuracy", "precision", "recall", "f1", "roc_auc")  # the metrics that test CBPE's assumption
+FAMILY_ALPHA = 0.01  # a window that bears the assumption out is flagged at most this often, all CHECKED together
+CHECK_DRAWS = 2000  # draws of the assumption bands: at least 2 m / FAMILY_ALPHA - 1 for m metrics
+SHIFT_ALPHA = 0.002  # two-sided: a class share that has not moved from the matched rows' is flagged this often
+SHIFT_DRAWS = 4000  # bootstrap draws of the matched prior difference: its 0.1% and 99.9% quantiles rest on 4 each
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its 90% interval."""
+    """A point estimate with its interval (90% unless said otherwise)."""
 
     value: float
     low: float
@@ -53,14 +65,35 @@ def estimate_binary(probability: np.ndarray, score: np.ndarray, threshold: float
                     seed: int = 0) -> dict[str, Estimate]:
     """Precision, recall, accuracy, F1, ROC-AUC and the confusion counts tp/fp/fn/tn of a window of calibrated
     P(y=1) per row, predicted positive where `score >= threshold` (ROC-AUC ranks by `score`)."""
+    return _estimates(*_binary_draws(probability, score, threshold, draws, seed))
+
+
+def _binary_draws(probability: np.ndarray, score: np.ndarray, threshold: float, draws: int,
+                  seed: int) -> tuple[dict, dict]:
+    """The metrics' point estimates, and their values on `draws` label vectors drawn from the probabilities (drawn
+    DRAW_BATCH cells at a time, so that a long window does not hold every draw at once)."""
     probability, score = np.asarray(probability, float), np.asarray(score, float)
     predicted, rows = score >= threshold, len(probability)
     point = _binary_metrics(rows, predicted.sum(), probability[predicted].sum(), probability[~predicted].sum(),
                             _expected_auc(probability, score))
-    labels = (np.random.default_rng(seed).random((draws, rows), np.float32) < probability).astype(float)
+    rng, ranks, batch = np.random.default_rng(seed), rankdata(score), max(1, DRAW_BATCH // max(rows, 1))
+    parts = [_label_metrics((rng.random((min(batch, draws - start), rows), np.float32) < probability).astype(float),
+                            ranks, predicted) for start in range(0, draws, batch)]
+    return point, {name: np.concatenate([part[name] for part in parts]) for name in point}
+
+
+def realised_binary(labels: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
+    """The metrics the true 0/1 labels give (`mlray.quality.binary_metrics`' definitions), computed as the draws'."""
+    score = np.asarray(score, float)
+    found = _label_metrics(np.asarray(labels, float)[None], rankdata(score), score >= threshold)
+    return {name: float(np.asarray(value).ravel()[0]) for name, value in found.items()}
+
+
+def _label_metrics(labels: np.ndarray, ranks: np.ndarray, predicted: np.ndarray) -> dict:
+    """The metrics of each row of a (draws, rows) matrix of 0/1 labels, given the rows' score ranks and calls."""
+    rows = labels.shape[1]
     positives, tp = labels.sum(axis=1), labels @ predicted.astype(float)
-    drawn = _binary_metrics(rows, predicted.sum(), tp, positives - tp, _rank_auc(labels @ rankdata(score), positives, rows))
-    return _estimates(point, drawn)
+    return _binary_metrics(rows, predicted.sum(), tp, positives - tp, _rank_auc(labels @ ranks, positives, rows))
 
 
 def _binary_metrics(rows: int, calls: int, tp, fn, roc_auc) -> dict:
@@ -168,6 +201,24 @@ def outside_assumptions(estimates: dict[str, Estimate], realised: dict[str, floa
             and not estimate.contains(realised[name])]
 
 
+def assumption_bands(probability: np.ndarray, score: np.ndarray, threshold: float, metrics: tuple[str, ...] = CHECKED,
+                     alpha: float = FAMILY_ALPHA, draws: int = CHECK_DRAWS, seed: int = 0) -> dict[str, Estimate]:
+    """Each metric's CBPE point estimate with the band its realised value leaves with probability at most α / m under
+    CBPE's assumption (m metrics, Bonferroni): a window that bears the assumption out has any of them outside its band
+    at most α of the time. Compare with `realised_binary` through `outside_assumptions`."""
+    point, drawn = _binary_draws(probability, score, threshold, draws, seed)
+    return {name: Estimate(float(point[name]), *_exact_band(drawn[name], alpha / len(metrics))) for name in metrics}
+
+
+def _exact_band(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The k-th smallest and k-th largest finite draws, k = ⌊α/2 · (n + 1)⌋: a value below the first (above the
+    second) has fewer than k draws at or beyond it, a Monte-Carlo p-value (1 + those) / (n + 1) ≤ α/2, so the test
+    holds its level exactly, whatever the number of draws; NaN when there are too few draws for α."""
+    finite = np.sort(values[np.isfinite(values)])
+    k = int(np.floor(alpha / 2 * (len(finite) + 1)))
+    return (float(finite[k - 1]), float(finite[-k])) if k >= 1 else (float("nan"), float("nan"))
+
+
 # --- BBSE label shift ---------------------------------------------------------------------------------------------
 
 def source_priors(validation_confusion: np.ndarray) -> list[Estimate]:
@@ -201,12 +252,21 @@ def estimate_priors(validation_confusion: np.ndarray, window_predicted: np.ndarr
 
 
 def _solve_priors(confusion: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Target priors q solving P(ŷ=i | y=j) q = μ for a stack of confusions (b, k, k) and window counts (b, k), by
-    pseudo-inverse (least squares, minimum norm where singular), clipped to [0, 1] and renormalised."""
+    """Target priors q solving P(ŷ=i | y=j) q = μ for a stack of confusions (b, k, k) and window counts (b, k)."""
+    return _priors(_inverse(confusion), window)
+
+
+def _inverse(confusion: np.ndarray) -> np.ndarray:
+    """The pseudo-inverses (least squares, minimum norm where singular) of P(ŷ=i | y=j) of a stack of confusions."""
     source = confusion.sum(axis=1, keepdims=True)
     given = confusion / np.where(source > 0, source, 1.0)  # a class absent from validation: a zero column
+    return np.linalg.pinv(given, SINGULAR)
+
+
+def _priors(inverse: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """q = P(ŷ | y)⁺ μ for a stack of inverses (b, k, k) and window counts (b, k), clipped to [0, 1], renormalised."""
     share = window / window.sum(axis=1, keepdims=True)
-    priors = np.clip(np.einsum("bij,bj->bi", np.linalg.pinv(given, SINGULAR), share), 0.0, 1.0)
+    priors = np.clip(np.einsum("bij,bj->bi", inverse, share), 0.0, 1.0)
     total = priors.sum(axis=1, keepdims=True)
     return np.where(total > 0, priors / np.where(total > 0, total, 1.0), 1.0 / priors.shape[1])
 
@@ -225,3 +285,32 @@ def prior_shifted(source_prior: list[Estimate] | np.ndarray, target: list[Estima
     if isinstance(source_prior, np.ndarray):
         source_prior = [Estimate(float(p), float(p), float(p)) for p in source_prior]
     return [j for j, (before, now) in enumerate(zip(source_prior, target)) if now.low > before.high or now.high < before.low]
+
+
+def prior_difference(validation_confusion: np.ndarray, window_predicted: np.ndarray, source_predicted: np.ndarray,
+                     alpha: float = SHIFT_ALPHA, draws: int = SHIFT_DRAWS, seed: int = 0) -> list[Estimate]:
+    """Per class, the window's BBSE prior minus that of other rows (the reference rows of the window's hours), from
+    both sides' counts of rows predicted each class, with the (α/2, 1 - α/2) bootstrap interval of the difference:
+    each side's counts resampled on its own, the validation confusion once per draw for both (one classifier). A class
+    on the confusion's null space gets [-1, 1]."""
+    confusion = np.asarray(validation_confusion, float)
+    window, source = np.asarray(window_predicted, float), np.asarray(source_predicted, float)
+    k = len(window)
+    if confusion.sum() <= 0 or window.sum() <= 0 or source.sum() <= 0:
+        return [Estimate(float("nan"), -1.0, 1.0) for _ in range(k)]
+    inverse = _inverse(confusion[None])
+    point = (_priors(inverse, window[None]) - _priors(inverse, source[None]))[0]
+    rng = np.random.default_rng(seed)
+    resampled = rng.multinomial(int(confusion.sum()), confusion.ravel() / confusion.sum(), size=draws).reshape(draws, k, k)
+    inverse = _inverse(resampled)
+    boot = (_priors(inverse, rng.multinomial(int(window.sum()), window / window.sum(), size=draws))
+            - _priors(inverse, rng.multinomial(int(source.sum()), source / source.sum(), size=draws)))
+    low, high = np.quantile(boot, (alpha / 2, 1 - alpha / 2), axis=0)
+    free = _unidentified(confusion)
+    return [Estimate(float(point[j]), -1.0 if free[j] else float(low[j]), 1.0 if free[j] else float(high[j]))
+            for j in range(k)]
+
+
+def moved(differences: list[Estimate]) -> list[int]:
+    """The classes whose prior difference's interval lies wholly above or below 0."""
+    return [j for j, d in enumerate(differences) if d.low > 0 or d.high < 0]

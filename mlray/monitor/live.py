@@ -41,6 +41,10 @@ class LiveQuality:
         keys.add(key)
         return True
 
+    def labelled(self, version: str) -> list[tuple[str, float | None]]:
+        """(label text, served score) of `version`'s kept rows, oldest first."""
+        return [(label, score) for _, label, _, score in self.pairs.get(version, ())]
+
     def to_state(self) -> dict[str, list]:
         return {v: [list(p) for p in pairs] for v, pairs in self.pairs.items()}
 

@@ -1,7 +1,8 @@
 """The retraining policy, as a pure function of what the monitor has seen and what it already started.
 
 A window counts as drifted when at least `min_drifted_features` input columns drifted, or the score distribution
-did (`on_score_drift`), or a class share estimated before labels moved (`on_prior_shift`). Retrain when m of the last
+did (`on_score_drift`), or a class share estimated before labels moved (`on_prior_shift`), or the last labels left
+the bands of the quality estimated from their scores (`on_concept_drift`). Retrain when m of the last
 n windows drifted, when the champion's live quality fell more than `max_quality_drop` below its offline test metric,
 when the last window's quality estimated before labels did so by more than `max_estimated_drop`, or when the schedule
 says so; never while an incident is open, within the cooldown of the last trigger, or beyond `max_per_day` in 24
@@ -26,7 +27,8 @@ class Trigger:
 def window_drifted(retrain: RetrainSpec, window: dict) -> bool:
     """`window`: a history entry ({'drifted': [columns], 'score_drift': bool, 'prior_shift': [classes], ...})."""
     return (len(window["drifted"]) >= retrain.min_drifted_features or (retrain.on_score_drift and window["score_drift"])
-            or (retrain.on_prior_shift and bool(window.get("prior_shift"))))
+            or (retrain.on_prior_shift and bool(window.get("prior_shift")))
+            or (retrain.on_concept_drift and bool(window.get("concept_drift"))))
 
 
 def decide(retrain: RetrainSpec, history: list[dict], quality_drop: float | None, now: datetime,
@@ -54,7 +56,9 @@ def _cause(retrain: RetrainSpec, history: list[dict], quality_drop: float | None
         columns = sorted({c for w in drifted for c in w["drifted"]})
         scores = sum(1 for w in drifted if w["score_drift"])
         priors = sum(1 for w in drifted if w.get("prior_shift"))
-        shares = f"; class shares moved in {priors}" if priors else ""
+        concept = sum(1 for w in drifted if w.get("concept_drift"))
+        shares = (f"; class shares moved in {priors}" if priors else "") + \
+            (f"; labels outside the estimate in {concept}" if concept else "")
         return Trigger("drift", f"{len(drifted)} of the last {len(last)} windows drifted (columns: "
                                 f"{', '.join(columns) or 'none'}; score drift in {scores}{shares})",
                        {"windows": [w["seq"] for w in drifted], "columns": columns, "score_drift_windows": scores}

@@ -42,8 +42,11 @@ SCHEMA = pa.schema([
     pa.field("priors", pa.string()),  # JSON: class → {value, low, high}
     pa.field("prior_shift", pa.list_(pa.string())),
     pa.field("versions", pa.string()),  # JSON: the other served versions' checks against their own references
+    pa.field("prior_source", pa.string()),  # 'matched' or 'validation'
+    pa.field("source_priors", pa.string()),  # JSON: class → {value, low, high} the shares were compared with
+    pa.field("assumptions", pa.string()),  # JSON: CBPE against the labels, per metric (`AssumptionCheck`)
 ])
-JSON_COLUMNS = ("quality", "context", "estimated", "priors", "versions")
+JSON_COLUMNS = ("quality", "context", "estimated", "priors", "versions", "source_priors", "assumptions")
 
 
 _widened: set[str] = set()  # the tables (URIs) this process has given the columns added later

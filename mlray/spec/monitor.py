@@ -29,8 +29,13 @@ class RetrainSpec(Section):
     max_estimated_drop: float | None = Field(None, ge=0, description="retrain when a window's quality estimated "
                                                                      "before labels (its whole 90% interval) falls "
                                                                      "this far below the offline metric (None: never)")
-    on_prior_shift: bool = Field(False, description="a window whose class shares (estimated before labels) left the "
-                                                    "training split's counts as drifted too")
+    on_prior_shift: bool = Field(True, description="a window whose class shares (estimated before labels) moved "
+                                                   "from the reference rows of the same hours (without a context: "
+                                                   "from the validation split's) counts as drifted too")
+    on_concept_drift: bool = Field(False, description="a window whose last labelled rows left the bands of the "
+                                                      "quality estimated from their scores (concept drift) counts as "
+                                                      "drifted too (the labels are the last quality_rows, so one "
+                                                      "finding lasts until they turn over)")
     quality_metric: str | None = Field(None, description="the metric compared; default roc_auc (binary), accuracy "
                                                          "(multiclass), rmse (regression: a relative rise)")
     schedule: Duration | None = Field(None, description="also retrain on a fixed period, drift or not (e.g. 7d)")
@@ -92,6 +97,9 @@ class MonitorSpec(Section):
         "auto", description="seasonality: each window is compared with reference rows from the same hours of the day "
                             "(or the period named); auto: the first timestamp feature's column that takes the hour, "
                             "by hour of day; none: the whole reference")
+    reference_rows: int = Field(5000, ge=100, description="training rows packaged with each model as its "
+                                                          "reference (matching to hours thins it; the tests' cost "
+                                                          "grows with it)")
     multivariate: bool = Field(False, description="also MMD drift on the transformed inputs (torch; slow on CPU)")
     mmd_reference_rows: int = Field(500, ge=50, description="reference rows MMD compares against")
     mmd_permutations: int = Field(100, ge=10, description="permutations of the MMD test")

@@ -40,7 +40,6 @@ from mlray.train.loop import train_loop_per_worker
 from mlray.train.progress import EpochWatcher, Progress
 
 log = logging.getLogger(__name__)
-REFERENCE_ROWS = 1000
 
 
 @dataclass
@@ -223,7 +222,7 @@ def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: di
                                      config.threshold)
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
     mlflow.log_dict(slices, "slice_metrics.json")
-    reference = raw_split_rows(prepared.raw, spec, "train", REFERENCE_ROWS,
+    reference = raw_split_rows(prepared.raw, spec, "train", spec.monitor.reference_rows,
                                prepared.fitted.lineage.rows)[prepared.fitted.source_columns]
     info = log_package(net, config, prepared.fitted, redacted_document(spec), reference, registry.model_name)
     champion = champion_metrics(registry, test, prepared.labels, spec)

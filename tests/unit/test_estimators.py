@@ -12,11 +12,15 @@ from sklearn.metrics import roc_auc_score
 
 from mlray.monitor.estimators import (
     Estimate,
+    assumption_bands,
     estimate_binary,
     estimate_multiclass,
     estimate_priors,
+    moved,
     outside_assumptions,
+    prior_difference,
     prior_shifted,
+    realised_binary,
     source_priors,
 )
 from mlray.quality import binary_metrics, label_metrics
@@ -229,3 +233,45 @@ def test_estimating_10_000_rows_is_quick():
     estimates = estimate_binary(probability, score, THRESHOLD, draws=300)
     print(f"\nestimate_binary on 10,000 rows, 300 draws: {1000 * (time.perf_counter() - started):.0f} ms")
     assert set(estimates) == {"precision", "recall", "accuracy", "f1", "roc_auc", "tp", "fp", "fn", "tn"}
+
+
+def test_the_assumption_bands_widen_the_90_percent_intervals_to_an_exact_test():
+    probability, score, labels = window(np.random.default_rng(8))
+    bands = assumption_bands(probability, score, THRESHOLD, seed=4)
+    intervals = estimate_binary(probability, score, THRESHOLD, draws=2000, seed=4)
+    assert set(bands) == set(METRICS)
+    for metric in METRICS:  # the same draws: the 0.1% and 99.9% of 2,000 lie outside the 5% and 95%
+        assert bands[metric].value == intervals[metric].value
+        assert bands[metric].low <= intervals[metric].low and intervals[metric].high <= bands[metric].high
+    found = realised_binary(labels, score, THRESHOLD)
+    assert {m: found[m] for m in METRICS} == pytest.approx(realised(labels, score, THRESHOLD))
+    too_few = assumption_bands(probability, score, THRESHOLD, draws=500)  # 500 draws cannot test at 0.2%
+    assert all(np.isnan([b.low, b.high]).all() for b in too_few.values())
+    assert outside_assumptions(too_few, {m: -1.0 for m in METRICS}) == []
+
+
+def called(rng: np.random.Generator, rows: int, prior: float) -> np.ndarray:
+    """Rows predicted negative and positive at threshold 2 when positives score N(3, 1) and negatives N(0, 1)."""
+    tpr, fpr = 0.8413447460685429, 0.022750131948179195
+    positive = rng.binomial(rows, prior * tpr + (1 - prior) * fpr)
+    return np.array([rows - positive, positive])
+
+
+def test_the_difference_of_two_bbse_priors_holds_its_level_and_sees_a_move():
+    rng = np.random.default_rng(9)
+    truth = rng.random(20_000) < 0.018
+    confusion = np.zeros((2, 2))
+    np.add.at(confusion, ((rng.normal(size=truth.size) + 3 * truth >= 2).astype(int), truth.astype(int)), 1)
+    same, apart = [], []
+    for seed in range(200):
+        same.append(moved(prior_difference(confusion, called(rng, 2000, 0.05), called(rng, 1500, 0.05), seed=seed)))
+        if seed < 100:
+            apart.append(moved(prior_difference(confusion, called(rng, 2000, 0.06), called(rng, 5000, 0.018), seed=seed)))
+    print(f"\nBBSE difference: equal priors flagged in {np.mean([bool(m) for m in same]):.1%} of 200, 6% against 1.8% "
+          f"in {np.mean([m == [0, 1] for m in apart]):.0%} of 100")
+    assert np.mean([bool(m) for m in same]) <= 0.01 and np.mean([m == [0, 1] for m in apart]) >= 0.95
+    difference = prior_difference(confusion, np.array([1900, 100]), np.array([1950, 50]))
+    assert difference[1].value > 0 > difference[0].value and difference[1].value == pytest.approx(-difference[0].value)
+    assert [(d.low, d.high) for d in prior_difference(confusion, np.array([10, 5]), np.array([0, 0]))] == [(-1, 1)] * 2
+    useless = prior_difference(np.array([[19_000.0, 360.0], [0.0, 0.0]]), np.array([5000, 0]), np.array([900, 0]))
+    assert [(d.low, d.high) for d in useless] == [(-1.0, 1.0), (-1.0, 1.0)] and moved(useless) == []

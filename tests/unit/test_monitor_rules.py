@@ -53,10 +53,10 @@ def test_a_quality_drop_beyond_the_threshold_and_a_due_schedule_trigger():
     assert decide(RULES, calm, None, NOW, [], None, True)[0].cause == "schedule"
 
 
-def test_a_prior_shift_counts_as_drift_when_the_rules_say_so_and_an_estimated_drop_triggers():
+def test_a_prior_shift_counts_as_drift_unless_the_rules_say_not_and_an_estimated_drop_triggers():
     shifted = [window(i) | {"prior_shift": ["true"]} for i in range(3)]
-    assert decide(RULES, shifted, None, NOW, [], None, False)[0] is None  # off by default
-    trigger, _ = decide(RULES.model_copy(update={"on_prior_shift": True}), shifted, None, NOW, [], None, False)
+    assert decide(RULES.model_copy(update={"on_prior_shift": False}), shifted, None, NOW, [], None, False)[0] is None
+    trigger, _ = decide(RULES, shifted, None, NOW, [], None, False)  # on by default: matched to the window's hours
     assert trigger.cause == "drift" and trigger.evidence["windows"] == [0, 1, 2] and "class shares moved in 3" in trigger.detail
     estimated = [window(0), window(1) | {"estimated_drop": 0.09}]
     assert decide(RULES, estimated, None, NOW, [], None, False)[0] is None  # max_estimated_drop is off by default
@@ -138,3 +138,10 @@ def test_a_bad_monitor_section_is_one_line_naming_the_key(section, message):
     with pytest.raises(UserError, match="monitor") as error:
         parse_spec(starter_spec() + f"\nmonitor: {section}\n")
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_labels_outside_the_estimate_count_as_drift_only_when_the_rules_say_so():
+    outside = [window(i) | {"concept_drift": True} for i in range(3)]
+    assert decide(RULES, outside, None, NOW, [], None, False)[0] is None  # off by default
+    trigger, _ = decide(RULES.model_copy(update={"on_concept_drift": True}), outside, None, NOW, [], None, False)
+    assert trigger.cause == "drift" and "labels outside the estimate in 3" in trigger.detail

@@ -52,8 +52,8 @@ def test_a_report_round_trips_through_its_table_unchanged(lake):
     [found] = read_reports(lake)
     assert found == report and isinstance(found.verdict, WindowVerdict)
     [row] = lake.read(reports.TABLE).to_pylist()
-    assert row == report.model_dump() | {"quality": json.dumps(report.quality), "estimated": "{}", "priors": "{}",
-                                           "versions": "{}"}
+    assert row == report.model_dump() | {name: None if getattr(report, name) is None else json.dumps(getattr(report, name))
+                                         for name in reports.JSON_COLUMNS}
 
 
 def test_a_table_an_older_mlray_wrote_gains_the_new_columns_and_both_rows_read(lake):
@@ -78,8 +78,7 @@ def test_a_report_written_as_a_dict_by_an_older_mlray_reads(lake):
 
 
 def test_a_report_with_a_verdict_this_mlray_does_not_know_is_refused_naming_its_table(lake):
-    row = full_report().model_dump() | {"verdict": "maybe", "quality": "{}", "estimated": "{}", "priors": "{}",
-                                           "versions": "{}"}
+    row = full_report().model_dump() | {name: "{}" for name in reports.JSON_COLUMNS} | {"verdict": "maybe"}
     write_rows(lake, reports.TABLE, reports.SCHEMA, [row])
     with pytest.raises(UserError, match=r"^drift_reports row e1:0 is not one this mlray reads: verdict: ") as caught:
         read_reports(lake)

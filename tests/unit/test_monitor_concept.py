@@ -1,0 +1,153 @@
+"""Concept drift once labels arrive: CBPE's estimate from the labelled rows' scores against the metrics their labels
+give (`estimated.check_assumptions`), each metric's band wide enough that all five together flag a calm window at most
+1% of the time. On the card-fraud generator with a logistic model trained on it (calibrator and threshold fitted on
+its validation split), and on simulated windows whose calibrated probability is exact.
+
+| behaviour | test |
+|---|---|
+| calm labelled windows are flagged at most 2% of the time | test_calm_generated_windows_are_rarely_flagged |
+| the generator's concept drift (0.5) is flagged in ≥ 95% of the windows judged | test_generated_concept_drift_is_flagged |
+| a simulated change of p(y given x) is flagged, calm windows rarely | test_a_simulated_change_of_p_y_given_x_is_flagged |
+| the realised metrics are mlray.quality's | test_the_realised_metrics_are_mlray_quality_s |
+| each band is the Bonferroni level, around the estimate | test_each_band_holds_the_estimate_at_the_bonferroni_level |
+| too few labels of a class, multiclass, no calibrator: not judged | test_what_cannot_be_judged_says_why |
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+
+from mlray.calibration import choose_threshold, fit_calibrator
+from mlray.lake.synthetic import RISKY_CATEGORIES, RISKY_COUNTRIES, Shift, generate_transactions
+from mlray.monitor.estimated import AssumptionCheck, check_assumptions
+from mlray.quality import binary_metrics
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def features(table: pa.Table) -> np.ndarray:
+    """What a simple model sees of a transaction: amount, night, risky category or country, burst, new account,
+    device."""
+    def column(name: str) -> np.ndarray:
+        return table.column(name).to_numpy(zero_copy_only=False)
+
+    category, device = column("merchant_category"), column("device")
+    night = pc.hour(table.column("event_time")).to_numpy(zero_copy_only=False) < 6
+    return np.column_stack([np.log1p(column("amount")), night, np.isin(category, list(RISKY_CATEGORIES)),
+                            np.isin(column("country"), list(RISKY_COUNTRIES)), column("tx_count_1h") >= 3,
+                            column("account_age_days") < 60, device == "pos", device == "desktop",
+                            category == "gaming"]).astype(float)
+
+
+def fraud(table: pa.Table) -> np.ndarray:
+    return table.column("is_fraud").to_numpy(zero_copy_only=False).astype(int)
+
+
+@pytest.fixture(scope="module")
+def champion() -> SimpleNamespace:
+    """A logistic model trained on 60,000 generated rows; its calibrator and F1 threshold fitted on 20,000 more."""
+    train, validation = generate_transactions(60_000, seed=1), generate_transactions(20_000, seed=2)
+    model = LogisticRegression(max_iter=1000).fit(features(train), fraud(train))
+    scores = model.predict_proba(features(validation))[:, 1]
+    return SimpleNamespace(task="binary", classes=[False, True], confusion=None, model=model,
+                           threshold=choose_threshold(fraud(validation), scores, "f1").value,
+                           calibrator=fit_calibrator("binary", fraud(validation), scores))
+
+
+def generated_checks(champion: SimpleNamespace, windows: int, shift: Shift, first_seed: int) -> list[AssumptionCheck]:
+    """The checks of 2,000-row generated windows, labels as the log keeps them: (label text, served score)."""
+    checks = []
+    for seed in range(first_seed, first_seed + windows):
+        table = generate_transactions(2000, seed=seed, shift=shift)
+        scores = champion.model.predict_proba(features(table))[:, 1]
+        checks.append(check_assumptions(champion, [(str(bool(y)), s) for y, s in zip(fraud(table), scores)], seed=seed))
+    return checks
+
+
+def rates(checks: list[AssumptionCheck]) -> str:
+    judged = [c for c in checks if c.judged]
+    each = {m: round(float(np.mean([m in c.outside for c in judged])), 3) for m in METRICS}
+    return f"{np.mean([c.concept_drift for c in checks]):.1%} of {len(checks)} windows ({len(judged)} judged; {each})"
+
+
+def test_calm_generated_windows_are_rarely_flagged(champion):
+    checks = generated_checks(champion, 100, Shift(), first_seed=1000)
+    print(f"\ncalm generated windows flagged: {rates(checks)}")
+    assert sum(c.judged for c in checks) >= 95
+    assert np.mean([c.concept_drift for c in checks]) <= 0.02
+
+
+def test_generated_concept_drift_is_flagged(champion):
+    # at concept 0.5 fraud falls to ~1.3%, 26 frauds a window: one window in ten has fewer than 20 and is not judged
+    checks = generated_checks(champion, 100, Shift(concept=0.5), first_seed=2000)
+    judged = [c for c in checks if c.judged]
+    print(f"\nconcept drift 0.5 flagged: {rates(checks)}")
+    assert len(judged) >= 85 and np.mean([c.concept_drift for c in judged]) >= 0.95
+    assert np.mean([c.concept_drift for c in checks]) >= 0.85
+
+
+SLOPE, BIAS = 2.0, -3.0  # P(y=1 | x) = sigmoid(2x - 3), x ~ N(0, 1): about 13% positives
+THRESHOLD = 0.7 * (np.log(0.4 / 0.6) - BIAS) / SLOPE + 0.2  # the score of P(y=1) = 0.4
+
+
+def simulated(seed: int, truth_slope: float = SLOPE, truth_bias: float = BIAS) -> list[tuple[str, float]]:
+    """A window of 2,000 (label, score) pairs: the score 0.7x + 0.2, its calibrated probability sigmoid(2x - 3) exact
+    unless the labels follow another slope and bias (concept drift)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=2000)
+    labels = rng.random(2000) < expit(truth_slope * x + truth_bias)
+    return [(str(y), s) for y, s in zip(labels, 0.7 * x + 0.2)]
+
+
+@pytest.fixture(scope="module")
+def exact() -> SimpleNamespace:
+    """A model whose calibrator maps its score back to the true probability."""
+    calibrator = SimpleNamespace(apply=lambda score: expit(SLOPE * (np.asarray(score) - 0.2) / 0.7 + BIAS))
+    return SimpleNamespace(task="binary", classes=[False, True], threshold=THRESHOLD, calibrator=calibrator)
+
+
+def test_a_simulated_change_of_p_y_given_x_is_flagged(exact):
+    calm = [check_assumptions(exact, simulated(seed), seed=seed) for seed in range(50)]  # 100 more: the generated test
+    # a weaker relation at about the same positive rate: the scores look alike, the labels follow them less
+    drifted = [check_assumptions(exact, simulated(1000 + seed, 1.2, -2.6), seed=seed) for seed in range(50)]
+    print(f"\nsimulated, calm: {rates(calm)}\nsimulated, p(y|x) weaker: {rates(drifted)}")
+    assert np.mean([c.concept_drift for c in calm]) <= 0.02
+    assert np.mean([c.concept_drift for c in drifted]) >= 0.9
+
+
+def test_the_realised_metrics_are_mlray_quality_s(exact):
+    for seed in range(3):
+        pairs = simulated(seed, 1.2, -2.6)
+        labels, scores = np.array([y == "True" for y, _ in pairs], int), np.array([s for _, s in pairs])
+        expected = binary_metrics(labels, scores, THRESHOLD)
+        found = check_assumptions(exact, pairs, seed=seed).metrics
+        assert {m: found[m]["realised"] for m in METRICS} == pytest.approx({m: expected[m] for m in METRICS})
+
+
+def test_each_band_holds_the_estimate_at_the_bonferroni_level(exact):
+    check = check_assumptions(exact, simulated(7), seed=7)
+    assert check.judged and check.level == pytest.approx(1 - 0.01 / 5) and check.rows == 2000
+    assert set(check.metrics) == set(METRICS)
+    for metric, found in check.metrics.items():
+        assert found["low"] <= found["estimated"] <= found["high"], metric
+        assert (metric in check.outside) == (not found["low"] <= found["realised"] <= found["high"])
+    assert check.to_dict()["metrics"] == check.metrics
+
+
+def test_what_cannot_be_judged_says_why(exact):
+    few = [("True", 0.9)] * 19 + [("False", 0.1)] * 500
+    check = check_assumptions(exact, few)
+    assert not check.judged and "fewer than 20" in check.reason and check.positives < 20 and not check.concept_drift
+    assert check_assumptions(exact, few, min_class_labels=5).judged
+    noisy = simulated(4) + [("maybe", 0.9), ("TRUE", None), ("false", float("nan"))]
+    assert check_assumptions(exact, noisy).rows == 2000  # unknown labels and rows without a score are left out
+    assert check_assumptions(exact, [("True", 0.9)] * 30 + [("FALSE", 0.1)] * 30).judged  # labels matched case aside
+    multiclass = SimpleNamespace(task="multiclass", classes=["a", "b", "c"], threshold=0.5, calibrator=None)
+    assert check_assumptions(multiclass, [("a", 0.9)]) == AssumptionCheck(
+        reason="binary models only: the log keeps a multiclass model's top probability alone")
+    assert "no calibrator" in check_assumptions(SimpleNamespace(task="binary", calibrator=None), few).reason
