@@ -233,6 +233,9 @@ class WindowReport(BaseModel):
     # once labels are in: CBPE's estimate on the champion's last labelled rows against what their labels say
     # (`estimated.AssumptionCheck`); 'outside' names the metrics that left their band: concept drift
     assumptions: dict = {}
+    # per value of each train.slices column, against the reference's rows of it (`segments.check_segments`):
+    # {tested, flagged: [[column, value]], worst: [...], unseen, missing}; reported, not part of the verdict
+    segments: dict = {}
 
 
 class IncidentEvent(BaseModel):

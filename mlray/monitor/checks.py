@@ -19,17 +19,19 @@ from mlray.lake.inference import flat_inputs
 from mlray.metrics import monitor as ray_gauges
 from mlray.monitor.alerts import alert
 from mlray.monitor.context import context_of
-from mlray.monitor.detectors import Detectors
+from mlray.monitor.detectors import Detectors, DriftResult
 from mlray.monitor.estimated import check_assumptions, estimate_window
 from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import window_drifted
 from mlray.monitor.reference import Reference, load_reference
 from mlray.monitor.reports import read_reports, write_report
+from mlray.monitor.segments import check_segments
 from mlray.monitor.versions import ServedVersions
 from mlray.monitor.windows import Cursor
 from mlray.spec import ProjectSpec
 
 log = logging.getLogger(__name__)
+SHOWN_SEGMENTS = 5  # the worst segments a report keeps
 
 
 class WindowChecks:
@@ -68,7 +70,8 @@ class WindowChecks:
         answered = champion_rows(served, reference.version)
         scores = answered.column("score").to_numpy()
         started = time.perf_counter()
-        result = self.detectors.check(flat_inputs(window), scores, flat_inputs(answered))
+        answered_inputs = flat_inputs(answered)
+        result = self.detectors.check(flat_inputs(window), scores, answered_inputs)
         seconds = time.perf_counter() - started
         quality = self.live_quality(live, reference)
         metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
@@ -79,6 +82,7 @@ class WindowChecks:
         assumptions = check_assumptions(reference, live.labelled(reference.version), seed=checkpoint.seq)
         estimated_drop = None if assumptions.concept_drift else estimates.drop(metric, reference.offline)
         versions = self.versions.check(served, reference.version, seed=checkpoint.seq)
+        segments = self.segments(reference, answered_inputs, scores, result, checkpoint.seq)
         times = window.column("at")
         entry = {"drifted": result.drifted, "score_drift": result.score_drift, "prior_shift": estimates.prior_shift,
                  "concept_drift": assumptions.concept_drift}
@@ -96,7 +100,21 @@ class WindowChecks:
                             estimated_drop=estimated_drop, priors=estimates.priors,
                             prior_shift=estimates.prior_shift, versions=versions,
                             prior_source=estimates.prior_source or None, source_priors=estimates.source_priors,
-                            assumptions=assumptions.to_dict())
+                            assumptions=assumptions.to_dict(), segments=segments)
+
+    def segments(self, reference: Reference, inputs: pa.Table, scores: np.ndarray, result: DriftResult,
+                 seq: int) -> dict:
+        """The worst segments of `train.slices` in the champion's answers (matched to the window's periods like its
+        score test): what `mlray monitor status` and the drift report show; {} without slices."""
+        slices = self.spec.train.slices
+        if not slices or not inputs.num_rows:
+            return {}
+        if result.scored_rows is not None:
+            inputs, scores = inputs.filter(pa.array(result.scored_rows)), scores[result.scored_rows]
+        found = check_segments(reference, inputs, scores, slices, q=self.monitor_rules.segment_q, seed=seq,
+                               reference_rows=result.matched_rows)
+        return {"tested": len(found.segments), "flagged": [[s.column, s.value] for s in found.flagged],
+                "worst": found.summary(SHOWN_SEGMENTS), "unseen": found.unseen, "missing": found.missing}
 
     def live_quality(self, live: LiveQuality, reference: Reference) -> dict[str, dict[str, float]]:
         rules = self.monitor_rules
@@ -170,6 +188,7 @@ def history_entry(report: WindowReport) -> dict:
             "quality_drop": report.quality_drop, "rows": report.rows, "prior_shift": list(report.prior_shift),
             "estimated_drop": report.estimated_drop,
             "concept_drift": bool(report.assumptions.get("outside")),
+            "segments": report.segments.get("flagged", []),
             "versions": {v: bool(found.get("score_drift")) for v, found in report.versions.items()}}
 
 

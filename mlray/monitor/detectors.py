@@ -43,10 +43,11 @@ class DriftResult:
     judged: bool = True  # False: most rows fall in periods the reference never saw; nothing was tested
     # the reference's scores the window's scores were compared with (matched to its periods), for the class shares
     reference_scores: np.ndarray | None = field(default=None, repr=False)
-    scored_rows: np.ndarray | None = field(default=None, repr=False)  # ... and which scores took part (None: all)
+    scored_rows: np.ndarray | None = field(default=None, repr=False)  # ... which scores took part (None: all)
+    matched_rows: np.ndarray | None = field(default=None, repr=False)  # ... and which reference rows (None: all)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("reference_scores", "scored_rows")}
+        return {k: v for k, v in asdict(self).items() if k not in ("reference_scores", "scored_rows", "matched_rows")}
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class _WindowTests:
     context: dict | None = None
     judged: bool = True
     scored_rows: np.ndarray | None = None  # a mask of the scores matched (None: all)
+    matched_rows: np.ndarray | None = None  # the reference rows they are compared with (None: all)
 
 
 class Detectors:
@@ -126,6 +128,7 @@ class Detectors:
         score = self._score(tests.scorer, tests.scores, tests.reference_scores)
         result.score_p_value, result.score_distance, result.score_drift = score.p_value, score.distance, score.drift
         result.reference_scores, result.scored_rows = score.reference_scores, tests.scored_rows
+        result.matched_rows = tests.matched_rows
         if self.mmd is not None:  # against the whole reference: MMD is not matched to the window's periods
             mmd = self.mmd.predict(self._numeric(inputs))["data"]
             result.mmd_p_value = permutation_p_value(float(mmd["p_val"]), self.monitor.mmd_permutations)
@@ -171,7 +174,7 @@ class Detectors:
         reference_scores = self.reference.scores[scored_rows.reference_rows]
         return _WindowTests(tabular, x[rows.window_rows], self._scores(reference_scores),
                             scores[scored_rows.window_rows], reference_scores, context,
-                            scored_rows=scored_rows.window_rows)
+                            scored_rows=scored_rows.window_rows, matched_rows=scored_rows.reference_rows)
 
     def _match(self, rows: pa.Table) -> Matched:
         return match(self.periods, self.context.periods(rows.column(self.context.column)), self.seed)

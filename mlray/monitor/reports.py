@@ -45,8 +45,9 @@ SCHEMA = pa.schema([
     pa.field("prior_source", pa.string()),  # 'matched' or 'validation'
     pa.field("source_priors", pa.string()),  # JSON: class → {value, low, high} the shares were compared with
     pa.field("assumptions", pa.string()),  # JSON: CBPE against the labels, per metric (`AssumptionCheck`)
+    pa.field("segments", pa.string()),  # JSON: the worst segments of train.slices
 ])
-JSON_COLUMNS = ("quality", "context", "estimated", "priors", "versions", "source_priors", "assumptions")
+JSON_COLUMNS = ("quality", "context", "estimated", "priors", "versions", "source_priors", "assumptions", "segments")
 
 
 _widened: set[str] = set()  # the tables (URIs) this process has given the columns added later

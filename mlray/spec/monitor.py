@@ -97,6 +97,8 @@ class MonitorSpec(Section):
         "auto", description="seasonality: each window is compared with reference rows from the same hours of the day "
                             "(or the period named); auto: the first timestamp feature's column that takes the hour, "
                             "by hour of day; none: the whole reference")
+    segment_q: float = Field(0.05, gt=0, lt=1, description="segments (each value of train.slices): the false "
+                                                           "discovery rate over every segment and test of a window")
     reference_rows: int = Field(5000, ge=100, description="training rows packaged with each model as its "
                                                           "reference (matching to hours thins it; the tests' cost "
                                                           "grows with it)")

@@ -222,8 +222,9 @@ def register(spec: ProjectSpec, prepared: Prepared, registry: Registry, tags: di
                                      config.threshold)
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
     mlflow.log_dict(slices, "slice_metrics.json")
+    kept = [*prepared.fitted.source_columns, *(c for c in spec.train.slices if c not in prepared.fitted.source_columns)]
     reference = raw_split_rows(prepared.raw, spec, "train", spec.monitor.reference_rows,
-                               prepared.fitted.lineage.rows)[prepared.fitted.source_columns]
+                               prepared.fitted.lineage.rows)[kept]  # slice columns too: segments are watched
     info = log_package(net, config, prepared.fitted, redacted_document(spec), reference, registry.model_name)
     champion = champion_metrics(registry, test, prepared.labels, spec)
     decision = decide(prepared.labels.task, metrics, spec.train.gate, champion)
