@@ -1,10 +1,18 @@
-"""One step's analysis: the challenger against the champion over the same interval of live traffic.
+"""One look of a rollout's analysis: the challenger against the champion on their traffic since the rollout began.
 
-Checks: error rate, p99 latency ratio, the divergence of their score distributions (population
-stability index), and, once enough labelled feedback has arrived, live accuracy, precision and
-recall (or mean absolute error for regression). A check without enough data is 'waiting', which
-neither passes nor fails a step; live quality without enough labels is 'skipped' unless the
-spec requires labels.
+Always-valid checks (`mlray.rollout.sequential`), safe to look at every tick: the error rate, the p99 latency (the share
+of requests slower than the champion's p99) and, once enough labelled feedback has arrived, live accuracy, precision
+and recall, each a comparison of two proportions on the cumulated counts. Such a check 'fail's on always-valid evidence
+that the challenger is worse than the champion, 'pass'es on evidence that it is worse by less than its tolerance (its
+threshold in `rollout.checks`: the effect to detect), and is 'undecided' until one comes. `checks.alpha` is split
+evenly over the always-valid checks in force (Bonferroni: five for a classifier, two for a regression), so a challenger
+no worse than the champion fails any of them, at any look, with probability at most alpha. Macro precision and recall
+(averages over classes) are compared on effective counts: one proportion with the same mean and variance.
+
+Plain thresholds, which repeated looks would trip by chance (the controller acts on them only at a step's end): the
+divergence of their score distributions (population stability index) and, for regression, the relative rise of the
+mean absolute error, which is no proportion. A check without the data it needs is 'waiting' (it holds the step); live
+quality without enough labels is 'skipped' unless the spec requires labels.
 
 Score divergence from the champion is evidence, not a veto. Beyond its threshold it fails the step only when nothing
 explains it; it is 'noted' (counted like a pass, and named in the verdict with the evidence that decided) when the
@@ -17,32 +25,43 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from mlray.quality import label_metrics, regression_metrics
+from mlray.rollout.sequential import SequentialResult, compare_latency, compare_quality, compare_rates
 from mlray.spec import RolloutChecks
 
 PSI_BINS = 10
 
 
-# a check's status: 'pass', 'fail', 'waiting' (not enough data yet: the step neither passes nor fails), 'skipped'
-# (optional and no data) or 'noted' (past its threshold, but other evidence outranks it: see `decided_by`). The step
-# passes when every check is 'pass', 'skipped' or 'noted'.
-NOT_BLOCKING = ("pass", "skipped", "noted")
+# a check's status: 'pass', 'fail', 'undecided' (an always-valid check with no evidence either way yet: it does not
+# hold the step), 'waiting' (not enough data yet: the step neither passes nor fails), 'skipped' (optional and no data)
+# or 'noted' (past its threshold, but other evidence outranks it: see `decided_by`). The step passes when every check
+# is 'pass', 'undecided', 'skipped' or 'noted'.
+NOT_BLOCKING = ("pass", "undecided", "skipped", "noted")
+SEQUENTIAL_STATUS = {"fail": "fail", "pass": "pass", "continue": "undecided"}
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str  # 'pass', 'fail', 'waiting', 'skipped' or 'noted' (see NOT_BLOCKING)
+    status: str  # 'pass', 'fail', 'undecided', 'waiting', 'skipped' or 'noted' (see NOT_BLOCKING)
     value: float | None
     threshold: float
-    detail: str = ""  # past its threshold: why it failed or was noted
+    detail: str = ""  # always-valid: the counts and bounds; a plain threshold past it: why it failed or was noted
     # the evidence that decided a check past its threshold: 'labels' (live quality against the champion's),
     # 'incident' (the challenger answers one and there are no labels yet) or 'threshold' (nothing else to go on)
     decided_by: str = ""
+    always_valid: bool = False  # an always-valid sequential test (its fail counts at any look), else a plain threshold
+
+    @property
+    def reason(self) -> str:
+        """Why it failed, for the audit."""
+        if self.always_valid:
+            return f"{self.name}: {self.detail}"
+        return f"{self.name} {self.value:.4g} > {self.threshold:g}" + (f" ({self.detail})" if self.decided_by else "")
 
 
 @dataclass(frozen=True)
@@ -61,11 +80,27 @@ class Analysis:
         return [c for c in self.checks if c.status == "noted"]
 
     @property
+    def undecided(self) -> list[str]:
+        return [c.name for c in self.checks if c.status == "undecided"]
+
+    @property
     def verdict(self) -> str:
-        """'fail' if any check failed, 'pass' if all passed (or were skipped or noted), else 'waiting'."""
+        """'fail' if any check failed, 'pass' if all passed (or were undecided, skipped or noted), else 'waiting'."""
         if self.failed:
             return "fail"
         return "pass" if all(c.status in NOT_BLOCKING for c in self.checks) else "waiting"
+
+    def failing(self, step_over: bool) -> list[Check]:
+        """The failed checks a look acts on: an always-valid one at any look, a plain threshold (which repeated looks
+        would trip by chance) only once the step's interval is over."""
+        return [c for c in self.failed if c.always_valid or step_over]
+
+    def action(self, step_over: bool) -> str:
+        """What the rollout does after this look: 'fail' (a check in `failing`), 'advance' (the step's interval is over,
+        nothing failed and no check waits for data: an undecided check does not hold the step) or 'wait'."""
+        if self.failing(step_over):
+            return "fail"
+        return "advance" if step_over and self.verdict == "pass" else "wait"
 
     @property
     def notes(self) -> list[str]:
@@ -77,6 +112,32 @@ class Analysis:
         return {"verdict": self.verdict, "champion_requests": self.champion_requests,
                 "challenger_requests": self.challenger_requests, "incident": self.incident, "evidence": self.notes,
                 "checks": [asdict(c) for c in self.checks]}
+
+
+@dataclass(frozen=True, eq=False)
+class Traffic:
+    """What the analysis reads of one version's inference-log records: its requests, the failed ones, the latencies
+    and scores of the answered ones and (prediction, true label) of those with feedback. Tallies add up, so a replay
+    may cumulate them tick by tick rather than read every record again."""
+    requests: int = 0
+    errors: int = 0
+    latencies: np.ndarray = field(default_factory=lambda: np.empty(0))  # ms
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+    labelled: tuple = ()
+    regression: bool = False  # its predictions are numbers
+
+    @classmethod
+    def of(cls, records: list[dict], labels: dict[tuple[str, int], str]) -> Traffic:
+        answered = [r for r in records if not r.get("error")]
+        return cls(len(records), len(records) - len(answered),
+                   np.array([r["latency_ms"] for r in answered], dtype=float),
+                   np.array([r["score"] for r in answered if r.get("score") is not None], dtype=float),
+                   tuple(_labelled(answered, labels)), _predicts_numbers(answered))
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(self.requests + other.requests, self.errors + other.errors,
+                       np.concatenate([self.latencies, other.latencies]), np.concatenate([self.scores, other.scores]),
+                       self.labelled + other.labelled, self.regression or other.regression)
 
 
 def population_stability(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -91,36 +152,80 @@ def population_stability(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def _p99(values: list[float]) -> float:
-    return float(np.percentile(values, 99)) if values else float("nan")
+def _p99(values: np.ndarray) -> float:
+    return float(np.percentile(values, 99)) if len(values) else float("nan")
+
+
+def alpha_per_check(checks: RolloutChecks, regression: bool) -> float:
+    """`checks.alpha` split evenly (Bonferroni) over the always-valid checks in force: error rate and p99 latency, and
+    for a classifier live accuracy, precision and recall (a regression's error is a plain threshold)."""
+    return checks.alpha / (2 if regression else 5)
 
 
 def analyze(champion: list[dict], challenger: list[dict], labels: dict[tuple[str, int], str],
             checks: RolloutChecks, min_requests: int, incident: str | None = None) -> Analysis:
-    """`champion`/`challenger`: inference-log records (request_id, row, error, latency_ms, score, prediction, shadow);
-    `labels`: (request_id, row) → the true label as text; `incident`: the incident the challenger answers (its
-    retraining was triggered by drift or a quality drop), if any."""
-    out = []
-    n = len(challenger)
-    enough = n >= min_requests and len(champion) >= 1
-    errors = sum(1 for r in challenger if r.get("error")) / n if n else 0.0
-    out.append(Check("error_rate", "waiting" if not enough else ("pass" if errors <= checks.max_error_rate else "fail"),
-                     errors if n else None, checks.max_error_rate, f"{n} challenger rows"))
-    ok_champion = [r for r in champion if not r.get("error")]
-    ok_challenger = [r for r in challenger if not r.get("error")]
-    ratio = None
-    if enough and ok_champion and ok_challenger:
-        ratio = _p99([r["latency_ms"] for r in ok_challenger]) / max(_p99([r["latency_ms"] for r in ok_champion]), 1e-3)
-    out.append(Check("p99_latency_ratio", "waiting" if ratio is None else
-                     ("pass" if ratio <= checks.max_p99_latency_ratio else "fail"), ratio, checks.max_p99_latency_ratio))
-    champion_scores = np.array([r["score"] for r in ok_champion if r.get("score") is not None], dtype=float)
-    challenger_scores = np.array([r["score"] for r in ok_challenger if r.get("score") is not None], dtype=float)
-    scored = min(len(champion_scores), len(challenger_scores)) >= min_requests
-    psi = population_stability(champion_scores, challenger_scores) if enough and scored else None
-    quality, compared = _quality_checks(ok_champion, ok_challenger, labels, checks)
-    out.append(divergence_check(psi, checks.max_divergence, compared, incident))
-    out.extend(quality)
-    return Analysis(out, len(champion), n, incident)
+    """`champion`/`challenger`: inference-log records (request_id, row, error, latency_ms, score, prediction, shadow)
+    since the rollout began; `labels`: (request_id, row) → the true label as text; `incident`: the incident the
+    challenger answers (its retraining was triggered by drift or a quality drop), if any."""
+    return judge(Traffic.of(champion, labels), Traffic.of(challenger, labels), checks, min_requests, incident)
+
+
+def judge(champion: Traffic, challenger: Traffic, checks: RolloutChecks, min_requests: int,
+          incident: str | None = None) -> Analysis:
+    """`analyze` on the two versions' tallies: what a replay that cumulates them tick by tick calls."""
+    alpha = alpha_per_check(checks, champion.regression or challenger.regression)
+    enough = challenger.requests >= min_requests and champion.requests >= 1
+    scored = min(len(champion.scores), len(challenger.scores)) >= min_requests
+    psi = population_stability(champion.scores, challenger.scores) if enough and scored else None
+    quality, compared = _quality_checks(champion.labelled, challenger.labelled, checks, alpha)
+    return Analysis([_error_check(champion, challenger, checks.max_error_rate, alpha, min_requests, enough),
+                     _latency_check(champion, challenger, checks.max_p99_latency_ratio, alpha, enough),
+                     divergence_check(psi, checks.max_divergence, compared, incident), *quality],
+                    champion.requests, challenger.requests, incident)
+
+
+def _error_check(champion: Traffic, challenger: Traffic, tolerance: float, alpha: float, min_requests: int,
+                 enough: bool) -> Check:
+    """The challenger's share of failed requests against the champion's, e.g. 'errors 3/400 vs champion 2/3600; Δ in
+    [-0.42, +1.90] points, always-valid at α 0.01: undecided between 0 and the 2-point tolerance'."""
+    counts = f"errors {challenger.errors}/{challenger.requests} vs champion {champion.errors}/{champion.requests}"
+    if not enough:
+        return Check("error_rate", "waiting", None, tolerance, f"{counts} (need {min_requests} challenger requests)",
+                     always_valid=True)
+    result = compare_rates(champion.errors, champion.requests, challenger.errors, challenger.requests, tolerance, alpha)
+    return _sequential_check("error_rate", result, result.estimate, tolerance, counts,
+                             f"{tolerance * 100:g}-point tolerance")
+
+
+def _latency_check(champion: Traffic, challenger: Traffic, max_ratio: float, alpha: float, enough: bool) -> Check:
+    """The challenger's share of answers slower than the champion's p99 against the champion's own (1%); the value is
+    their p99 ratio. It waits for the 100 champion answers a p99 needs."""
+    name = "p99_latency_ratio"
+    if not (enough and len(champion.latencies) and len(challenger.latencies)):
+        return Check(name, "waiting", None, max_ratio, f"answered: champion {len(champion.latencies)}, challenger "
+                                                       f"{len(challenger.latencies)}", always_valid=True)
+    result = compare_latency(champion.latencies, challenger.latencies, max_ratio, alpha)
+    cut, theirs = _p99(champion.latencies), _p99(challenger.latencies)
+    ratio = theirs / max(cut, 1e-3)
+    if result.estimate is None:
+        return Check(name, "waiting", ratio, max_ratio, result.detail, always_valid=True)
+    counts = (f"p99 {theirs:.4g} vs champion {cut:.4g} ms; slower than that: {result.challenger_events}/"
+              f"{result.challenger_n} vs champion {result.champion_events}/{result.champion_n}")
+    return _sequential_check(name, result, ratio, max_ratio, counts,
+                             f"{result.tolerance * 100:.3g}-point tolerance (a {max_ratio:g}x slowdown)")
+
+
+def _sequential_check(name: str, result: SequentialResult, value: float | None, threshold: float, counts: str,
+                      tolerance: str, points: bool = True) -> Check:
+    """An always-valid comparison as a check: its status from the decision, its detail the counts and the bounds
+    (in points of a rate, or as a metric's drop)."""
+    status = SEQUENTIAL_STATUS[result.decision]
+    bounds = f"[{result.low * 100:+.2f}, {result.high * 100:+.2f}] points" if points else \
+        f"[{result.low:+.3f}, {result.high:+.3f}]"
+    why = {"fail": "worse than the champion", "pass": f"within the {tolerance}",
+           "undecided": f"undecided between 0 and the {tolerance}"}[status]
+    return Check(name, status, value, threshold,
+                 f"{counts}; Δ in {bounds}, always-valid at α {result.alpha:.2g}: {why}", always_valid=True)
 
 
 @dataclass(frozen=True)
@@ -192,14 +297,13 @@ def _classes_both_have(ours: list[tuple], theirs: list[tuple], side: int, min_co
     return common(ours) & common(theirs)
 
 
-def _quality_checks(champion: list[dict], challenger: list[dict], labels: dict, checks: RolloutChecks
+def _quality_checks(ours: tuple, theirs: tuple, checks: RolloutChecks, alpha: float
                     ) -> tuple[list[Check], list[Compared]]:
-    """Live quality on labelled feedback, challenger against champion: a drop in accuracy, precision and recall
-    (classification), or a relative rise in mean absolute error (regression), each at most max_metric_drop. Precision
-    (recall) compares the classes both versions predicted (saw) at least min_class_labels times, so a rare class
-    met once in a small sample does not decide the step. Also returns the metrics compared (none without enough
-    labels), the evidence the divergence check weighs."""
-    ours, theirs = _labelled(champion, labels), _labelled(challenger, labels)
+    """Live quality on labelled feedback ((prediction, true label) pairs), challenger against champion: the drop of
+    accuracy, precision and recall (classification, always-valid, max_metric_drop the tolerance), or the relative rise
+    of the mean absolute error (regression, a plain threshold). Precision (recall) compares the classes both versions
+    predicted (saw) at least min_class_labels times, so a rare class met once in a small sample does not decide the
+    step. Also returns the metrics compared (none without enough labels), the evidence the divergence check weighs."""
     if min(len(ours), len(theirs)) < checks.min_labels:
         return [Check("live_accuracy_drop", "waiting" if checks.require_labels else "skipped", None,
                       checks.max_metric_drop,
@@ -215,14 +319,48 @@ def _quality_checks(champion: list[dict], challenger: list[dict], labels: dict, 
     before, after = live_metrics(ours, **over), live_metrics(theirs, **over)
     out, compared = [], []
     for metric, classes in (("accuracy", None), ("precision", over["precision_over"]), ("recall", over["recall_over"])):
-        drop = before[metric] - after[metric]
         if classes is not None and not classes:
             out.append(Check(f"live_{metric}_drop", "skipped", None, checks.max_metric_drop,
                              f"no class with {checks.min_class_labels} labelled rows for both versions"))
             continue
         over_classes = f" over {', '.join(sorted(classes))}" if classes is not None else ""
-        out.append(Check(f"live_{metric}_drop", "pass" if drop <= checks.max_metric_drop else "fail", drop,
-                         checks.max_metric_drop,
-                         f"champion {before[metric]:.3f}, challenger {after[metric]:.3f}{over_classes}"))
+        result = compare_quality(*_hits(ours, metric, classes), *_hits(theirs, metric, classes), checks.max_metric_drop,
+                                 alpha, metric)
+        out.append(_sequential_check(f"live_{metric}_drop", result, before[metric] - after[metric],
+                                     checks.max_metric_drop,
+                                     f"champion {before[metric]:.3f}, challenger {after[metric]:.3f}{over_classes}",
+                                     f"{checks.max_metric_drop:g} tolerance", points=False))
         compared.append(Compared(metric, before[metric], after[metric]))
     return out, compared
+
+
+def _hits(pairs: tuple, metric: str, classes: set[str] | None) -> tuple[int, int]:
+    """A live metric as counts: right answers and labelled rows (accuracy), or the effective counts of macro
+    precision (recall) over `classes`: the mean over each class of the right answers among the rows predicted as
+    (labelled) that class."""
+    truth, predicted = _as_labels([t for _, t in pairs]), _as_labels([p for p, _ in pairs])
+    if classes is None:
+        return sum(t == p for t, p in zip(truth, predicted)), len(pairs)
+    side = predicted if metric == "precision" else truth
+    return _effective_counts([(sum(s == c and t == p for s, t, p in zip(side, truth, predicted)), side.count(c))
+                              for c in sorted(classes)])
+
+
+def _effective_counts(per_class: list[tuple[int, int]]) -> tuple[int, int]:
+    """The mean of several classes' proportions (hits, rows) as one proportion with the same mean and variance (Kish's
+    effective sample size, on counts pseudo-counted as `mlray.rollout.sequential` does, and at most all the rows): a
+    normal approximation, as the comparison itself is."""
+    if len(per_class) == 1:
+        return per_class[0]
+    k, rows = len(per_class), sum(n for _, n in per_class)
+    smoothed = [(hits + 1) / (n + 2) for hits, n in per_class]
+    variance = sum(p * (1 - p) / n for p, (_, n) in zip(smoothed, per_class)) / k ** 2
+    mean = sum(smoothed) / k
+    effective = min(rows, max(1, round(mean * (1 - mean) / variance)))
+    return round(effective * sum(hits / n for hits, n in per_class) / k), effective
+
+
+def _predicts_numbers(records: list[dict]) -> bool:
+    """Whether the version's predictions are numbers (a regression), judged on its first prediction."""
+    first = next((r["prediction"] for r in records if r.get("prediction")), None)
+    return first is not None and isinstance(json.loads(first), float)

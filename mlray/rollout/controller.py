@@ -1,14 +1,20 @@
 """The rollout controller: a long-lived Ray actor that walks a challenger through the spec's steps.
 
-At every step it sets the traffic (shadow, then growing weights), waits `rollout.interval`,
-and analyses the challenger against the champion on the inference log and feedback labels of
-that interval. A passing step moves on; a failing one counts, and `failure_limit` failures roll
-back by themselves (challenger weight 0, the version tagged with the reason). Passing every step
-promotes: the `champion` alias moves, the old champion becomes `previous`. Every change goes to
-the audit log. The controller owns no state: the rollout's state, the plan and the aliases belong to the
-control plane (`mlray.serve.control`), which takes each of its changes only if the rollout is still
-where the controller saw it. So a person's rollback in between wins, and a restarted controller goes on. It runs on
-the spec revision the control plane holds (a deploy hands a new one over); a rollout keeps the rules it started with.
+At every step it sets the traffic (shadow, then growing weights). At every tick it looks at the challenger against the
+champion on the inference log and feedback labels since the rollout began (`mlray.rollout.analysis`): one always-valid
+sequential test per check over the whole rollout, so looking at every tick does not roll back an equal challenger by
+chance, and the error guarantee (`rollout.checks.alpha`) holds across steps. A failed check counts at once (a plain
+threshold such as divergence only once the step's `interval` is over), each failure on new traffic, and
+`failure_limit` failures roll back by themselves (challenger weight 0, the version tagged with the reason). A step
+moves on once its interval is over, its data is in (`min_requests`, the 100 champion answers a p99 needs, labels when
+required) and nothing failed; a check still undecided then does not hold it: the guarantee is against false rollbacks,
+and a harmful challenger is still caught later, as its counts keep cumulating through the next steps. Passing every
+step promotes: the `champion` alias moves, the old champion becomes `previous`. Every change goes to the audit log;
+the rollout's history keeps every decision and the latest look. The controller owns no state: the rollout's state,
+the plan and the aliases belong to the control plane (`mlray.serve.control`), which takes each of its changes only if
+the rollout is still where the controller saw it. So a person's rollback in between wins, and a restarted controller
+goes on. It runs on the spec revision the control plane holds (a deploy hands a new one over); a rollout keeps the
+rules it started with.
 
 A rollout started for an incident (the retraining job passes its id, which the rollout's state keeps) owns that
 incident's outcome: once the rollout ends, promoted, rolled back, or stopped by a change made by hand (seen when the
@@ -38,7 +44,7 @@ from mlray.lake.inference import appended_since, dedupe_labels
 from mlray.lake.specs import LiveSpec
 from mlray.metrics import rollout as rollout_gauges
 from mlray.registry.models import Registry
-from mlray.rollout.analysis import analyze
+from mlray.rollout.analysis import Analysis, analyze
 from mlray.serve import control, deploy
 from mlray.serve.control import ROLLBACK_TAG
 from mlray.serve.routing import TrafficPlan
@@ -194,50 +200,80 @@ class Rollout:
                                               for r in dedupe_labels(labelled).to_pylist()}
         return champion, challenger, labels
 
+    def _analyse(self) -> Analysis:
+        """The challenger against the champion on their traffic since the rollout began."""
+        s, rollout = self.state, self.rules
+        began = datetime.fromisoformat(s.started or s.step_started)
+        champion, challenger, labels = self._records(began)
+        if len(champion) < rollout.min_requests:  # e.g. a rollout that starts at 100%: the traffic before it is the baseline
+            champion = self._records(began - rollout.interval)[0]
+        return analyze(champion, challenger, labels, rollout.checks, rollout.min_requests, s.incident)
+
     def tick(self, force: bool = False) -> dict | None:
-        """Analyse the current step once its interval is over (or at once with `force`); act on the verdict."""
+        """Look at the rollout and act: count a failure, move on when the step's interval is over (at once with
+        `force`, which also lets a plain threshold's failure count), or wait."""
         self._load()
         s = self.state
         if s is not None and s.status in ROLLOUT_ENDED:
             self._record_outcome()  # e.g. stopped by hand, or a decision whose incident write failed
         if s is None or s.status != RolloutStatus.RUNNING:
             return self._view()
-        rollout = self.rules
-        started = datetime.fromisoformat(s.step_started)
-        if not force and self.clock.now() - started < rollout.interval:
-            return self._view()
-        champion, challenger, labels = self._records(started)
-        if len(champion) < rollout.min_requests:  # e.g. a 100% step: the baseline is the champion's recent traffic
-            champion = self._records(datetime.fromisoformat(s.started or s.step_started) - rollout.interval)[0]
-        analysis = analyze(champion, challenger, labels, rollout.checks, rollout.min_requests, s.incident)
-        s.history.append({"step": s.step, "at": self.clock.now().isoformat(), **analysis.to_dict()})
-        if analysis.verdict == "fail":
-            s.failures += 1
-            reasons = "; ".join(f"{c.name} {c.value:.4g} > {c.threshold:g}"
-                                + (f" ({c.detail})" if c.decided_by else "") for c in analysis.failed)
-            failed = self._entry("canary.check_failed",
-                                 f"step {s.step + 1}: {reasons} ({s.failures}/{rollout.failure_limit})")
-            if s.failures >= rollout.failure_limit:
-                return self._roll_back(f"{s.failures} failed analyses; last: {reasons}", [failed])
-            s.step_started = self.clock.now().isoformat()  # the step runs again on fresh traffic
-            self._save(audit=[failed])
-        elif analysis.verdict == "pass":
-            self._advance(analysis.notes)
-        else:
+        step_over = force or self.clock.now() - datetime.fromisoformat(s.step_started) >= self.rules.interval
+        analysis = self._analyse()
+        action = analysis.action(step_over)
+        if action == "fail" and self._new_evidence(analysis):
+            return self._fail(analysis, step_over)
+        if action == "advance":
+            self._remember(analysis, "advance")
+            self._advance(analysis)
+        elif step_over:  # nothing decided: the latest look, saved once the interval is over (as often as before)
+            self._remember(analysis, "look")
             self._save()
         return self._view()
 
-    def _advance(self, notes: list[str] = ()) -> None:
-        """The step passed; `notes`: the checks past their threshold that other evidence outranked (for the audit)."""
+    def _remember(self, analysis: Analysis, decision: str) -> None:
+        """Add the look to the history with what came of it: 'advance', 'failure' (counted) or 'look' (nothing). A
+        'look' replaces the look before it, so the history holds every decision and the latest look."""
+        s = self.state
+        if s.history and s.history[-1].get("decision") == "look":
+            s.history.pop()
+        s.history.append({"step": s.step, "at": self.clock.now().isoformat(), "decision": decision,
+                          "failures": s.failures, **analysis.to_dict()})
+
+    def _new_evidence(self, analysis: Analysis) -> bool:
+        """Whether the look's failed checks differ from the last counted failure's: a look at the same counts (no new
+        traffic or labels since) is the same evidence, counted once."""
+        last = next((h for h in reversed(self.state.history) if h.get("decision") == "failure"), None)
+        return last is None or _evidence(analysis.to_dict()["checks"]) != _evidence(last["checks"])
+
+    def _fail(self, analysis: Analysis, step_over: bool) -> dict | None:
+        """A counted failure: the audit says which checks and on what evidence; at `failure_limit` it rolls back, else
+        the step's interval starts again."""
+        s, limit = self.state, self.rules.failure_limit
+        s.failures += 1
+        self._remember(analysis, "failure")
+        reasons = "; ".join(c.reason for c in analysis.failing(step_over))
+        failed = self._entry("canary.check_failed", f"step {s.step + 1}, {analysis.challenger_requests} challenger "
+                                                    f"requests: {reasons} (failure {s.failures}/{limit})")
+        if s.failures >= limit:
+            return self._roll_back(f"{s.failures} failed analyses; last: {reasons}", [failed])
+        s.step_started = self.clock.now().isoformat()
+        self._save(audit=[failed])
+        return self._view()
+
+    def _advance(self, analysis: Analysis) -> None:
+        """The step passed; the audit names the checks past their threshold that other evidence outranked, and those
+        still undecided (watched on, as their counts keep cumulating)."""
         s, steps = self.state, self.rules.steps
-        noted = "".join(f"; {note}" for note in notes)
+        said = "".join(f"; {note}" for note in analysis.notes) + (
+            f"; undecided: {', '.join(analysis.undecided)}" if analysis.undecided else "")
         if s.step + 1 >= len(steps):
-            self._promote(f"every step passed{noted}")
+            self._promote(f"every step passed{said}")
             return
         s.step += 1
         s.step_started = self.clock.now().isoformat()
         plan = self._plan_for(s.step)
-        self._save(plan, [self._entry("canary.step", f"step {s.step + 1}/{len(steps)}: {steps[s.step]}{noted}", plan)])
+        self._save(plan, [self._entry("canary.step", f"step {s.step + 1}/{len(steps)}: {steps[s.step]}{said}", plan)])
 
     # ------------------------------------------------------------------ decisions
 
@@ -307,10 +343,16 @@ class Rollout:
         return self.state
 
 
+def _evidence(checks: list[dict]) -> list[tuple]:
+    """What the failed checks of a look rest on: their names, values and details (counts and bounds)."""
+    return [(c["name"], f"{c['value']:.9g}", c["detail"]) for c in checks if c["status"] == "fail"]
+
+
 @ray.remote(num_cpus=0, max_restarts=-1)
 class RolloutController(TimedShell):
-    """The actor: `Rollout` plus a timer that analyses each step when its interval is over. It keeps no state of its
-    own, so after a crash it restarts (on any node) and goes on from what the control plane holds."""
+    """The actor: `Rollout` plus a timer that looks at the rollout every tick (a quarter of the interval, at most 5 s).
+    It keeps no state of its own, so after a crash it restarts (on any node) and goes on from what the control plane
+    holds."""
 
     def __init__(self, spec: ProjectSpec):
         super().__init__(Rollout(spec))

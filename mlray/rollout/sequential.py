@@ -2,7 +2,7 @@
 
 Every check becomes a comparison of two proportions: the share of "bad" requests of each version (errors; requests
 slower than the champion's p99; wrong answers on labelled rows). Δ = p_challenger − p_champion is how much worse the
-challenger is (positive: worse). It is judged on the cumulative counts since the step started, at every tick, by
+challenger is (positive: worse). It is judged on the cumulative counts since the rollout started, at every tick, by
 always-valid bounds (confidence sequences): looking as often as one likes does not raise the error rates above α,
 unlike a fixed-horizon test repeated at every tick (the peeking problem), which rolls back equal challengers by chance.
 
@@ -18,7 +18,12 @@ M = sqrt(ρ/(I+ρ))·exp((S + mρ)²/(2(I+ρ)) − m²ρ/2), and by Ville's ineq
 The mixture is centred on the effect to detect: m = the tolerance (`MIN_EFFECT` when it is 0), τ = m/2, i.e. 95% of
 its mass on effects between 0 and twice the tolerance. It lies between Wald's SPRT of 0 against m (τ → 0: fastest at
 exactly m, but its bounds never come closer than m/2) and the zero-centred mSPRT (centre 0, τ = m: in the simulation
-of the tests, about 40% more requests both to fail a challenger worse by m and to pass an equal one).
+of the tests, about 40% more requests both to fail a challenger worse by m and to pass an equal one). Its mass lies near
+the tolerance, so alone it is slow to see a large effect: a challenger failing every request, on as many requests as the
+champion, takes it hundreds. A second, wide mixture (centre `WIDE_EFFECT` = 0.5, τ = 0.25: effects up to the whole
+scale) spends `WIDE_SHARE` = 20% of α and sees that one in ten; the narrow one keeps 80%, which costs about 5% more
+requests at the tolerance. θ is beyond a bound when either martingale reaches its share of 1/α (a union bound), so the
+bounds are the tighter of the two mixtures'.
 
 Bounds and rules (each bound holds at all ticks at once with probability ≥ 1 − α; together [low, high] is a
 (1 − 2α) confidence sequence, the two-one-sided-tests convention):
@@ -27,24 +32,28 @@ Bounds and rules (each bound holds at all ticks at once with probability ≥ 1 �
   looks, a challenger no worse than the champion is failed with probability ≤ α.
 - "pass" when high < tolerance: evidence that it is worse by less than the tolerance. A challenger worse by the
   tolerance or more passes with probability ≤ α. When both hold, the challenger is worse, within tolerance: "pass".
-- else "continue" (the check is waiting). Between 0 and the tolerance either decision is right (an indifference
-  zone), and the nearer one usually comes first. The rollout acts on the first decision that is not "continue".
-Both rules are tested directly at θ = 0 and θ = tolerance; the bounds are found by bisection, for the record.
+- else "continue" (the check is undecided). Between 0 and the tolerance either decision is right (an indifference
+  zone), and the nearer one usually comes first. Both rules hold at every look at once, so the rollout may keep
+  looking after a "pass": it acts on a "fail" whenever it comes (`mlray.rollout.analysis`).
+Both rules are tested directly at θ = 0 and θ = tolerance; the bounds are found on ever finer grids, for the record.
 
-Assumptions: within an arm, requests are independent with a rate that stays put during the step (a change that hits
-both versions alike mostly cancels in the difference); the counts are cumulative since the step started; the normal
+Assumptions: within an arm, requests are independent with a rate that stays put during the rollout (a change that hits
+both versions alike mostly cancels in the difference); the counts are cumulative since the rollout started; the normal
 approximation, which the pseudo-counts keep on the safe side in small samples (at α = 0.05, a 1% error rate and 50
-challenger requests a tick, equal versions are failed in about 3.5% of rollouts over 100 looks). The latency check's
+challenger requests a tick, equal versions are failed in about 3% of rollouts over 100 looks). The latency check's
 cut and tolerance are read off the champion's data, so they settle as it accumulates (an asymptotic assumption too).
 
-How `rollout.checks` maps to tolerances:
+How `rollout.checks` maps to tolerances (and α):
+- `alpha`: split evenly over the checks in force (Bonferroni: error rate, latency, and live accuracy, precision and
+  recall for a classifier), so that equal versions fail any of them, at any look, with probability ≤ alpha.
 - `max_error_rate`: how many more errors than the champion's the challenger may make, absolute (0.02: 2 points).
 - `max_p99_latency_ratio`: `compare_latency` counts requests slower than the champion's p99 (the champion's own
   share is 1% by construction); the tolerance is how much more often a challenger slower by that ratio at every
   quantile would exceed that cut, read off the champion's distribution: share(champion > p99 / ratio) − 1%.
 - `max_metric_drop`: the drop of live accuracy, precision or recall (each a proportion of its denominator: labelled
-  rows, predicted positives, actual positives) the challenger may show; `compare_quality` counts misses as bad
-  events. The relative rise of a regression's mean absolute error is not a proportion and is not covered here.
+  rows, predicted positives, actual positives; a macro average over classes enters on its effective counts, see
+  `mlray.rollout.analysis`) the challenger may show; `compare_quality` counts misses as bad events. The relative
+  rise of a regression's mean absolute error is not a proportion and is not covered here.
 - `max_divergence` (PSI) is no comparison of rates and stays a plain threshold.
 
 References: R. Johari, P. Koomen, L. Pekelis, D. Walsh, "Always valid inference: continuous monitoring of A/B tests",
@@ -69,8 +78,10 @@ from scipy.stats import norm
 
 MIN_EFFECT = 0.005  # the effect the mixture is centred on when the tolerance is 0 (half a point)
 MIXTURE_SPREAD = 0.5  # τ / m: the mixture's standard deviation relative to its centre
+WIDE_EFFECT = 0.5  # the centre of the wide mixture (τ = 0.25: effects up to the whole scale), which sees large ones early
+WIDE_SHARE = 0.2  # the share of α the wide mixture spends
 PSEUDO = 1.0  # bad and good requests added to each arm's counts in the variance (Agresti–Caffo)
-BISECTIONS = 40
+GRID, ROUNDS = 16, 5  # the bounds: five rounds of a 16-cell grid place them within 2e-6 (for the record)
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,15 @@ def _information(champion_events, champion_n, challenger_events, challenger_n, t
 
 
 def _half_width(information, alpha, effect):
-    """w(I): how far Δ̂ must be from θ for the mixture martingale to reach 1/α (see the module's docstring)."""
+    """w(I): how far Δ̂ must be from θ for either mixture martingale to reach its share of 1/α: the one centred on the
+    effect to detect, at (1 − WIDE_SHARE)·α, or the wide one, at WIDE_SHARE·α (a union bound: see the module's
+    docstring)."""
+    return np.minimum(_mixture_half_width(information, (1 - WIDE_SHARE) * alpha, effect),
+                      _mixture_half_width(information, WIDE_SHARE * alpha, np.asarray(WIDE_EFFECT)))
+
+
+def _mixture_half_width(information, alpha, effect):
+    """w(I) of one mixture, centred on `effect` with τ = MIXTURE_SPREAD·effect."""
     rho = 1 / (MIXTURE_SPREAD * effect) ** 2
     a = information + rho
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -159,16 +178,19 @@ def rate_decisions(champion_events: ArrayLike, champion_n: ArrayLike, challenger
     return np.where(empty, "continue", np.where(passed, "pass", np.where(fail, "fail", "continue")))
 
 
-def _bound(counts, estimate, alpha, effect, sign) -> float:
-    """The lower (sign +1) or upper (−1) always-valid bound: where the margin crosses 0, by bisection."""
-    inside, outside = estimate, -float(sign)  # the margin is < 0 at Δ̂ and ≥ 0 at the far end (Δ = ∓1)
-    for _ in range(BISECTIONS):
-        middle = (inside + outside) / 2
-        if _margin(counts, estimate, middle, alpha, effect, sign) > 0:
-            outside = middle
-        else:
-            inside = middle
-    return float(outside)
+def _bounds(counts, estimate, alpha, effect) -> tuple[float, float]:
+    """The lower and upper always-valid bounds at once: where the margin on each side crosses 0, found on ever finer
+    grids (each round narrows the bracket to one of GRID cells) and kept on the outer side, as a bisection would."""
+    sign = np.array([[1.0], [-1.0]])  # the lower bound, then the upper
+    inside, outside = np.full((2, 1), float(estimate)), -sign  # the margin is < 0 at Δ̂ and ≥ 0 at Δ = ∓1
+    steps = np.linspace(0.0, 1.0, GRID + 1)
+    for _ in range(ROUNDS):
+        thetas = inside + (outside - inside) * steps
+        beyond = _margin(counts, estimate, thetas, alpha, effect, sign) > 0
+        beyond[:, -1] = True  # the far end counts as beyond the bound, as a bisection takes it
+        first = np.maximum(np.argmax(beyond, axis=1), 1)[:, None]
+        inside, outside = np.take_along_axis(thetas, first - 1, 1), np.take_along_axis(thetas, first, 1)
+    return float(outside[0, 0]), float(outside[1, 0])
 
 
 def _check_counts(events: int, n: int, arm: str) -> None:
@@ -192,8 +214,7 @@ def compare_rates(champion_events: int, champion_n: int, challenger_events: int,
                                 f"{label}: no requests yet (champion {champion_n}, challenger {challenger_n}); {tol}")
     decision = str(rate_decisions(*counts, tolerance, alpha))
     estimate = challenger_events / challenger_n - champion_events / champion_n
-    arrays, effect = _counts(*counts), _effect(tolerance)
-    low, high = _bound(arrays, estimate, alpha, effect, +1), _bound(arrays, estimate, alpha, effect, -1)
+    low, high = _bounds(_counts(*counts), estimate, alpha, _effect(tolerance))
     why = {"fail": "worse than the champion (lower bound > 0)",
            "pass": f"within the {tol} (upper bound below it)",
            "continue": f"undecided (the bounds hold both 0 and the {tol})"}[decision]
@@ -210,11 +231,21 @@ def latency_counts(champion_ms: ArrayLike, challenger_ms: ArrayLike, max_ratio: 
     independent comparisons). Returns champion events, champion n, challenger events, challenger n, the tolerance
     (share of the champion slower than cut / max_ratio, minus its share slower than the cut) and the cut."""
     champion, challenger = np.asarray(champion_ms, dtype=float), np.asarray(challenger_ms, dtype=float)
-    cut = np.quantile(champion, quantile, axis=-1, keepdims=True)
+    cut = _quantile(champion, quantile)
     slower = np.sum(champion > cut, axis=-1)
     tolerance = np.maximum(np.mean(champion > cut / max_ratio, axis=-1) - slower / champion.shape[-1], 0.0)
     return (slower, np.full(slower.shape, champion.shape[-1]), np.sum(challenger > cut, axis=-1),
             np.full(slower.shape, challenger.shape[-1]), tolerance, cut[..., 0])
+
+
+def _quantile(values: np.ndarray, quantile: float) -> np.ndarray:
+    """np.quantile along the last axis (linear interpolation, dimensions kept) by a partial sort around its two order
+    statistics: the rollout computes it at every look, on every champion answer since the rollout began."""
+    position = quantile * (values.shape[-1] - 1)
+    below, above = math.floor(position), math.ceil(position)
+    ordered = np.partition(values, [below, above], axis=-1)
+    low, high = ordered[..., below:below + 1], ordered[..., above:above + 1]
+    return low + (high - low) * (position - below)
 
 
 def compare_latency(champion_ms: ArrayLike, challenger_ms: ArrayLike, max_ratio: float, alpha: float = 0.05,

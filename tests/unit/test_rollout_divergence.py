@@ -89,7 +89,8 @@ def test_a_challenger_worse_on_labels_fails_on_its_live_quality_incident_or_not(
     """The labels judge it through the live-quality checks and their tolerance; divergence is not what fails it."""
     champion, champion_labels, _, _ = world
     inputs, truth = drifted_world()
-    worse, worse_labels = served(inputs, truth, "b", reads_as=SCALE, cut=4.0)  # retrained, but it misses positives
+    # retrained, but it misses positives: live recall about 0.2 lower, evidence enough on 400 labels each at α 0.01
+    worse, worse_labels = served(inputs, truth, "b", reads_as=SCALE, cut=5.0)
     analysis = analyze(champion, worse, champion_labels | worse_labels, CHECKS, 50, incident=incident)
     check = divergence(analysis)
     assert check.value > CHECKS.max_divergence and "< champion" in check.detail

@@ -178,11 +178,20 @@ def test_an_all_error_challenger_on_ten_requests_gives_a_valid_result():
     assert result.decision == "fail"  # 10 of 10 against 10 of 1,000 is evidence enough
 
 
+def test_a_challenger_failing_every_request_is_failed_on_ten_requests_even_on_equal_arms():
+    """The wide mixture's job: the one centred on a 2-point tolerance alone still hesitates at 50 requests a side."""
+    assert compare_rates(0, 10, 10, 10, 0.02, 0.01).decision == "fail"
+    assert compare_rates(0, 5, 5, 5, 0.02, 0.01).decision == "continue"  # five of five is not yet evidence at α 0.01
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("mlray.rollout.sequential.WIDE_SHARE", 1e-300)  # the narrow mixture alone, in effect
+        assert compare_rates(0, 50, 50, 50, 0.02, 0.01).decision == "continue"
+
+
 def test_the_audit_line_names_the_rates_the_bounds_and_the_rule():
     result = compare_rates(42, 4200, 22, 1050, TOLERANCE)
     assert result.decision == "fail"
     assert result.detail.startswith("fail: challenger error rate 2.10% of 1050 vs champion 1.00% of 4200: +1.10 pts")
-    assert "always-valid 95% bounds [+0.07, +2.67]" in result.detail and "lower bound > 0" in result.detail
+    assert "always-valid 95% bounds [+0.04, +2.76]" in result.detail and "lower bound > 0" in result.detail
 
 
 def test_fixed_horizon_n_has_the_power_it_claims():
