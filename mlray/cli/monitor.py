@@ -63,10 +63,12 @@ def _show(state: dict | None, as_json: bool) -> None:
         console.print(table("live quality", ["version", "metrics"], [
             [v, ", ".join(f"{k} {x:.3f}" for k, x in m.items())] for v, m in state["live_quality"].items()]))
     console.print(table("last windows", ["window", "rows", "drifted columns", "score drift", "quality drop",
-                                         "estimated drop", "class shares moved", "other versions' scores"], [
+                                         "estimated drop", "class shares moved", "labels outside estimate",
+                                         "segments flagged", "other versions' scores"], [
         [w["seq"], w["rows"], ", ".join(w["drifted"]), w["score_drift"],
          "" if w["quality_drop"] is None else f"{w['quality_drop']:.3f}",
          "" if w.get("estimated_drop") is None else f"{w['estimated_drop']:.3f}", ", ".join(w.get("prior_shift", [])),
+         "yes" if w.get("concept_drift") else "", ", ".join(f"{c}={v}" for c, v in w.get("segments", [])),
          ", ".join(f"v{v} {'drift' if moved else 'ok'}" for v, moved in w.get("versions", {}).items())]
         for w in state["history"]]))
 
@@ -105,13 +107,14 @@ def report(window: Annotated[Optional[int], typer.Option(help="The window to pic
     console.print(table(f"drift reports of {spec.name} (newest first)",
                         ["window", "checked", "rows", "champion", "drifted columns", "min p", "score p",
                          "estimated before labels (90%)", "realised (champion, ±2 se)", "class shares",
-                         "other versions (own reference)", "verdict"],
+                         "labels against estimate", "worst segments", "other versions (own reference)", "verdict"],
                         [[r.seq, f"{r.at:%Y-%m-%d %H:%M:%S}", r.rows, r.champion, ", ".join(r.drifted),
                           f"{min(r.p_values):.2g}" if r.p_values else "",
                           "" if r.score_p_value is None else f"{r.score_p_value:.2g}", _estimated(r.estimated, metrics),
                           _realised(r.quality.get(r.champion, {}), metrics),
                           _estimated(r.priors, None) + (f" (moved: {', '.join(r.prior_shift)})" if r.prior_shift else ""),
-                          _versions(r.versions, metrics), r.verdict] for r in reports[:limit]]))
+                          _assumptions(r.assumptions), _segments(r.segments), _versions(r.versions, metrics),
+                          r.verdict] for r in reports[:limit]]))
     for path in pictures:
         console.print(f"wrote {path}")
 
@@ -129,6 +132,22 @@ def _estimated(estimates: dict[str, dict[str, float]], shown: tuple[str, ...] | 
     """'roc_auc 0.91 [0.89, 0.93]' for the estimates worth a glance (`shown`; None: all)."""
     return ", ".join(f"{name} {e['value']:.3g} [{e['low']:.3g}, {e['high']:.3g}]"
                      for name, e in estimates.items() if shown is None or name in shown)
+
+
+def _assumptions(check: dict) -> str:
+    """'outside: recall, f1' / 'within (1,800 rows)' / why the labels were not judged."""
+    if not check:
+        return ""
+    if not check.get("judged"):
+        return f"not judged: {check.get('reason', '')}"
+    return f"outside: {', '.join(check['outside'])}" if check.get("outside") else f"within ({check['rows']:,} rows)"
+
+
+def _segments(found: dict) -> str:
+    """'device=mobile q 0.001 (score, amount)' for the worst segments (flagged ones marked by their tests)."""
+    return "; ".join(f"{w['column']}={w['value']} q {w['evidence']:.2g}" + (f" ({', '.join(w['drifted'])})"
+                                                                          if w.get("drifted") else "")
+                     for w in found.get("worst", [])[:3])
 
 
 def _versions(versions: dict[str, dict], shown: tuple[str, ...]) -> str:

@@ -80,3 +80,18 @@ def test_windows_with_nothing_to_draw_still_draw_and_say_so(tmp_path):
     assert "no estimate of roc_auc" in notes and "no realised roc_auc" in notes
     assert quality_series([], "roc_auc").notes == ["no windows reported"]
     assert png_notes(quality_png([], "roc_auc", tmp_path / "empty.png")) == "no windows reported"
+
+
+def test_the_drift_report_table_names_the_worst_segments_and_what_the_labels_said():
+    from mlray.cli.monitor import _assumptions, _segments, _versions
+
+    worst = {"worst": [{"column": "device", "value": "mobile", "evidence": 0.0012, "drifted": ["score", "amount"]},
+                       {"column": "device", "value": "pos", "evidence": 0.6, "drifted": []}]}
+    assert _segments(worst) == "device=mobile q 0.0012 (score, amount); device=pos q 0.6"
+    assert _assumptions({"judged": True, "rows": 1800, "outside": ["recall", "f1"]}) == "outside: recall, f1"
+    assert _assumptions({"judged": True, "rows": 1800, "outside": []}) == "within (1,800 rows)"
+    assert _assumptions({"judged": False, "reason": "fewer than 20 labels of a class"}) == \
+        "not judged: fewer than 20 labels of a class"
+    versions = {"2": {"rows": 120, "shadow": True, "score_p_value": 0.41, "estimated": {}},
+                "3": {"rows": 9, "shadow": False, "error": "FileNotFoundError: no package"}}
+    assert _versions(versions, ("roc_auc",)) == "v2 (shadow) score p 0.41; v3 not checked: FileNotFoundError: no package"
