@@ -91,13 +91,13 @@ class RolloutState(BaseModel):
     status: RolloutStatus = RolloutStatus.RUNNING
     step: int = 0
     step_started: str = ""  # ISO time
-    started: str = ""  # when the rollout began: the champion's baseline once it gets no live traffic (100% steps)
+    started: str = ""  # when the rollout began: every look analyses the traffic since (one sequential test per check)
     failures: int = 0
     reason: str = ""
     # the last versions of the inference log and labels before the rollout's window: reads start after them
     log_version: int = -1
     labels_version: int = -1
-    history: list[dict] = []  # one entry per analysis
+    history: list[dict] = []  # each decision (advance, failure) and the latest look that decided nothing
     rules: dict = {}  # the spec's rollout section it started with (a restart keeps it)
     incident: str | None = None  # the incident the challenger answers (its retraining job started the rollout)
 
