@@ -75,6 +75,12 @@ def monitor() -> dict:
         "class_share": metrics.Gauge("mlray_class_share", "Each class's share of the last window estimated before its "
                                      "labels arrive (bound: value, low, high of its 90% interval).",
                                      tag_keys=("model", "model_version", "class", "bound")),
+        "outside": metrics.Gauge("mlray_estimate_outside", "1 when the champion's last labelled rows left the band "
+                                 "of the quality estimated from their scores (concept drift), by metric.",
+                                 tag_keys=("model", "model_version", "metric")),
+        "segments_flagged": metrics.Gauge("mlray_segments_flagged", "Segments (values of train.slices) flagged in the "
+                                          "last window, of those tested (kind: flagged, tested).",
+                                          tag_keys=("model", "kind")),
         "windows": metrics.Counter("mlray_drift_windows", "Windows checked, by verdict.", tag_keys=("model", "verdict")),
         "incidents": metrics.Counter("mlray_incidents", "Incidents opened, by cause.", tag_keys=("model", "cause")),
     }

@@ -156,6 +156,13 @@ class ReportPublisher:
             for metric, value in metrics.items():
                 gauges["quality"].set(value, tags={"model": model, "model_version": version, "metric": metric})
         self._estimates(gauges, report.champion, report.estimated, report.priors)
+        if report.assumptions.get("judged"):
+            for metric in report.assumptions["metrics"]:
+                gauges["outside"].set(float(metric in report.assumptions["outside"]),
+                                      tags={"model": model, "model_version": report.champion, "metric": metric})
+        if report.segments:
+            for kind, count in (("flagged", len(report.segments["flagged"])), ("tested", report.segments["tested"])):
+                gauges["segments_flagged"].set(float(count), tags={"model": model, "kind": kind})
         for version, found in report.versions.items():  # challengers and shadows, against their own references
             if found.get("score_p_value") is not None:
                 tags = {"model": model, "model_version": version}
