@@ -25,7 +25,7 @@ from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import window_drifted
 from mlray.monitor.reference import Reference, load_reference
 from mlray.monitor.reports import read_reports, write_report
-from mlray.monitor.segments import check_segments
+from mlray.monitor.segments import check_segments, labelled_rows
 from mlray.monitor.versions import ServedVersions
 from mlray.monitor.windows import Cursor
 from mlray.spec import ProjectSpec
@@ -82,7 +82,7 @@ class WindowChecks:
         assumptions = check_assumptions(reference, live.labelled(reference.version), seed=checkpoint.seq)
         estimated_drop = None if assumptions.concept_drift else estimates.drop(metric, reference.offline)
         versions = self.versions.check(served, reference.version, seed=checkpoint.seq)
-        segments = self.segments(reference, answered_inputs, scores, result, checkpoint.seq)
+        segments = self.segments(reference, answered_inputs, scores, result, checkpoint.seq, live)
         times = window.column("at")
         entry = {"drifted": result.drifted, "score_drift": result.score_drift, "prior_shift": estimates.prior_shift,
                  "concept_drift": assumptions.concept_drift}
@@ -103,16 +103,19 @@ class WindowChecks:
                             assumptions=assumptions.to_dict(), segments=segments)
 
     def segments(self, reference: Reference, inputs: pa.Table, scores: np.ndarray, result: DriftResult,
-                 seq: int) -> dict:
+                 seq: int, live: LiveQuality) -> dict:
         """The worst segments of `train.slices` in the champion's answers (matched to the window's periods like its
-        score test): what `mlray monitor status` and the drift report show; {} without slices."""
+        score test), with the live ROC-AUC of each on the champion's last labelled rows (binary): what
+        `mlray monitor status` and the drift report show; {} without slices."""
         slices = self.spec.train.slices
         if not slices or not inputs.num_rows:
             return {}
         if result.scored_rows is not None:
             inputs, scores = inputs.filter(pa.array(result.scored_rows)), scores[result.scored_rows]
+        labelled = labelled_rows(reference.classes, live.segmented(reference.version)) \
+            if reference.task == "binary" else None
         found = check_segments(reference, inputs, scores, slices, q=self.monitor_rules.segment_q, seed=seq,
-                               reference_rows=result.matched_rows)
+                               reference_rows=result.matched_rows, labelled=labelled)
         return {"tested": len(found.segments), "flagged": [[s.column, s.value] for s in found.flagged],
                 "worst": found.summary(SHOWN_SEGMENTS), "unseen": found.unseen, "missing": found.missing}
 

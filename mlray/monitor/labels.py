@@ -23,8 +23,8 @@ class LabelJoin:
     version that scored the row, shadows too) to live quality; a label that came before its prediction was flushed
     waits in the checkpoint (up to `PENDING_FOR`, at most `PENDING_LABELS`)."""
 
-    def __init__(self, lake: Lake, serve: ServeSpec, clock: Clock):
-        self.lake, self.serve, self.clock = lake, serve, clock
+    def __init__(self, lake: Lake, serve: ServeSpec, clock: Clock, slices: list[str] = ()):
+        self.lake, self.serve, self.clock, self.slices = lake, serve, clock, list(slices)  # kept per row: segments
 
     def take(self, checkpoint: MonitorCheckpoint, live: LiveQuality) -> int:
         """Join the new labels (and those waiting); returns the labels taken."""
@@ -40,7 +40,7 @@ class LabelJoin:
         matched = self._predictions_for(labels)
         for row in matched.to_pylist():
             live.add(row["model_version"], f"{row['request_id']}:{row['row']}", row["label"], row["prediction"],
-                     row["score"])
+                     row["score"], self._segments(row.get("inputs")))
         found = set(zip(matched.column("request_id").to_pylist(), matched.column("row").to_pylist()))
         cutoff = self.clock.now() - PENDING_FOR
         waiting = [[r["request_id"], r["row"], r["label"], r["at"].isoformat()] for r in labels.to_pylist()
@@ -54,5 +54,11 @@ class LabelJoin:
             return pa.table({"request_id": pa.array([], pa.string()), "row": pa.array([], pa.int32())})
         logged = self.lake.open(table).to_pyarrow_dataset().to_table(
             filter=pc.field("request_id").isin(pc.unique(labels.column("request_id"))),
-            columns=["request_id", "row", "model_version", "prediction", "score"])
+            columns=["request_id", "row", "model_version", "prediction", "score", *(["inputs"] if self.slices else [])])
         return labels.join(logged, keys=["request_id", "row"], join_type="inner")
+
+    def _segments(self, inputs: dict | None) -> dict[str, str | None] | None:
+        """The row's slice values as text (the segments' keys), or None when no slices are watched."""
+        if not self.slices or inputs is None:
+            return None
+        return {c: None if inputs.get(c) is None else str(inputs[c]) for c in self.slices}

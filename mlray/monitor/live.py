@@ -22,31 +22,39 @@ REPORTED = {"binary": ("precision", "recall", "roc_auc", "ece"), "multiclass": (
 
 
 class LiveQuality:
-    """A sliding window of the last `rows` labelled predictions of each version: (key, label, prediction JSON, score),
-    the key being 'request_id:row' (a label that comes twice counts once)."""
+    """A sliding window of the last `rows` labelled predictions of each version: (key, label, prediction JSON, score,
+    segments), the key being 'request_id:row' (a label that comes twice counts once) and segments the row's values of
+    the slice columns ({column: text}, None when none were asked for or a checkpoint kept none)."""
 
     def __init__(self, rows: int, saved: dict[str, list] | None = None):
         self.rows = rows
-        self.pairs: dict[str, deque] = {v: deque(map(tuple, items), maxlen=rows) for v, items in (saved or {}).items()}
+        # a checkpoint of an older mlray kept 4 items a row: its rows get no slice values
+        self.pairs: dict[str, deque] = {v: deque(((*p, None)[:5] for p in items), maxlen=rows)
+                                        for v, items in (saved or {}).items()}
         self.keys: dict[str, set] = {v: {p[0] for p in pairs} for v, pairs in self.pairs.items()}
 
-    def add(self, version: str, key: str, label: str, prediction: str | None, score: float | None) -> bool:
+    def add(self, version: str, key: str, label: str, prediction: str | None, score: float | None,
+            segments: dict[str, str | None] | None = None) -> bool:
         """Keep one labelled prediction; False when the call had failed or this key is already kept."""
         pairs, keys = self.pairs.setdefault(version, deque(maxlen=self.rows)), self.keys.setdefault(version, set())
         if prediction is None or key in keys:
             return False
         if len(pairs) == self.rows:
             keys.discard(pairs[0][0])  # the oldest leaves the window
-        pairs.append((key, label, prediction, score))
+        pairs.append((key, label, prediction, score, segments))
         keys.add(key)
         return True
 
     def labelled(self, version: str) -> list[tuple[str, float | None]]:
         """(label text, served score) of `version`'s kept rows, oldest first."""
-        return [(label, score) for _, label, _, score in self.pairs.get(version, ())]
+        return [(p[1], p[3]) for p in self.pairs.get(version, ())]
+
+    def segmented(self, version: str) -> list[tuple[str, float | None, dict]]:
+        """(label text, served score, slice values) of `version`'s kept rows that carry their slice values."""
+        return [(p[1], p[3], p[4]) for p in self.pairs.get(version, ()) if p[4]]
 
     def to_state(self) -> dict[str, list]:
-        return {v: [list(p) for p in pairs] for v, pairs in self.pairs.items()}
+        return {v: [list(p if p[4] else p[:4]) for p in pairs] for v, pairs in self.pairs.items()}  # as before: 4
 
     def counts(self) -> dict[str, int]:
         return {v: len(p) for v, p in self.pairs.items()}
@@ -58,7 +66,7 @@ class LiveQuality:
         out = {}
         for version, pairs in self.pairs.items():
             if len(pairs) >= min_labels:
-                found = task_quality(task, classes, threshold, [p[1:] for p in pairs], min_class_labels)
+                found = task_quality(task, classes, threshold, [p[1:4] for p in pairs], min_class_labels)
                 if found:
                     out[version] = found
         return out

@@ -129,6 +129,18 @@ class LabelledRows:
     scores: np.ndarray
 
 
+def labelled_rows(classes: list, rows: list[tuple[str, float | None, dict]]) -> LabelledRows | None:
+    """(label text, score, slice values) rows as `LabelledRows`: those whose label names one of the binary model's
+    classes (as text, case aside) and that have a score; None when none do."""
+    negative, positive = (str(c).lower() for c in classes)
+    kept = [(str(label).lower() == positive, float(score), values) for label, score, values in rows
+            if str(label).lower() in (negative, positive) and score is not None and np.isfinite(score)]
+    if not kept:
+        return None
+    return LabelledRows(pa.Table.from_pylist([values for _, _, values in kept]),
+                        np.array([y for y, _, _ in kept], dtype=np.int64), np.array([s for _, s, _ in kept], float))
+
+
 def check_segments(reference: Reference, window_inputs: pa.Table, window_scores: np.ndarray,
                    slice_columns: list[str], q: float = 0.05, min_rows: int = 100,
                    labelled: LabelledRows | None = None, seed: int = 0,

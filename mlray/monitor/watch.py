@@ -67,7 +67,7 @@ class Monitor:
         self.checkpoints = CheckpointStore(StateTable(self.lake, STATE_TABLE))
         self.incidents, self.audit = Incidents(self.lake), AuditLog(spec.platform)
         self.serving = serving or ServingTable(spec, self.lake)
-        self.labels = LabelJoin(self.lake, spec.serve, clock)
+        self.labels = LabelJoin(self.lake, spec.serve, clock, spec.train.slices)
         self.windows = WindowStream(self.lake, spec.serve, spec.monitor, clock)
         self.checks = WindowChecks(spec, self.lake, self.serving, clock, load_reference, make_detectors)
         self.publisher = ReportPublisher(spec, gauges)
