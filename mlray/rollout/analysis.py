@@ -17,8 +17,10 @@ quality without enough labels is 'skipped' unless the spec requires labels.
 Score divergence from the champion is evidence, not a veto. Beyond its threshold it fails the step only when nothing
 explains it; it is 'noted' (counted like a pass, and named in the verdict with the evidence that decided) when the
 challenger answers an incident (it was retrained because the world moved, so it is meant to score differently), or
-when the labels show it at least as good as the champion on every live metric compared. A challenger that is worse
-on labels is judged by the live-quality checks and their tolerance, not by how differently it scores.
+when the labels show it at least as good as the champion on every live metric compared, or, before any labels, when
+the quality estimated from each version's own calibrated scores (the drift monitor's latest window, `estimated`) shows
+it at least as good on every metric estimated. A challenger that is worse on labels is judged by the live-quality
+checks and their tolerance, not by how differently it scores.
 """
 
 from __future__ import annotations
@@ -163,15 +165,18 @@ def alpha_per_check(checks: RolloutChecks, regression: bool) -> float:
 
 
 def analyze(champion: list[dict], challenger: list[dict], labels: dict[tuple[str, int], str],
-            checks: RolloutChecks, min_requests: int, incident: str | None = None) -> Analysis:
+            checks: RolloutChecks, min_requests: int, incident: str | None = None,
+            estimated: list[Compared] = ()) -> Analysis:
     """`champion`/`challenger`: inference-log records (request_id, row, error, latency_ms, score, prediction, shadow)
     since the rollout began; `labels`: (request_id, row) → the true label as text; `incident`: the incident the
-    challenger answers (its retraining was triggered by drift or a quality drop), if any."""
-    return judge(Traffic.of(champion, labels), Traffic.of(challenger, labels), checks, min_requests, incident)
+    challenger answers (its retraining was triggered by drift or a quality drop), if any; `estimated`: both versions'
+    quality estimated before labels, the divergence's evidence while there are none."""
+    return judge(Traffic.of(champion, labels), Traffic.of(challenger, labels), checks, min_requests, incident,
+                 estimated)
 
 
 def judge(champion: Traffic, challenger: Traffic, checks: RolloutChecks, min_requests: int,
-          incident: str | None = None) -> Analysis:
+          incident: str | None = None, estimated: list[Compared] = ()) -> Analysis:
     """`analyze` on the two versions' tallies: what a replay that cumulates them tick by tick calls."""
     alpha = alpha_per_check(checks, champion.regression or challenger.regression)
     enough = challenger.requests >= min_requests and champion.requests >= 1
@@ -180,7 +185,7 @@ def judge(champion: Traffic, challenger: Traffic, checks: RolloutChecks, min_req
     quality, compared = _quality_checks(champion.labelled, challenger.labelled, checks, alpha)
     return Analysis([_error_check(champion, challenger, checks.max_error_rate, alpha, min_requests, enough),
                      _latency_check(champion, challenger, checks.max_p99_latency_ratio, alpha, enough),
-                     divergence_check(psi, checks.max_divergence, compared, incident), *quality],
+                     divergence_check(psi, checks.max_divergence, compared, incident, estimated), *quality],
                     champion.requests, challenger.requests, incident)
 
 
@@ -230,11 +235,12 @@ def _sequential_check(name: str, result: SequentialResult, value: float | None, 
 
 @dataclass(frozen=True)
 class Compared:
-    """One live metric of both versions on their labelled feedback."""
+    """One metric of both versions: live on their labelled feedback, or estimated before labels from their scores."""
     metric: str
     champion: float
     challenger: float
     lower_is_better: bool = False
+    source: str = "live"  # or 'estimated'
 
     @property
     def at_least_as_good(self) -> bool:
@@ -243,13 +249,14 @@ class Compared:
     def __str__(self) -> str:
         sign = ("<=" if self.lower_is_better else ">=") if self.at_least_as_good else \
             (">" if self.lower_is_better else "<")
-        return f"live {self.metric} {self.challenger:.3f} {sign} champion {self.champion:.3f}"
+        return f"{self.source} {self.metric} {self.challenger:.3f} {sign} champion {self.champion:.3f}"
 
 
-def divergence_check(psi: float | None, threshold: float, compared: list[Compared], incident: str | None) -> Check:
+def divergence_check(psi: float | None, threshold: float, compared: list[Compared], incident: str | None,
+                     estimated: list[Compared] = ()) -> Check:
     """The score divergence (PSI) against the champion, weighed with the other evidence (see the module's docstring):
-    within the threshold it passes; beyond it, it is 'noted' when the challenger answers an incident or the labels
-    show it at least as good on every metric compared, else it fails as a veto."""
+    within the threshold it passes; beyond it, it is 'noted' when the challenger answers an incident, or the labels
+    show it at least as good on every metric compared, or (no labels yet) the estimates do, else it fails as a veto."""
     name = "score_divergence"
     if psi is None:
         return Check(name, "waiting", None, threshold, "population stability index")
@@ -260,6 +267,8 @@ def divergence_check(psi: float | None, threshold: float, compared: list[Compare
         return Check(name, "noted", psi, threshold, f"answers incident {incident}; {labels}", "incident")
     if compared and all(c.at_least_as_good for c in compared):
         return Check(name, "noted", psi, threshold, labels, "labels")
+    if not compared and estimated and all(c.at_least_as_good for c in estimated):
+        return Check(name, "noted", psi, threshold, ", ".join(str(c) for c in estimated), "estimates")
     return Check(name, "fail", psi, threshold, f"no incident behind the challenger, and {labels}", "threshold")
 
 

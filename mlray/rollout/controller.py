@@ -29,6 +29,7 @@ import logging
 import time
 from datetime import datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
@@ -43,8 +44,9 @@ from mlray.lake import Lake
 from mlray.lake.inference import appended_since, dedupe_labels
 from mlray.lake.specs import LiveSpec
 from mlray.metrics import rollout as rollout_gauges
+from mlray.monitor.reports import read_reports
 from mlray.registry.models import Registry
-from mlray.rollout.analysis import Analysis, analyze
+from mlray.rollout.analysis import Analysis, Compared, analyze
 from mlray.serve import control, deploy
 from mlray.serve.control import ROLLBACK_TAG
 from mlray.serve.routing import TrafficPlan
@@ -52,6 +54,7 @@ from mlray.spec import ProjectSpec, RolloutSpec
 
 __all__ = ["ROLLBACK_TAG", "Rollout", "RolloutClient", "RolloutController", "client", "controller"]
 log = logging.getLogger(__name__)
+ESTIMATED_EVIDENCE = ("roc_auc", "precision", "recall")  # the estimates that can explain a score divergence
 ACTOR = "rollout-controller"
 # what the analysis reads of the inference log and the labels (never the logged inputs)
 ANALYSED_LOG_COLUMNS = ["request_id", "row", "error", "latency_ms", "score", "prediction", "shadow", "model_version", "at",
@@ -207,7 +210,20 @@ class Rollout:
         champion, challenger, labels = self._records(began)
         if len(champion) < rollout.min_requests:  # e.g. a rollout that starts at 100%: the traffic before it is the baseline
             champion = self._records(began - rollout.interval)[0]
-        return analyze(champion, challenger, labels, rollout.checks, rollout.min_requests, s.incident)
+        return analyze(champion, challenger, labels, rollout.checks, rollout.min_requests, s.incident,
+                       self._estimated(began))
+
+    def _estimated(self, began: datetime) -> list[Compared]:
+        """Both versions' quality estimated before labels (each from its own calibrator) in the drift monitor's latest
+        window, when one was checked since the rollout began against this champion; none without a monitor."""
+        s = self.state
+        latest = read_reports(self.lake, limit=1)
+        if not latest or latest[0].at < began or latest[0].champion != s.champion:
+            return []
+        ours, theirs = latest[0].estimated, latest[0].versions.get(s.challenger, {}).get("estimated", {})
+        return [Compared(metric, ours[metric]["value"], theirs[metric]["value"], source="estimated")
+                for metric in ESTIMATED_EVIDENCE if metric in ours and metric in theirs
+                and np.isfinite([ours[metric]["value"], theirs[metric]["value"]]).all()]
 
     def tick(self, force: bool = False) -> dict | None:
         """Look at the rollout and act: count a failure, move on when the step's interval is over (at once with

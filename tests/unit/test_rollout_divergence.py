@@ -108,3 +108,14 @@ def test_labels_must_show_the_challenger_at_least_as_good_on_every_metric_compar
     assert divergence_check(0.40, 0.25, [mae], None).detail == "live mae 1.500 <= champion 2.000"
     assert divergence_check(0.10, 0.25, [], None).status == "pass"
     assert divergence_check(None, 0.25, [], INCIDENT).status == "waiting"
+
+
+def test_before_labels_the_estimates_of_both_versions_can_explain_a_divergence_but_labels_outrank_them():
+    better = [Compared("roc_auc", 0.86, 0.90, source="estimated"), Compared("recall", 0.50, 0.55, source="estimated")]
+    noted = divergence_check(0.40, 0.25, [], None, better)
+    assert noted.status == "noted" and noted.decided_by == "estimates"
+    assert noted.detail == "estimated roc_auc 0.900 >= champion 0.860, estimated recall 0.550 >= champion 0.500"
+    worse = [Compared("roc_auc", 0.86, 0.80, source="estimated")]
+    assert divergence_check(0.40, 0.25, [], None, worse).status == "fail"
+    labelled_worse = [Compared("precision", 0.9, 0.7)]
+    assert divergence_check(0.40, 0.25, labelled_worse, None, better).status == "fail"

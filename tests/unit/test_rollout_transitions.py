@@ -218,3 +218,30 @@ def test_a_rollout_stopped_by_hand_is_left_alone_by_its_next_tick(world):
     clock.advance(INTERVAL + timedelta(seconds=1))
     state = rollout.tick()
     assert state["status"] == RolloutStatus.STOPPED and state["history"] == [] and plane.audit == []
+
+
+def test_the_monitors_estimates_since_the_rollout_began_explain_a_divergence_before_labels(world, spec):
+    from mlray.control.state import WindowReport, WindowVerdict
+    from mlray.monitor.reports import write_report
+
+    rollout, clock, plane, log = world
+    log("2", 100, T0 + timedelta(seconds=30), score=lambda i: (i % 10) / 10)
+    log("3", 10, T0 + timedelta(seconds=40), score=lambda i: 0.95)
+
+    def estimated(auc: float) -> dict:
+        return {"roc_auc": {"value": auc, "low": auc - 0.02, "high": auc + 0.02}}
+
+    def report(seq: int, at: datetime, champion_auc: float, challenger_auc: float) -> None:
+        write_report(Lake.from_platform(spec.platform), WindowReport(
+            seq=seq, epoch="e", at=at, rows=110, champion="2", start=[0, 0], end=[1, 0], verdict=WindowVerdict.OK,
+            estimated=estimated(champion_auc), versions={"3": {"rows": 10, "shadow": False,
+                                                                "estimated": estimated(challenger_auc)}}))
+
+    report(0, T0 - timedelta(minutes=5), 0.80, 0.95)  # before the rollout began: not this rollout's evidence
+    report(1, T0 + timedelta(seconds=50), 0.86, 0.90)
+    clock.advance(INTERVAL + timedelta(seconds=1))
+    state = rollout.tick()
+    assert state["step"] == 1 and state["failures"] == 0
+    divergence = next(c for c in state["history"][-1]["checks"] if c["name"] == "score_divergence")
+    assert divergence["status"] == "noted" and divergence["decided_by"] == "estimates"
+    assert divergence["detail"] == "estimated roc_auc 0.900 >= champion 0.860"
