@@ -20,6 +20,7 @@ BENCHMARKS = {
     "batch_predict": {"full": [], "quick": ["--rows", "100000", "--repeats", "1"]},
     "serve": {"full": [], "quick": ["--duration", "3", "--warmup", "1"]},
     "drift": {"full": [], "quick": ["--windows", "2", "--after", "3", "--rows", "10000", "--labels-before", "50"]},
+    "monitoring": {"full": [], "quick": ["--seeds", "2"]},
 }
 
 

@@ -24,6 +24,7 @@ PERIODS = {"hour_of_day": 24, "day_of_week": 7, "hour_of_week": 168}
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 UNSEEN_LIMIT = 0.5  # a window with more of its rows in periods the reference never saw is not judged
 NO_TIME = -1  # the period of a row without a timestamp
+COUNTED_RANGE = 4096  # window periods spanning at most this many values are counted, not sorted
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,12 @@ class Context:
 
     def periods(self, times: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Each row's period of the cycle (UTC, as the features read time), NO_TIME for a missing timestamp."""
-        hour, weekday = pc.hour(times), pc.day_of_week(times)  # Monday 0
-        value = {"hour_of_day": hour, "day_of_week": weekday,
-                 "hour_of_week": pc.add(pc.multiply(weekday, 24), hour)}[self.period]
+        if self.period == "hour_of_day":
+            value = pc.hour(times)
+        elif self.period == "day_of_week":
+            value = pc.day_of_week(times)  # Monday 0
+        else:
+            value = pc.add(pc.multiply(pc.day_of_week(times), 24), pc.hour(times))
         return pc.fill_null(value, NO_TIME).to_numpy(zero_copy_only=False).astype(np.int64)
 
     def label(self, period: int) -> str:
@@ -76,38 +80,67 @@ class Matched:
         return self.unseen_share <= UNSEEN_LIMIT and bool(self.window_rows.any())
 
 
+@dataclass(frozen=True)
+class PeriodIndex:
+    """A reference's periods indexed once, for matching many windows to it: its distinct periods (sorted), how many
+    rows each holds and which rows (sorted indices)."""
+
+    periods: np.ndarray  # each reference row's period
+    values: np.ndarray
+    counts: np.ndarray
+    rows: list[np.ndarray]
+
+    @classmethod
+    def of(cls, periods: np.ndarray) -> PeriodIndex:
+        values, inverse, counts = np.unique(periods, return_inverse=True, return_counts=True)
+        grouped = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+        return cls(periods, values, counts, grouped if len(values) else [])
+
+
 def match(reference_periods: np.ndarray, window_periods: np.ndarray, seed: int = 0) -> Matched:
     """The reference subsampled to the window's mix of periods (see the module's docstring). A period the reference
     holds few rows of would shrink the whole matched sample to its own size, so the scarcest periods are left out
     (their rows too) while that makes the comparison larger: the kept set maximises n·m / (n + m), the effective size
     of a two-sample test of m window rows against n reference rows."""
-    periods, counts = np.unique(reference_periods, return_counts=True)
-    seen = np.isin(window_periods, periods)
-    unseen = sorted(set(np.unique(window_periods[~seen]).tolist()))
+    return match_indexed(PeriodIndex.of(reference_periods), window_periods, seed)
+
+
+def match_indexed(reference: PeriodIndex, window_periods: np.ndarray, seed: int = 0) -> Matched:
+    """`match` against a reference indexed once (`PeriodIndex.of`)."""
+    seen = np.isin(window_periods, reference.values)
+    present, present_counts = _distinct(window_periods)
+    known = np.isin(present, reference.values)
+    unseen = present[~known].tolist()
     unseen_share = float(1 - seen.mean()) if len(window_periods) else 0.0
-    wanted, wanted_counts = np.unique(window_periods[seen], return_counts=True)
+    wanted, wanted_counts = present[known], present_counts[known]
     if not len(wanted):
         return Matched(np.zeros(0, dtype=np.int64), seen, unseen, unseen_share, 0.0)
-    ratio = counts[np.searchsorted(periods, wanted)] / wanted_counts  # reference rows per window row, by period
-    order = np.argsort(ratio)  # scarcest first
-    best = (-1.0, 0, 0.0)  # (effective size, periods dropped, reference rows)
-    for dropped in range(len(order)):
-        kept = order[dropped:]
-        window_rows = wanted_counts[kept].sum()
-        size = min(len(reference_periods), ratio[kept].min() * window_rows)
-        effective = window_rows * size / (window_rows + size)
-        if effective > best[0]:
-            best = (effective, dropped, size)
-    _, dropped, size = best
-    kept = order[dropped:]
-    rng, chosen = np.random.default_rng(seed), []
-    for period, count in zip(wanted[kept].tolist(), wanted_counts[kept].tolist()):
-        rows = np.flatnonzero(reference_periods == period)
-        take = min(len(rows), max(1, int(round(size * count / wanted_counts[kept].sum()))))
-        chosen.append(rng.choice(rows, size=take, replace=False))
+    position = np.searchsorted(reference.values, wanted)
+    ratio = reference.counts[position] / wanted_counts  # reference rows per window row, by period
+    order = np.argsort(ratio)  # scarcest first: dropping the first k keeps order[k:], whose scarcest is order[k]
+    window_rows = np.cumsum(wanted_counts[order][::-1])[::-1]  # the window rows kept, per periods dropped
+    sizes = np.minimum(len(reference.periods), ratio[order] * window_rows)  # the reference rows matched to them
+    dropped = int(np.argmax(window_rows * sizes / (window_rows + sizes)))  # the largest effective size, fewest dropped
+    size, kept = sizes[dropped], order[dropped:]
+    rng, chosen = np.random.default_rng(seed), np.zeros(len(reference.periods), dtype=bool)
+    for at, count in zip(position[kept].tolist(), wanted_counts[kept].tolist()):
+        rows = reference.rows[at]
+        take = min(len(rows), max(1, int(round(size * count / window_rows[dropped]))))
+        chosen[rng.choice(rows, size=take, replace=False)] = True  # periods hold distinct rows: none drawn twice
     taking = np.isin(window_periods, wanted[kept])
     thin_share = float((seen & ~taking).mean())
-    return Matched(np.sort(np.concatenate(chosen)), taking, unseen, unseen_share, thin_share)
+    return Matched(np.flatnonzero(chosen), taking, unseen, unseen_share, thin_share)
+
+
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(values, return_counts=True)`, by counting when the values are integers of a small range (periods)."""
+    if not len(values) or not np.issubdtype(values.dtype, np.integer) or \
+            int(values.max()) - int(values.min()) > COUNTED_RANGE:
+        return np.unique(values, return_counts=True)
+    low = values.min()
+    counts = np.bincount(values - low)
+    present = np.flatnonzero(counts)
+    return present + low, counts[present]
 
 
 def described(context: Context, matched: Matched) -> dict:

@@ -19,11 +19,12 @@ import numpy as np
 import pyarrow as pa
 
 from mlray.features import transform
-from mlray.monitor.context import Context, Matched, described, match
+from mlray.monitor.context import Context, Matched, PeriodIndex, described, match_indexed
 from mlray.monitor.reference import Reference
 from mlray.spec import MonitorSpec
 
 log = logging.getLogger(__name__)
+MAX_CODE = 1 << 20  # categorical codes above this are left to TabularDrift to list
 
 
 @dataclass
@@ -84,15 +85,27 @@ class Detectors:
         if context is not None and self.context is None:
             log.warning("v%s's reference sample has no column %s: windows are compared with the whole reference",
                         reference.version, context.column)
-        self.periods = self.context.periods(reference.sample.column(context.column)) if self.context else None
+        self.periods = PeriodIndex.of(self.context.periods(reference.sample.column(context.column))) \
+            if self.context else None  # indexed once: each window is matched against it
         self.tabular, self.scores = self._tabular(reference.x_ref), self._scores(reference.scores)
+        self.codes = category_codes(reference) if self.context else None  # to list a matched sample's categories
         self.mmd = self._mmd(seed) if monitor.multivariate else None
 
-    def _tabular(self, x_ref: np.ndarray):
+    def _tabular(self, x_ref: np.ndarray, categories: dict[int, list] | None = None):
+        """TabularDrift on `x_ref`; `categories`: each categorical column's values in it, sorted (else it finds them)."""
         from alibi_detect.cd import TabularDrift  # heavy: alibi-detect and torch (seconds); only building detectors
 
-        return TabularDrift(x_ref, p_val=self.monitor.p_value, categories_per_feature=self.reference.categories_per_feature,
+        return TabularDrift(x_ref, p_val=self.monitor.p_value,
+                            categories_per_feature=categories or self.reference.categories_per_feature,
                             correction=self.monitor.correction)
+
+    def _categories(self, rows: np.ndarray) -> dict[int, list] | None:
+        """The values each categorical column holds in the reference rows `rows`, sorted, as TabularDrift's own
+        `np.unique` finds them, counted on the codes read once (None: the codes are no small integers)."""
+        if self.codes is None:
+            return None
+        dtype = self.reference.x_ref.dtype
+        return {f: list(np.flatnonzero(np.bincount(codes[rows])).astype(dtype)) for f, codes in self.codes.items()}
 
     def _scores(self, scores: np.ndarray):
         from alibi_detect.cd import KSDrift  # heavy: alibi-detect (loaded once); only building detectors
@@ -164,20 +177,21 @@ class Detectors:
         x = self.reference.encode(inputs)
         if self.context is None:
             return _WindowTests(self.tabular, x, self.scores, scores, self.reference.scores)
-        rows, scored_rows = self._match(inputs), self._match(scored)
+        rows = self._match(inputs)
+        scored_rows = rows if scored is inputs else self._match(scored)  # the same rows match the same way
         context = described(self.context, rows)
         if not rows.judged:
             return _WindowTests(None, x, None, scores[:0], None, context, judged=False)
-        tabular = self._tabular(self.reference.x_ref[rows.reference_rows])
+        tabular = self._tabular(self.reference.x_ref[rows.reference_rows], self._categories(rows.reference_rows))
         if not scored_rows.judged:
-            return _WindowTests(tabular, x[rows.window_rows], None, scores[:0], None, context)
+            return _WindowTests(tabular, kept(x, rows.window_rows), None, scores[:0], None, context)
         reference_scores = self.reference.scores[scored_rows.reference_rows]
-        return _WindowTests(tabular, x[rows.window_rows], self._scores(reference_scores),
-                            scores[scored_rows.window_rows], reference_scores, context,
+        return _WindowTests(tabular, kept(x, rows.window_rows), self._scores(reference_scores),
+                            kept(scores, scored_rows.window_rows), reference_scores, context,
                             scored_rows=scored_rows.window_rows, matched_rows=scored_rows.reference_rows)
 
     def _match(self, rows: pa.Table) -> Matched:
-        return match(self.periods, self.context.periods(rows.column(self.context.column)), self.seed)
+        return match_indexed(self.periods, self.context.periods(rows.column(self.context.column)), self.seed)
 
     def _threshold(self, p_values: np.ndarray) -> float:
         """The per-column threshold after the correction (a column below it drifted)."""
@@ -188,6 +202,23 @@ class Detectors:
 
         drifted, threshold = fdr(p_values, q_val=alpha)
         return float(threshold) if drifted else alpha / n
+
+
+def kept(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`values[mask]`, without copying them when the mask keeps every row (a window of hours the reference all saw)."""
+    return values if mask.all() else values[mask]
+
+
+def category_codes(reference: Reference) -> dict[int, np.ndarray] | None:
+    """Each categorical column of the reference as integer codes (their encoding: 0 for anything else, i + 1 for the
+    i-th value), or None when one holds anything but small non-negative integers."""
+    codes = {}
+    for f in reference.categories_per_feature:
+        column = reference.x_ref[:, f]
+        if not len(column) or column.min() < 0 or column.max() > MAX_CODE or np.any(column != np.floor(column)):
+            return None
+        codes[f] = column.astype(np.int64)
+    return codes
 
 
 def permutation_p_value(alibi_p_value: float, permutations: int) -> float:
