@@ -76,7 +76,10 @@ class WindowChecks:
         quality = self.live_quality(live, reference)
         metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
         drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
-        matched = result.reference_scores if result.context is not None else None  # else: the validation prior
+        # with a context, the class shares are judged against the reference rows of the window's periods (none
+        # matched: not judged); without one, against the validation split's
+        matched = None if result.context is None else \
+            result.reference_scores if result.reference_scores is not None else np.zeros(0)
         estimates = estimate_window(reference, scores, seed=checkpoint.seq, matched_reference_scores=matched,
                                     window_rows=result.scored_rows)
         assumptions = check_assumptions(reference, live.labelled(reference.version), seed=checkpoint.seq)

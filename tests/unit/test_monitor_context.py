@@ -125,3 +125,21 @@ def test_the_monitor_builds_its_detectors_with_the_context(project):
                           lambda reference, rules, **options: built.append(options) or SimpleNamespace(reference=reference))
     checks.reference(MonitorCheckpoint())
     assert built == [{"context": Context("event_time", "hour_of_day")}]
+
+
+def test_a_check_names_the_reference_rows_its_scores_were_matched_with():
+    """What the class shares and the segments are judged against: the same matched rows as the score test."""
+    ref = reference()
+    detectors = Detectors(ref, MonitorSpec(p_value=0.01), context=HOUR_OF_DAY)
+    window = traffic(500, seed=7, hours=(19, 20, 21))
+    answered = window.slice(0, 400)  # the champion answered these; the rest went to a challenger
+    result = detectors.check(window, scores_of(answered), answered)
+    assert len(result.scored_rows) == 400 and result.scored_rows.all()
+    assert np.array_equal(result.reference_scores, ref.scores[result.matched_rows])
+    matched_hours = set(HOUR_OF_DAY.periods(ref.sample.column("event_time"))[result.matched_rows].tolist())
+    assert matched_hours == {19, 20, 21}
+    unseen = Detectors(reference(hours=tuple(range(8, 18))), MonitorSpec(p_value=0.01), context=HOUR_OF_DAY)
+    nothing = unseen.check(window, scores_of(window))
+    assert not nothing.judged and nothing.reference_scores is None and nothing.matched_rows is None
+    whole = Detectors(ref, MonitorSpec(p_value=0.01)).check(window, scores_of(window))
+    assert whole.context is None and whole.matched_rows is None and np.array_equal(whole.reference_scores, ref.scores)
