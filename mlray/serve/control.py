@@ -57,6 +57,21 @@ PROJECTION_WAIT_S = 10.0  # how long a change that moved an alias waits for the 
 actor_name = control_plane_name
 
 
+def running_ingress_replicas(application: str) -> int | None:
+    """How many ingress replicas Serve runs for `application` (None: Ray is not running, or Serve's controller
+    does not answer)."""
+    if not ray.is_initialized():
+        return None
+    from ray import serve  # Serve's client: only the actor asks it
+
+    try:
+        found = serve.status().applications.get(application)  # Serve not started: no applications
+    except ray.exceptions.RayError:  # its controller restarting: wait for the replicas known, as before
+        return None
+    ingress = found.deployments.get("ingress") if found is not None else None
+    return None if ingress is None else int(ingress.replica_states.get("RUNNING", 0))
+
+
 def _registry_of(spec: ProjectSpec) -> Callable[[], ModelRegistry]:
     def make() -> ModelRegistry:
         from mlray.registry.models import Registry  # heavy: MLflow; only the control plane actor, not the ingress
@@ -70,9 +85,11 @@ class ControlPlane:
     """The control plane's state and transitions; every change holds `lock`, commits, audits, then wakes watchers."""
 
     def __init__(self, spec: ProjectSpec, store: StateStore | None = None, audit: AuditSink | None = None,
-                 registry: Callable[[], ModelRegistry] | None = None):
+                 registry: Callable[[], ModelRegistry] | None = None,
+                 running_ingress: Callable[[str], int | None] = running_ingress_replicas):
         self.live = LiveSpec(spec, restarted())  # the spec it runs on: the one handed over last, after a restart too
         self.given = store, audit, registry  # ports passed in (fakes in unit tests); the others follow the spec
+        self.running_ingress = running_ingress
         self._connect()
         self.revision, self.state, self.loaded = 0, ServingState(), False
         self.projected = False  # whether the registry's aliases are known to match the state's
@@ -148,10 +165,14 @@ class ControlPlane:
         return {name: r["revision"] for name, r in self.replicas.items()}
 
     async def settled(self, revision: int, timeout: float = 30.0) -> bool:
-        """Wait until every live ingress replica has applied `revision` (False if one has not within `timeout`)."""
+        """Wait until every live ingress replica has applied `revision` (False if one has not within `timeout`). As
+        many replicas as Serve runs must have called in: an owner started a moment ago knows none yet, and replicas
+        that lost its predecessor call the new one after their back-off."""
         deadline = time.monotonic() + timeout
+        running = await asyncio.to_thread(self.running_ingress, self.spec.name) or 0
         while time.monotonic() < deadline:
-            if all(applied >= revision for applied in (await self.replica_revisions()).values()):
+            applied = await self.replica_revisions()
+            if len(applied) >= running and all(seen >= revision for seen in applied.values()):
                 return True
             await asyncio.sleep(0.02)
         return False

@@ -16,6 +16,7 @@ aliases are the projection of the committed state.
 | a registry that hangs | test_a_registry_that_hangs_delays_no_change_and_gets_the_latest_aliases_when_it_answers |
 | keys added, revoked (hash or fingerprint), unknown | test_keys_are_added_and_revoked_one_at_a_time_by_hash_or_fingerprint |
 | serve settings set, set again | test_serve_settings_are_kept_once_and_each_change_is_audited |
+| owner just restarted | test_a_new_owner_waits_for_as_many_replicas_as_serve_runs_before_a_change_is_settled |
 """
 
 import asyncio
@@ -360,3 +361,23 @@ def test_serve_settings_are_kept_once_and_each_change_is_audited(parts):
     control, revision = run(scenario)
     assert control.revision == revision and table.read()[1]["serve"] == closed
     assert [e["reason"] for e in audit.read(action="serve.settings")] == ["auth False → True", "first settings"]
+
+
+def test_a_new_owner_waits_for_as_many_replicas_as_serve_runs_before_a_change_is_settled(project):
+    """An owner started a moment ago knows no replica yet: `settled` must not call a change in effect until as many
+    replicas as Serve runs have applied it (a replica that lost the old owner calls the new one after its back-off)."""
+    table = StateTable(Lake.from_platform(project.platform), SERVING_STATE)
+    control = ControlPlane(project, store=table, audit=AuditLog(project.platform), registry=lambda: MemoryRegistry(),
+                           running_ingress=lambda application: 2)
+
+    async def scenario():
+        revision = (await control.set_keys(["a" * 64], "user:a"))["revision"]
+        alone = await control.settled(revision, timeout=0.2)  # no replica has called in
+        await control.watch(revision, "replica-1", timeout=0.01)
+        one = await control.settled(revision, timeout=0.2)  # one of Serve's two
+        await control.watch(revision - 1, "replica-2", timeout=0.01)  # the second, a revision behind
+        behind = await control.settled(revision, timeout=0.2)
+        await control.watch(revision, "replica-2", timeout=0.01)
+        return alone, one, behind, await control.settled(revision, timeout=0.2)
+
+    assert run(scenario) == (False, False, False, True)
