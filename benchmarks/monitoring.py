@@ -18,7 +18,8 @@ Scenarios (the registry SCENARIOS; `--only` picks some):
 
 1. seasonality: clean traffic in time order, windows of 500 rows, the two days after the training weeks. mlray: the
    monitor's `Detectors` with the hour-of-day context (the starter spec's `monitor.context: auto`), a window flagged
-   when its verdict is drift (`policy.window_drifted` with the default `retrain`: 2 columns, or the score). Baselines:
+   when its verdict is drift (`policy.window_drifted` with the default `retrain`: 2 columns, or the score at half of
+   `monitor.p_value`, or a class share moved from the matched rows', `estimated.estimate_window`). Baselines:
    the same detectors against the whole reference (today's rate without a context), and Alibi `TabularDrift` called
    directly on the whole reference (inputs only, its own `is_drift`).
 2. cbpe: covariate shift within the training range (`Shift(covariate=0.3..0.5)`), windows of 2,000 rows: CBPE's
@@ -286,9 +287,11 @@ class Worlds:
         return world.baselines[name]
 
 
-def flagged(result: DriftResult) -> bool:
-    """The window's verdict is drift (the default retraining rules: two columns, or the scores)."""
-    return result.judged and window_drifted(RETRAIN, {"drifted": result.drifted, "score_drift": result.score_drift})
+def flagged(result: DriftResult, prior_shift: list[str] | None = None) -> bool:
+    """The window's verdict is drift (the default retraining rules: two columns, or the scores, or a class share
+    that moved from the matched reference rows' when `prior_shift` is given)."""
+    return result.judged and window_drifted(RETRAIN, {"drifted": result.drifted, "score_drift": result.score_drift,
+                                                      "prior_shift": prior_shift or []})
 
 
 # ---------------------------------------------------------------------- results
@@ -352,7 +355,8 @@ def seasonality(seeds: list[int], worlds: Worlds) -> Outcome:
     rate = {kind: _share(h[kind] for h in hits) for kind in hits[0] if kind != "matched_rows"}
     matched_rows = [h["matched_rows"] for h in hits]
     rows = [Row("seasonality", f"clean {SEASON_WINDOW}-row windows flagged ({len(hits)}; by the score test "
-                               f"{_pct(rate['score'])}, by 2 columns {_pct(rate['columns'])}; median "
+                               f"{_pct(rate['score'])}, by 2 columns {_pct(rate['columns'])}, by a class share "
+                               f"{_pct(rate['prior'])}; median "
                                f"{np.median(matched_rows):.0f} matched reference rows)", _pct(rate["matched"]),
                 f"{_pct(rate['whole'])} whole reference; {_pct(rate['alibi'])} Alibi TabularDrift",
                 "≤ 1%", rate["matched"] <= 0.01)]
@@ -365,9 +369,15 @@ def seasonality(seeds: list[int], worlds: Worlds) -> Outcome:
 
 def _seasonal_hits(worlds: Worlds, seed: int, window: pa.Table) -> dict[str, bool]:
     """Whether each side flags a clean window (and whether the matched check could not judge it)."""
+    from mlray.monitor.estimated import estimate_window
+
     reference, scores = worlds(seed).reference, worlds(seed).score(window)
     ours = worlds.detectors(seed, "matched").check(window, scores)
-    return {"matched": flagged(ours), "unjudged": not ours.judged, "score": ours.judged and ours.score_drift,
+    matched = ours.reference_scores if ours.reference_scores is not None else np.zeros(0)
+    shifted = estimate_window(reference, scores, seed=seed, matched_reference_scores=matched,
+                              window_rows=ours.scored_rows).prior_shift  # as `WindowChecks.check` judges it
+    return {"matched": flagged(ours, shifted), "unjudged": not ours.judged,
+            "score": ours.judged and ours.score_drift, "prior": ours.judged and bool(shifted),
             "columns": ours.judged and len(ours.drifted) >= RETRAIN.min_drifted_features,
             "matched_rows": (ours.context or {}).get("reference_rows", 0),
             "whole": flagged(worlds.detectors(seed, "whole").check(window, scores)),

@@ -2,7 +2,9 @@
 
 - feature drift on the raw inputs: `TabularDrift` (Kolmogorov–Smirnov per numeric column, chi-squared per
   categorical one), corrected for testing many columns (Bonferroni or false discovery rate);
-- prediction drift on the score distribution: `KSDrift`;
+- prediction drift on the score distribution: `KSDrift`, at half of `monitor.p_value` (SCORE_SHARE): a window's
+  verdict is drift when the scores drifted, or two columns did (both at once almost never by chance), or a class share
+  moved (at 0.2%, `estimators.SHIFT_ALPHA`), so a calm window is called drifted at most about `p_value` of the time;
 - optionally multivariate drift on the transformed numeric inputs: `MMDDrift` (torch backend). Alibi's permutation
   p-value leaves the observed statistic out of the permutations (alibi-detect issue 960): k of n permuted statistics at
   least as large give k/n, which is 0 when none is, and a test at level α rejects more often than α. `mmd_p_value`
@@ -25,6 +27,7 @@ from mlray.spec import MonitorSpec
 
 log = logging.getLogger(__name__)
 MAX_CODE = 1 << 20  # categorical codes above this are left to TabularDrift to list
+SCORE_SHARE = 0.5  # of `monitor.p_value`: the score test's part of a window verdict's false-alarm budget
 
 
 @dataclass
@@ -110,7 +113,7 @@ class Detectors:
     def _scores(self, scores: np.ndarray):
         from alibi_detect.cd import KSDrift  # heavy: alibi-detect (loaded once); only building detectors
 
-        return KSDrift(scores.reshape(-1, 1), p_val=self.monitor.p_value)
+        return KSDrift(scores.reshape(-1, 1), p_val=self.monitor.p_value * SCORE_SHARE)
 
     def _mmd(self, seed: int):
         from alibi_detect.cd import MMDDrift  # heavy: alibi-detect (already loaded by __init__); only the multivariate test

@@ -87,8 +87,9 @@ class MonitorSpec(Section):
                                                                 "whichever comes first")
     min_window_rows: int = Field(200, ge=10, description="a window closing on time with fewer rows waits for more")
     poll_interval: Duration = Field(timedelta(seconds=5), description="how often the actor reads the inference log")
-    p_value: float = Field(0.01, gt=0, lt=1, description="significance of each drift test (the score's, and the "
-                                                         "columns' after the correction)")
+    p_value: float = Field(0.01, gt=0, lt=1, description="a calm window's chance of a drift verdict: the columns' "
+                                                         "tests at this level after the correction, the score's at "
+                                                         "half of it")
     correction: Literal["bonferroni", "fdr"] = Field("bonferroni", description="multiple-testing correction over "
                                                                                "the input columns")
     columns: list[str] | None = Field(None, description="input columns checked for drift (default: every feature's "

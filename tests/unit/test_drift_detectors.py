@@ -63,6 +63,17 @@ def test_the_same_distribution_passes_and_a_moved_one_is_caught_column_by_column
     assert all(p < found.threshold for p in found.p_values) and found.score_p_value < 0.01
 
 
+def test_calm_windows_get_a_score_drift_at_most_half_the_verdicts_false_alarm_budget():
+    """The score test runs at half of `monitor.p_value`: with the class-share test and two columns at once, a calm
+    window's verdict is drift about `p_value` of the time, not more."""
+    detectors = Detectors(reference(20_000), MonitorSpec(p_value=0.05))
+    calm = window_scores(sample(400 * 200, seed=5)).reshape(400, 200)
+    flagged = np.mean([detectors.scores.predict(scores.reshape(-1, 1))["data"]["is_drift"] for scores in calm])
+    assert flagged <= 0.05 / 2 + 0.015  # 0.025 expected; 1.9 standard errors of 400 windows above it
+    shifted = window_scores(sample(200, seed=6, shift=0.5))
+    assert detectors.scores.predict(shifted.reshape(-1, 1))["data"]["is_drift"]
+
+
 def test_multivariate_drift_is_an_mmd_test_on_the_transformed_inputs():
     spec = MonitorSpec(multivariate=True, mmd_reference_rows=100, mmd_permutations=20, p_value=0.05)
     detectors = Detectors(reference(300), spec)
