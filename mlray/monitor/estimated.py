@@ -13,9 +13,10 @@ estimates the confusion matrix and the metrics at the package's threshold, each 
   match some 40 rows, and an interval that wide flags nothing.
 
 `check_assumptions`: on the last labelled rows, CBPE's estimate from their scores against the metrics their labels
-give. Each metric's band holds its realised value with probability 1 - FAMILY_ALPHA / m under CBPE's assumption
-(calibrated probabilities, p(y|x) unchanged; m = 5 metrics, Bonferroni), so a window that bears the assumption out is
-flagged at most FAMILY_ALPHA of the time, whichever metric; a metric outside its band means the estimator is outside
+give. Under CBPE's assumption (calibrated probabilities, p(y|x) unchanged) the realised values of the m = 5 metrics
+all stay inside their bands together with probability 1 - FAMILY_ALPHA (`estimators.assumption_bands`: joint bands
+from the same draws, narrower than Bonferroni's), so a window that bears the assumption out is flagged at most
+FAMILY_ALPHA of the time, whichever metric; a metric outside its band means the estimator is outside
 its assumptions: concept drift (or a label shift, which moves p(y|x) too: the prior check tells the two apart).
 With a 90% band per metric, over a quarter of calm windows would have one of the five outside.
 
@@ -30,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mlray.monitor.estimators import (
-    CHECKED,
-    FAMILY_ALPHA,
     Estimate,
     assumption_bands,
     estimate_binary,
@@ -129,7 +128,7 @@ class AssumptionCheck:
     reason: str = ""  # why the rows were not judged
     rows: int = 0  # labelled rows with a known class and a score
     positives: int = 0
-    level: float = 0.0  # each band's coverage under the assumption, 1 - FAMILY_ALPHA / metrics
+    level: float = 0.0  # each band's coverage under the assumption (all together: 1 - FAMILY_ALPHA)
     metrics: dict[str, dict] = field(default_factory=dict)  # metric → {estimated, low, high, realised}
     outside: list[str] = field(default_factory=list)  # the estimator is outside its assumptions: concept drift
 
@@ -156,11 +155,11 @@ def check_assumptions(reference: Reference, labelled: list[tuple[str, float | No
     if min(positives, len(labels) - positives) < min_class_labels:
         return AssumptionCheck(reason=f"fewer than {min_class_labels} labels of a class", rows=len(labels),
                                positives=positives)
-    bands = assumption_bands(reference.calibrator.apply(scores), scores, reference.threshold, seed=seed)
+    bands, level = assumption_bands(reference.calibrator.apply(scores), scores, reference.threshold, seed=seed)
     realised = realised_binary(labels, scores, reference.threshold)
     metrics = {name: {"estimated": band.value, "low": band.low, "high": band.high, "realised": realised[name]}
                for name, band in bands.items()}
-    return AssumptionCheck(True, "", len(labels), positives, 1 - FAMILY_ALPHA / len(CHECKED), metrics,
+    return AssumptionCheck(True, "", len(labels), positives, level, metrics,
                            outside_assumptions(bands, realised))
 
 

@@ -8,8 +8,11 @@ expected count of pairs). Its 90% interval is that of the *realised* metric unde
 drawn by Monte Carlo, each draw's metric computed at once (ROC-AUC by the rank-sum formula), 5th-95th percentile.
 The assumption holds under covariate shift within the range the calibrator saw; when p(y|x) itself changes (concept
 drift) the realised metric, once labels arrive, falls outside the interval: `outside_assumptions`. To test that on
-labelled rows, `assumption_bands` widens each interval to an exact Monte-Carlo test of level α / m (m metrics,
-Bonferroni: they are tested together, and with a 90% band each over a quarter of calm windows would be flagged);
+labelled rows, `assumption_bands` widens each interval to a Monte-Carlo band, all m metrics' bands together of level
+α (with a 90% band each over a quarter of calm windows would be flagged): the bands' common tail depth is the
+deepest at which at most α of the draws leave any band (Westfall and Young's min-p over the draws themselves), never
+shallower than Bonferroni's α / m. The five metrics move together (four of them read the same calls), so the joint
+bands are narrower than Bonferroni's and find a concept drift sooner at the same false-alarm rate;
 the metrics the labels give come from `realised_binary`, by the draws' own formulas. Empty divisions count 0, as in
 `mlray.quality` (scikit-learn's zero_division=0); a ROC-AUC with one class only is NaN.
 
@@ -38,7 +41,7 @@ SINGULAR = 1e-10  # singular values below this fraction of the largest count as 
 DRAW_BATCH = 500_000  # label cells drawn at once (4 MB as floats: faster than one large block, too)
 CHECKED = ("accuracy", "precision", "recall", "f1", "roc_auc")  # the metrics that test CBPE's assumption
 FAMILY_ALPHA = 0.01  # a window that bears the assumption out is flagged at most this often, all CHECKED together
-CHECK_DRAWS = 2000  # draws of the assumption bands: at least 2 m / FAMILY_ALPHA - 1 for m metrics
+CHECK_DRAWS = 4000  # draws of the assumption bands: at least 2 m / FAMILY_ALPHA - 1 for m metrics
 SHIFT_ALPHA = 0.002  # two-sided: a class share that has not moved from the matched rows' is flagged this often
 SHIFT_DRAWS = 4000  # bootstrap draws of the matched prior difference: its 0.1% and 99.9% quantiles rest on 4 each
 
@@ -202,21 +205,44 @@ def outside_assumptions(estimates: dict[str, Estimate], realised: dict[str, floa
 
 
 def assumption_bands(probability: np.ndarray, score: np.ndarray, threshold: float, metrics: tuple[str, ...] = CHECKED,
-                     alpha: float = FAMILY_ALPHA, draws: int = CHECK_DRAWS, seed: int = 0) -> dict[str, Estimate]:
-    """Each metric's CBPE point estimate with the band its realised value leaves with probability at most α / m under
-    CBPE's assumption (m metrics, Bonferroni): a window that bears the assumption out has any of them outside its band
-    at most α of the time. Compare with `realised_binary` through `outside_assumptions`."""
+                     alpha: float = FAMILY_ALPHA, draws: int = CHECK_DRAWS,
+                     seed: int = 0) -> tuple[dict[str, Estimate], float]:
+    """Each metric's CBPE point estimate with its band, and each band's level (the share of draws inside it): under
+    CBPE's assumption a window has any of the metrics outside its band at most α of the time (see the module
+    docstring). Compare with `realised_binary` through `outside_assumptions`."""
     point, drawn = _binary_draws(probability, score, threshold, draws, seed)
-    return {name: Estimate(float(point[name]), *_exact_band(drawn[name], alpha / len(metrics))) for name in metrics}
+    depth = joint_tail_depth([drawn[name] for name in metrics], alpha)
+    bands = {name: Estimate(float(point[name]), *_band_at(drawn[name], depth)) for name in metrics}
+    return bands, 1 - 2 * depth / (draws + 1)
 
 
-def _exact_band(values: np.ndarray, alpha: float) -> tuple[float, float]:
-    """The k-th smallest and k-th largest finite draws, k = ⌊α/2 · (n + 1)⌋: a value below the first (above the
-    second) has fewer than k draws at or beyond it, a Monte-Carlo p-value (1 + those) / (n + 1) ≤ α/2, so the test
-    holds its level exactly, whatever the number of draws; NaN when there are too few draws for α."""
+def joint_tail_depth(drawn: list[np.ndarray], alpha: float) -> int:
+    """The deepest k at which, with a new draw counted in, at most α of the n + 1 lie outside the k-th smallest and
+    k-th largest draws of any of the arrays (one per metric, aligned by draw): a draw is outside where at most k draws,
+    itself included, lie at or beyond it in a tail. The new draw is exchangeable with the others, so a value that
+    bears the assumption out is outside some band with probability at most α, all metrics together. Never shallower
+    than Bonferroni's ⌊α/(2m) · (n + 1)⌋; NaN draws are never outside; 0 when there are too few draws for α."""
+    n = len(drawn[0]) if drawn else 0
+    depth = np.full(n, n, dtype=np.int64)  # each draw's shallowest tail depth over the metrics
+    for values in drawn:
+        finite = np.isfinite(values)
+        ordered = np.sort(values[finite])
+        below = np.searchsorted(ordered, values[finite], side="right")  # draws at or below, itself included
+        above = len(ordered) - np.searchsorted(ordered, values[finite], side="left")
+        depth[finite] = np.minimum(depth[finite], np.minimum(below, above))
+    bonferroni = int(np.floor(alpha / (2 * max(len(drawn), 1)) * (n + 1)))
+    allowed = int(np.floor(alpha * (n + 1))) - 1  # draws that may lie outside, besides the new one
+    if allowed < 0:
+        return bonferroni
+    joint = int(np.sort(depth)[allowed]) - 1 if allowed < n else n  # `allowed` draws at most lie at depth ≤ joint
+    return max(bonferroni, min(joint, n // 2))
+
+
+def _band_at(values: np.ndarray, depth: int) -> tuple[float, float]:
+    """The `depth`-th smallest and largest finite draws; NaN when depth is 0 or beyond the finite draws."""
     finite = np.sort(values[np.isfinite(values)])
-    k = int(np.floor(alpha / 2 * (len(finite) + 1)))
-    return (float(finite[k - 1]), float(finite[-k])) if k >= 1 else (float("nan"), float("nan"))
+    return (float(finite[depth - 1]), float(finite[-depth])) if 1 <= depth <= len(finite) else (float("nan"),
+                                                                                               float("nan"))
 
 
 # --- BBSE label shift ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from mlray.monitor.estimators import (
     estimate_binary,
     estimate_multiclass,
     estimate_priors,
+    joint_tail_depth,
     moved,
     outside_assumptions,
     prior_difference,
@@ -235,19 +236,34 @@ def test_estimating_10_000_rows_is_quick():
     assert set(estimates) == {"precision", "recall", "accuracy", "f1", "roc_auc", "tp", "fp", "fn", "tn"}
 
 
-def test_the_assumption_bands_widen_the_90_percent_intervals_to_an_exact_test():
+def test_the_assumption_bands_widen_the_90_percent_intervals_to_a_joint_test_narrower_than_bonferroni():
     probability, score, labels = window(np.random.default_rng(8))
-    bands = assumption_bands(probability, score, THRESHOLD, seed=4)
+    bands, level = assumption_bands(probability, score, THRESHOLD, draws=2000, seed=4)
     intervals = estimate_binary(probability, score, THRESHOLD, draws=2000, seed=4)
     assert set(bands) == set(METRICS)
-    for metric in METRICS:  # the same draws: the 0.1% and 99.9% of 2,000 lie outside the 5% and 95%
+    for metric in METRICS:  # the same draws: the joint bands' tails lie outside the 5% and 95%
         assert bands[metric].value == intervals[metric].value
         assert bands[metric].low <= intervals[metric].low and intervals[metric].high <= bands[metric].high
+    assert 1 - 0.01 / 2 < level < 1 - 0.01 / 5  # narrower than Bonferroni's: the metrics move together
     found = realised_binary(labels, score, THRESHOLD)
     assert {m: found[m] for m in METRICS} == pytest.approx(realised(labels, score, THRESHOLD))
-    too_few = assumption_bands(probability, score, THRESHOLD, draws=500)  # 500 draws cannot test at 0.2%
+    too_few, _ = assumption_bands(probability, score, THRESHOLD, draws=50)  # 50 draws cannot test at 1%
     assert all(np.isnan([b.low, b.high]).all() for b in too_few.values())
     assert outside_assumptions(too_few, {m: -1.0 for m in METRICS}) == []
+
+
+def test_joint_bands_hold_their_level_over_correlated_and_independent_metrics():
+    """Fresh draws of the same distribution leave some band at most α of the time, whether the metrics move together
+    (one depth serves them all) or not (the depth falls back towards Bonferroni's)."""
+    rng = np.random.default_rng(11)
+    for correlated in (True, False):
+        common = rng.normal(size=(6000, 1))
+        values = common + (0.05 if correlated else 5.0) * rng.normal(size=(6000, 4))
+        depth = joint_tail_depth(list(values[:2000].T), 0.05)
+        ordered = np.sort(values[:2000], axis=0)
+        fresh = values[2000:]
+        outside = ((fresh < ordered[depth - 1]) | (fresh > ordered[-depth])).any(axis=1).mean()
+        assert 0.03 <= outside <= 0.065, (correlated, depth, outside)  # 4,000 fresh draws: ±0.7 points of noise
 
 
 def called(rng: np.random.Generator, rows: int, prior: float) -> np.ndarray:
