@@ -66,7 +66,8 @@ Scenarios (the registry SCENARIOS; `--only` picks some):
    the share promoted. Baseline: the old rule, the divergence a veto (it fails at a step's end whatever else is known).
 9. latency: `Detectors.check` on windows of 10,000 rows, in this process (benchmarks/drift.py times it inside the
    monitor actor), against Alibi `TabularDrift` + `KSDrift` called directly on the same rows already encoded, against
-   the whole reference: each seed's median of LATENCY_REPEATS timings taken in turn, then the median over the seeds.
+   the whole reference: each seed's median of LATENCY_REPEATS timings taken in turn, then the median over the seeds;
+   and, for the record, the same check with `monitor.detectors: scipy`.
 
     python -m benchmarks.monitoring                       # every scenario, 30 seeds
     python -m benchmarks.monitoring --seeds 5 --only canary latency
@@ -254,14 +255,15 @@ class Worlds:
 
     def detectors(self, seed: int, kind: str) -> Detectors:
         """The monitor's detectors of the seed's reference: 'matched' to each window's hours of the day (the
-        starter spec's context), or against the 'whole' reference."""
+        starter spec's context), or against the 'whole' reference; 'scipy': matched, with `detectors: scipy`."""
         from mlray.monitor.context import context_of
         from mlray.monitor.detectors import Detectors
 
         world = self(seed)
         if kind not in world.detectors:
-            context = context_of(world.spec) if kind == "matched" else None
-            world.detectors[kind] = Detectors(world.reference, MONITOR, seed=seed, context=context)
+            context = context_of(world.spec) if kind in ("matched", "scipy") else None
+            monitor = MONITOR.model_copy(update={"detectors": "scipy"}) if kind == "scipy" else MONITOR
+            world.detectors[kind] = Detectors(world.reference, monitor, seed=seed, context=context)
         return world.detectors[kind]
 
     def alibi(self, seed: int):
@@ -954,15 +956,17 @@ def vetoed(analysis):
 # ---------------------------------------------------------------------- 9. latency of one check
 
 def latency(seeds: list[int], worlds: Worlds) -> Outcome:
-    timings = {"matched": [], "whole": [], "alibi": []}
+    timings = {"matched": [], "whole": [], "scipy": [], "alibi": []}
     for i, seed in enumerate([seeds[0], *seeds]):  # the first is a warm-up
         world = worlds(seed)
         matched, whole = worlds.detectors(seed, "matched"), worlds.detectors(seed, "whole")
+        scipy = worlds.detectors(seed, "scipy")
         tabular, scorer = worlds.alibi(seed), worlds.score_test(seed)
         window = generate_transactions(LATENCY_ROWS, seed=_seed(seed, 6), start=world.live_start, days=1)
         scores = world.score(window)
         x = world.reference.encode(window)
         runs = {"matched": lambda: matched.check(window, scores), "whole": lambda: whole.check(window, scores),
+                "scipy": lambda: scipy.check(window, scores),
                 "alibi": lambda: (tabular.predict(x, drift_type="feature"), scorer.predict(scores.reshape(-1, 1)))}
         seconds = interleaved(runs)
         for kind in runs:
@@ -972,10 +976,11 @@ def latency(seeds: list[int], worlds: Worlds) -> Outcome:
     ratio = med["matched"] / med["alibi"]
     columns = len(worlds(seeds[0]).reference.columns)
     rows = [Row("latency", f"check of {LATENCY_ROWS:,} rows × {columns} columns, in process (median ms)",
-                f"{med['matched']:.1f} = {ratio:.2f}× ({med['whole']:.1f} whole reference)",
+                f"{med['matched']:.1f} = {ratio:.2f}× ({med['whole']:.1f} whole reference; "
+                f"{med['scipy']:.1f} = {med['scipy'] / med['alibi']:.2f}× with detectors: scipy)",
                 f"{med['alibi']:.1f} Alibi TabularDrift + KSDrift on encoded rows", "≤ 1.2×", ratio <= 1.2)]
     details = {"rows": LATENCY_ROWS, "columns": columns, "median_ms": med, "ratio": ratio,
-               "whole_reference_ratio": med["whole"] / med["alibi"],
+               "whole_reference_ratio": med["whole"] / med["alibi"], "scipy_ratio": med["scipy"] / med["alibi"],
                "runs_ms": {k: [1e3 * v for v in vs] for k, vs in timings.items()},
                "where": "in this process (Detectors.check), not inside the monitor actor (benchmarks/drift.py)"}
     return Outcome(rows, details)

@@ -1,4 +1,5 @@
-"""Alibi Detect's drift tests against one reference, built once and reused for every window.
+"""The drift tests against one reference, built once and reused for every window: Alibi Detect's by default, or the
+same tests in plain SciPy (`monitor.detectors: scipy`, `mlray.monitor.scipy_detectors`).
 
 - feature drift on the raw inputs: `TabularDrift` (Kolmogorov–Smirnov per numeric column, chi-squared per
   categorical one), corrected for testing many columns (Bonferroni or false discovery rate);
@@ -23,6 +24,7 @@ import pyarrow as pa
 from mlray.features import transform
 from mlray.monitor.context import Context, Matched, PeriodIndex, described, match_indexed
 from mlray.monitor.reference import Reference
+from mlray.monitor.scipy_detectors import ColumnDrift, ScoreDrift
 from mlray.spec import MonitorSpec
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,8 @@ class Detectors:
 
     def _tabular(self, x_ref: np.ndarray, categories: dict[int, list] | None = None):
         """TabularDrift on `x_ref`; `categories`: each categorical column's values in it, sorted (else it finds them)."""
+        if self.monitor.detectors == "scipy":
+            return ColumnDrift(x_ref, [e.kind for e in self.reference.encodings])
         from alibi_detect.cd import TabularDrift  # heavy: alibi-detect and torch (seconds); only building detectors
 
         return TabularDrift(x_ref, p_val=self.monitor.p_value,
@@ -111,6 +115,8 @@ class Detectors:
         return {f: list(np.flatnonzero(np.bincount(codes[rows])).astype(dtype)) for f, codes in self.codes.items()}
 
     def _scores(self, scores: np.ndarray):
+        if self.monitor.detectors == "scipy":
+            return ScoreDrift(scores, self.monitor.p_value * SCORE_SHARE)
         from alibi_detect.cd import KSDrift  # heavy: alibi-detect (loaded once); only building detectors
 
         return KSDrift(scores.reshape(-1, 1), p_val=self.monitor.p_value * SCORE_SHARE)

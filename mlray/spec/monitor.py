@@ -90,6 +90,10 @@ class MonitorSpec(Section):
     p_value: float = Field(0.01, gt=0, lt=1, description="a calm window's chance of a drift verdict: the columns' "
                                                          "tests at this level after the correction, the score's at "
                                                          "half of it")
+    detectors: Literal["alibi", "scipy"] = Field("alibi", description="who runs the whole-window tests: Alibi "
+                                                                   "Detect, or the same tests in plain SciPy (no "
+                                                                   "alibi-detect licence or numpy < 2 pin needed; "
+                                                                   "no multivariate test)")
     correction: Literal["bonferroni", "fdr"] = Field("bonferroni", description="multiple-testing correction over "
                                                                                "the input columns")
     columns: list[str] | None = Field(None, description="input columns checked for drift (default: every feature's "
@@ -134,4 +138,6 @@ class MonitorSpec(Section):
     def _rows(self) -> "MonitorSpec":
         if self.min_window_rows > self.window_rows:
             raise ValueError(f"min_window_rows ({self.min_window_rows}) cannot exceed window_rows ({self.window_rows})")
+        if self.multivariate and self.detectors == "scipy":
+            raise ValueError("multivariate: true needs detectors: alibi (the MMD test has no SciPy twin)")
         return self

@@ -63,6 +63,27 @@ def test_the_same_distribution_passes_and_a_moved_one_is_caught_column_by_column
     assert all(p < found.threshold for p in found.p_values) and found.score_p_value < 0.01
 
 
+@pytest.mark.parametrize("correction", ["bonferroni", "fdr"])
+def test_the_scipy_detectors_give_alibis_answers(correction):
+    """`monitor.detectors: scipy` runs the same tests without alibi-detect: the same p-values, distances and verdicts."""
+    alibi = Detectors(reference(), MonitorSpec(p_value=0.01, correction=correction))
+    scipy = Detectors(reference(), MonitorSpec(p_value=0.01, correction=correction, detectors="scipy"))
+    for window in (sample(500, seed=1), sample(300, seed=2, shift=0.3), sample(500, seed=3, shift=1.0)):
+        ours, theirs = (d.check(window, window_scores(window)) for d in (scipy, alibi))
+        assert ours.p_values == pytest.approx(theirs.p_values, rel=1e-6, abs=1e-9)
+        assert ours.distances == pytest.approx(theirs.distances, rel=1e-6)
+        assert (ours.drifted, ours.score_drift) == (theirs.drifted, theirs.score_drift)
+        assert ours.score_p_value == pytest.approx(theirs.score_p_value, rel=1e-6, abs=1e-9)
+    assert scipy.check(window, window_scores(window)).drifted == ["amount", "country", "card_present"]
+
+
+def test_the_multivariate_test_needs_alibi():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="multivariate: true needs detectors: alibi"):
+        MonitorSpec(multivariate=True, detectors="scipy")
+
+
 def test_calm_windows_get_a_score_drift_at_most_half_the_verdicts_false_alarm_budget():
     """The score test runs at half of `monitor.p_value`: with the class-share test and two columns at once, a calm
     window's verdict is drift about `p_value` of the time, not more."""
