@@ -49,6 +49,7 @@ def inference_log_schema(table: TableSpec, columns: list[str]) -> pa.Schema:
         # added later: at the end, so an older log gains them in place (`Lake.create(add_missing=True)`)
         pa.field("key_fingerprint", pa.string()),  # which API key made the request (never the key or its hash)
         pa.field("pinned", pa.bool_()),  # pinned to a version by the pin header: not canary traffic
+        pa.field("probabilities", pa.list_(pa.float64())),  # multiclass: every class's, in the package's class order
     ])
 
 

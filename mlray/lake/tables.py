@@ -273,9 +273,13 @@ class Lake:
     def changes_since(self, name: str, version: int, columns: list[str] | None = None) -> pa.Table:
         """Rows changed after `version`, with `_change_type` and `_commit_version`.
 
-        Uses the change data feed when the table has it, else the files added since."""
+        Uses the change data feed when the table has it, else the files added since. Of `columns`, those the table
+        lacks (an older table, before a column was added) are left out."""
         dt = self.open(name)
         latest = dt.version()
+        if columns is not None:
+            present = set(arrow_schema_of(dt).names)
+            columns = [c for c in columns if c in present]
         if version >= latest:
             schema = arrow_schema_of(dt)
             empty = schema.empty_table() if columns is None else schema.empty_table().select(columns)

@@ -20,7 +20,7 @@ from mlray.metrics import monitor as ray_gauges
 from mlray.monitor.alerts import alert
 from mlray.monitor.context import context_of
 from mlray.monitor.detectors import Detectors, DriftResult
-from mlray.monitor.estimated import check_assumptions, estimate_window
+from mlray.monitor.estimated import WindowEstimates, check_assumptions, estimate_window, logged_probabilities
 from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import window_drifted
 from mlray.monitor.reference import Reference, load_reference
@@ -76,12 +76,7 @@ class WindowChecks:
         quality = self.live_quality(live, reference)
         metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
         drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
-        # with a context, the class shares are judged against the reference rows of the window's periods (none
-        # matched: not judged); without one, against the validation split's
-        matched = None if result.context is None else \
-            result.reference_scores if result.reference_scores is not None else np.zeros(0)
-        estimates = estimate_window(reference, scores, seed=checkpoint.seq, matched_reference_scores=matched,
-                                    window_rows=result.scored_rows)
+        estimates = self.estimates(reference, answered, scores, result, checkpoint.seq)
         assumptions = check_assumptions(reference, live.labelled(reference.version), seed=checkpoint.seq)
         estimated_drop = None if assumptions.concept_drift else estimates.drop(metric, reference.offline)
         versions = self.versions.check(served, reference.version, seed=checkpoint.seq)
@@ -104,6 +99,27 @@ class WindowChecks:
                             prior_shift=estimates.prior_shift, versions=versions,
                             prior_source=estimates.prior_source or None, source_priors=estimates.source_priors,
                             assumptions=assumptions.to_dict(), segments=segments)
+
+    @staticmethod
+    def estimates(reference: Reference, answered: pa.Table, scores: np.ndarray, result: DriftResult,
+                  seq: int) -> WindowEstimates:
+        """The champion's quality and class shares estimated before labels. With a context, the class shares are
+        judged against the reference rows of the window's periods (none matched: not judged); without one, against
+        the validation split's. A multiclass window is estimated from its class probabilities, unless a row lacks
+        them (logged before the inference log kept them)."""
+        if reference.task == "multiclass":
+            probabilities = logged_probabilities(answered)
+            if probabilities is None:
+                return WindowEstimates()
+            matched = None if result.context is None else \
+                reference.probabilities[result.matched_rows] if result.matched_rows is not None and \
+                reference.probabilities is not None else np.zeros((0, len(reference.classes)))
+            return estimate_window(reference, scores, seed=seq, window_rows=result.scored_rows,
+                                   probabilities=probabilities, matched_reference_probabilities=matched)
+        matched = None if result.context is None else \
+            result.reference_scores if result.reference_scores is not None else np.zeros(0)
+        return estimate_window(reference, scores, seed=seq, matched_reference_scores=matched,
+                               window_rows=result.scored_rows)
 
     def segments(self, reference: Reference, inputs: pa.Table, scores: np.ndarray, result: DriftResult,
                  seq: int, live: LiveQuality) -> dict:

@@ -20,8 +20,8 @@ FAMILY_ALPHA of the time, whichever metric; a metric outside its band means the 
 its assumptions: concept drift (or a label shift, which moves p(y|x) too: the prior check tells the two apart).
 With a 90% band per metric, over a quarter of calm windows would have one of the five outside.
 
-Binary models only for now: the inference log keeps a multiclass model's top probability, not the whole distribution
-CBPE needs.
+Multiclass models are estimated from the class probabilities the inference log keeps (`probabilities`): accuracy and
+macro precision, recall and ROC-AUC, and BBSE over every class. The check of the assumptions is binary only.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from mlray.monitor.estimators import (
     Estimate,
     assumption_bands,
     estimate_binary,
+    estimate_multiclass,
     estimate_priors,
     moved,
     outside_assumptions,
@@ -67,34 +69,62 @@ class WindowEstimates:
 
 def estimate_window(reference: Reference, scores: np.ndarray, seed: int = 0,
                     matched_reference_scores: np.ndarray | None = None,
-                    window_rows: np.ndarray | None = None) -> WindowEstimates:
-    """The estimates of a window of the champion's served scores (empty for a model without a calibrator, or a task
-    other than binary). With `matched_reference_scores` (the scores of the reference rows matched to the window's
-    periods) the priors are judged against those rows, on the window's rows in `window_rows` (a boolean mask over
-    `scores`: the rows the match kept; default all); without, against the validation split."""
-    if reference.task != "binary" or reference.calibrator is None or len(scores) == 0:
+                    window_rows: np.ndarray | None = None, probabilities: np.ndarray | None = None,
+                    matched_reference_probabilities: np.ndarray | None = None) -> WindowEstimates:
+    """The estimates of a window of the champion's served scores (binary), or of its class probabilities
+    (`probabilities`, rows × classes, multiclass); empty for a model without a calibrator, a regression, or a
+    multiclass window without probabilities. With `matched_reference_scores` (multiclass:
+    `matched_reference_probabilities`), the reference rows matched to the window's periods, the priors are judged
+    against those rows, on the window's rows in `window_rows` (a boolean mask over the window's rows: the rows the
+    match kept; default all); without, against the validation split."""
+    predicted = _window_calls(reference, scores, probabilities, seed)
+    if predicted is None:
         return WindowEstimates()
-    scores = np.asarray(scores, float)
-    probability = reference.calibrator.apply(scores)
-    found = estimate_binary(probability, scores, reference.threshold, seed=seed)
-    out = WindowEstimates({name: e.to_dict() for name, e in found.items() if name not in ("tp", "fp", "fn", "tn")})
+    out, calls = predicted
     if reference.confusion is None:
         return out
     names = [str(c) for c in reference.classes]
-    priors = estimate_priors(reference.confusion, _predicted(scores, reference.threshold), seed=seed)
+    priors = estimate_priors(reference.confusion, _counts(calls, len(names)), seed=seed)
     out.priors = {name: p.to_dict() for name, p in zip(names, priors)}
-    if matched_reference_scores is None:
+    matched = matched_reference_scores if reference.task == "binary" else matched_reference_probabilities
+    if matched is None:
         out.prior_source, judged = "validation", _against_validation(reference.confusion, priors)
     else:
-        kept = scores if window_rows is None else scores[np.asarray(window_rows, bool)]
+        kept = calls if window_rows is None else calls[np.asarray(window_rows, bool)]
         out.prior_source = "matched"
-        judged = _against_matched(reference, kept, np.asarray(matched_reference_scores, float), seed)
+        judged = _against_matched(reference.confusion, kept, _calls(reference, np.asarray(matched, float)), seed)
     if judged is not None:  # None: nothing matched, the shares cannot be judged
         source, shifted, difference = judged
         out.source_priors = {name: p.to_dict() for name, p in zip(names, source)}
         out.prior_difference = {name: d.to_dict() for name, d in zip(names, difference)}
-        out.prior_shift = [names[j] for j in shifted if j == 1]  # binary: the negative class's share is the complement
+        # binary: the negative class's share is the complement of the positive's, which alone is reported
+        out.prior_shift = [names[j] for j in shifted if j == 1 or reference.task != "binary"]
     return out
+
+
+def _window_calls(reference: Reference, scores: np.ndarray, probabilities: np.ndarray | None,
+                  seed: int) -> tuple[WindowEstimates, np.ndarray] | None:
+    """CBPE's estimates of the window and each row's predicted class index (None: nothing to estimate)."""
+    if reference.calibrator is None or len(scores) == 0:
+        return None
+    if reference.task == "binary":
+        scores = np.asarray(scores, float)
+        found = estimate_binary(reference.calibrator.apply(scores), scores, reference.threshold, seed=seed)
+    elif reference.task == "multiclass" and probabilities is not None and len(probabilities):
+        found = estimate_multiclass(reference.calibrator.apply(probabilities), seed=seed, scores=probabilities)
+    else:
+        return None
+    quality = {name: e.to_dict() for name, e in found.items() if name not in ("tp", "fp", "fn", "tn")}
+    return WindowEstimates(quality), _calls(reference, scores if reference.task == "binary" else probabilities)
+
+
+def logged_probabilities(rows: pa.Table) -> np.ndarray | None:
+    """The class probabilities of inference-log rows (rows × classes); None when a row lacks them (logged before the
+    log kept them, or not a multiclass answer) or there are none."""
+    kept = rows.column("probabilities") if "probabilities" in rows.column_names else None
+    if kept is None or not len(kept) or kept.null_count:
+        return None
+    return np.array(kept.to_pylist(), dtype=float)
 
 
 def _against_validation(confusion: np.ndarray, priors: list[Estimate]) -> tuple[list, list[int], list]:
@@ -103,20 +133,28 @@ def _against_validation(confusion: np.ndarray, priors: list[Estimate]) -> tuple[
     return source, prior_shifted(source, priors), []
 
 
-def _against_matched(reference: Reference, window_scores: np.ndarray,
-                     matched_scores: np.ndarray, seed: int) -> tuple[list, list[int], list] | None:
+def _against_matched(confusion: np.ndarray, window_calls: np.ndarray,
+                     matched_calls: np.ndarray, seed: int) -> tuple[list, list[int], list] | None:
     """The matched rows' BBSE priors, the classes whose difference from them is significant, and the differences;
     None when either side has no rows."""
-    if not len(window_scores) or not len(matched_scores):
+    if not len(window_calls) or not len(matched_calls):
         return None
-    window, source = _predicted(window_scores, reference.threshold), _predicted(matched_scores, reference.threshold)
-    difference = prior_difference(reference.confusion, window, source, seed=seed)
-    return estimate_priors(reference.confusion, source, seed=seed), moved(difference), difference
+    k = len(confusion)
+    window, source = _counts(window_calls, k), _counts(matched_calls, k)
+    difference = prior_difference(confusion, window, source, seed=seed)
+    return estimate_priors(confusion, source, seed=seed), moved(difference), difference
 
 
-def _predicted(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """How many rows are predicted negative and positive."""
-    return np.array([(scores < threshold).sum(), (scores >= threshold).sum()])
+def _calls(reference: Reference, scores: np.ndarray) -> np.ndarray:
+    """Each row's predicted class index: binary scores against the threshold, multiclass probabilities' argmax."""
+    if reference.task == "binary":
+        return (scores >= reference.threshold).astype(np.int64)
+    return np.asarray(scores, float).reshape(len(scores), -1).argmax(axis=1)
+
+
+def _counts(calls: np.ndarray, classes: int) -> np.ndarray:
+    """How many rows are predicted each class."""
+    return np.bincount(calls, minlength=classes)[:classes]
 
 
 @dataclass
@@ -147,7 +185,8 @@ def check_assumptions(reference: Reference, labelled: list[tuple[str, float | No
     labels of either class. Labels are matched to the classes as text, case aside; others, and rows without a score,
     are left out."""
     if reference.task != "binary":
-        return AssumptionCheck(reason="binary models only: the log keeps a multiclass model's top probability alone")
+        return AssumptionCheck(reason="binary models only: a multiclass model's estimates are not checked against its "
+                                      "labels yet")
     if reference.calibrator is None:
         return AssumptionCheck(reason="the model has no calibrator: nothing was estimated")
     labels, scores = _known(reference.classes, labelled)

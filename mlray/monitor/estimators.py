@@ -148,12 +148,16 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 
 # --- CBPE, multiclass ---------------------------------------------------------------------------------------------
 
-def estimate_multiclass(probabilities: np.ndarray, draws: int = 300, seed: int = 0) -> dict[str, Estimate]:
+def estimate_multiclass(probabilities: np.ndarray, draws: int = 300, seed: int = 0,
+                        scores: np.ndarray | None = None) -> dict[str, Estimate]:
     """Accuracy, macro precision (over the classes predicted), macro recall (over the classes present) and macro
-    one-vs-rest ROC-AUC of a window of calibrated class probabilities (n, k), predicted by argmax."""
+    one-vs-rest ROC-AUC of a window of calibrated class probabilities (n, k). The model's calls are the argmax of its
+    own `scores` (n, k: the uncalibrated probabilities it answered with, whose argmax a per-class calibration may
+    not keep), which also rank the rows for ROC-AUC; default the probabilities."""
     probabilities = _rows_of_distributions(probabilities)
+    scores = probabilities if scores is None else np.asarray(scores, float)
     rows, k = probabilities.shape
-    calls = probabilities.argmax(axis=1)[:, None] == np.arange(k)
+    calls = scores.argmax(axis=1)[:, None] == np.arange(k)
     uniform = np.random.default_rng(seed).random((draws, rows), np.float32)
     upper = np.cumsum(probabilities, axis=1).astype(np.float32)
     upper[:, -1] = np.inf  # the last class takes what rounding leaves above the sum
@@ -161,8 +165,8 @@ def estimate_multiclass(probabilities: np.ndarray, draws: int = 300, seed: int =
     for c in range(k):
         labels = ((uniform >= upper[:, c - 1] if c else True) & (uniform < upper[:, c])).astype(float)
         positives[c], tp[c] = labels.sum(axis=1), labels @ calls[:, c].astype(float)
-        auc[c] = _rank_auc(labels @ rankdata(probabilities[:, c]), positives[c], rows)
-    expected_auc = np.array([_expected_auc(probabilities[:, c], probabilities[:, c]) for c in range(k)])
+        auc[c] = _rank_auc(labels @ rankdata(scores[:, c]), positives[c], rows)
+    expected_auc = np.array([_expected_auc(probabilities[:, c], scores[:, c]) for c in range(k)])
     point = _multiclass_metrics((probabilities * calls).sum(axis=0), probabilities.sum(axis=0), calls.sum(axis=0),
                                 expected_auc, rows)
     return _estimates(point, _multiclass_metrics(tp, positives, calls.sum(axis=0)[:, None], auc, rows))

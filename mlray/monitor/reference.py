@@ -59,6 +59,7 @@ class Reference:
     sample: pa.Table = field(repr=False)  # the raw reference rows
     calibrator: Calibrator | None = None  # scores → probabilities (fitted on the validation split)
     confusion: np.ndarray | None = None  # [predicted][true] class counts on the validation split
+    probabilities: np.ndarray | None = None  # multiclass: its class probabilities on the sample (rows × classes)
 
     @property
     def columns(self) -> list[str]:
@@ -129,10 +130,12 @@ def load_reference(spec: ProjectSpec, version: str) -> Reference:
         raise UserError(f"model '{spec.name}' v{version}: its reference sample lacks the monitored columns "
                         f"{', '.join(missing)} (retrain it with this spec, or set monitor.columns)")
     encodings = column_encodings(spec, package.fitted, sample)
-    reference_scores = scores(predict_frame(package.net, package.config, package.fitted, frame))
-    config = package.config
+    predicted = predict_frame(package.net, package.config, package.fitted, frame)
+    reference_scores, config = scores(predicted), package.config
+    probabilities = predicted[[f"probability_{c}" for c in config.classes]].to_numpy(float) \
+        if config.task == "multiclass" else None
     return Reference(version, config.task, list(config.classes), config.threshold, encodings,
                      encode_columns(encodings, sample),
                      reference_scores, registry.test_metrics(version), package.fitted, sample,
                      Calibrator.from_dict(config.calibration) if config.calibration else None,
-                     np.asarray(config.validation_confusion) if config.validation_confusion else None)
+                     np.asarray(config.validation_confusion) if config.validation_confusion else None, probabilities)

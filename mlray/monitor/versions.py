@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from mlray.lake.inference import flat_inputs
 from mlray.monitor.context import Context
 from mlray.monitor.detectors import Detectors
-from mlray.monitor.estimated import estimate_window
+from mlray.monitor.estimated import estimate_window, logged_probabilities
 from mlray.monitor.reference import Reference
 from mlray.spec import MonitorSpec
 
@@ -52,7 +52,7 @@ class ServedVersions:
             return out | {"error": f"{type(error).__name__}: {error}"[:300]}
         scores = rows.column("score").to_numpy(zero_copy_only=False).astype(float)
         test = detectors.check_scores(scores, flat_inputs(rows))
-        estimates = estimate_window(detectors.reference, scores, seed=seed)
+        estimates = estimate_window(detectors.reference, scores, seed=seed, probabilities=logged_probabilities(rows))
         return out | {"score_p_value": test.p_value, "score_drift": test.drift, "estimated": estimates.quality,
                       "priors": estimates.priors}
 

@@ -22,7 +22,9 @@ from mlray.lake import Lake
 from mlray.lake.inference import appended_since
 from mlray.spec import MonitorSpec, ServeSpec
 
-WINDOW_LOG_COLUMNS = ["request_id", "row", "at", "model_version", "shadow", "inputs", "prediction", "score", "error"]
+# `probabilities` (multiclass) is left out of a log from before it was kept
+WINDOW_LOG_COLUMNS = ["request_id", "row", "at", "model_version", "shadow", "inputs", "prediction", "score", "error",
+                      "probabilities"]
 ORDER = [("_commit_version", "ascending"), ("request_id", "ascending"), ("row", "ascending")]
 
 

@@ -19,6 +19,13 @@ def score_of(prediction: dict) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def probabilities_of(prediction: dict) -> list[float] | None:
+    """A multiclass row's class probabilities, in the package's class order (as `predict_arrays` names them); None
+    for a binary or regression row."""
+    found = [float(v) for k, v in prediction.items() if str(k).startswith("probability_")]
+    return found or None
+
+
 def scores(frame: pd.DataFrame) -> np.ndarray:
     """`score_of` for every row of `predict_frame`'s output."""
     return np.array([score_of(row) for row in frame.to_dict("records")], dtype=float)

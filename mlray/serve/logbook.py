@@ -30,7 +30,7 @@ import pyarrow as pa
 from mlray.lake import Lake
 from mlray.lake.inference import INPUTS, LABELS_SCHEMA, REJECTS_SCHEMA, inference_log_schema, rejects_name
 from mlray.lake.stream import StreamAppender
-from mlray.registry.scores import score_of
+from mlray.registry.scores import probabilities_of, score_of
 from mlray.serve.schema import INT64_MAX, INT64_MIN, request_columns
 from mlray.spec import ProjectSpec
 
@@ -296,6 +296,7 @@ class InferenceLog(BufferedTable):
             "error": repeated([c.error for c in calls], pa.string()),
             "key_fingerprint": repeated([c.key_fingerprint for c in calls], pa.string()),
             "pinned": repeated([c.pinned for c in calls], pa.bool_()),
+            "probabilities": pa.array([probabilities_of(a) if a else None for a in answers], pa.list_(pa.float64())),
         }
         return pa.Table.from_pydict(columns, schema=self.schema)
 

@@ -208,16 +208,18 @@ def test_a_label_the_table_cannot_hold_is_rejected_and_the_other_labels_land(spe
 
 
 def test_an_older_inference_log_gains_the_new_columns_in_place(spec, lake):
-    old = pa.schema([f for f in log_schema(spec) if f.name not in ("key_fingerprint", "pinned")])
+    old = pa.schema([f for f in log_schema(spec) if f.name not in ("key_fingerprint", "pinned", "probabilities")])
     lake.create("inference_log", old)
     lake.append("inference_log", old.empty_table())
     create_tables(spec, lake)
     assert lake.open("inference_log").schema().to_arrow().names == log_schema(spec).names
     book = InferenceLog(lake, "inference_log", log_schema(spec))
     book.record("r1", "1", request(spec, 1.0), [{"score": 0.5}], 1.0, key_fingerprint="sha256:abcd…", pinned=True)
-    assert book.flush() == 1
-    row = lake.read("inference_log").to_pylist()[0]
-    assert row["key_fingerprint"] == "sha256:abcd…" and row["pinned"] is True
+    book.record("r2", "1", request(spec, 1.0), [{"prediction": "b", "probability_a": 0.25, "probability_b": 0.75}], 1.0)
+    assert book.flush() == 2
+    rows = sorted(lake.read("inference_log").to_pylist(), key=lambda r: r["request_id"])
+    assert rows[0]["key_fingerprint"] == "sha256:abcd…" and rows[0]["pinned"] is True
+    assert (rows[0]["probabilities"], rows[1]["probabilities"]) == (None, [0.25, 0.75])  # multiclass: every class's
 
 
 def test_a_replica_remembers_a_bounded_number_of_labels_and_the_readers_keep_the_first(spec, lake):

@@ -9,7 +9,7 @@ its validation split), and on simulated windows whose calibrated probability is 
 | the generator's concept drift (0.5) is flagged in ≥ 95% of the windows judged | test_generated_concept_drift_is_flagged |
 | a simulated change of p(y given x) is flagged, calm windows rarely | test_a_simulated_change_of_p_y_given_x_is_flagged |
 | the realised metrics are mlray.quality's | test_the_realised_metrics_are_mlray_quality_s |
-| each band is the Bonferroni level, around the estimate | test_each_band_holds_the_estimate_at_the_bonferroni_level |
+| each band: joint level, around the estimate | test_each_band_holds_the_estimate_between_the_joint_and_the_bonferroni_level |
 | too few labels of a class, multiclass, no calibrator: not judged | test_what_cannot_be_judged_says_why |
 """
 
@@ -129,9 +129,9 @@ def test_the_realised_metrics_are_mlray_quality_s(exact):
         assert {m: found[m]["realised"] for m in METRICS} == pytest.approx({m: expected[m] for m in METRICS})
 
 
-def test_each_band_holds_the_estimate_at_the_bonferroni_level(exact):
+def test_each_band_holds_the_estimate_between_the_joint_and_the_bonferroni_level(exact):
     check = check_assumptions(exact, simulated(7), seed=7)
-    assert check.judged and check.level == pytest.approx(1 - 0.01 / 5) and check.rows == 2000
+    assert check.judged and 1 - 0.01 < check.level <= 1 - 0.01 / 5 + 1e-3 and check.rows == 2000
     assert set(check.metrics) == set(METRICS)
     for metric, found in check.metrics.items():
         assert found["low"] <= found["estimated"] <= found["high"], metric
@@ -149,5 +149,5 @@ def test_what_cannot_be_judged_says_why(exact):
     assert check_assumptions(exact, [("True", 0.9)] * 30 + [("FALSE", 0.1)] * 30).judged  # labels matched case aside
     multiclass = SimpleNamespace(task="multiclass", classes=["a", "b", "c"], threshold=0.5, calibrator=None)
     assert check_assumptions(multiclass, [("a", 0.9)]) == AssumptionCheck(
-        reason="binary models only: the log keeps a multiclass model's top probability alone")
+        reason="binary models only: a multiclass model's estimates are not checked against its labels yet")
     assert "no calibrator" in check_assumptions(SimpleNamespace(task="binary", calibrator=None), few).reason

@@ -11,6 +11,7 @@ it: the package's calibrator and validation confusion, applied to served scores 
 | night and day windows: no prior shift against their own hours | test_seasonal_windows_are_no_prior_shift_against_their_hours |
 | 1.8% → 6% fraud is seen against the reference rows of the same hours | test_a_prior_shift_is_seen_against_the_same_hours |
 | nothing matched: the shares are not judged | test_with_nothing_matched_the_shares_are_not_judged |
+| multiclass: from the logged probabilities | test_a_multiclass_window_is_estimated_from_its_class_probabilities |
 """
 
 from functools import cache
@@ -158,3 +159,41 @@ def test_with_nothing_matched_the_shares_are_not_judged(seasonal):
     found = estimate_window(seasonal, hours_of_traffic(2000, NIGHT_HOURS, 4)[2], matched_reference_scores=np.zeros(0))
     assert found.prior_source == "matched" and found.prior_shift == [] and found.source_priors == {}
     assert found.priors and found.quality
+
+
+def multiclass_rows(count: int, priors: list[float], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, raw class probabilities) of a three-class model: each class's latent centred on its own axis, the
+    probabilities the softmax of a too-confident (unscaled) read of it."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, count, p=priors)
+    latent = rng.normal(np.eye(3)[y] * 1.5, 1.0)
+    exp = np.exp(2.5 * latent)
+    return y, exp / exp.sum(axis=1, keepdims=True)
+
+
+@cache
+def multiclass_champion() -> SimpleNamespace:
+    y, probabilities = multiclass_rows(20_000, [0.6, 0.3, 0.1], seed=0)
+    confusion = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(confusion, (probabilities.argmax(axis=1), y), 1)
+    return SimpleNamespace(task="multiclass", classes=["a", "b", "c"], threshold=0.5, confusion=confusion,
+                           calibrator=fit_calibrator("multiclass", y, probabilities), probabilities=None)
+
+
+def test_a_multiclass_window_is_estimated_from_its_class_probabilities():
+    reference = multiclass_champion()
+    y, probabilities = multiclass_rows(5_000, [0.6, 0.3, 0.1], seed=1)
+    calm = estimate_window(reference, probabilities.max(axis=1), seed=1, probabilities=probabilities)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == y))
+    assert abs(calm.quality["accuracy"]["value"] - accuracy) < 0.015, (calm.quality["accuracy"], accuracy)
+    assert set(calm.quality) == {"accuracy", "precision", "recall", "roc_auc"} and calm.prior_shift == []
+    assert calm.prior_source == "validation" and abs(calm.priors["c"]["value"] - 0.1) < 0.02
+    _, moved = multiclass_rows(5_000, [0.45, 0.3, 0.25], seed=2)  # class c from 10% to 25%
+    shifted = estimate_window(reference, moved.max(axis=1), seed=2, probabilities=moved)
+    assert "c" in shifted.prior_shift and abs(shifted.priors["c"]["value"] - 0.25) < 0.03, shifted.priors
+    # matched to reference rows of the same kind of traffic: judged against them, the move found again
+    _, matched = multiclass_rows(3_000, [0.6, 0.3, 0.1], seed=3)
+    against = estimate_window(reference, moved.max(axis=1), seed=2, probabilities=moved,
+                              matched_reference_probabilities=matched)
+    assert against.prior_source == "matched" and "c" in against.prior_shift
+    assert estimate_window(reference, moved.max(axis=1), seed=2) == WindowEstimates()  # no probabilities logged
