@@ -149,7 +149,8 @@ def _calls(reference: Reference, scores: np.ndarray) -> np.ndarray:
     """Each row's predicted class index: binary scores against the threshold, multiclass probabilities' argmax."""
     if reference.task == "binary":
         return (scores >= reference.threshold).astype(np.int64)
-    return np.asarray(scores, float).reshape(len(scores), -1).argmax(axis=1)
+    scores = np.asarray(scores, float)
+    return scores.argmax(axis=1) if len(scores) else np.zeros(0, dtype=np.int64)
 
 
 def _counts(calls: np.ndarray, classes: int) -> np.ndarray:

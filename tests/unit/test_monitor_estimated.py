@@ -12,6 +12,7 @@ it: the package's calibrator and validation confusion, applied to served scores 
 | 1.8% → 6% fraud is seen against the reference rows of the same hours | test_a_prior_shift_is_seen_against_the_same_hours |
 | nothing matched: the shares are not judged | test_with_nothing_matched_the_shares_are_not_judged |
 | multiclass: from the logged probabilities | test_a_multiclass_window_is_estimated_from_its_class_probabilities |
+| the monitor reads them from the log, matched | test_the_monitor_estimates_a_multiclass_window_from_its_log_rows |
 """
 
 from functools import cache
@@ -197,3 +198,26 @@ def test_a_multiclass_window_is_estimated_from_its_class_probabilities():
                               matched_reference_probabilities=matched)
     assert against.prior_source == "matched" and "c" in against.prior_shift
     assert estimate_window(reference, moved.max(axis=1), seed=2) == WindowEstimates()  # no probabilities logged
+
+
+def test_the_monitor_estimates_a_multiclass_window_from_its_log_rows():
+    """`WindowChecks.estimates` reads the `probabilities` column of the champion's rows; matched to the window's
+    periods, the class shares are judged against the matched reference rows' calls; a row logged without them (an
+    older log) leaves the window unestimated."""
+    import pyarrow as pa
+
+    from mlray.monitor.checks import WindowChecks
+    from mlray.monitor.detectors import DriftResult
+
+    _, moved = multiclass_rows(4_000, [0.45, 0.3, 0.25], seed=4)
+    _, reference_rows = multiclass_rows(6_000, [0.6, 0.3, 0.1], seed=5)
+    reference = SimpleNamespace(**vars(multiclass_champion()) | {"probabilities": reference_rows})
+    rows = pa.table({"probabilities": pa.array(moved.tolist(), pa.list_(pa.float64()))})
+    matched = DriftResult([], [], [], [], 0.01, context={"period": "hour_of_day"},
+                          matched_rows=np.arange(0, 6_000, 2), scored_rows=np.ones(4_000, bool))
+    found = WindowChecks.estimates(reference, rows, moved.max(axis=1), matched, seq=1)
+    assert found.prior_source == "matched" and "c" in found.prior_shift and "accuracy" in found.quality
+    unmatched = DriftResult([], [], [], [], 0.01, context={"period": "hour_of_day"})  # nothing matched: not judged
+    assert WindowChecks.estimates(reference, rows, moved.max(axis=1), unmatched, seq=1).prior_shift == []
+    older = pa.table({"probabilities": pa.array([None, *moved[1:].tolist()], pa.list_(pa.float64()))})
+    assert WindowChecks.estimates(reference, older, moved.max(axis=1), matched, seq=1) == WindowEstimates()
