@@ -207,10 +207,17 @@ class Detectors:
         n, alpha = len(p_values), self.monitor.p_value
         if self.monitor.correction == "bonferroni" or n == 1:
             return alpha / n
-        from alibi_detect.utils.statstest import fdr  # heavy: alibi-detect (already loaded by __init__); only the fdr correction
+        return fdr_threshold(p_values, alpha)
 
-        drifted, threshold = fdr(p_values, q_val=alpha)
-        return float(threshold) if drifted else alpha / n
+
+def fdr_threshold(p_values: np.ndarray, q: float) -> float:
+    """Benjamini–Hochberg's threshold over `p_values` at false discovery rate `q`, as Alibi's `fdr` finds it: q · i / n
+    for the largest i whose i-th smallest p-value lies below it; q / n (Bonferroni's) when none does. Here rather
+    than Alibi's so that `detectors: scipy` needs no alibi-detect."""
+    ordered, n = np.sort(np.asarray(p_values, float)), len(p_values)
+    cuts = q * np.arange(1, n + 1) / n
+    below = np.flatnonzero(ordered < cuts)
+    return float(cuts[below[-1]]) if len(below) else q / n
 
 
 def kept(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -21,7 +21,9 @@ its assumptions: concept drift (or a label shift, which moves p(y|x) too: the pr
 With a 90% band per metric, over a quarter of calm windows would have one of the five outside.
 
 Multiclass models are estimated from the class probabilities the inference log keeps (`probabilities`): accuracy and
-macro precision, recall and ROC-AUC, and BBSE over every class. The check of the assumptions is binary only.
+macro precision, recall and ROC-AUC, and BBSE over every class, each class's share tested at SHIFT_ALPHA with no
+correction over the classes (k classes: up to k × 0.2% of calm windows report a moved share). The check of the
+assumptions is binary only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlray.monitor.estimators import (
     Estimate,
@@ -110,7 +113,8 @@ def _window_calls(reference: Reference, scores: np.ndarray, probabilities: np.nd
     if reference.task == "binary":
         scores = np.asarray(scores, float)
         found = estimate_binary(reference.calibrator.apply(scores), scores, reference.threshold, seed=seed)
-    elif reference.task == "multiclass" and probabilities is not None and len(probabilities):
+    elif reference.task == "multiclass" and probabilities is not None and len(probabilities) and \
+            probabilities.shape[1] == len(reference.classes) and np.isfinite(probabilities).all():
         found = estimate_multiclass(reference.calibrator.apply(probabilities), seed=seed, scores=probabilities)
     else:
         return None
@@ -123,6 +127,9 @@ def logged_probabilities(rows: pa.Table) -> np.ndarray | None:
     log kept them, or not a multiclass answer) or there are none."""
     kept = rows.column("probabilities") if "probabilities" in rows.column_names else None
     if kept is None or not len(kept) or kept.null_count:
+        return None
+    lengths = pc.list_value_length(kept)
+    if pc.min(lengths).as_py() != pc.max(lengths).as_py():  # answers of packages with other classes
         return None
     return np.array(kept.to_pylist(), dtype=float)
 

@@ -217,7 +217,7 @@ def assumption_bands(probability: np.ndarray, score: np.ndarray, threshold: floa
     point, drawn = _binary_draws(probability, score, threshold, draws, seed)
     depth = joint_tail_depth([drawn[name] for name in metrics], alpha)
     bands = {name: Estimate(float(point[name]), *_band_at(drawn[name], depth)) for name in metrics}
-    return bands, 1 - 2 * depth / (draws + 1)
+    return bands, 1 - 2 * depth / (draws + 1) if depth else float("nan")
 
 
 def joint_tail_depth(drawn: list[np.ndarray], alpha: float) -> int:

@@ -51,6 +51,7 @@ from mlray.spec import ProjectSpec, ServeSpec
 log = logging.getLogger(__name__)
 LONG_POLL_S = 10.0  # a watch with nothing new returns after this long (the replica calls again)
 ROLLBACK_TAG = "mlray.rolled_back"
+SERVE_STATUS_WAIT_S = 5.0  # how long `settled` waits for Serve's count of ingress replicas
 PROJECTION_WAIT_S = 10.0  # how long a change that moved an alias waits for the registry to show it
 
 
@@ -58,16 +59,12 @@ actor_name = control_plane_name
 
 
 def running_ingress_replicas(application: str) -> int | None:
-    """How many ingress replicas Serve runs for `application` (None: Ray is not running, or Serve's controller
-    does not answer)."""
+    """How many ingress replicas Serve runs for `application` (None: Ray is not running, or no such application)."""
     if not ray.is_initialized():
         return None
     from ray import serve  # Serve's client: only the actor asks it
 
-    try:
-        found = serve.status().applications.get(application)  # Serve not started: no applications
-    except ray.exceptions.RayError:  # its controller restarting: wait for the replicas known, as before
-        return None
+    found = serve.status().applications.get(application)  # Serve not started: no applications
     ingress = found.deployments.get("ingress") if found is not None else None
     return None if ingress is None else int(ingress.replica_states.get("RUNNING", 0))
 
@@ -169,13 +166,23 @@ class ControlPlane:
         many replicas as Serve runs must have called in: an owner started a moment ago knows none yet, and replicas
         that lost its predecessor call the new one after their back-off."""
         deadline = time.monotonic() + timeout
-        running = await asyncio.to_thread(self.running_ingress, self.spec.name) or 0
+        running = await self._running_ingress(min(SERVE_STATUS_WAIT_S, timeout)) or 0
         while time.monotonic() < deadline:
             applied = await self.replica_revisions()
             if len(applied) >= running and all(seen >= revision for seen in applied.values()):
                 return True
             await asyncio.sleep(0.02)
         return False
+
+    async def _running_ingress(self, wait: float) -> int | None:
+        """Serve's count of running ingress replicas, or None when Serve does not say within `wait` seconds (its
+        controller restarting waits rather than fails) or answers with an error: the replicas known are waited for."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.running_ingress, self.spec.name), wait)
+        except Exception as exc:  # noqa: BLE001 - a change is committed: how long to wait for it is no reason to fail
+            log.warning("Serve's replica count of %s unknown (%s): waiting for the replicas known", self.spec.name,
+                        type(exc).__name__)
+            return None
 
     async def aliases(self) -> dict[str, str | None]:
         """Who is champion, challenger and previous, as the control plane has it."""

@@ -381,3 +381,16 @@ def test_a_new_owner_waits_for_as_many_replicas_as_serve_runs_before_a_change_is
         return alone, one, behind, await control.settled(revision, timeout=0.2)
 
     assert run(scenario) == (False, False, False, True)
+
+    def failing(application):
+        raise RuntimeError("Serve's controller is restarting")
+
+    unsure = ControlPlane(project, store=table, audit=AuditLog(project.platform), registry=lambda: MemoryRegistry(),
+                          running_ingress=failing)
+
+    async def without_serve():  # Serve does not say: the replicas known are waited for, as before
+        revision = (await unsure.snapshot())["revision"]
+        await unsure.watch(revision, "replica-1", timeout=0.01)
+        return await unsure.settled(revision, timeout=0.2)
+
+    assert run(without_serve) is True

@@ -77,6 +77,19 @@ def test_the_scipy_detectors_give_alibis_answers(correction):
     assert scipy.check(window, window_scores(window)).drifted == ["amount", "country", "card_present"]
 
 
+def test_the_fdr_threshold_is_alibis_without_alibi():
+    from alibi_detect.utils.statstest import fdr
+
+    from mlray.monitor.detectors import fdr_threshold
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 20):
+        for _ in range(50):
+            p_values = rng.random(n) ** rng.uniform(1, 6)  # from calm to many small p-values
+            drifted, threshold = fdr(p_values, q_val=0.05)
+            assert fdr_threshold(p_values, 0.05) == pytest.approx(float(threshold) if drifted else 0.05 / n)
+
+
 def test_the_multivariate_test_needs_alibi():
     from pydantic import ValidationError
 

@@ -221,3 +221,7 @@ def test_the_monitor_estimates_a_multiclass_window_from_its_log_rows():
     assert WindowChecks.estimates(reference, rows, moved.max(axis=1), unmatched, seq=1).prior_shift == []
     older = pa.table({"probabilities": pa.array([None, *moved[1:].tolist()], pa.list_(pa.float64()))})
     assert WindowChecks.estimates(reference, older, moved.max(axis=1), matched, seq=1) == WindowEstimates()
+    other = pa.table({"probabilities": pa.array([[0.5, 0.5], *moved[1:].tolist()], pa.list_(pa.float64()))})
+    assert WindowChecks.estimates(reference, other, moved.max(axis=1), matched, seq=1) == WindowEstimates()
+    two = pa.table({"probabilities": pa.array(moved[:, :2].tolist(), pa.list_(pa.float64()))})  # another package's
+    assert WindowChecks.estimates(reference, two, moved.max(axis=1), matched, seq=1) == WindowEstimates()

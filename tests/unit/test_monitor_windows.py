@@ -60,3 +60,23 @@ def test_windows_left_by_a_poll_during_traffic_are_checked_at_the_first_poll_aft
         commit(log)
     assert windows(monitor) == [WINDOW] * 5
     assert monitor.checkpoint.seq == 12 and windows(monitor) == []
+
+
+def test_windows_read_a_log_across_the_upgrade_that_added_the_probabilities(project):
+    """A log from before `probabilities` gains it in place; the monitor reads rows from before and after the upgrade
+    in one change-feed read, the older ones without probabilities."""
+    from mlray.monitor.windows import Cursor, read_from
+
+    lake, table = Lake.from_platform(project.platform), project.serve.inference_log_table
+    older = log_schema(project).remove(log_schema(project).get_field_index("probabilities"))
+    lake.create(table, older)
+    before = InferenceLog(lake, table, older)
+    before.record("r1", "1", [{}], [{"prediction": "a"}], 1.0)
+    assert before.flush() == 1
+    create_tables(project, lake)  # a deploy of this mlray
+    after = InferenceLog(lake, table, log_schema(project))
+    after.record("r2", "1", [{}], [{"prediction": "b", "probability_a": 0.25, "probability_b": 0.75}], 1.0)
+    assert after.flush() == 1
+    rows = read_from(lake, table, Cursor(0, 0))
+    assert rows.column("request_id").to_pylist() == ["r1", "r2"]
+    assert rows.column("probabilities").to_pylist() == [None, [0.25, 0.75]]
