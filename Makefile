@@ -7,7 +7,12 @@ BIN := $(VENV)/bin
 # torch would pull a multi-GB CUDA build. GPU clusters bring torch with their image.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast bench clean
+# The node images (Dockerfile): `make image` builds both targets, `make push-image` pushes them to IMAGE_REPO.
+IMAGE_REPO ?= mlray
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+TORCH_VERSION := $(patsubst torch==%,%,$(TORCH))
+
+.PHONY: setup demo test test-fast bench image push-image clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +35,14 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+image:
+	docker build --target cpu --build-arg TORCH_VERSION=$(TORCH_VERSION) -t $(IMAGE_REPO):$(VERSION)-cpu .
+	docker build --target gpu --build-arg TORCH_VERSION=$(TORCH_VERSION) -t $(IMAGE_REPO):$(VERSION)-gpu .
+
+push-image: image
+	docker push $(IMAGE_REPO):$(VERSION)-cpu
+	docker push $(IMAGE_REPO):$(VERSION)-gpu
 
 clean:
 	rm -rf $(VENV) mlray-demo .pytest_cache

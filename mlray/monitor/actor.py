@@ -13,10 +13,8 @@ import logging
 import ray
 
 from mlray.actors import TimedShell, answer_retried, detached, restarted
-from mlray.errors import UserError
 from mlray.lake import Lake
 from mlray.lake.specs import LiveSpec
-from mlray.monitor.jobs import jobs_address
 from mlray.monitor.serving import PushedServing, ServingTable
 from mlray.monitor.watch import Monitor
 from mlray.runtime import NAMESPACE
@@ -77,11 +75,9 @@ def start(spec: ProjectSpec):
     """The project's monitor: started with this spec, or found running and handed it; returned once it has its
     checkpoint (a new one starts at the end of the inference log), so traffic served from now on is watched. It
     follows the spec revision the control plane holds: hand this spec over there first (`mlray.monitoring.start`)."""
-    try:
-        address = jobs_address()
-    except UserError:  # no Jobs API here: the monitor asks again when it has a job to submit, and says so then
-        address = None
-    handle = detached(DriftMonitor, actor_name(spec.name), spec, address)
+    # No address: the monitor submits through the head node (`jobs.HeadJobs`), as the address this driver sees (often
+    # the head's 127.0.0.1) may not answer on the node Ray places or restarts the monitor on.
+    handle = detached(DriftMonitor, actor_name(spec.name), spec, None)
     ray.get(handle.hand_over.remote(spec))  # one that ran already takes this spec
     ray.get(handle.call.remote(Monitor.status.__name__))
     return handle

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import ray
 from ray.data.dataset import MaterializedDataset
 
+from mlray.errors import UserError
 from mlray.spec import ProjectSpec
 from mlray.train.batches import memory_per_worker_mb, split_blocks
 from mlray.train.config import METRICS_FILE, Fault
@@ -29,10 +31,37 @@ LOCAL_TRAIN_ROWS = 100_000  # `train.execution: auto` trains up to this many tra
 RAY_TRAIN_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
+GPU_CHECK_TIMEOUT_S = 600.0  # an autoscaling cluster may take minutes to start a GPU node
+
+
 def use_gpu(setting) -> bool:
     if setting == "auto":
         return ray.cluster_resources().get("GPU", 0) >= 1
     return bool(setting)
+
+
+@ray.remote(num_gpus=1, num_cpus=0, max_retries=0)
+def _cuda_where_a_gpu_is() -> tuple[bool, str]:
+    import torch  # the node's own torch: the GPU image's, or a CPU build on a node that only advertises a GPU
+
+    detail = (f"torch {torch.__version__} ({'CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU build'}), "
+              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}")
+    return torch.cuda.is_available(), detail
+
+
+def require_usable_gpus() -> None:
+    """Refuse, in one line and before any worker starts, a GPU run on a GPU that torch cannot use where it is (a CPU
+    build of torch, no driver, a node that advertises a GPU it has not got): Lightning would otherwise train on the
+    CPU while holding the GPU, or fail deep in CUDA."""
+    try:
+        usable, detail = ray.get(_cuda_where_a_gpu_is.remote(), timeout=GPU_CHECK_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise UserError(f"train.use_gpu: no node with a free GPU answered within {GPU_CHECK_TIMEOUT_S:.0f} s "
+                        f"(the cluster has {ray.cluster_resources().get('GPU', 0):g} GPUs)") from None
+    if not usable:
+        raise UserError(f"train.use_gpu: the cluster advertises {ray.cluster_resources().get('GPU', 0):g} GPUs, but "
+                        f"torch on a GPU node cannot use them ({detail}): run GPU nodes on mlray's CUDA image "
+                        f"(`make image`, the -gpu target), or set train.use_gpu: false")
 
 
 def training_inputs(spec: ProjectSpec, prepared: Prepared) -> dict:

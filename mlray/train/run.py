@@ -35,7 +35,7 @@ from mlray.train.calibrate import fit_on_validation
 from mlray.train.config import CHECKPOINT_FILE, Fault, LoopConfig
 from mlray.train.data import Prepared, check_splits, resolve_labels, split_datasets
 from mlray.train.evaluate import champion_metrics, evaluate_frame, raw_split_rows
-from mlray.train.execution import RAY_TRAIN_DEFAULTS, LocalResult, choose_execution, use_gpu, worker_inputs
+from mlray.train.execution import RAY_TRAIN_DEFAULTS, LocalResult, choose_execution, require_usable_gpus, use_gpu, worker_inputs
 from mlray.train.loop import train_loop_per_worker
 from mlray.train.progress import EpochWatcher, Progress
 
@@ -172,6 +172,8 @@ def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str
         TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=0),
                      run_config=RunConfig(name=run_name)).fit()
         return LocalResult.read(folder)
+    if gpu:
+        require_usable_gpus()
     for name, value in RAY_TRAIN_DEFAULTS.items():  # read by Ray Train's controller, which the driver's env reaches
         os.environ.setdefault(name, value)
     trainer = TorchTrainer(

@@ -32,7 +32,7 @@ from mlray.registry.models import Registry
 from mlray.spec import ProjectSpec
 from mlray.train.config import STARTUP_PREFIX
 from mlray.train.data import Prepared
-from mlray.train.execution import training_inputs, trials_train_in_process, use_gpu
+from mlray.train.execution import require_usable_gpus, training_inputs, trials_train_in_process, use_gpu
 from mlray.train.progress import Progress
 from mlray.train.run import (
     TrainOutcome,
@@ -232,6 +232,8 @@ def _tune(spec: ProjectSpec, prepared: Prepared, sweep: str, parent_run_id: str,
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    if use_gpu(spec.train.use_gpu):
+        require_usable_gpus()  # once, here, rather than in every trial
     space = search_space(spec)
     grid_points = math.prod(len(v["grid_search"]) for v in space.values() if isinstance(v, dict) and "grid_search" in v)
     asha = spec.tune.scheduler

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import inspect
 import json
 import re
@@ -22,6 +23,7 @@ import yaml
 ROOT = Path(__file__).parents[2]
 CLUSTER = ROOT / "cluster"
 STARTER = ROOT / "mlray" / "templates" / "starter.yaml"
+README = ROOT / "README.md"
 
 
 def _documents(path: Path) -> list[dict]:
@@ -134,15 +136,81 @@ def test_every_ray_start_turns_the_fast_ingress_and_its_retries_on(path):
 
 
 @pytest.mark.parametrize("path", LAUNCHER, ids=_ids(LAUNCHER))
-def test_launcher_file_mounts_copy_paths_of_this_repository(path):
-    """`ray up` runs from the repository root: a relative source is a path in it (home paths are the user's own)."""
-    mounts = _documents(path)[0]["file_mounts"]
-    local = {remote: source for remote, source in mounts.items() if not source.startswith("~")}
-    assert local, "the checkout is copied to the nodes"
+def test_launcher_nodes_run_mlrays_images_and_install_nothing_when_they_join(path):
+    config = _documents(path)[0]
+    head, gpu, cpu = _node_types(config)
+    docker = config["docker"]
+    assert "image" not in docker, "one image for all nodes: the GPU one on the head, or the CPU one on GPU workers"
+    assert docker["head_image"].endswith("-cpu") and docker["worker_image"].endswith("-cpu")  # tests/unit/test_images.py
+    assert gpu["docker"]["worker_image"].endswith("-gpu")
+    assert "docker" not in cpu, "CPU workers take the cluster's worker_image"
+    assert not config.get("setup_commands") and not any("pip install" in c for t in (head, gpu, cpu)
+                                                        for c in t.get("worker_setup_commands", []))
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=_ids(LAUNCHER))
+def test_launcher_copies_no_environment_state_or_history_to_the_nodes(path):
+    config = _documents(path)[0]
+    local = {remote: source for remote, source in config["file_mounts"].items() if not source.startswith("~")}
     for remote, source in local.items():
         assert (ROOT / source).exists(), f"{remote}: {source}"
-    installed = [cmd for cmd in _documents(path)[0]["setup_commands"] if "pip install" in cmd]
-    assert any(remote in cmd for cmd in installed for remote in local), "the copied checkout is installed"
+    assert ".gitignore" in config["rsync_filter"] and "**/.git" in config["rsync_exclude"]
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {".venv/", ".mlray/", "/mlray-demo/"} <= set(ignored)
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=_ids(LAUNCHER))
+def test_every_ray_start_raises_the_open_files_limit_as_rays_own_configs_do(path):
+    config = _documents(path)[0]
+    for kind in ("head_start_ray_commands", "worker_start_ray_commands"):
+        for cmd in (c for c in config[kind] if "ray start" in c):
+            assert re.search(r"ulimit -n (\d+);", cmd.split("ray start")[0]).group(1) == "65536", f"{kind}: {cmd}"
+    assert "--ulimit nofile=65536:65536" in config["docker"]["run_options"]  # the container lets it go that high
+
+
+def test_every_aws_node_boots_a_current_image_and_reads_the_lake():
+    """Without an ImageId Ray boots an Ubuntu 18.04 / CUDA 11.2 AMI; without an instance profile a worker has no
+    credentials for s3:// (Ray gives its own role to the head only)."""
+    config = _documents(CLUSTER / "aws-gpu.yaml")[0]
+    profiles = {}
+    for name, node in config["available_node_types"].items():
+        image = node["node_config"]["ImageId"]
+        assert re.fullmatch(r"resolve:ssm:/aws/service/deeplearning/ami/x86_64/"
+                            r"base-oss-nvidia-driver-gpu-ubuntu-(22|24)\.04/latest/ami-id|ami-[0-9a-f]{8,17}", image), name
+        profiles[name] = node["node_config"]["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
+    assert profiles == {"head": "mlray-head", "cpu_workers": "mlray-worker", "gpu_workers": "mlray-worker"}
+
+
+def _statements(name: str) -> dict[str, dict]:
+    return {s["Sid"]: s for s in json.loads((CLUSTER / name).read_text())["Statement"]}
+
+
+def test_aws_roles_grant_the_lake_its_commit_lock_and_the_autoscaler_what_it_calls():
+    lake = _statements("aws-iam-lake-policy.json")
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= set(lake["LakeObjects"]["Action"])
+    assert "s3:ListBucket" in lake["LakeBucketList"]["Action"]
+    # delta-rs's DynamoDB log store: the table the README's storage_options name
+    lock = lake["DeltaCommitLock"]
+    assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"} <= set(lock["Action"])
+    assert lock["Resource"].endswith(":table/delta_log") and "DELTA_DYNAMO_TABLE_NAME: delta_log" in README.read_text()
+    head = _statements("aws-iam-head-policy.json")
+    assert {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags"} <= set(head["RayAutoscalerNodes"]["Action"])
+    assert "ssm:GetParameters" in head["ResolveTheNodesImage"]["Action"]  # RunInstances resolves resolve:ssm: as it
+    assert "iam:PassRole" in head["GiveWorkersTheirProfile"]["Action"]
+    assert any(r.endswith("role/mlray-worker") for r in head["GiveWorkersTheirProfile"]["Resource"])
+
+
+def test_gcp_workers_run_as_a_service_account_and_the_project_must_be_named():
+    config = _documents(CLUSTER / "gcp-gpu.yaml")[0]
+    head, gpu, cpu = _node_types(config)
+    for node in (gpu, cpu):
+        (account,) = node["node_config"]["serviceAccounts"]
+        assert account["email"].startswith("mlray-worker@")
+        assert "https://www.googleapis.com/auth/cloud-platform" in account["scopes"]
+    # A placeholder id would make Ray try to create that project; null stops `ray up` at Ray's own assertion.
+    assert config["provider"]["project_id"] is None
+    source = Path(importlib.util.find_spec("ray.autoscaler._private.gcp").submodule_search_locations[0])
+    assert "'project_id' must be set" in (source / "config.py").read_text()
 
 
 # ---------------------------------------------------------------------------------------------- what the configs name
@@ -261,6 +329,103 @@ def test_kuberay_spec_paths_are_mounted_on_every_pod(name, doc):
         env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
         for path in [*paths, env["MLRAY_SPEC"]]:
             assert _mounted(pod, path), f"{group}: {path}"
+
+
+def _head_service(doc: dict) -> str | None:
+    """The head Service KubeRay makes for a RayCluster or RayService (a RayJob's cluster gets a generated name)."""
+    if doc["kind"] == "RayJob":
+        return None
+    custom = _ray_cluster(doc)["headGroupSpec"].get("headService", {}).get("metadata", {}).get("name")
+    return custom or f"{doc['metadata']['name']}-head-svc"
+
+
+def test_kuberay_objects_and_their_head_services_have_names_of_their_own():
+    """A RayService rewrites the selector of a `<name>-head-svc` it finds, so a RayCluster of the same name loses its."""
+    docs = [doc for _, doc in _kuberay()]
+    names = [doc["metadata"]["name"] for doc in docs]
+    services = [svc for svc in map(_head_service, docs) if svc]
+    assert len(set(names)) == len(names) and len(set(services)) == len(services)
+    forwarded = set(re.findall(r"port-forward svc/([\w-]+) 8265", README.read_text()))
+    assert forwarded and forwarded <= set(services), forwarded
+
+
+def test_kuberay_clusters_share_one_token_secret_the_readme_creates_and_reads():
+    secrets = {_ray_cluster(doc)["authOptions"].get("secretName") for _, doc in _kuberay()}
+    assert len(secrets) == 1 and None not in secrets, "authOptions.secretName: the token survives upgrades"
+    (secret,) = secrets
+    readme = README.read_text()
+    assert f"kubectl create secret generic {secret} --from-literal=auth_token=" in readme
+    assert f"kubectl get secret {secret} -o jsonpath='{{.data.auth_token}}'" in readme
+
+
+def test_every_kuberay_pod_runs_as_the_service_account_that_carries_the_clouds_credentials():
+    (account,) = _documents(CLUSTER / "kuberay-serviceaccount.yaml")
+    assert account["kind"] == "ServiceAccount"
+    annotations = account["metadata"]["annotations"]
+    assert annotations["eks.amazonaws.com/role-arn"].endswith(":role/mlray-worker")  # IRSA
+    assert annotations["iam.gke.io/gcp-service-account"].startswith("mlray-worker@")  # Workload Identity
+    for name, doc in _kuberay():
+        for group, pod in _pod_specs(_ray_cluster(doc)):
+            assert pod["serviceAccountName"] == account["metadata"]["name"], f"{name}/{group}"
+
+
+# The node pools the README names: 8 vCPUs; memory of the smaller machine of each (GiB): n2-standard-8 (32) and
+# m6i.2xlarge for CPU, n1-standard-8 + T4 (30 GB) and g5.2xlarge for GPU.
+POOLS = {"cpu": (8, 32.0), "gpu": (8, 30 * 10**9 / 2**30)}
+DAEMONSETS = (0.4, 1.0)  # CPUs and GiB the cluster's own daemons (CNI, proxy, logging, device plugin) may hold
+
+
+def _allocatable(cpus: int, memory_gib: float) -> tuple[float, float]:
+    """What a node leaves to pods: GKE's reservations (the larger of EKS's and GKE's) and its eviction threshold."""
+    cpu_reserved = 0.06 + 0.01 + 0.005 * 2 + 0.0025 * (cpus - 4)
+    steps = [(4, 0.25), (4, 0.20), (8, 0.10), (112, 0.06)]
+    left, memory_reserved = memory_gib, 0.0
+    for size, share in steps:
+        memory_reserved += min(left, size) * share
+        left -= min(left, size)
+    return cpus - cpu_reserved, memory_gib - memory_reserved - 0.1
+
+
+def _quantity(value: str) -> float:
+    units = {"Gi": 1.0, "Mi": 1 / 1024, "m": 1e-3}
+    for unit, scale in units.items():
+        if str(value).endswith(unit):
+            return float(str(value)[: -len(unit)]) * scale
+    return float(value)
+
+
+@pytest.mark.parametrize("name,doc", _kuberay(), ids=[n for n, _ in _kuberay()])
+def test_kuberay_pods_ask_for_what_they_may_use_and_fit_a_node_of_their_pool(name, doc):
+    for group, pod in _pod_specs(_ray_cluster(doc)):
+        pool = pod["nodeSelector"]["mlray.io/pool"]
+        cpu_free, memory_free = (free - taken for free, taken in zip(_allocatable(*POOLS[pool]), DAEMONSETS))
+        (container,) = [c for c in pod["containers"] if c["name"].startswith("ray-")]
+        resources = container["resources"]
+        assert resources["requests"] == resources["limits"], f"{name}/{group}: Guaranteed, as KubeRay advises"
+        assert _quantity(resources["requests"]["cpu"]) <= cpu_free, f"{name}/{group}"
+        assert _quantity(resources["requests"]["memory"]) <= memory_free, f"{name}/{group}"
+        assert (pool == "gpu") == bool(_gpus(container)), f"{name}/{group}"
+    for machine in ("m6i.2xlarge", "n2-standard-8", "g5.2xlarge", "n1-standard-8", "mlray.io/pool"):
+        assert machine in README.read_text()
+
+
+def test_prometheus_operator_scrapes_rays_agent_and_haproxy_on_every_ray_pod():
+    from ray.serve._private.constants import RAY_SERVE_HAPROXY_METRICS_PORT
+
+    (monitor,) = _documents(CLUSTER / "kuberay-podmonitor.yaml")
+    assert monitor["kind"] == "PodMonitor"
+    (selector,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert selector["key"] == "ray.io/node-type" and set(selector["values"]) == {"head", "worker"}
+    scraped = {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]}
+    assert scraped == {"metrics", "haproxy-metrics"}
+    for name, doc in _kuberay():
+        for group, pod in _pod_specs(_ray_cluster(doc)):
+            for container in pod["containers"]:
+                ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                assert ports["metrics"] == 8080, f"{name}/{group}"
+                if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+                    assert ports["haproxy-metrics"] == RAY_SERVE_HAPROXY_METRICS_PORT, f"{name}/{group}"
 
 
 def _serve_applications() -> list[dict]:
