@@ -134,7 +134,8 @@ class ModelServer:
 def autoscaling_config(scaling, at_least: int = 0) -> dict:
     """Serve's autoscaling settings from the spec (`at_least`: a floor on min_replicas)."""
     return {"min_replicas": max(at_least, scaling.min_replicas), "max_replicas": scaling.max_replicas,
-            "target_ongoing_requests": scaling.target_ongoing_requests, "upscale_delay_s": 5, "downscale_delay_s": 60}
+            "target_ongoing_requests": scaling.target_ongoing_requests, "upscale_delay_s": scaling.upscale_delay_s,
+            "downscale_delay_s": scaling.downscale_delay_s}
 
 
 def replica_options(serve_spec, gpus: float) -> dict:

@@ -16,6 +16,8 @@ class AutoscalingSpec(Section):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(4, gt=0)
+    upscale_delay_s: float = Field(5, ge=0, description="how long load must stay above the target before a replica is added")
+    downscale_delay_s: float = Field(60, ge=0, description="how long load must stay below it before one is removed")
 
     @model_validator(mode="after")
     def _ordered(self) -> "AutoscalingSpec":
