@@ -122,6 +122,7 @@ def test_the_launcher_configs_node_types_scale_up_for_a_sweep_a_gpu_and_load_and
           f"{idle_s:.0f} s): a sweep of 4 trials × 4 CPUs on a head of {seen['cpus']:g} CPUs took {seen['sweep_s']} s "
           f"with {seen['cpu_peak']} CPU workers, gone {seen['cpu_gone_s']} s after it; a GPU run brought "
           f"{seen['gpu_peak']} GPU worker from 0, gone {seen['gpu_gone_s']} s after; serving: {served}")
+    print(f"  refused: {seen['refused']}")
     for event in seen["events"]:
         print(f"  {event['t']:7.1f} s  {event['event']:9}  {event['type']:11}  {event['node']}")
     assert served["replicas_before"] == 1 and served["replicas_peak"] == 3 and served["scaled_up_s"] is not None
