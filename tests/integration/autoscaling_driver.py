@@ -93,6 +93,30 @@ def refused_gpu_runs() -> dict:
     return refused
 
 
+@ray.remote(num_cpus=1)  # the head has none: a CPU worker
+def submitted_from_a_worker(submission_id: str) -> dict:
+    """What the drift monitor does on whatever node it runs on: submit a job and follow it (`RayJobs` without an
+    address), with the node it ran on."""
+    from mlray.monitor.jobs import HeadJobs, job_status
+
+    jobs = HeadJobs()
+    jobs.submit_job(entrypoint="python -c 'print(42)'", submission_id=submission_id)
+    status = wait_until(lambda: job_status(jobs, submission_id) in ("SUCCEEDED", "FAILED") and
+                        job_status(jobs, submission_id), timeout=60)
+    return {"node": ray.get_runtime_context().get_node_id(), "status": status}
+
+
+def jobs_api_from_a_worker() -> dict:
+    """A job submitted and followed from a CPU worker: the Jobs API calls ran on the head node."""
+    from ray.util.state import list_tasks
+
+    seen = ray.get(submitted_from_a_worker.remote("from-a-worker"))
+    head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
+    calls = list_tasks(filters=[("func_or_class_name", "=", "_call_jobs_api")], raise_on_missing_output=False)
+    return {"status": seen["status"], "caller_on_head": seen["node"] == head,
+            "calls": len(calls), "calls_on_head": sum(c.node_id == head for c in calls)}
+
+
 def served_under_load(spec_file: str, package: str, rows: list[dict], watch: NodeWatch) -> dict:
     """The project served with its models in the ingress (autoscaled by its spec), loaded by 8 clients until Serve
     runs more ingress replicas, then left idle until it runs its minimum again."""
@@ -114,7 +138,8 @@ def served_under_load(spec_file: str, package: str, rows: list[dict], watch: Nod
     began = watch.now()
     serve.start(proxy_location="HeadOnly", http_options={"host": spec.serve.host, "port": spec.serve.port})
     deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve))
-    out = {"deployed_s": round(watch.now() - began, 1), "replicas_before": ingress_running(spec.name)}
+    out = {"deployed_s": round(watch.now() - began, 1), "replicas_before": ingress_running(spec.name),
+           "jobs_api": jobs_api_from_a_worker()}
     loads = [AnsweredLoad(f"http://{spec.serve.host}:{spec.serve.port}", rows[0], rows=rows) for _ in range(8)]
     loaded = watch.now()
     for load in loads:

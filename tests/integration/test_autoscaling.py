@@ -125,6 +125,9 @@ def test_the_launcher_configs_node_types_scale_up_for_a_sweep_a_gpu_and_load_and
     print(f"  refused: {seen['refused']}")
     for event in seen["events"]:
         print(f"  {event['t']:7.1f} s  {event['event']:9}  {event['type']:11}  {event['node']}")
+    jobs_api = served["jobs_api"]  # what the drift monitor does from whichever node it runs on
+    assert jobs_api["status"] == "SUCCEEDED" and not jobs_api["caller_on_head"]
+    assert jobs_api["calls"] >= 2 and jobs_api["calls_on_head"] == jobs_api["calls"], jobs_api
     assert served["replicas_before"] == 1 and served["replicas_peak"] == 3 and served["scaled_up_s"] is not None
     assert served["scaled_down_s"] is not None, "Serve kept the ingress replicas it added after the load stopped"
     assert served["failed"] <= 0.01 * (served["answered"] + served["failed"]), served
