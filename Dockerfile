@@ -20,7 +20,7 @@ WORKDIR /app
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users mlray ./mlray
 COPY --chown=ray:users jobs ./jobs
-RUN pip install --no-cache-dir /app && python -c "import mlray, torch, ray; print(torch.__version__, ray.__version__)"
+RUN pip install --no-cache-dir /app && cd / && python -c "import mlray.spec, torch, ray; print(torch.__version__, ray.__version__)"
 
 FROM rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu AS gpu
 ARG TORCH_VERSION
@@ -31,4 +31,4 @@ WORKDIR /app
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users mlray ./mlray
 COPY --chown=ray:users jobs ./jobs
-RUN pip install --no-cache-dir /app && python -c "import mlray, torch, ray; print(torch.__version__, ray.__version__)"
+RUN pip install --no-cache-dir /app && cd / && python -c "import mlray.spec, torch, ray; print(torch.__version__, ray.__version__)"

@@ -30,7 +30,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests --ignore=tests/e2e/readme
-	$(BIN)/python -m pytest tests/e2e/readme
+	README_CLUSTER_WALKTHROUGH=1 $(BIN)/python -m pytest tests/e2e/readme
 
 test-fast: setup
 	$(BIN)/python -m pytest tests/unit

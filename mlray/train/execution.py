@@ -53,11 +53,17 @@ def require_usable_gpus() -> None:
     """Refuse, in one line and before any worker starts, a GPU run on a GPU that torch cannot use where it is (a CPU
     build of torch, no driver, a node that advertises a GPU it has not got): Lightning would otherwise train on the
     CPU while holding the GPU, or fail deep in CUDA."""
+    probe = _cuda_where_a_gpu_is.remote()
     try:
-        usable, detail = ray.get(_cuda_where_a_gpu_is.remote(), timeout=GPU_CHECK_TIMEOUT_S)
+        usable, detail = ray.get(probe, timeout=GPU_CHECK_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError:
+        ray.cancel(probe)  # or the autoscaler keeps asking for a GPU node
         raise UserError(f"train.use_gpu: no node with a free GPU answered within {GPU_CHECK_TIMEOUT_S:.0f} s "
                         f"(the cluster has {ray.cluster_resources().get('GPU', 0):g} GPUs)") from None
+    except ray.exceptions.RayError as error:  # e.g. the GPU node was reclaimed, or has no torch
+        lines = str(error).strip().splitlines()
+        raise UserError(f"train.use_gpu: the GPU check on a GPU node failed: "
+                        f"{lines[-1][:300] if lines else type(error).__name__}") from None
     if not usable:
         raise UserError(f"train.use_gpu: the cluster advertises {ray.cluster_resources().get('GPU', 0):g} GPUs, but "
                         f"torch on a GPU node cannot use them ({detail}): run GPU nodes on mlray's CUDA image "

@@ -172,7 +172,7 @@ def fit_on_ray(spec: ProjectSpec, prepared: Prepared, run_name: str, run_id: str
         TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=ScalingConfig(num_workers=0),
                      run_config=RunConfig(name=run_name)).fit()
         return LocalResult.read(folder)
-    if gpu:
+    if gpu and not callbacks:  # a Tune trial's sweep checked once (its placement group holds no GPU for the probe)
         require_usable_gpus()
     for name, value in RAY_TRAIN_DEFAULTS.items():  # read by Ray Train's controller, which the driver's env reaches
         os.environ.setdefault(name, value)

@@ -94,23 +94,24 @@ def refused_gpu_runs() -> dict:
 
 
 @ray.remote(num_cpus=1)  # the head has none: a CPU worker
-def submitted_from_a_worker(submission_id: str) -> dict:
-    """What the drift monitor does on whatever node it runs on: submit a job and follow it (`RayJobs` without an
-    address), with the node it ran on."""
-    from mlray.monitor.jobs import HeadJobs, job_status
+def submitted_from_a_worker(spec_file: str, submission_id: str) -> dict:
+    """What the drift monitor does on whatever node it runs on (`RayJobs` as `actor.start` gives it: no address):
+    submit a job and follow it, with the node it ran on."""
+    from mlray.monitor.jobs import RayJobs, job_status
+    from mlray.spec import load_spec
 
-    jobs = HeadJobs()
+    jobs = RayJobs(load_spec(spec_file)).client()
     jobs.submit_job(entrypoint="python -c 'print(42)'", submission_id=submission_id)
     status = wait_until(lambda: job_status(jobs, submission_id) in ("SUCCEEDED", "FAILED") and
                         job_status(jobs, submission_id), timeout=60)
     return {"node": ray.get_runtime_context().get_node_id(), "status": status}
 
 
-def jobs_api_from_a_worker() -> dict:
+def jobs_api_from_a_worker(spec_file: str) -> dict:
     """A job submitted and followed from a CPU worker: the Jobs API calls ran on the head node."""
     from ray.util.state import list_tasks
 
-    seen = ray.get(submitted_from_a_worker.remote("from-a-worker"))
+    seen = ray.get(submitted_from_a_worker.remote(spec_file, "from-a-worker"))
     head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
     calls = list_tasks(filters=[("func_or_class_name", "=", "_call_jobs_api")], raise_on_missing_output=False)
     return {"status": seen["status"], "caller_on_head": seen["node"] == head,
@@ -139,7 +140,7 @@ def served_under_load(spec_file: str, package: str, rows: list[dict], watch: Nod
     serve.start(proxy_location="HeadOnly", http_options={"host": spec.serve.host, "port": spec.serve.port})
     deploy(spec, plan=TrafficPlan.only("1"), keys=KeyRing.for_serving(spec.serve))
     out = {"deployed_s": round(watch.now() - began, 1), "replicas_before": ingress_running(spec.name),
-           "jobs_api": jobs_api_from_a_worker()}
+           "jobs_api": jobs_api_from_a_worker(spec_file)}
     loads = [AnsweredLoad(f"http://{spec.serve.host}:{spec.serve.port}", rows[0], rows=rows) for _ in range(8)]
     loaded = watch.now()
     for load in loads:

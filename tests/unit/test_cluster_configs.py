@@ -168,6 +168,17 @@ def test_every_ray_start_raises_the_open_files_limit_as_rays_own_configs_do(path
     assert "--ulimit nofile=65536:65536" in config["docker"]["run_options"]  # the container lets it go that high
 
 
+def test_what_the_readmes_one_machine_block_writes_stays_out_of_git_job_uploads_and_images():
+    """`ray job submit --working-dir .` uploads what .gitignore does not leave out: the plain API key must not go."""
+    block = README.read_text().split("### On one machine first", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    written = ["my.key", "landing/transactions.csv"]
+    assert all(name in block for name in written)
+    ignored = subprocess.run(["git", "check-ignore", *written], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert ignored == written
+    docker_ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {"*.key", "landing"} <= docker_ignored
+
+
 def test_every_aws_node_boots_a_current_image_and_reads_the_lake():
     """Without an ImageId Ray boots an Ubuntu 18.04 / CUDA 11.2 AMI; without an instance profile a worker has no
     credentials for s3:// (Ray gives its own role to the head only)."""
@@ -177,7 +188,7 @@ def test_every_aws_node_boots_a_current_image_and_reads_the_lake():
         image = node["node_config"]["ImageId"]
         assert re.fullmatch(r"resolve:ssm:/aws/service/deeplearning/ami/x86_64/"
                             r"base-oss-nvidia-driver-gpu-ubuntu-(22|24)\.04/latest/ami-id|ami-[0-9a-f]{8,17}", image), name
-        profiles[name] = node["node_config"]["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
+        profiles[name] = node["node_config"]["IamInstanceProfile"]["Name"]
     assert profiles == {"head": "mlray-head", "cpu_workers": "mlray-worker", "gpu_workers": "mlray-worker"}
 
 
@@ -407,6 +418,15 @@ def test_kuberay_pods_ask_for_what_they_may_use_and_fit_a_node_of_their_pool(nam
         assert (pool == "gpu") == bool(_gpus(container)), f"{name}/{group}"
     for machine in ("m6i.2xlarge", "n2-standard-8", "g5.2xlarge", "n1-standard-8", "mlray.io/pool"):
         assert machine in README.read_text()
+
+
+@pytest.mark.parametrize("name,doc", _kuberay(), ids=[n for n, _ in _kuberay()])
+def test_kuberay_head_service_keeps_the_ports_clients_and_kuberay_use(name, doc):
+    """KubeRay builds the head Service from the head container's ports when it declares any: a RayJob's submitter and
+    `kubectl port-forward` reach the Jobs API through `dashboard`, drivers the GCS through `gcs-server`."""
+    head = _ray_cluster(doc)["headGroupSpec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in head.get("ports", [])}
+    assert {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}.items() <= ports.items(), name
 
 
 def test_prometheus_operator_scrapes_rays_agent_and_haproxy_on_every_ray_pod():
