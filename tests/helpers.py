@@ -1,8 +1,14 @@
 """Helpers every kind of test shares (tests/ is on the path through its conftest)."""
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+
+import psutil
 
 # a model good enough for its scores to tell fraud apart in a minute of training (the monitor tests need that)
 TRAINED = """
@@ -19,6 +25,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def ray_start(folder: Path, environ: dict, *args: str) -> None:
+    """`ray start` of one node of a second Ray on this machine: its own temp dir and free ports for what would
+    otherwise take Ray's defaults, in a session of its own (its raylet's process group is the node's alone)."""
+    ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--temp-dir", str(folder), "--disable-usage-stats",
+               *args, *[x for port in ports for x in (port, str(free_port()))]]
+    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def kill_processes_naming(*marks: str) -> None:
+    """Kill every process (but this one) whose command line names one of `marks`: what a second Ray left."""
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if process.pid != os.getpid() and any(mark in command for mark in marks):
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 def wait_until(check, timeout=20.0, every=0.5):

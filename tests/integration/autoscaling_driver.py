@@ -50,6 +50,10 @@ class NodeWatch(threading.Thread):
     def count(self, kind: str) -> int:
         return sum(k == kind for k in self.alive.values())
 
+    def gone_after(self, kind: str, since: float, timeout: float) -> float | None:
+        """Seconds from `since` until no node of `kind` is left (None: some still ran after `timeout`)."""
+        return wait_until(lambda: self.count(kind) == 0 and round(self.now() - since, 1), timeout=timeout)
+
     def peak(self, kind: str, since: float) -> int:
         running = peak = 0
         for e in self.events:
@@ -97,13 +101,12 @@ def refused_gpu_runs() -> dict:
 def submitted_from_a_worker(spec_file: str, submission_id: str) -> dict:
     """What the drift monitor does on whatever node it runs on (`RayJobs` as `actor.start` gives it: no address):
     submit a job and follow it, with the node it ran on."""
-    from mlray.monitor.jobs import RayJobs, job_status
+    from mlray.monitor.jobs import TERMINAL, RayJobs, job_status
     from mlray.spec import load_spec
 
     jobs = RayJobs(load_spec(spec_file)).client()
     jobs.submit_job(entrypoint="python -c 'print(42)'", submission_id=submission_id)
-    status = wait_until(lambda: job_status(jobs, submission_id) in ("SUCCEEDED", "FAILED") and
-                        job_status(jobs, submission_id), timeout=60)
+    status = wait_until(lambda: (now := job_status(jobs, submission_id)) in TERMINAL and now, timeout=60)
     return {"node": ray.get_runtime_context().get_node_id(), "status": status}
 
 
@@ -173,16 +176,12 @@ def main(storage: str, idle_s: float, spec_file: str, package: str, rows: list[d
     out["trials_done"] = sweep(storage)
     out["sweep_s"] = round(watch.now() - began, 1)
     out["cpu_peak"] = watch.peak("cpu_workers", began)
-    ended = watch.now()
-    out["cpu_gone_s"] = wait_until(lambda: watch.count("cpu_workers") == 0 and round(watch.now() - ended, 1),
-                                   timeout=idle_s + 90)
+    out["cpu_gone_s"] = watch.gone_after("cpu_workers", watch.now(), timeout=idle_s + 90)
 
     began = watch.now()
     out["refused"] = refused_gpu_runs()
     out["gpu_peak"] = watch.peak("gpu_workers", began)
-    ended = watch.now()
-    out["gpu_gone_s"] = wait_until(lambda: watch.count("gpu_workers") == 0 and round(watch.now() - ended, 1),
-                                   timeout=idle_s + 90)
+    out["gpu_gone_s"] = watch.gone_after("gpu_workers", watch.now(), timeout=idle_s + 90)
 
     out["serve"] = served_under_load(spec_file, package, rows, watch)
     watch.stop.set()

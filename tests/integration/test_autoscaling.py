@@ -11,10 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
-from helpers import free_port
+from helpers import free_port, kill_processes_naming, ray_start
 
 pytestmark = pytest.mark.slow
 DRIVER = Path(__file__).with_name("autoscaling_driver.py")
@@ -39,30 +38,6 @@ def fake_cluster_config(launcher: dict, gcs_address: str) -> dict:
             "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
             "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
             "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": []}
-
-
-def start_head(folder: Path, environ: dict, gcs: int, config: Path) -> None:
-    ports = ["--dashboard-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
-             "--metrics-export-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-             "--runtime-env-agent-port"]
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--temp-dir", str(folder),
-               "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "0", "--include-dashboard", "true",
-               "--dashboard-host", "127.0.0.1", "--object-store-memory", str(FAKE_NODE_OBJECT_STORE),
-               "--autoscaling-config", str(config), "--disable-usage-stats",
-               *[x for port in ports for x in (port, str(free_port()))]]
-    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120, start_new_session=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def stop_cluster(*marks: str) -> None:
-    """Every process of the fake cluster (its head's and each fake node's: they name its folder or its GCS)."""
-    for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if any(mark in command for mark in marks) and process.pid != os.getpid():
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
 
 
 def autoscaled_project(folder: Path, starter_text: str) -> Path:
@@ -106,7 +81,10 @@ def test_the_launcher_configs_node_types_scale_up_for_a_sweep_a_gpu_and_load_and
                 "PYTHONPATH": os.pathsep.join([str(DRIVER.parent), str(DRIVER.parents[1])])}
     idle_s = IDLE_MINUTES * 60
     try:
-        start_head(short / "head", environ, gcs, config)
+        ray_start(short / "head", environ, "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+                  "--num-cpus", "0", "--object-store-memory", str(FAKE_NODE_OBJECT_STORE), "--include-dashboard",
+                  "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()),
+                  "--ray-client-server-port", str(free_port()), "--autoscaling-config", str(config))
         done = subprocess.run([sys.executable, str(DRIVER), str(tmp_path / "tune"), str(idle_s), str(spec_file),
                                package, str(rows)],
                               env=environ | {"RAY_ADDRESS": address}, capture_output=True, text=True, timeout=600,
@@ -114,7 +92,7 @@ def test_the_launcher_configs_node_types_scale_up_for_a_sweep_a_gpu_and_load_and
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
         seen = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
-        stop_cluster(str(short), address)
+        kill_processes_naming(str(short), address)  # the head's processes and each fake node's
         shutil.rmtree(short, ignore_errors=True)
 
     served = seen["serve"]

@@ -14,21 +14,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import free_port
+from helpers import free_port, kill_processes_naming, ray_start
 from serving import as_json_rows, raw_rows, watched_project
 
 pytestmark = pytest.mark.slow
 DRIVER = Path(__file__).with_name("node_lost_driver.py")
-def ray_start(folder: Path, environ: dict, *args: str) -> subprocess.Popen:
-    """`ray start` of one node, in a session of its own (its raylet's process group is the node's alone)."""
-    ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--temp-dir", str(folder), "--num-cpus", "2",
-               "--disable-usage-stats", *args, *[x for port in ports for x in (port, str(free_port()))]]
-    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120, start_new_session=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def raylet_of(temp_dir: Path) -> psutil.Process:
     return next(p for p in psutil.process_iter(["name", "cmdline"])
                 if p.info["name"] == "raylet" and any(str(temp_dir) in a for a in p.info["cmdline"] or []))
@@ -62,10 +52,10 @@ def test_the_worker_node_lost_under_load_its_actors_come_back_on_the_head(small_
     short = Path(tempfile.mkdtemp(prefix="mlray-nodes-", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
     head, worker = short / "head", short / "worker"
     try:
-        ray_start(head, environ, "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+        ray_start(head, environ, "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
                   "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()),
                   "--ray-client-server-port", str(free_port()))
-        ray_start(worker, environ, "--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.2")
+        ray_start(worker, environ, "--num-cpus", "2", "--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.2")
         address = f"127.0.0.1:{gcs}"
         placed = drive(environ, address, "setup", str(spec_file), package)["placement"]
         assert placed["control plane"] == placed["monitor"] == "worker" and "worker" in placed["ingress"], placed
@@ -92,7 +82,5 @@ def test_the_worker_node_lost_under_load_its_actors_come_back_on_the_head(small_
                 lose_node(raylet_of(temp_dir).pid)
             except StopIteration:  # gone already
                 pass
-        for process in psutil.process_iter(["cmdline"]):  # and anything left that runs out of this test's folders
-            if any(str(folder) in " ".join(process.info["cmdline"] or []) for folder in (short, tmp_path)):
-                process.kill()
+        kill_processes_naming(str(short), str(tmp_path))  # and anything left that runs out of this test's folders
         shutil.rmtree(short, ignore_errors=True)
