@@ -223,7 +223,7 @@ def check_latency(spec: ProjectSpec, version: str, package, window_rows: int, wi
     from mlray.monitor.actor import DriftMonitor
     from mlray.monitor.detectors import Detectors
     from mlray.monitor.reference import load_reference
-    from mlray.monitor.reports import read_reports
+    from mlray.window_reports import read_reports
 
     watched = fresh(spec, f"check{window_rows}", window_rows=window_rows, min_window_rows=min(100, window_rows))
     traffic = Traffic(watched, version, package)
@@ -290,8 +290,8 @@ SHIFTS = {"covariate": Shift(covariate=1.0), "prior": Shift(prior=1.0), "concept
 def delay(spec: ProjectSpec, version: str, package, name: str, before: int, after: int) -> dict:
     from mlray.control.state import WindowVerdict
     from mlray.incidents import Incidents
-    from mlray.monitor.reports import read_reports
     from mlray.monitor.watch import Monitor
+    from mlray.window_reports import read_reports
 
     watched = fresh(spec, f"delay-{name}", window_rows=DELAY_WINDOW)
     monitor, traffic = Monitor(watched), Traffic(watched, version, package)

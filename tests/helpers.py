@@ -21,10 +21,19 @@ train:
 """
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now and never handed out before in this test run: the kernel may give a port it just freed to the
+    next bind, so two calls could name the same port for two components of one `ray start`, which Ray refuses."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def ray_start(folder: Path, environ: dict, *args: str) -> None:

@@ -91,7 +91,7 @@ def _serve(spec: ProjectSpec) -> str:
 
 
 def _calm_traffic(spec: ProjectSpec, url: str, key: str) -> None:
-    from mlray.monitor.reports import read_reports
+    from mlray.window_reports import read_reports
 
     _step(7, "live traffic with labels: the world as it was")
     lake = dataplane.lake_of(spec)

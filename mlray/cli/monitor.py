@@ -85,7 +85,7 @@ def report(window: Annotated[Optional[int], typer.Option(help="The window to pic
     from mlray import dataplane
     from mlray.errors import UserError
     from mlray.monitor.reference import load_reference
-    from mlray.monitor.reports import read_reports
+    from mlray.window_reports import read_reports
 
     spec = spec_and_ray(spec_path)
     lake = dataplane.lake_of(spec)

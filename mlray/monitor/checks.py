@@ -24,11 +24,11 @@ from mlray.monitor.estimated import WindowEstimates, check_assumptions, estimate
 from mlray.monitor.live import DEFAULT_METRIC, LiveQuality, quality_drop
 from mlray.monitor.policy import window_drifted
 from mlray.monitor.reference import Reference, load_reference
-from mlray.monitor.reports import read_reports, write_report
 from mlray.monitor.segments import check_segments, labelled_rows
 from mlray.monitor.versions import ServedVersions
 from mlray.monitor.windows import Cursor
 from mlray.spec import ProjectSpec
+from mlray.window_reports import read_reports, write_report
 
 log = logging.getLogger(__name__)
 SHOWN_SEGMENTS = 5  # the worst segments a report keeps

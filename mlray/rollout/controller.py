@@ -44,13 +44,13 @@ from mlray.lake import Lake
 from mlray.lake.inference import appended_since, dedupe_labels
 from mlray.lake.specs import LiveSpec
 from mlray.metrics import rollout as rollout_gauges
-from mlray.monitor.reports import read_reports
 from mlray.registry.models import Registry
 from mlray.rollout.analysis import Analysis, Compared, analyze
 from mlray.serve import control, deploy
 from mlray.serve.control import ROLLBACK_TAG
 from mlray.serve.routing import TrafficPlan
 from mlray.spec import ProjectSpec, RolloutSpec
+from mlray.window_reports import read_reports
 
 __all__ = ["ROLLBACK_TAG", "Rollout", "RolloutClient", "RolloutController", "client", "controller"]
 log = logging.getLogger(__name__)

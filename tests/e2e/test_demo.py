@@ -22,8 +22,8 @@ def test_demo_closes_the_loop_and_leaves_a_promoted_retrained_champion(tmp_path)
     from mlray.audit import AuditLog
     from mlray.incidents import Incidents
     from mlray.monitor import jobs
-    from mlray.monitor.reports import read_reports
     from mlray.registry.models import Registry
+    from mlray.window_reports import read_reports
 
     folder = tmp_path / "demo"
     serve.shutdown()  # a Serve an earlier test started would keep its own HTTP port, not the demo's

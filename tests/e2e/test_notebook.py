@@ -27,10 +27,10 @@ def test_quickstart_notebook_closes_the_loop(tmp_path, ray_session):
     from mlray.audit import AuditLog
     from mlray.demo.project import stop_service
     from mlray.incidents import Incidents
-    from mlray.monitor.reports import read_reports
     from mlray.registry.models import Registry
     from mlray.serve.deploy import running_apps
     from mlray.spec import load_spec
+    from mlray.window_reports import read_reports
 
     folder = tmp_path / "quickstart"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRAY_")} | {

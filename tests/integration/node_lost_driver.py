@@ -20,9 +20,9 @@ from serving import AnsweredLoad, ingress_running, logged_counts, longest_silenc
 
 from mlray import dataplane
 from mlray.monitor import actor
-from mlray.monitor.reports import read_reports
 from mlray.serve import control
 from mlray.spec import load_spec
+from mlray.window_reports import read_reports
 
 WORKER_IP = "127.0.0.2"
 

@@ -88,13 +88,13 @@ def test_mlflow_down_60_s_under_load_serving_and_the_monitor_go_on_and_nothing_h
 
     from mlray import dataplane
     from mlray.monitor import actor
-    from mlray.monitor.reports import read_reports
     from mlray.runtime import NAMESPACE
     from mlray.serve import control
     from mlray.serve.auth import KeyRing
     from mlray.serve.deploy import deploy
     from mlray.serve.routing import TrafficPlan
     from mlray.spec import load_spec
+    from mlray.window_reports import read_reports
 
     port = free_port()
     proxy = CountingProxy(port)

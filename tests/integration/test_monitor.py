@@ -16,9 +16,9 @@ from mlray import dataplane
 from mlray.incidents import Incidents, submission_id
 from mlray.lake.synthetic import Shift
 from mlray.monitor import actor, jobs
-from mlray.monitor.reports import read_reports
 from mlray.monitor.watch import Monitor
 from mlray.spec import starter_spec
+from mlray.window_reports import read_reports
 
 WINDOW = 500
 MONITOR = f"""

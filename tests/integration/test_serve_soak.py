@@ -62,11 +62,11 @@ def _p99(latency: list[tuple[float, float]], start: float, end: float) -> float:
 def test_ten_minutes_of_traffic_with_a_rollout_the_monitor_and_upkeep_no_5xx_no_creep_nothing_lost(served):
     from mlray import dataplane
     from mlray.monitor import actor
-    from mlray.monitor.reports import read_reports
     from mlray.registry.models import Registry
     from mlray.rollout.controller import client as rollout_client
     from mlray.serve import control
     from mlray.serve.deploy import rollback_to_previous
+    from mlray.window_reports import read_reports
 
     base, url, _ = served
     spec = _soak_spec(base)

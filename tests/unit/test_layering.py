@@ -16,10 +16,16 @@ NEVER = {
     "mlray.serve": {"mlray.train", "mlray.rollout", "mlray.monitor", "mlray.dataplane", "mlray.training",
                     "mlray.retrain", "mlray.demo"},
     "mlray.monitor": {"mlray.train", "mlray.rollout"},
+    "mlray.rollout": {"mlray.train", "mlray.batch", "mlray.monitor", "mlray.dataplane", "mlray.training", "mlray.retrain",
+                      "mlray.demo"},
     "mlray.fast_ingress": {"mlray."},
     # beside mlray/audit.py: the monitor, the retraining job and the rollout controller all write it
     "mlray.incidents": {"mlray.features", "mlray.registry", "mlray.train", "mlray.batch", "mlray.serve", "mlray.rollout",
                         "mlray.monitor", "mlray.runtime", "mlray.demo", "mlray.retrain", "mlray.dataplane"},
+    # beside it too: the monitor writes a window's report, the rollout controller reads its estimates
+    "mlray.window_reports": {"mlray.features", "mlray.registry", "mlray.train", "mlray.batch", "mlray.serve",
+                             "mlray.rollout", "mlray.monitor", "mlray.runtime", "mlray.demo", "mlray.retrain",
+                             "mlray.dataplane"},
     # the data-plane stages (ingest, validate, fit features) sit just above lake and features: training and batch
     # prediction build on them
     "mlray.dataplane": {"mlray.registry", "mlray.train", "mlray.batch", "mlray.serve", "mlray.rollout", "mlray.monitor",

@@ -11,9 +11,9 @@ from mlray.errors import UserError
 from mlray.incidents import Incidents
 from mlray.lake import Lake
 from mlray.lake.inference import inference_log_schema
-from mlray.monitor.reports import read_reports, write_report
 from mlray.monitor.windows import Cursor, cursor_after, read_from
 from mlray.spec import parse_spec, starter_spec
+from mlray.window_reports import read_reports, write_report
 
 AT = datetime(2026, 11, 26, tzinfo=timezone.utc)
 

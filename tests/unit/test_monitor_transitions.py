@@ -46,9 +46,9 @@ from mlray.lake import Lake
 from mlray.lake.state import StateTable
 from mlray.monitor import checks
 from mlray.monitor.checkpoint import STATE_TABLE, read_checkpoint
-from mlray.monitor.reports import read_reports, write_report
 from mlray.monitor.watch import Monitor
 from mlray.serve.logbook import InferenceLog, create_tables, log_schema
+from mlray.window_reports import read_reports, write_report
 
 WINDOW = 100
 CALM, SHIFTED = 10.0, 500.0  # amounts: FakeDrift calls a window with one above 100 drifted

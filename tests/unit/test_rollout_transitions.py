@@ -222,7 +222,7 @@ def test_a_rollout_stopped_by_hand_is_left_alone_by_its_next_tick(world):
 
 def test_the_monitors_estimates_since_the_rollout_began_explain_a_divergence_before_labels(world, spec):
     from mlray.control.state import WindowReport, WindowVerdict
-    from mlray.monitor.reports import write_report
+    from mlray.window_reports import write_report
 
     rollout, clock, plane, log = world
     log("2", 100, T0 + timedelta(seconds=30), score=lambda i: (i % 10) / 10)

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
+from mlray import window_reports as reports
 from mlray.control.state import (
     Incident,
     IncidentEvent,
@@ -21,8 +22,7 @@ from mlray.incidents import SCHEMA as INCIDENTS_SCHEMA
 from mlray.incidents import TABLE as INCIDENTS
 from mlray.incidents import Incidents
 from mlray.lake import Lake
-from mlray.monitor import reports
-from mlray.monitor.reports import read_reports, write_report
+from mlray.window_reports import read_reports, write_report
 
 AT = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
 

@@ -1,4 +1,7 @@
-"""The drift report of every window, one row each in a Delta table (`drift_reports`), written once per window."""
+"""The drift report of every window, one row each in a Delta table (`drift_reports`), written once per window.
+
+The module sits beside `mlray.audit` (it imports spec, lake and control only): the monitor writes the reports, and
+the rollout controller, which must not import the monitor, reads a window's estimated quality as evidence."""
 
 from __future__ import annotations
 
