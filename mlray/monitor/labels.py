@@ -40,7 +40,7 @@ class LabelJoin:
         matched = self._predictions_for(labels)
         for row in matched.to_pylist():
             live.add(row["model_version"], f"{row['request_id']}:{row['row']}", row["label"], row["prediction"],
-                     row["score"], self._segments(row.get("inputs")))
+                     row["score"], self._segments(row.get("inputs")), row.get("probabilities"))
         found = set(zip(matched.column("request_id").to_pylist(), matched.column("row").to_pylist()))
         cutoff = self.clock.now() - PENDING_FOR
         waiting = [[r["request_id"], r["row"], r["label"], r["at"].isoformat()] for r in labels.to_pylist()
@@ -52,9 +52,10 @@ class LabelJoin:
         table = self.serve.inference_log_table
         if not self.lake.exists(table):
             return pa.table({"request_id": pa.array([], pa.string()), "row": pa.array([], pa.int32())})
-        logged = self.lake.open(table).to_pyarrow_dataset().to_table(
-            filter=pc.field("request_id").isin(pc.unique(labels.column("request_id"))),
-            columns=["request_id", "row", "model_version", "prediction", "score", *(["inputs"] if self.slices else [])])
+        dataset = self.lake.open(table).to_pyarrow_dataset()
+        kept = [c for c in ("probabilities", *(["inputs"] if self.slices else [])) if c in dataset.schema.names]
+        logged = dataset.to_table(filter=pc.field("request_id").isin(pc.unique(labels.column("request_id"))),
+                                  columns=["request_id", "row", "model_version", "prediction", "score", *kept])
         return labels.join(logged, keys=["request_id", "row"], join_type="inner")
 
     def _segments(self, inputs: dict | None) -> dict[str, str | None] | None:
