@@ -168,14 +168,21 @@ def _multiclass_draws(probabilities: np.ndarray, scores: np.ndarray | None, draw
     calls, ranks = _calls_and_ranks(scores)
     upper = np.cumsum(probabilities, axis=1).astype(np.float32)
     upper[:, -1] = np.inf  # the last class takes what rounding leaves above the sum
-    rng, batch = np.random.default_rng(seed), max(1, DRAW_BATCH // max(rows * k, 1))
-    # a row's drawn class: how many of its cumulative probabilities the uniform lies at or above
-    parts = [_class_metrics((rng.random((min(batch, draws - start), rows), np.float32)[..., None] >= upper).sum(axis=2),
-                            calls, ranks) for start in range(0, draws, batch)]
+    rng, batch = np.random.default_rng(seed), max(1, DRAW_BATCH // max(rows, 1))
+    parts = [_class_metrics(_drawn_classes(rng.random((min(batch, draws - start), rows), np.float32), upper), calls,
+                            ranks) for start in range(0, draws, batch)]
     expected_auc = np.array([_expected_auc(probabilities[:, c], scores[:, c]) for c in range(k)])
     point = _multiclass_metrics((probabilities * calls).sum(axis=0), probabilities.sum(axis=0), calls.sum(axis=0),
                                 expected_auc, rows)
     return point, {name: np.concatenate([part[name] for part in parts]) for name in point}
+
+
+def _drawn_classes(uniform: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Each draw's class of each row: how many of the row's cumulative probabilities its uniform lies at or above."""
+    classes = np.zeros(uniform.shape, np.int32)
+    for c in range(upper.shape[1] - 1):  # the last is infinite
+        classes += uniform >= upper[:, c]
+    return classes
 
 
 def realised_multiclass(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -195,10 +202,10 @@ def _class_metrics(classes: np.ndarray, calls: np.ndarray, ranks: np.ndarray) ->
     ranks."""
     rows, k = calls.shape
     tp, positives, auc = np.empty((k, len(classes))), np.empty((k, len(classes))), np.empty((k, len(classes)))
-    for c in range(k):
-        labels = (classes == c).astype(float)
-        positives[c], tp[c] = labels.sum(axis=1), labels @ calls[:, c].astype(float)
-        auc[c] = _rank_auc(labels @ ranks[:, c], positives[c], rows)
+    for c in range(k):  # per draw: the class's labels, those the model called, their rank sum, in one product
+        positives[c], tp[c], rank_sums = ((classes == c).astype(float) @ np.column_stack(
+            [np.ones(rows), calls[:, c], ranks[:, c]])).T
+        auc[c] = _rank_auc(rank_sums, positives[c], rows)
     return _multiclass_metrics(tp, positives, calls.sum(axis=0)[:, None], auc, rows)
 
 

@@ -16,6 +16,7 @@ from mlray.spec import ServeSpec
 
 PENDING_LABELS = 10_000  # labels waiting for their logged prediction
 PENDING_FOR = timedelta(hours=1)
+LOGGED_ROW = "_logged_row"  # a join's own column: which logged row a label matched
 
 
 class LabelJoin:
@@ -56,7 +57,13 @@ class LabelJoin:
         kept = [c for c in ("probabilities", *(["inputs"] if self.slices else [])) if c in dataset.schema.names]
         logged = dataset.to_table(filter=pc.field("request_id").isin(pc.unique(labels.column("request_id"))),
                                   columns=["request_id", "row", "model_version", "prediction", "score", *kept])
-        return labels.join(logged, keys=["request_id", "row"], join_type="inner")
+        if "probabilities" not in kept:
+            return labels.join(logged, keys=["request_id", "row"], join_type="inner")
+        # Arrow's join carries no list column: the joined rows take theirs by the logged row's index
+        lists = logged.column("probabilities")
+        logged = logged.drop_columns(["probabilities"]).append_column(LOGGED_ROW, pa.array(range(logged.num_rows)))
+        joined = labels.join(logged, keys=["request_id", "row"], join_type="inner")
+        return joined.drop_columns([LOGGED_ROW]).append_column("probabilities", lists.take(joined.column(LOGGED_ROW)))
 
     def _segments(self, inputs: dict | None) -> dict[str, str | None] | None:
         """The row's slice values as text (the segments' keys), or None when no slices are watched."""

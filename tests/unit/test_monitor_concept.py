@@ -12,7 +12,7 @@ its fitted calibrator (four metrics).
 | the realised metrics are mlray.quality's | test_the_realised_metrics_are_mlray_quality_s |
 | each band: joint level, around the estimate | test_each_band_holds_the_estimate_between_the_joint_and_the_bonferroni_level |
 | too few labels of a class, a regression, no calibrator: not judged | test_what_cannot_be_judged_says_why |
-| multiclass: calm rarely flagged, 15% random labels are | test_a_multiclass_model_s_estimates_are_checked_against_its_labels |
+| multiclass: calm rarely flagged, 10% random labels are | test_a_multiclass_model_s_estimates_are_checked_against_its_labels |
 | multiclass: the realised metrics are scikit-learn's macro ones | test_a_multiclass_check_s_realised_metrics_are_scikit_learn_s |
 | multiclass: odd rows left out, too few of a class not judged | test_what_a_multiclass_check_leaves_out_or_cannot_judge |
 """
@@ -172,12 +172,12 @@ def multiclass_window(seed: int, relabelled: float = 0.0) -> list[tuple[str, lis
 
 
 def test_a_multiclass_model_s_estimates_are_checked_against_its_labels():
-    champion = multiclass_champion()
+    champion = multiclass_champion()  # its calibrator fitted on 20,000 validation rows, as training does
     calm = [check_assumptions(champion, multiclass_window(seed), seed=seed) for seed in range(50)]
-    drifted = [check_assumptions(champion, multiclass_window(500 + seed, relabelled=0.15), seed=seed)
-               for seed in range(50)]
-    print(f"\nmulticlass, calm: {np.mean([c.concept_drift for c in calm]):.1%}; "
-          f"15% relabelled: {np.mean([c.concept_drift for c in drifted]):.1%}")
+    drifted = [check_assumptions(champion, multiclass_window(500 + seed, relabelled=0.1), seed=seed)
+               for seed in range(30)]
+    print(f"\nmulticlass ({champion.calibrator.method} calibration), calm: "
+          f"{np.mean([c.concept_drift for c in calm]):.1%}; 10% relabelled: {np.mean([c.concept_drift for c in drifted]):.1%}")
     assert all(c.judged and set(c.metrics) == set(MULTICLASS_METRICS) for c in calm + drifted)
     assert np.mean([c.concept_drift for c in calm]) <= 0.02
     assert np.mean([c.concept_drift for c in drifted]) >= 0.9
