@@ -274,7 +274,9 @@ def _fit_vector(raw: np.ndarray, y: np.ndarray) -> VectorScaling:
         gradient[rows, y] -= 1
         return -log_softmax(z, axis=1)[rows, y].mean(), np.r_[(gradient * logs).sum(), gradient.sum(axis=0)] / len(y)
 
-    found = minimize(loss, np.r_[1.0, np.zeros(raw.shape[1])], jac=True, method="L-BFGS-B").x
+    # a negative temperature would turn the classes' order round: it is bounded at 0
+    found = minimize(loss, np.r_[1.0, np.zeros(raw.shape[1])], jac=True, method="L-BFGS-B",
+                     bounds=[(0.0, None)] + [(None, None)] * raw.shape[1]).x
     bias = found[1:] - found[1:].mean()  # softmax ignores a common shift: keep the biases centred
     return VectorScaling(float(found[0]), tuple(map(float, bias)))
 

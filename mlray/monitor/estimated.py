@@ -194,9 +194,10 @@ def check_assumptions(reference: Reference, labelled: list[tuple[str, object]], 
                       min_class_labels: int = MIN_CLASS_LABELS) -> AssumptionCheck:
     """CBPE's estimate on labelled rows against the metrics their labels give (see the module docstring): (label
     text, served score) pairs of a binary model, (label text, served class probabilities) of a multiclass one. Not
-    judged: another task, no calibrator, or fewer than `min_class_labels` labels of any class. Labels are matched to
-    the classes as text, case aside; others, and rows without a score (or without one probability per class), are
-    left out."""
+    judged: another task, no calibrator, or fewer than `min_class_labels` labels of either class (multiclass: of two
+    classes at least; the bands come from the same draws whatever each class's count). Labels are matched to the
+    classes as text, case aside; others, and rows without a score (or without one probability per class), are left
+    out."""
     if reference.task not in ("binary", "multiclass"):
         return AssumptionCheck(reason=f"a {reference.task} model has no estimate to check")
     if reference.calibrator is None:
@@ -216,8 +217,10 @@ def _check_multiclass(reference: Reference, labelled: list[tuple[str, object]], 
                       min_class_labels: int) -> AssumptionCheck:
     labels, probabilities = _known_classes(reference.classes, labelled)
     per_class = dict(zip(map(str, reference.classes), np.bincount(labels, minlength=len(reference.classes)).tolist()))
-    if min(per_class.values()) < min_class_labels:
-        return AssumptionCheck(reason=f"fewer than {min_class_labels} labels of a class", rows=len(labels),
+    if labelled and not len(labels):
+        return AssumptionCheck(reason="no labelled row carries the class probabilities it was served with")
+    if sorted(per_class.values())[-2] < min_class_labels:
+        return AssumptionCheck(reason=f"fewer than two classes with {min_class_labels} labels", rows=len(labels),
                                per_class=per_class)
     bands, level = multiclass_assumption_bands(reference.calibrator.apply(probabilities), probabilities, seed=seed)
     return _judged(bands, level, realised_multiclass(labels, probabilities), len(labels), per_class=per_class)

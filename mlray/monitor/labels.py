@@ -61,7 +61,7 @@ class LabelJoin:
             return labels.join(logged, keys=["request_id", "row"], join_type="inner")
         # Arrow's join carries no list column: the joined rows take theirs by the logged row's index
         lists = logged.column("probabilities")
-        logged = logged.drop_columns(["probabilities"]).append_column(LOGGED_ROW, pa.array(range(logged.num_rows)))
+        logged = logged.drop_columns(["probabilities"]).append_column(LOGGED_ROW, pa.array(range(logged.num_rows), pa.int64()))
         joined = labels.join(logged, keys=["request_id", "row"], join_type="inner")
         return joined.drop_columns([LOGGED_ROW]).append_column("probabilities", lists.take(joined.column(LOGGED_ROW)))
 

@@ -13,7 +13,7 @@ its fitted calibrator (four metrics).
 | each band: joint level, around the estimate | test_each_band_holds_the_estimate_between_the_joint_and_the_bonferroni_level |
 | too few labels of a class, a regression, no calibrator: not judged | test_what_cannot_be_judged_says_why |
 | multiclass: calm rarely flagged, 10% random labels are | test_a_multiclass_model_s_estimates_are_checked_against_its_labels |
-| multiclass: the realised metrics are scikit-learn's macro ones | test_a_multiclass_check_s_realised_metrics_are_scikit_learn_s |
+| multiclass: the realised metrics are mlray.quality's | test_a_multiclass_check_s_realised_metrics_are_mlray_quality_s |
 | multiclass: odd rows left out, too few of a class not judged | test_what_a_multiclass_check_leaves_out_or_cannot_judge |
 """
 
@@ -26,12 +26,12 @@ import pytest
 from multiclass_world import multiclass_champion, multiclass_rows
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from mlray.calibration import choose_threshold, fit_calibrator
 from mlray.lake.synthetic import RISKY_CATEGORIES, RISKY_COUNTRIES, Shift, generate_transactions
 from mlray.monitor.estimated import AssumptionCheck, check_assumptions
-from mlray.quality import binary_metrics
+from mlray.quality import binary_metrics, label_metrics
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
@@ -183,16 +183,17 @@ def test_a_multiclass_model_s_estimates_are_checked_against_its_labels():
     assert np.mean([c.concept_drift for c in drifted]) >= 0.9
 
 
-def test_a_multiclass_check_s_realised_metrics_are_scikit_learn_s():
+def test_a_multiclass_check_s_realised_metrics_are_mlray_quality_s():
     pairs = multiclass_window(3, relabelled=0.15)
-    labels, probabilities = np.array(["abc".index(y) for y, _ in pairs]), np.array([p for _, p in pairs])
-    found = check_assumptions(multiclass_champion(), pairs, seed=3)
-    expected = {"accuracy": accuracy_score(labels, probabilities.argmax(axis=1)),
-                "precision": precision_score(labels, probabilities.argmax(axis=1), average="macro"),
-                "recall": recall_score(labels, probabilities.argmax(axis=1), average="macro"),
-                "roc_auc": roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")}
-    assert {m: found.metrics[m]["realised"] for m in MULTICLASS_METRICS} == pytest.approx(expected)
-    assert found.per_class == dict(zip("abc", np.bincount(labels).tolist())) and found.rows == 2000
+    # and a window whose model never calls c: a class never predicted has no precision (mlray.quality's definition)
+    never_c = [(y, [p[0] / (p[0] + p[1]), p[1] / (p[0] + p[1]), 0.0]) for y, p in pairs]
+    for window in (pairs, never_c):
+        labels, probabilities = np.array(["abc".index(y) for y, _ in window]), np.array([p for _, p in window])
+        found = check_assumptions(multiclass_champion(), window, seed=3)
+        expected = label_metrics(labels.tolist(), probabilities.argmax(axis=1).tolist()) | {
+            "roc_auc": roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")}
+        assert {m: found.metrics[m]["realised"] for m in MULTICLASS_METRICS} == pytest.approx(expected)
+        assert found.per_class == dict(zip("abc", np.bincount(labels).tolist())) and found.rows == 2000
 
 
 def test_what_a_multiclass_check_leaves_out_or_cannot_judge():
@@ -201,8 +202,12 @@ def test_what_a_multiclass_check_leaves_out_or_cannot_judge():
            ("c", [0.7, 0.7, 0.1])]
     check = check_assumptions(champion, pairs + odd, seed=4)
     assert check.judged and check.rows == 2001  # the label "A" counts as class a; the rest are left out
-    few_c = [(y, p) for y, p in pairs if y != "c"] + [(y, p) for y, p in pairs if y == "c"][:19]
-    check = check_assumptions(champion, few_c, seed=4)
-    assert not check.judged and check.reason == "fewer than 20 labels of a class" and check.per_class["c"] == 19
-    assert check_assumptions(champion, few_c, seed=4, min_class_labels=19).judged
+    rare_c = [(y, p) for y, p in pairs if y != "c"] + [(y, p) for y, p in pairs if y == "c"][:3]
+    assert check_assumptions(champion, rare_c, seed=4).per_class["c"] == 3  # a rare class still lets it judge
+    only_a = [(y, p) for y, p in pairs if y == "a"] + [(y, p) for y, p in pairs if y == "b"][:19]
+    check = check_assumptions(champion, only_a, seed=4)
+    assert not check.judged and check.reason == "fewer than two classes with 20 labels" and check.per_class["b"] == 19
+    assert check_assumptions(champion, only_a, seed=4, min_class_labels=19).judged
+    older = [(y, None) for y, _ in pairs]  # labels of rows an older mlray logged without their probabilities
+    assert check_assumptions(champion, older).reason == "no labelled row carries the class probabilities it was served with"
     assert "no calibrator" in check_assumptions(SimpleNamespace(**vars(champion) | {"calibrator": None}), pairs).reason

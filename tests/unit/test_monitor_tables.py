@@ -92,6 +92,12 @@ def test_a_label_joins_its_row_with_the_class_probabilities_it_was_served_with(t
     lake.create("labels", LABELS_SCHEMA)
     lake.append("labels", pa.Table.from_pylist([{"request_id": "m", "row": r, "label": label, "at": AT}
                                                 for r, label in ((0, "c"), (1, "a"))], schema=LABELS_SCHEMA))
-    live = LiveQuality(10)
-    assert LabelJoin(lake, spec.serve, SYSTEM_CLOCK).take(MonitorCheckpoint(epoch="e"), live) == 4
+    live, checkpoint, join = LiveQuality(10), MonitorCheckpoint(epoch="e"), LabelJoin(lake, spec.serve, SYSTEM_CLOCK)
+    assert join.take(checkpoint, live) == 4
     assert sorted(live.labelled_probabilities("3"), key=str) == [("a", None), ("c", [0.2, 0.7, 0.1])]
+    # a label whose row is not logged yet matches nothing: it waits (up to an hour)
+    now = datetime.now(timezone.utc)
+    lake.append("labels", pa.Table.from_pylist([{"request_id": "later", "row": 0, "label": "b", "at": now}],
+                                               schema=LABELS_SCHEMA))
+    join.take(checkpoint, live)
+    assert [label[:3] for label in checkpoint.pending_labels] == [["later", 0, "b"]] and live.counts() == {"3": 2}
