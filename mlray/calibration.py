@@ -7,10 +7,13 @@ FOLDS stratified folds, each fold's scores are mapped by a fit on the other fold
 all those out-of-fold scores (in-sample, isotonic regression would always win); that is done REPEATS times, on other
 fold assignments, and averaged. From the simplest (identity, Platt, isotonic), a more flexible method is chosen only
 when it cuts the best error so far by more than MARGIN: on a few hundred rows the two fits' errors are mostly noise,
-and isotonic regression's steps then overfit. The chosen one is refitted on every row. Multiclass: one map per class,
-one-vs-rest, the rows renormalised to sum to 1; one method for all classes, chosen on the top-class ECE (the predicted
-class's probability against whether it was right). Fewer than MIN_ROWS rows, or fewer than two classes with FOLDS
-rows each: identity.
+and isotonic regression's steps then overfit. The chosen one is refitted on every row. Multiclass: vector scaling
+(Guo et al. 2017; with a bias per class it is Alexandari et al.'s bias-corrected temperature scaling: probabilities =
+softmax(temperature · log(scores) + bias), fitted by maximum likelihood) comes after identity; then one Platt or
+isotonic map per class, one-vs-rest, the rows renormalised to sum to 1. The multiclass error is the classwise ECE
+(each class's probability against whether the row is of that class, averaged over the classes; Kull et al. 2019):
+the top-class ECE cannot see a rare class whose probabilities are off, which is what an estimate of macro metrics
+or of class shares reads. Fewer than MIN_ROWS rows, or fewer than two classes with FOLDS rows each: identity.
 
 Threshold (binary): 'f1' maximises F1; {precision: p} takes the lowest threshold with precision ≥ p (the most recall
 that precision allows), raised past any negatives just above it (same recall, more precision); {recall: r} the highest
@@ -23,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import expit, logit
+from scipy.optimize import minimize
+from scipy.special import expit, log_softmax, logit, softmax
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_recall_curve
@@ -37,6 +41,7 @@ REPEATS = 3  # cross-fittings, on different fold assignments, whose errors are a
 MARGIN = 0.2  # the relative cut in error a more flexible method must bring (isotonic overfits a few hundred rows)
 MIN_ROWS = 30
 METHODS = ("identity", "platt", "isotonic")  # simplest first: a tie goes to the earlier
+MULTICLASS_METHODS = ("identity", "vector", "platt", "isotonic")
 TASKS = ("binary", "multiclass")
 EPS = 1e-6  # scores are clipped this far inside (0, 1) before their logit; thresholds stay as far inside
 PLATT_C = 100.0  # barely regularised: enough to keep a separable fold's slope finite
@@ -68,46 +73,66 @@ ColumnMap = Platt | Isotonic
 
 
 @dataclass(frozen=True)
+class VectorScaling:
+    """Multiclass: probabilities = softmax(temperature · log(scores) + bias), one bias per class."""
+
+    temperature: float = 1.0
+    bias: tuple[float, ...] = ()
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        return softmax(self.temperature * np.log(np.clip(scores, EPS, 1.0)) + np.asarray(self.bias), axis=1)
+
+
+@dataclass(frozen=True)
 class Calibrator:
     """Scores → calibrated probabilities, with nothing but floats inside (it travels as JSON)."""
 
     task: str  # binary: one map, of P(class 1); multiclass: one map per class column
-    method: str  # identity | platt | isotonic
-    columns: tuple[ColumnMap, ...] = ()  # empty for identity
+    method: str  # identity | platt | isotonic | vector (multiclass)
+    columns: tuple[ColumnMap, ...] = ()  # empty for identity and vector
     ece_before: float = 0.0  # of the raw validation scores
     ece_after: float = 0.0  # of the cross-fitted calibrated scores (identity: the raw ones)
+    vector: VectorScaling | None = None  # the vector method's map
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """Scores (binary: (n,), multiclass: (n, k)) → calibrated probabilities of the same shape, in [0, 1]."""
         raw = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
         if self.task == "binary":
             return np.clip(self.columns[0](raw), 0.0, 1.0) if self.columns else raw
-        if self.columns and raw.shape[-1] != len(self.columns):
-            raise ValueError(f"the calibrator maps {len(self.columns)} classes, the scores have {raw.shape[-1]}")
+        classes = len(self.vector.bias) if self.vector else len(self.columns)
+        if classes and raw.shape[-1] != classes:
+            raise ValueError(f"the calibrator maps {classes} classes, the scores have {raw.shape[-1]}")
+        if self.vector:
+            return self.vector(raw)
         mapped = np.column_stack([m(raw[:, j]) for j, m in enumerate(self.columns)]) if self.columns else raw
         return _normalised(np.clip(mapped, 0.0, 1.0), raw)
 
     def to_dict(self) -> dict:
+        vector = {} if self.vector is None else {"temperature": float(self.vector.temperature),
+                                                 "bias": [float(b) for b in self.vector.bias]}
         return {"task": self.task, "method": self.method, "ece_before": float(self.ece_before),
-                "ece_after": float(self.ece_after), "columns": [_column_dict(m) for m in self.columns]}
+                "ece_after": float(self.ece_after), "columns": [_column_dict(m) for m in self.columns]} | vector
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibrator:
         if not isinstance(data, dict):
             raise UserError(f"a calibration is a mapping, not {type(data).__name__}")
         method, task = data.get("method"), data.get("task")
-        if method not in METHODS:
-            raise UserError(f"calibration method {method!r} is unknown: expected one of {', '.join(METHODS)}")
+        if method not in MULTICLASS_METHODS:
+            raise UserError(f"calibration method {method!r} is unknown: expected one of {', '.join(MULTICLASS_METHODS)}")
         if task not in TASKS:
             raise UserError(f"calibration task {task!r} is unknown: expected one of {', '.join(TASKS)}")
         try:
             columns = tuple(_column_map(method, c) for c in data.get("columns", []))
             ece_before, ece_after = float(data.get("ece_before", 0.0)), float(data.get("ece_after", 0.0))
+            vector = _vector_scaling(data) if method == "vector" else None
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"calibration ({method}) has malformed parameters: {e}") from None
-        if (method == "identity") != (not columns) or (task == "binary" and len(columns) > 1):
+        if method == "vector" and (task != "multiclass" or columns):
+            raise UserError(f"a {task} vector calibration cannot have {len(columns)} column maps")
+        if method != "vector" and ((method == "identity") != (not columns) or (task == "binary" and len(columns) > 1)):
             raise UserError(f"a {task} {method} calibration cannot have {len(columns)} column maps")
-        return cls(task, method, columns, ece_before, ece_after)
+        return cls(task, method, columns, ece_before, ece_after, vector)
 
 
 def fit_calibrator(task: str, y_true: np.ndarray, scores: np.ndarray, seed: int = 0) -> Calibrator:
@@ -127,19 +152,22 @@ def fit_calibrator(task: str, y_true: np.ndarray, scores: np.ndarray, seed: int 
     # classes too rare to stratify on join the most common one
     strata = np.where(counts[y] >= FOLDS, y, counts.argmax())
     splits = [list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed + r).split(raw, strata)) for r in range(REPEATS)]
+    methods = METHODS if task == "binary" else MULTICLASS_METHODS
     errors = {"identity": before}
-    for method in ("platt", "isotonic"):
+    for method in methods[1:]:
         errors[method] = float(np.mean([_ece(task, y, _cross_fitted(method, raw, truth, folds)) for folds in splits]))
-    method = _simplest_good_enough(errors)
+    method = _simplest_good_enough(errors, methods)
+    if method == "vector":
+        return Calibrator(task, method, (), before, errors[method], _fit_vector(raw, y))
     columns = _fit_columns(method, raw, truth) if method != "identity" else ()
     return Calibrator(task, method, columns, before, errors[method])
 
 
-def _simplest_good_enough(errors: dict[str, float]) -> str:
+def _simplest_good_enough(errors: dict[str, float], methods: tuple[str, ...] = METHODS) -> str:
     """Walking from the simplest method, a more flexible one replaces the best so far only when it cuts its error by
     more than MARGIN."""
-    chosen = METHODS[0]
-    for method in METHODS[1:]:
+    chosen = methods[0]
+    for method in methods[1:]:
         if errors[method] < (1 - MARGIN) * errors[chosen]:
             chosen = method
     return chosen
@@ -236,21 +264,42 @@ def _fit_columns(method: str, raw: np.ndarray, truth: np.ndarray) -> tuple[Colum
     return tuple(FITS[method](raw[:, j], truth[:, j]) for j in range(raw.shape[1]))
 
 
+def _fit_vector(raw: np.ndarray, y: np.ndarray) -> VectorScaling:
+    """The temperature and biases of least cross-entropy on these rows (L-BFGS, from the identity map)."""
+    logs, rows = np.log(np.clip(raw, EPS, 1.0)), np.arange(len(y))
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = theta[0] * logs + theta[1:]
+        gradient = softmax(z, axis=1)
+        gradient[rows, y] -= 1
+        return -log_softmax(z, axis=1)[rows, y].mean(), np.r_[(gradient * logs).sum(), gradient.sum(axis=0)] / len(y)
+
+    # a negative temperature would turn the classes' order round: it is bounded at 0
+    found = minimize(loss, np.r_[1.0, np.zeros(raw.shape[1])], jac=True, method="L-BFGS-B",
+                     bounds=[(0.0, None)] + [(None, None)] * raw.shape[1]).x
+    bias = found[1:] - found[1:].mean()  # softmax ignores a common shift: keep the biases centred
+    return VectorScaling(float(found[0]), tuple(map(float, bias)))
+
+
 def _cross_fitted(method: str, raw: np.ndarray, truth: np.ndarray, folds: list) -> np.ndarray:
     """Every row's scores mapped by a fit on the folds it is not in."""
     out = np.empty_like(raw)
     for fitted_on, held in folds:
+        if method == "vector":
+            out[held] = _fit_vector(raw[fitted_on], truth[fitted_on].argmax(axis=1))(raw[held])
+            continue
         maps = _fit_columns(method, raw[fitted_on], truth[fitted_on])
         out[held] = np.column_stack([m(raw[held, j]) for j, m in enumerate(maps)])
     return out
 
 
 def _ece(task: str, y: np.ndarray, probability: np.ndarray) -> float:
-    """Binary: of P(class 1); multiclass: of the top class's probability against whether it was right."""
+    """Binary: of P(class 1); multiclass: classwise, each class's probability against whether the row is of it,
+    averaged over the classes."""
     if task == "binary":
         return expected_calibration_error(y, probability[:, 0])
     p = _normalised(np.clip(probability, 0.0, 1.0), probability)
-    return expected_calibration_error((p.argmax(axis=1) == y).astype(np.float64), p.max(axis=1))
+    return float(np.mean([expected_calibration_error((y == c).astype(np.float64), p[:, c]) for c in range(p.shape[1])]))
 
 
 def _normalised(probability: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -266,6 +315,13 @@ def _column_dict(column: ColumnMap) -> dict:
     if isinstance(column, Platt):
         return {"slope": float(column.slope), "intercept": float(column.intercept)}
     return {"x": [float(v) for v in column.x], "y": [float(v) for v in column.y]}
+
+
+def _vector_scaling(data: dict) -> VectorScaling:
+    temperature, bias = float(data["temperature"]), tuple(float(b) for b in data["bias"])
+    if len(bias) < 2 or not np.isfinite([temperature, *bias]).all():
+        raise ValueError("vector scaling needs a finite temperature and a finite bias per class, at least two")
+    return VectorScaling(temperature, bias)
 
 
 def _column_map(method: str, data: dict) -> ColumnMap:

@@ -148,7 +148,9 @@ class MonitorCheckpoint(BaseModel):
     seq: int = 0  # the next window's number
     labels_version: int = -1  # the last labels commit taken
     history: list[dict] = []  # the last windows ({seq, drifted, score_drift, quality_drop, rows}), oldest first
-    quality: dict[str, list] = {}  # `LiveQuality.to_state()`: model version → [key, label, prediction, score] rows
+    # `LiveQuality.to_state()`: model version → [key, label, prediction, score, segments, probabilities] rows (trailing
+    # Nones left out)
+    quality: dict[str, list] = {}
     pending_labels: list[list] = []  # [request_id, row, label, at] of labels waiting for their logged prediction
     champion: str | None = None  # whose reference the last window was checked against
     schedule_slot: int = 0  # the last schedule period acted on

@@ -77,7 +77,9 @@ class WindowChecks:
         metric = self.monitor_rules.retrain.quality_metric or DEFAULT_METRIC[reference.task]
         drop = quality_drop(quality.get(reference.version, {}), reference.offline, metric)
         estimates = self.estimates(reference, answered, scores, result, checkpoint.seq)
-        assumptions = check_assumptions(reference, live.labelled(reference.version), seed=checkpoint.seq)
+        labelled = live.labelled_probabilities(reference.version) if reference.task == "multiclass" else \
+            live.labelled(reference.version)
+        assumptions = check_assumptions(reference, labelled, seed=checkpoint.seq)
         estimated_drop = None if assumptions.concept_drift else estimates.drop(metric, reference.offline)
         versions = self.versions.check(served, reference.version, seed=checkpoint.seq)
         segments = self.segments(reference, answered_inputs, scores, result, checkpoint.seq, live)

@@ -22,8 +22,9 @@ With a 90% band per metric, over a quarter of calm windows would have one of the
 
 Multiclass models are estimated from the class probabilities the inference log keeps (`probabilities`): accuracy and
 macro precision, recall and ROC-AUC, and BBSE over every class, each class's share tested at SHIFT_ALPHA with no
-correction over the classes (k classes: up to k × 0.2% of calm windows report a moved share). The check of the
-assumptions is binary only.
+correction over the classes (k classes: up to k × 0.2% of calm windows report a moved share). Their labels check
+the assumptions as a binary model's do, on the four multiclass metrics, from the probabilities each labelled row was
+served with.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from mlray.monitor.estimators import (
     estimate_multiclass,
     estimate_priors,
     moved,
+    multiclass_assumption_bands,
     outside_assumptions,
     prior_difference,
     prior_shifted,
     realised_binary,
+    realised_multiclass,
     source_priors,
 )
 from mlray.monitor.reference import Reference
@@ -173,10 +176,11 @@ class AssumptionCheck:
     judged: bool = False
     reason: str = ""  # why the rows were not judged
     rows: int = 0  # labelled rows with a known class and a score
-    positives: int = 0
+    positives: int = 0  # binary: labels of the positive class
     level: float = 0.0  # each band's coverage under the assumption (all together: 1 - FAMILY_ALPHA)
     metrics: dict[str, dict] = field(default_factory=dict)  # metric → {estimated, low, high, realised}
     outside: list[str] = field(default_factory=list)  # the estimator is outside its assumptions: concept drift
+    per_class: dict[str, int] = field(default_factory=dict)  # multiclass: labels of each class
 
     @property
     def concept_drift(self) -> bool:
@@ -186,28 +190,49 @@ class AssumptionCheck:
         return asdict(self)
 
 
-def check_assumptions(reference: Reference, labelled: list[tuple[str, float | None]], seed: int = 0,
+def check_assumptions(reference: Reference, labelled: list[tuple[str, object]], seed: int = 0,
                       min_class_labels: int = MIN_CLASS_LABELS) -> AssumptionCheck:
-    """CBPE's estimate on labelled rows, (label text, served score) pairs, against the metrics their labels give (see
-    the module docstring). Not judged: a task other than binary, no calibrator, or fewer than `min_class_labels`
-    labels of either class. Labels are matched to the classes as text, case aside; others, and rows without a score,
-    are left out."""
-    if reference.task != "binary":
-        return AssumptionCheck(reason="binary models only: a multiclass model's estimates are not checked against its "
-                                      "labels yet")
+    """CBPE's estimate on labelled rows against the metrics their labels give (see the module docstring): (label
+    text, served score) pairs of a binary model, (label text, served class probabilities) of a multiclass one. Not
+    judged: another task, no calibrator, or fewer than `min_class_labels` labels of either class (multiclass: of two
+    classes at least; the bands come from the same draws whatever each class's count). Labels are matched to the
+    classes as text, case aside; others, and rows without a score (or without one probability per class), are left
+    out."""
+    if reference.task not in ("binary", "multiclass"):
+        return AssumptionCheck(reason=f"a {reference.task} model has no estimate to check")
     if reference.calibrator is None:
         return AssumptionCheck(reason="the model has no calibrator: nothing was estimated")
+    if reference.task == "multiclass":
+        return _check_multiclass(reference, labelled, seed, min_class_labels)
     labels, scores = _known(reference.classes, labelled)
     positives = int(labels.sum())
     if min(positives, len(labels) - positives) < min_class_labels:
         return AssumptionCheck(reason=f"fewer than {min_class_labels} labels of a class", rows=len(labels),
                                positives=positives)
     bands, level = assumption_bands(reference.calibrator.apply(scores), scores, reference.threshold, seed=seed)
-    realised = realised_binary(labels, scores, reference.threshold)
+    return _judged(bands, level, realised_binary(labels, scores, reference.threshold), len(labels), positives=positives)
+
+
+def _check_multiclass(reference: Reference, labelled: list[tuple[str, object]], seed: int,
+                      min_class_labels: int) -> AssumptionCheck:
+    labels, probabilities = _known_classes(reference.classes, labelled)
+    per_class = dict(zip(map(str, reference.classes), np.bincount(labels, minlength=len(reference.classes)).tolist()))
+    if labelled and not len(labels):
+        return AssumptionCheck(reason="no labelled row carries the class probabilities it was served with")
+    if sorted(per_class.values())[-2] < min_class_labels:
+        return AssumptionCheck(reason=f"fewer than two classes with {min_class_labels} labels", rows=len(labels),
+                               per_class=per_class)
+    bands, level = multiclass_assumption_bands(reference.calibrator.apply(probabilities), probabilities, seed=seed)
+    return _judged(bands, level, realised_multiclass(labels, probabilities), len(labels), per_class=per_class)
+
+
+def _judged(bands: dict[str, Estimate], level: float, realised: dict[str, float], rows: int,
+            **counts) -> AssumptionCheck:
+    """A judged check: each band with the realised value, and the metrics outside their band."""
     metrics = {name: {"estimated": band.value, "low": band.low, "high": band.high, "realised": realised[name]}
                for name, band in bands.items()}
-    return AssumptionCheck(True, "", len(labels), positives, level, metrics,
-                           outside_assumptions(bands, realised))
+    return AssumptionCheck(True, "", rows, level=level, metrics=metrics, outside=outside_assumptions(bands, realised),
+                           **counts)
 
 
 def _known(classes: list, labelled: list[tuple[str, float | None]]) -> tuple[np.ndarray, np.ndarray]:
@@ -216,3 +241,13 @@ def _known(classes: list, labelled: list[tuple[str, float | None]]) -> tuple[np.
     known = [(str(label).lower() == positive, float(score)) for label, score in labelled
              if str(label).lower() in (negative, positive) and score is not None and np.isfinite(score)]
     return np.array([y for y, _ in known], dtype=np.int64), np.array([s for _, s in known], float)
+
+
+def _known_classes(classes: list, labelled: list[tuple[str, list | None]]) -> tuple[np.ndarray, np.ndarray]:
+    """(class indices, probabilities (n, k)) of the pairs whose label names a class and whose probabilities are one
+    finite distribution over the classes."""
+    index, k = {str(c).lower(): j for j, c in enumerate(classes)}, len(classes)
+    known = [(index[str(label).lower()], np.asarray(p, float)) for label, p in labelled
+             if str(label).lower() in index and p is not None and len(p) == k]
+    known = [(y, p) for y, p in known if np.isfinite(p).all() and (p >= 0).all() and abs(p.sum() - 1) <= 1e-3]
+    return np.array([y for y, _ in known], dtype=np.int64), np.array([p for _, p in known], float).reshape(-1, k)

@@ -13,8 +13,9 @@ labelled rows, `assumption_bands` widens each interval to a Monte-Carlo band, al
 deepest at which at most α of the draws leave any band (Westfall and Young's min-p over the draws themselves), never
 shallower than Bonferroni's α / m. The five metrics move together (four of them read the same calls), so the joint
 bands are narrower than Bonferroni's and find a concept drift sooner at the same false-alarm rate;
-the metrics the labels give come from `realised_binary`, by the draws' own formulas. Empty divisions count 0, as in
-`mlray.quality` (scikit-learn's zero_division=0); a ROC-AUC with one class only is NaN.
+the metrics the labels give come from `realised_binary`, by the draws' own formulas. A multiclass window is checked
+the same way on its four metrics (`multiclass_assumption_bands`, `realised_multiclass`). Empty divisions count 0, as
+in `mlray.quality` (scikit-learn's zero_division=0); a ROC-AUC with one class only is NaN.
 
 Black-box shift estimation (BBSE, Lipton, Wang and Smola 2018): under label shift (p(x|y) fixed, p(y) moving) the
 window's predicted-class frequencies μ = C w, where C is the validation split's joint P(ŷ=i, y=j) and w_j the ratio
@@ -40,6 +41,7 @@ Z_90 = 1.6448536269514722  # the standard normal's 95th percentile: a two-sided 
 SINGULAR = 1e-10  # singular values below this fraction of the largest count as zero
 DRAW_BATCH = 500_000  # label cells drawn at once (4 MB as floats: faster than one large block, too)
 CHECKED = ("accuracy", "precision", "recall", "f1", "roc_auc")  # the metrics that test CBPE's assumption
+CHECKED_MULTICLASS = ("accuracy", "precision", "recall", "roc_auc")  # all a multiclass estimate has
 FAMILY_ALPHA = 0.01  # a window that bears the assumption out is flagged at most this often, all CHECKED together
 CHECK_DRAWS = 4000  # draws of the assumption bands: at least 2 m / FAMILY_ALPHA - 1 for m metrics
 SHIFT_ALPHA = 0.002  # two-sided: a class share that has not moved from the matched rows' is flagged this often
@@ -154,22 +156,57 @@ def estimate_multiclass(probabilities: np.ndarray, draws: int = 300, seed: int =
     one-vs-rest ROC-AUC of a window of calibrated class probabilities (n, k). The model's calls are the argmax of its
     own `scores` (n, k: the uncalibrated probabilities it answered with, whose argmax a per-class calibration may
     not keep), which also rank the rows for ROC-AUC; default the probabilities."""
+    return _estimates(*_multiclass_draws(probabilities, scores, draws, seed))
+
+
+def _multiclass_draws(probabilities: np.ndarray, scores: np.ndarray | None, draws: int, seed: int) -> tuple[dict, dict]:
+    """The multiclass metrics' point estimates, and their values on `draws` label vectors drawn from each row's
+    categorical distribution (DRAW_BATCH cells at a time)."""
     probabilities = _rows_of_distributions(probabilities)
     scores = probabilities if scores is None else np.asarray(scores, float)
     rows, k = probabilities.shape
-    calls = scores.argmax(axis=1)[:, None] == np.arange(k)
-    uniform = np.random.default_rng(seed).random((draws, rows), np.float32)
+    calls, ranks = _calls_and_ranks(scores)
     upper = np.cumsum(probabilities, axis=1).astype(np.float32)
     upper[:, -1] = np.inf  # the last class takes what rounding leaves above the sum
-    tp, positives, auc = np.empty((k, draws)), np.empty((k, draws)), np.empty((k, draws))
-    for c in range(k):
-        labels = ((uniform >= upper[:, c - 1] if c else True) & (uniform < upper[:, c])).astype(float)
-        positives[c], tp[c] = labels.sum(axis=1), labels @ calls[:, c].astype(float)
-        auc[c] = _rank_auc(labels @ rankdata(scores[:, c]), positives[c], rows)
+    rng, batch = np.random.default_rng(seed), max(1, DRAW_BATCH // max(rows, 1))
+    parts = [_class_metrics(_drawn_classes(rng.random((min(batch, draws - start), rows), np.float32), upper), calls,
+                            ranks) for start in range(0, draws, batch)]
     expected_auc = np.array([_expected_auc(probabilities[:, c], scores[:, c]) for c in range(k)])
     point = _multiclass_metrics((probabilities * calls).sum(axis=0), probabilities.sum(axis=0), calls.sum(axis=0),
                                 expected_auc, rows)
-    return _estimates(point, _multiclass_metrics(tp, positives, calls.sum(axis=0)[:, None], auc, rows))
+    return point, {name: np.concatenate([part[name] for part in parts]) for name in point}
+
+
+def _drawn_classes(uniform: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Each draw's class of each row: how many of the row's cumulative probabilities its uniform lies at or above."""
+    classes = np.zeros(uniform.shape, np.int32)
+    for c in range(upper.shape[1] - 1):  # the last is infinite
+        classes += uniform >= upper[:, c]
+    return classes
+
+
+def realised_multiclass(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """The metrics the true class indices give, computed as the draws' (`estimate_multiclass`' definitions)."""
+    found = _class_metrics(np.asarray(labels, np.int64)[None], *_calls_and_ranks(np.asarray(scores, float)))
+    return {name: float(np.asarray(value).ravel()[0]) for name, value in found.items()}
+
+
+def _calls_and_ranks(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's call as a one-hot (n, k) mask (the argmax of its scores) and each class's score ranks (n, k)."""
+    k = scores.shape[1]
+    return scores.argmax(axis=1)[:, None] == np.arange(k), np.column_stack([rankdata(scores[:, c]) for c in range(k)])
+
+
+def _class_metrics(classes: np.ndarray, calls: np.ndarray, ranks: np.ndarray) -> dict:
+    """The multiclass metrics of each row of a (draws, rows) matrix of class indices, given the rows' calls and
+    ranks."""
+    rows, k = calls.shape
+    tp, positives, auc = np.empty((k, len(classes))), np.empty((k, len(classes))), np.empty((k, len(classes)))
+    for c in range(k):  # per draw: the class's labels, those the model called, their rank sum, in one product
+        positives[c], tp[c], rank_sums = ((classes == c).astype(float) @ np.column_stack(
+            [np.ones(rows), calls[:, c], ranks[:, c]])).T
+        auc[c] = _rank_auc(rank_sums, positives[c], rows)
+    return _multiclass_metrics(tp, positives, calls.sum(axis=0)[:, None], auc, rows)
 
 
 def _multiclass_metrics(tp: np.ndarray, positives: np.ndarray, calls: np.ndarray, auc: np.ndarray, rows: int) -> dict:
@@ -214,7 +251,19 @@ def assumption_bands(probability: np.ndarray, score: np.ndarray, threshold: floa
     """Each metric's CBPE point estimate with its band, and each band's level (the share of draws inside it): under
     CBPE's assumption a window has any of the metrics outside its band at most α of the time (see the module
     docstring). Compare with `realised_binary` through `outside_assumptions`."""
-    point, drawn = _binary_draws(probability, score, threshold, draws, seed)
+    return _joint_bands(*_binary_draws(probability, score, threshold, draws, seed), metrics, alpha)
+
+
+def multiclass_assumption_bands(probabilities: np.ndarray, scores: np.ndarray,
+                                metrics: tuple[str, ...] = CHECKED_MULTICLASS, alpha: float = FAMILY_ALPHA,
+                                draws: int = CHECK_DRAWS, seed: int = 0) -> tuple[dict[str, Estimate], float]:
+    """`assumption_bands` of a multiclass window: calibrated class probabilities (n, k) and the model's own scores
+    (its calls and ranks). Compare with `realised_multiclass`."""
+    return _joint_bands(*_multiclass_draws(probabilities, scores, draws, seed), metrics, alpha)
+
+
+def _joint_bands(point: dict, drawn: dict, metrics: tuple[str, ...], alpha: float) -> tuple[dict[str, Estimate], float]:
+    draws = len(drawn[metrics[0]])
     depth = joint_tail_depth([drawn[name] for name in metrics], alpha)
     bands = {name: Estimate(float(point[name]), *_band_at(drawn[name], depth)) for name in metrics}
     return bands, 1 - 2 * depth / (draws + 1) if depth else float("nan")

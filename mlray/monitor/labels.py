@@ -16,6 +16,7 @@ from mlray.spec import ServeSpec
 
 PENDING_LABELS = 10_000  # labels waiting for their logged prediction
 PENDING_FOR = timedelta(hours=1)
+LOGGED_ROW = "_logged_row"  # a join's own column: which logged row a label matched
 
 
 class LabelJoin:
@@ -40,7 +41,7 @@ class LabelJoin:
         matched = self._predictions_for(labels)
         for row in matched.to_pylist():
             live.add(row["model_version"], f"{row['request_id']}:{row['row']}", row["label"], row["prediction"],
-                     row["score"], self._segments(row.get("inputs")))
+                     row["score"], self._segments(row.get("inputs")), row.get("probabilities"))
         found = set(zip(matched.column("request_id").to_pylist(), matched.column("row").to_pylist()))
         cutoff = self.clock.now() - PENDING_FOR
         waiting = [[r["request_id"], r["row"], r["label"], r["at"].isoformat()] for r in labels.to_pylist()
@@ -52,10 +53,17 @@ class LabelJoin:
         table = self.serve.inference_log_table
         if not self.lake.exists(table):
             return pa.table({"request_id": pa.array([], pa.string()), "row": pa.array([], pa.int32())})
-        logged = self.lake.open(table).to_pyarrow_dataset().to_table(
-            filter=pc.field("request_id").isin(pc.unique(labels.column("request_id"))),
-            columns=["request_id", "row", "model_version", "prediction", "score", *(["inputs"] if self.slices else [])])
-        return labels.join(logged, keys=["request_id", "row"], join_type="inner")
+        dataset = self.lake.open(table).to_pyarrow_dataset()
+        kept = [c for c in ("probabilities", *(["inputs"] if self.slices else [])) if c in dataset.schema.names]
+        logged = dataset.to_table(filter=pc.field("request_id").isin(pc.unique(labels.column("request_id"))),
+                                  columns=["request_id", "row", "model_version", "prediction", "score", *kept])
+        if "probabilities" not in kept:
+            return labels.join(logged, keys=["request_id", "row"], join_type="inner")
+        # Arrow's join carries no list column: the joined rows take theirs by the logged row's index
+        lists = logged.column("probabilities")
+        logged = logged.drop_columns(["probabilities"]).append_column(LOGGED_ROW, pa.array(range(logged.num_rows), pa.int64()))
+        joined = labels.join(logged, keys=["request_id", "row"], join_type="inner")
+        return joined.drop_columns([LOGGED_ROW]).append_column("probabilities", lists.take(joined.column(LOGGED_ROW)))
 
     def _segments(self, inputs: dict | None) -> dict[str, str | None] | None:
         """The row's slice values as text (the segments' keys), or None when no slices are watched."""

@@ -21,27 +21,41 @@ REPORTED = {"binary": ("precision", "recall", "roc_auc", "ece"), "multiclass": (
             "regression": ("mae", "rmse")}
 
 
+ITEMS = 6  # a kept row: key, label, prediction, score, segments, probabilities
+PROBABILITY_DIGITS = 6  # a kept class probability's decimals: the checkpoint holds every row's
+
+
+def _without_trailing_nones(row: tuple) -> list:
+    """A kept row as the checkpoint holds it: its first four items, then up to its last one that is not None."""
+    items = list(row)
+    while len(items) > 4 and items[-1] is None:
+        items.pop()
+    return items
+
+
 class LiveQuality:
     """A sliding window of the last `rows` labelled predictions of each version: (key, label, prediction JSON, score,
-    segments), the key being 'request_id:row' (a label that comes twice counts once) and segments the row's values of
-    the slice columns ({column: text}, None when none were asked for or a checkpoint kept none)."""
+    segments, probabilities), the key being 'request_id:row' (a label that comes twice counts once), segments the
+    row's values of the slice columns ({column: text}, None when none were asked for or a checkpoint kept none) and
+    probabilities a multiclass answer's class probabilities (None for other answers, or kept by an older mlray)."""
 
     def __init__(self, rows: int, saved: dict[str, list] | None = None):
         self.rows = rows
-        # a checkpoint of an older mlray kept 4 items a row: its rows get no slice values
-        self.pairs: dict[str, deque] = {v: deque(((*p, None)[:5] for p in items), maxlen=rows)
+        # a checkpoint keeps a row's trailing Nones out (an older mlray's kept 4 or 5 items a row)
+        self.pairs: dict[str, deque] = {v: deque(((*p, None, None)[:ITEMS] for p in items), maxlen=rows)
                                         for v, items in (saved or {}).items()}
         self.keys: dict[str, set] = {v: {p[0] for p in pairs} for v, pairs in self.pairs.items()}
 
     def add(self, version: str, key: str, label: str, prediction: str | None, score: float | None,
-            segments: dict[str, str | None] | None = None) -> bool:
+            segments: dict[str, str | None] | None = None, probabilities: list[float] | None = None) -> bool:
         """Keep one labelled prediction; False when the call had failed or this key is already kept."""
         pairs, keys = self.pairs.setdefault(version, deque(maxlen=self.rows)), self.keys.setdefault(version, set())
         if prediction is None or key in keys:
             return False
         if len(pairs) == self.rows:
             keys.discard(pairs[0][0])  # the oldest leaves the window
-        pairs.append((key, label, prediction, score, segments))
+        kept = None if probabilities is None else [round(float(p), PROBABILITY_DIGITS) for p in probabilities]
+        pairs.append((key, label, prediction, score, segments, kept))
         keys.add(key)
         return True
 
@@ -49,12 +63,16 @@ class LiveQuality:
         """(label text, served score) of `version`'s kept rows, oldest first."""
         return [(p[1], p[3]) for p in self.pairs.get(version, ())]
 
+    def labelled_probabilities(self, version: str) -> list[tuple[str, list[float] | None]]:
+        """(label text, served class probabilities) of `version`'s kept rows, oldest first."""
+        return [(p[1], p[5]) for p in self.pairs.get(version, ())]
+
     def segmented(self, version: str) -> list[tuple[str, float | None, dict]]:
         """(label text, served score, slice values) of `version`'s kept rows that carry their slice values."""
         return [(p[1], p[3], p[4]) for p in self.pairs.get(version, ()) if p[4]]
 
     def to_state(self) -> dict[str, list]:
-        return {v: [list(p if p[4] else p[:4]) for p in pairs] for v, pairs in self.pairs.items()}  # as before: 4
+        return {v: [_without_trailing_nones(p) for p in pairs] for v, pairs in self.pairs.items()}
 
     def counts(self) -> dict[str, int]:
         return {v: len(p) for v, p in self.pairs.items()}

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from multiclass_world import multiclass_rows
 from scipy.special import expit, logit, softmax
 
 from mlray.calibration import Calibrator, choose_threshold, fit_calibrator
@@ -91,6 +92,35 @@ def test_multiclass_rows_sum_to_one_and_the_top_class_error_drops():
     before, after = top_class_ece(y, s), top_class_ece(y, p)
     assert after <= before / 2 and after < 0.025, (calibrator.method, before, after)
     assert Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict()))).apply(s[:100]) == pytest.approx(p[:100])
+
+
+def test_vector_scaling_is_chosen_where_it_is_exact_and_keeps_every_class_calibrated():
+    rng = np.random.default_rng(5)
+    calibrator = fit_calibrator("multiclass", *three_classes(6_000, rng), seed=5)
+    assert calibrator.method == "vector" and abs(calibrator.vector.temperature - 1 / 3) < 0.03, calibrator.vector
+    # a rare class: one-vs-rest maps renormalised miss its share; vector scaling is exact here (temperature 0.6, the
+    # log priors as biases), so each class's mean probability matches its share of fresh rows
+    y, served = multiclass_rows(20_000, [0.6, 0.3, 0.1], seed=0)
+    fitted = fit_calibrator("multiclass", y, served)
+    assert fitted.method == "vector" and abs(fitted.vector.temperature - 0.6) < 0.03
+    y, served = multiclass_rows(100_000, [0.6, 0.3, 0.1], seed=1)
+    shares, mean_probabilities = np.bincount(y) / len(y), fitted.apply(served).mean(axis=0)
+    assert mean_probabilities == pytest.approx(shares, abs=0.004)
+    again = Calibrator.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    assert again == fitted and np.array_equal(again.apply(served[:100]), fitted.apply(served[:100]))
+
+
+def test_a_malformed_vector_scaling_is_refused():
+    good = {"task": "multiclass", "method": "vector", "columns": [], "temperature": 0.5, "bias": [0.1, -0.1]}
+    assert Calibrator.from_dict(good).vector.bias == (0.1, -0.1)
+    with pytest.raises(UserError, match="a binary vector calibration cannot have 0 column maps"):
+        Calibrator.from_dict(good | {"task": "binary"})
+    with pytest.raises(UserError, match="malformed parameters: vector scaling needs a finite temperature"):
+        Calibrator.from_dict(good | {"bias": [0.1, float("nan")]})
+    with pytest.raises(UserError, match="malformed parameters"):
+        Calibrator.from_dict({k: v for k, v in good.items() if k != "temperature"})
+    with pytest.raises(ValueError, match="the calibrator maps 2 classes, the scores have 3"):
+        Calibrator.from_dict(good).apply(np.full((4, 3), 1 / 3))
 
 
 def test_identity_on_a_single_class_or_a_handful_of_rows():

@@ -1,7 +1,8 @@
 """Concept drift once labels arrive: CBPE's estimate from the labelled rows' scores against the metrics their labels
 give (`estimated.check_assumptions`), each metric's band wide enough that all five together flag a calm window at most
 1% of the time. On the card-fraud generator with a logistic model trained on it (calibrator and threshold fitted on
-its validation split), and on simulated windows whose calibrated probability is exact.
+its validation split), on simulated windows whose calibrated probability is exact, and on a three-class world with
+its fitted calibrator (four metrics).
 
 | behaviour | test |
 |---|---|
@@ -10,7 +11,10 @@ its validation split), and on simulated windows whose calibrated probability is 
 | a simulated change of p(y given x) is flagged, calm windows rarely | test_a_simulated_change_of_p_y_given_x_is_flagged |
 | the realised metrics are mlray.quality's | test_the_realised_metrics_are_mlray_quality_s |
 | each band: joint level, around the estimate | test_each_band_holds_the_estimate_between_the_joint_and_the_bonferroni_level |
-| too few labels of a class, multiclass, no calibrator: not judged | test_what_cannot_be_judged_says_why |
+| too few labels of a class, a regression, no calibrator: not judged | test_what_cannot_be_judged_says_why |
+| multiclass: calm rarely flagged, 10% random labels are | test_a_multiclass_model_s_estimates_are_checked_against_its_labels |
+| multiclass: the realised metrics are mlray.quality's | test_a_multiclass_check_s_realised_metrics_are_mlray_quality_s |
+| multiclass: odd rows left out, too few of a class not judged | test_what_a_multiclass_check_leaves_out_or_cannot_judge |
 """
 
 from types import SimpleNamespace
@@ -19,13 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from multiclass_world import multiclass_champion, multiclass_rows
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 from mlray.calibration import choose_threshold, fit_calibrator
 from mlray.lake.synthetic import RISKY_CATEGORIES, RISKY_COUNTRIES, Shift, generate_transactions
 from mlray.monitor.estimated import AssumptionCheck, check_assumptions
-from mlray.quality import binary_metrics
+from mlray.quality import binary_metrics, label_metrics
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
@@ -147,7 +153,61 @@ def test_what_cannot_be_judged_says_why(exact):
     noisy = simulated(4) + [("maybe", 0.9), ("TRUE", None), ("false", float("nan"))]
     assert check_assumptions(exact, noisy).rows == 2000  # unknown labels and rows without a score are left out
     assert check_assumptions(exact, [("True", 0.9)] * 30 + [("FALSE", 0.1)] * 30).judged  # labels matched case aside
-    multiclass = SimpleNamespace(task="multiclass", classes=["a", "b", "c"], threshold=0.5, calibrator=None)
-    assert check_assumptions(multiclass, [("a", 0.9)]) == AssumptionCheck(
-        reason="binary models only: a multiclass model's estimates are not checked against its labels yet")
+    regression = SimpleNamespace(task="regression", classes=[], threshold=0.5, calibrator=None)
+    assert check_assumptions(regression, [("3.5", 3.1)]) == AssumptionCheck(
+        reason="a regression model has no estimate to check")
     assert "no calibrator" in check_assumptions(SimpleNamespace(task="binary", calibrator=None), few).reason
+
+
+MULTICLASS_METRICS = ("accuracy", "precision", "recall", "roc_auc")
+
+
+def multiclass_window(seed: int, relabelled: float = 0.0) -> list[tuple[str, list[float]]]:
+    """2,000 (label, served class probabilities) pairs of the three-class world; `relabelled`: that share of rows
+    takes a label drawn uniformly at random instead (p(y|x) flattens: concept drift at nearly the same shares)."""
+    y, probabilities = multiclass_rows(2000, [0.6, 0.3, 0.1], seed=seed)
+    rng = np.random.default_rng(10_000 + seed)
+    y = np.where(rng.random(len(y)) < relabelled, rng.integers(0, 3, len(y)), y)
+    return [("abc"[label], list(p)) for label, p in zip(y, probabilities)]
+
+
+def test_a_multiclass_model_s_estimates_are_checked_against_its_labels():
+    champion = multiclass_champion()  # its calibrator fitted on 20,000 validation rows, as training does
+    calm = [check_assumptions(champion, multiclass_window(seed), seed=seed) for seed in range(50)]
+    drifted = [check_assumptions(champion, multiclass_window(500 + seed, relabelled=0.1), seed=seed)
+               for seed in range(30)]
+    print(f"\nmulticlass ({champion.calibrator.method} calibration), calm: "
+          f"{np.mean([c.concept_drift for c in calm]):.1%}; 10% relabelled: {np.mean([c.concept_drift for c in drifted]):.1%}")
+    assert all(c.judged and set(c.metrics) == set(MULTICLASS_METRICS) for c in calm + drifted)
+    assert np.mean([c.concept_drift for c in calm]) <= 0.02
+    assert np.mean([c.concept_drift for c in drifted]) >= 0.9
+
+
+def test_a_multiclass_check_s_realised_metrics_are_mlray_quality_s():
+    pairs = multiclass_window(3, relabelled=0.15)
+    # and a window whose model never calls c: a class never predicted has no precision (mlray.quality's definition)
+    never_c = [(y, [p[0] / (p[0] + p[1]), p[1] / (p[0] + p[1]), 0.0]) for y, p in pairs]
+    for window in (pairs, never_c):
+        labels, probabilities = np.array(["abc".index(y) for y, _ in window]), np.array([p for _, p in window])
+        found = check_assumptions(multiclass_champion(), window, seed=3)
+        expected = label_metrics(labels.tolist(), probabilities.argmax(axis=1).tolist()) | {
+            "roc_auc": roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")}
+        assert {m: found.metrics[m]["realised"] for m in MULTICLASS_METRICS} == pytest.approx(expected)
+        assert found.per_class == dict(zip("abc", np.bincount(labels).tolist())) and found.rows == 2000
+
+
+def test_what_a_multiclass_check_leaves_out_or_cannot_judge():
+    champion, pairs = multiclass_champion(), multiclass_window(4)
+    odd = [("A", pairs[0][1]), ("d", pairs[1][1]), ("b", None), ("b", [0.5, 0.5]), ("c", [0.2, float("nan"), 0.8]),
+           ("c", [0.7, 0.7, 0.1])]
+    check = check_assumptions(champion, pairs + odd, seed=4)
+    assert check.judged and check.rows == 2001  # the label "A" counts as class a; the rest are left out
+    rare_c = [(y, p) for y, p in pairs if y != "c"] + [(y, p) for y, p in pairs if y == "c"][:3]
+    assert check_assumptions(champion, rare_c, seed=4).per_class["c"] == 3  # a rare class still lets it judge
+    only_a = [(y, p) for y, p in pairs if y == "a"] + [(y, p) for y, p in pairs if y == "b"][:19]
+    check = check_assumptions(champion, only_a, seed=4)
+    assert not check.judged and check.reason == "fewer than two classes with 20 labels" and check.per_class["b"] == 19
+    assert check_assumptions(champion, only_a, seed=4, min_class_labels=19).judged
+    older = [(y, None) for y, _ in pairs]  # labels of rows an older mlray logged without their probabilities
+    assert check_assumptions(champion, older).reason == "no labelled row carries the class probabilities it was served with"
+    assert "no calibrator" in check_assumptions(SimpleNamespace(**vars(champion) | {"calibrator": None}), pairs).reason

@@ -1,4 +1,5 @@
-"""Labelled rows keep their slice values for live quality per segment; checkpoints of an older mlray still load."""
+"""Labelled rows keep their slice values for live quality per segment, and a multiclass answer's class probabilities
+for the check of its estimates; checkpoints of an older mlray still load."""
 
 import numpy as np
 
@@ -15,6 +16,19 @@ def test_a_checkpoint_of_four_items_a_row_loads_and_new_rows_carry_their_segment
     assert live.segmented("1") == [("True", 0.8, {"device": "mobile"})]
     again = LiveQuality(100, live.to_state())
     assert again.segmented("1") == live.segmented("1") and again.counts() == {"1": 41}
+
+
+def test_a_multiclass_answer_keeps_its_probabilities_through_a_checkpoint():
+    live = LiveQuality(3, {"1": [["old:0", "a", '"a"', 0.9, {"device": "pos"}]]})  # kept by an older mlray
+    assert live.add("1", "m:0", "c", '"b"', 0.7, None, [0.2, 0.7000000004, 0.1])
+    assert live.add("1", "m:1", "b", '"b"', 0.6, {"device": "web"}, [0.3, 0.6, 0.1])
+    expected = [("a", None), ("c", [0.2, 0.7, 0.1]), ("b", [0.3, 0.6, 0.1])]
+    assert live.labelled_probabilities("1") == expected  # kept to PROBABILITY_DIGITS decimals
+    state = live.to_state()
+    assert [len(row) for row in state["1"]] == [5, 6, 6]  # a row without probabilities keeps 4 or 5 items, as before
+    again = LiveQuality(3, state)
+    assert again.labelled_probabilities("1") == expected and again.segmented("1") == live.segmented("1")
+    assert live.add("1", "m:2", "a", '"a"', 0.8) and live.labelled_probabilities("1")[0] == ("c", [0.2, 0.7, 0.1])
 
 
 def test_labelled_rows_name_the_positive_class_as_text_and_drop_rows_they_cannot_use():

@@ -1,16 +1,19 @@
 """The monitor's tables on a real local Delta lake (no Ray): exactly-once windows over the log, incidents as folded
-events, a window's report written once."""
+events, a window's report written once, labels joined to the rows they label."""
 
 from datetime import datetime, timezone
 
 import pyarrow as pa
 import pytest
 
-from mlray.control.state import WindowReport
+from mlray.control.clock import SYSTEM_CLOCK
+from mlray.control.state import MonitorCheckpoint, WindowReport
 from mlray.errors import UserError
 from mlray.incidents import Incidents
 from mlray.lake import Lake
-from mlray.lake.inference import inference_log_schema
+from mlray.lake.inference import LABELS_SCHEMA, inference_log_schema
+from mlray.monitor.labels import LabelJoin
+from mlray.monitor.live import LiveQuality
 from mlray.monitor.windows import Cursor, cursor_after, read_from
 from mlray.spec import parse_spec, starter_spec
 from mlray.window_reports import read_reports, write_report
@@ -74,3 +77,27 @@ def test_a_window_report_is_written_once(tmp_path):
     assert write_report(lake, report) and not write_report(lake, report)
     found = read_reports(lake, "e1", 0)
     assert len(found) == 1 and found[0].quality == {"1": {"roc_auc": 0.8}} and found[0].end == [1, 10]
+
+
+def test_a_label_joins_its_row_with_the_class_probabilities_it_was_served_with(tmp_path):
+    spec = parse_spec(starter_spec())
+    schema = inference_log_schema(spec.train_table, ["amount"])
+    lake = Lake(str(tmp_path / "lake"))
+    lake.create("inference_log", schema)
+    served = [{"request_id": "m", "row": 0, "at": AT, "model_version": "3", "shadow": False, "prediction": '"b"',
+               "score": 0.7, "probabilities": [0.2, 0.7, 0.1]},
+              {"request_id": "m", "row": 1, "at": AT, "model_version": "3", "shadow": False, "prediction": '"a"',
+               "score": 0.6}]  # logged by an older mlray: no probabilities
+    lake.append("inference_log", pa.Table.from_pylist(served, schema=schema))
+    lake.create("labels", LABELS_SCHEMA)
+    lake.append("labels", pa.Table.from_pylist([{"request_id": "m", "row": r, "label": label, "at": AT}
+                                                for r, label in ((0, "c"), (1, "a"))], schema=LABELS_SCHEMA))
+    live, checkpoint, join = LiveQuality(10), MonitorCheckpoint(epoch="e"), LabelJoin(lake, spec.serve, SYSTEM_CLOCK)
+    assert join.take(checkpoint, live) == 4
+    assert sorted(live.labelled_probabilities("3"), key=str) == [("a", None), ("c", [0.2, 0.7, 0.1])]
+    # a label whose row is not logged yet matches nothing: it waits (up to an hour)
+    now = datetime.now(timezone.utc)
+    lake.append("labels", pa.Table.from_pylist([{"request_id": "later", "row": 0, "label": "b", "at": now}],
+                                               schema=LABELS_SCHEMA))
+    join.take(checkpoint, live)
+    assert [label[:3] for label in checkpoint.pending_labels] == [["later", 0, "b"]] and live.counts() == {"3": 2}
